@@ -1,0 +1,51 @@
+# ikegw — see README.md. Every target that needs system packages installs
+# them first (scripts/deps.sh is idempotent).
+
+GO       ?= go
+GOBIN    := $(shell $(GO) env GOPATH)/bin
+BIN      := bin
+PKGS     := ./...
+# Packages with goroutines of their own: tested with the race detector.
+RACE_PKGS := ./cluster/... ./store/... ./failover/... ./xfrm/... ./ike/runtime/...
+FUZZTIME ?= 20s
+
+.PHONY: all build test test-unit test-race test-kernel lint fuzz fuzz-long bench run stop failover deps clean
+
+all: build
+
+deps:
+	@scripts/deps.sh test
+
+build:
+	@mkdir -p $(BIN)
+	$(GO) build ./...
+	@if [ -n "$$($(GO) list ./cmd/... 2>/dev/null)" ]; then $(GO) build -o $(BIN)/ ./cmd/...; fi
+
+lint: deps
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt: $$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+	$(GOBIN)/staticcheck $(PKGS)
+
+test-unit: deps build
+	$(GO) test -count=1 -timeout 20m $(PKGS)
+
+test-race: deps
+	@pkgs=$$($(GO) list $(RACE_PKGS) 2>/dev/null); \
+	if [ -n "$$pkgs" ]; then echo "go test -race $$pkgs"; $(GO) test -count=1 -race -timeout 20m $$pkgs; fi
+
+# One short run of every fuzz target (FUZZTIME each).
+fuzz:
+	@scripts/fuzz.sh $(FUZZTIME)
+
+fuzz-long:
+	@scripts/fuzz.sh 10m
+
+# The whole suite, as CI runs it.
+test: lint test-unit test-race fuzz
+
+bench: build
+	@scripts/deps.sh test bench
+	$(GO) test -run '^$$' -bench . -benchmem -count 5 $(PKGS)
+
+clean:
+	rm -rf $(BIN)

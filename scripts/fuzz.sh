@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs every fuzz target in the module for the given time each (default 20s).
+set -euo pipefail
+t=${1:-20s}
+cd "$(dirname "$0")/.."
+n=0
+for pkg in $(go list ./...); do
+  dir=$(go list -f '{{.Dir}}' "$pkg")
+  for f in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //' | sort -u); do
+    echo "fuzz: $pkg $f ($t)"
+    go test -run '^$' -fuzz "^$f\$" -fuzztime "$t" "$pkg"
+    n=$((n+1))
+  done
+done
+echo "fuzz: $n targets run"
