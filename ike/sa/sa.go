@@ -121,6 +121,12 @@ type Exchange struct {
 	LastReply []byte `cbor:"4,keyasint,omitempty"`
 	// LastRequestHash identifies the request LastReply answers.
 	LastRequestHash []byte `cbor:"5,keyasint,omitempty"`
+	// Nonces of a Quick Mode (Ni_b, Nr_b), needed to verify its HASH(3).
+	Ni []byte `cbor:"6,keyasint,omitempty"`
+	Nr []byte `cbor:"7,keyasint,omitempty"`
+	// InSPI names the IPsec SA pair this Quick Mode created (responder side,
+	// persisted before its reply and installed when HASH(3) arrives).
+	InSPI uint32 `cbor:"8,keyasint,omitempty"`
 }
 
 // IKESA is a replicated ISAKMP SA.
