@@ -1,0 +1,299 @@
+package isakmp
+
+import (
+	"encoding/binary"
+	"math"
+)
+
+// AppendPayloads appends the payloads in ps to dst, chained in order (each
+// generic header's Next Payload names the following payload, the last one
+// NONE), and returns the type of the first payload (for the header's or the
+// previous payload's Next Payload) and the extended slice. Payloads may be
+// given as pointers or values. Reserved bytes are written as zero.
+//
+// An invalid payload (nil, a length that does not fit its field, a Delete
+// with SPIs of different sizes, more than MaxPayloads elements, ...) is an
+// *Error whose Offset is the payload's offset from len(dst); dst is then
+// returned unchanged.
+func AppendPayloads(dst []byte, ps []Payload) (first PayloadType, out []byte, err error) {
+	return appendPayloads(dst, ps, 0)
+}
+
+func appendPayloads(dst []byte, ps []Payload, base int) (PayloadType, []byte, error) {
+	start := len(dst)
+	if len(ps) > MaxPayloads {
+		return PayloadNone, dst, errf(PayloadNone, base, ErrTooMany, "%d payloads, at most %d", len(ps), MaxPayloads)
+	}
+	vals := make([]Payload, len(ps))
+	for i, p := range ps {
+		v, ok := value(p)
+		if !ok {
+			return PayloadNone, dst, errf(PayloadNone, base, ErrBadPayload, "payload %d is nil or of unsupported Go type %T", i, p)
+		}
+		vals[i] = v
+	}
+	out := dst
+	for i, p := range vals {
+		next := PayloadNone
+		if i+1 < len(vals) {
+			next = vals[i+1].Type()
+		}
+		off := len(out)
+		at := base + off - start
+		out = append(out, byte(next), 0, 0, 0)
+		var err error
+		out, err = appendBody(out, p, at)
+		if err != nil {
+			return PayloadNone, dst[:start], err
+		}
+		n := len(out) - off
+		if n > math.MaxUint16 {
+			return PayloadNone, dst[:start], errf(p.Type(), at, ErrBadLength, "payload length %d > %d", n, math.MaxUint16)
+		}
+		binary.BigEndian.PutUint16(out[off+2:], uint16(n))
+	}
+	if len(vals) == 0 {
+		return PayloadNone, out, nil
+	}
+	return vals[0].Type(), out, nil
+}
+
+// value returns the payload as a non-pointer value of one of this
+// package's types; ok is false for nil or foreign types.
+func value(p Payload) (Payload, bool) {
+	switch v := p.(type) {
+	case SA, KE, ID, Cert, CertRequest, Hash, Signature, Nonce, Notify, Delete, VendorID, NATD, NATOA, Unknown:
+		return v, true
+	case *SA:
+		return deref(v)
+	case *KE:
+		return deref(v)
+	case *ID:
+		return deref(v)
+	case *Cert:
+		return deref(v)
+	case *CertRequest:
+		return deref(v)
+	case *Hash:
+		return deref(v)
+	case *Signature:
+		return deref(v)
+	case *Nonce:
+		return deref(v)
+	case *Notify:
+		return deref(v)
+	case *Delete:
+		return deref(v)
+	case *VendorID:
+		return deref(v)
+	case *NATD:
+		return deref(v)
+	case *NATOA:
+		return deref(v)
+	case *Unknown:
+		return deref(v)
+	}
+	return nil, false
+}
+
+func deref[T Payload](p *T) (Payload, bool) {
+	if p == nil {
+		return nil, false
+	}
+	return *p, true
+}
+
+// appendBody appends the body of p (without generic header); at is the
+// payload's offset for errors.
+func appendBody(b []byte, p Payload, at int) ([]byte, error) {
+	switch v := p.(type) {
+	case SA:
+		return appendSA(b, v, at)
+	case KE:
+		return append(b, v.Data...), nil
+	case ID:
+		b = append(b, byte(v.IDType), v.Protocol)
+		b = binary.BigEndian.AppendUint16(b, v.Port)
+		return append(b, v.Data...), nil
+	case Cert:
+		b = append(b, v.Encoding)
+		return append(b, v.Data...), nil
+	case CertRequest:
+		b = append(b, v.Encoding)
+		return append(b, v.Authority...), nil
+	case Hash:
+		return append(b, v.Data...), nil
+	case Signature:
+		return append(b, v.Data...), nil
+	case Nonce:
+		return append(b, v.Data...), nil
+	case Notify:
+		if len(v.SPI) > math.MaxUint8 {
+			return b, errf(PayloadNotify, at, ErrBadLength, "SPI of %d bytes, at most %d", len(v.SPI), math.MaxUint8)
+		}
+		b = binary.BigEndian.AppendUint32(b, v.DOI)
+		b = append(b, byte(v.Protocol), byte(len(v.SPI)))
+		b = binary.BigEndian.AppendUint16(b, uint16(v.NotifyType))
+		b = append(b, v.SPI...)
+		return append(b, v.Data...), nil
+	case Delete:
+		if len(v.SPIs) == 0 {
+			return b, errf(PayloadDelete, at, ErrBadPayload, "delete names no SPI")
+		}
+		if len(v.SPIs) > math.MaxUint16 {
+			return b, errf(PayloadDelete, at, ErrTooMany, "%d SPIs, at most %d", len(v.SPIs), math.MaxUint16)
+		}
+		size := len(v.SPIs[0])
+		if size > math.MaxUint8 {
+			return b, errf(PayloadDelete, at, ErrBadLength, "SPI of %d bytes, at most %d", size, math.MaxUint8)
+		}
+		b = binary.BigEndian.AppendUint32(b, v.DOI)
+		b = append(b, byte(v.Protocol), byte(size))
+		b = binary.BigEndian.AppendUint16(b, uint16(len(v.SPIs)))
+		for i, s := range v.SPIs {
+			if len(s) != size {
+				return b, errf(PayloadDelete, at, ErrBadLength, "SPI %d has %d bytes, SPI 0 has %d", i, len(s), size)
+			}
+			b = append(b, s...)
+		}
+		return b, nil
+	case VendorID:
+		return append(b, v.Data...), nil
+	case NATD:
+		return append(b, v.Hash...), nil
+	case NATOA:
+		t := v.IDType
+		a := v.Addr
+		if t == 0 {
+			if a.Is4() {
+				t = IDIPv4Addr
+			} else {
+				t = IDIPv6Addr
+			}
+		}
+		switch {
+		case t == IDIPv4Addr && (a.Is4() || a.Is4In6()):
+			a4 := a.Unmap().As4()
+			b = append(b, byte(t), 0, 0, 0)
+			return append(b, a4[:]...), nil
+		case t == IDIPv6Addr && a.Is6():
+			a16 := a.As16()
+			b = append(b, byte(t), 0, 0, 0)
+			return append(b, a16[:]...), nil
+		}
+		return b, errf(v.Type(), at, ErrBadPayload, "ID type %s cannot carry address %v", t, a)
+	case Unknown:
+		switch v.PayloadType {
+		case PayloadNone, PayloadProposal, PayloadTransform:
+			return b, errf(v.PayloadType, at, ErrBadPayload, "payload type %s cannot be sent as a top-level payload", v.PayloadType)
+		}
+		return append(b, v.Data...), nil
+	}
+	return b, errf(PayloadNone, at, ErrBadPayload, "unsupported payload %T", p)
+}
+
+func appendSA(b []byte, sa SA, at int) ([]byte, error) {
+	if len(sa.Proposals) == 0 {
+		return b, errf(PayloadSA, at, ErrBadPayload, "SA payload has no proposal")
+	}
+	if len(sa.Proposals) > MaxPayloads {
+		return b, errf(PayloadSA, at, ErrTooMany, "%d proposals, at most %d", len(sa.Proposals), MaxPayloads)
+	}
+	start := len(b) - genericLen
+	b = binary.BigEndian.AppendUint32(b, sa.DOI)
+	b = binary.BigEndian.AppendUint32(b, sa.Situation)
+	for i, prop := range sa.Proposals {
+		poff := len(b)
+		pat := at + poff - start
+		next := PayloadProposal
+		if i == len(sa.Proposals)-1 {
+			next = PayloadNone
+		}
+		if len(prop.SPI) > math.MaxUint8 {
+			return b, errf(PayloadProposal, pat, ErrBadLength, "proposal %d: SPI of %d bytes, at most %d", prop.Number, len(prop.SPI), math.MaxUint8)
+		}
+		if len(prop.Transforms) == 0 {
+			return b, errf(PayloadProposal, pat, ErrBadPayload, "proposal %d has no transform", prop.Number)
+		}
+		if len(prop.Transforms) > MaxPayloads {
+			return b, errf(PayloadProposal, pat, ErrTooMany, "proposal %d: %d transforms, at most %d", prop.Number, len(prop.Transforms), MaxPayloads)
+		}
+		b = append(b, byte(next), 0, 0, 0, prop.Number, byte(prop.Protocol), byte(len(prop.SPI)), byte(len(prop.Transforms)))
+		b = append(b, prop.SPI...)
+		for j, tr := range prop.Transforms {
+			toff := len(b)
+			tat := at + toff - start
+			next := PayloadTransform
+			if j == len(prop.Transforms)-1 {
+				next = PayloadNone
+			}
+			if len(tr.Attributes) > MaxPayloads {
+				return b, errf(PayloadTransform, tat, ErrTooMany, "transform %d: %d attributes, at most %d", tr.Number, len(tr.Attributes), MaxPayloads)
+			}
+			b = append(b, byte(next), 0, 0, 0, tr.Number, tr.ID, 0, 0)
+			for _, a := range tr.Attributes {
+				if a.Type > 0x7fff {
+					return b, errf(PayloadTransform, tat, ErrBadPayload, "transform %d: attribute type %d does not fit 15 bits", tr.Number, a.Type)
+				}
+				if a.Basic {
+					b = binary.BigEndian.AppendUint16(b, a.Type|0x8000)
+					b = binary.BigEndian.AppendUint16(b, a.Value)
+					continue
+				}
+				if len(a.Data) > math.MaxUint16 {
+					return b, errf(PayloadTransform, tat, ErrBadLength, "transform %d: attribute type %d has %d bytes, at most %d", tr.Number, a.Type, len(a.Data), math.MaxUint16)
+				}
+				b = binary.BigEndian.AppendUint16(b, a.Type)
+				b = binary.BigEndian.AppendUint16(b, uint16(len(a.Data)))
+				b = append(b, a.Data...)
+			}
+			if n := len(b) - toff; n > math.MaxUint16 {
+				return b, errf(PayloadTransform, tat, ErrBadLength, "transform %d: length %d > %d", tr.Number, n, math.MaxUint16)
+			} else {
+				binary.BigEndian.PutUint16(b[toff+2:], uint16(n))
+			}
+		}
+		if n := len(b) - poff; n > math.MaxUint16 {
+			return b, errf(PayloadProposal, pat, ErrBadLength, "proposal %d: length %d > %d", prop.Number, n, math.MaxUint16)
+		} else {
+			binary.BigEndian.PutUint16(b[poff+2:], uint16(n))
+		}
+	}
+	return b, nil
+}
+
+// Attr returns the first attribute of type t in the transform.
+func (t *Transform) Attr(typ uint16) (Attribute, bool) {
+	for _, a := range t.Attributes {
+		if a.Type == typ {
+			return a, true
+		}
+	}
+	return Attribute{}, false
+}
+
+// BasicAttr returns a basic (TV) attribute.
+func BasicAttr(typ, value uint16) Attribute {
+	return Attribute{Type: typ, Basic: true, Value: value}
+}
+
+// VarAttr returns a variable (TLV) attribute.
+func VarAttr(typ uint16, data []byte) Attribute {
+	return Attribute{Type: typ, Data: data}
+}
+
+// UintAttr returns a basic attribute if v fits 16 bits, otherwise a
+// variable attribute holding v in the fewest big-endian bytes (RFC 2408
+// §3.3; used for life durations).
+func UintAttr(typ uint16, v uint64) Attribute {
+	if v <= math.MaxUint16 {
+		return BasicAttr(typ, uint16(v))
+	}
+	var buf [8]byte
+	binary.BigEndian.PutUint64(buf[:], v)
+	i := 0
+	for i < 7 && buf[i] == 0 {
+		i++
+	}
+	return VarAttr(typ, append([]byte(nil), buf[i:]...))
+}
