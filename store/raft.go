@@ -1,0 +1,75 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// Names inside a Raft store directory.
+const (
+	RaftDBFile        = "raft.db"   // log and stable store (raft-boltdb/v2)
+	RaftSnapshotsDir  = "snapshots" // raft.FileSnapshotStore
+	RaftSnapshotsKept = 2
+)
+
+// RaftStores is the Raft persistence of one node on bbolt: the log and
+// stable store in dir/raft.db, snapshots in dir/snapshots (the two newest
+// are kept). Log entries are stored as given: the cluster seals command
+// payloads with a Sealer before raft.Apply, so key material is sealed in the
+// log too.
+type RaftStores struct {
+	Log       raft.LogStore
+	Stable    raft.StableStore
+	Snapshots raft.SnapshotStore
+
+	bolt *raftboltdb.BoltStore
+}
+
+// OpenRaftStores opens (creating with mode 0700 if needed) the Raft stores in
+// dir. logger receives the snapshot store's logs; nil discards them.
+func OpenRaftStores(dir string, logger hclog.Logger) (*RaftStores, error) {
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("store: raft stores in %s: %w", dir, err)
+	}
+	path := filepath.Join(dir, RaftDBFile)
+	bs, err := raftboltdb.New(raftboltdb.Options{
+		Path:        path,
+		BoltOptions: &bolt.Options{Timeout: openTimeout},
+	})
+	if err != nil {
+		if errors.Is(err, berrors.ErrTimeout) {
+			return nil, fmt.Errorf("store: raft log %s: locked by another process (waited %s)", path, openTimeout)
+		}
+		return nil, fmt.Errorf("store: raft log %s: %w", path, err)
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, RaftSnapshotsKept, logger)
+	if err != nil {
+		bs.Close()
+		return nil, fmt.Errorf("store: raft snapshots in %s: %w", filepath.Join(dir, RaftSnapshotsDir), err)
+	}
+	return &RaftStores{Log: bs, Stable: bs, Snapshots: snaps, bolt: bs}, nil
+}
+
+// Close closes the log and stable store. Snapshots need no closing.
+func (r *RaftStores) Close() error {
+	if r.bolt == nil {
+		return nil
+	}
+	err := r.bolt.Close()
+	r.bolt = nil
+	if err != nil {
+		return fmt.Errorf("store: close raft log: %w", err)
+	}
+	return nil
+}
