@@ -1,0 +1,371 @@
+package cluster
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"slices"
+
+	"github.com/hashicorp/raft"
+
+	"ikegw/ike/sa"
+)
+
+// Writer is what a command changes: the SA database inside one write
+// transaction. *store.Tx provides it through the store adapter.
+// DeleteIKE, DeleteChild and PutCounters of a missing record are no-ops.
+type Writer interface {
+	PutIKE(*sa.IKESA) error
+	DeleteIKE(sa.Cookies) error
+	PutChild(*sa.ChildSA) error
+	DeleteChild(spi uint32) error
+	PutCounters(spi uint32, c sa.Counters) error
+	// Meta returns nil, nil for a missing key.
+	Meta(key string) ([]byte, error)
+	PutMeta(key string, v []byte) error
+	// SealedMeta returns nil, nil for a missing key.
+	SealedMeta(key string) ([]byte, error)
+	PutSealedMeta(key string, v []byte) error
+}
+
+// Backend is the FSM's state: the SA database (store.DB in production).
+// Update runs fn in one atomic write transaction: all of it or nothing.
+type Backend interface {
+	Update(fn func(Writer) error) error
+	WriteSnapshot(w io.Writer) error
+	Restore(r io.Reader) error
+}
+
+// Meta keys written by the FSM.
+const (
+	metaConfig        = "cluster.config" // sealed
+	metaConfigVersion = "cluster.config.version"
+	metaActive        = "cluster.active"
+)
+
+// op is a decoded command ready to run inside a transaction.
+type op func(Writer) error
+
+// handler decodes one command type. Registered once in the table below
+// (the Consul pattern); the table is the only place a type is added.
+type handler struct {
+	maxVersion uint8
+	decode     func(body []byte) (op, error)
+}
+
+var commandTable = map[CommandType]handler{
+	TypeUpsertIKE: {1, func(b []byte) (op, error) {
+		var s sa.IKESA
+		if err := sa.Unmarshal(b, &s); err != nil {
+			return nil, err
+		}
+		return func(w Writer) error { return w.PutIKE(&s) }, nil
+	}},
+	TypeDeleteIKE: {1, func(b []byte) (op, error) {
+		var c sa.Cookies
+		if err := decMode.Unmarshal(b, &c); err != nil {
+			return nil, err
+		}
+		return func(w Writer) error { return w.DeleteIKE(c) }, nil
+	}},
+	TypeUpsertChild: {1, func(b []byte) (op, error) {
+		var c sa.ChildSA
+		if err := sa.Unmarshal(b, &c); err != nil {
+			return nil, err
+		}
+		return func(w Writer) error { return w.PutChild(&c) }, nil
+	}},
+	TypeDeleteChild: {1, func(b []byte) (op, error) {
+		var d DeleteChildBody
+		if err := decMode.Unmarshal(b, &d); err != nil {
+			return nil, err
+		}
+		return func(w Writer) error { return w.DeleteChild(d.SPI) }, nil
+	}},
+	TypeCountersBatch: {1, func(b []byte) (op, error) {
+		var m map[uint32]sa.Counters
+		if err := decMode.Unmarshal(b, &m); err != nil {
+			return nil, err
+		}
+		return func(w Writer) error {
+			// Map order is random; max-merge per SPI is order-independent,
+			// but keep the write order deterministic anyway.
+			for _, spi := range sortedKeys(m) {
+				if err := w.PutCounters(spi, m[spi]); err != nil {
+					return fmt.Errorf("counters of SPI %#08x: %w", spi, err)
+				}
+			}
+			return nil
+		}, nil
+	}},
+	TypeConfigApply: {1, func(b []byte) (op, error) {
+		var c ConfigBody
+		if err := decMode.Unmarshal(b, &c); err != nil {
+			return nil, err
+		}
+		return func(w Writer) error {
+			cur, err := readUint(w, metaConfigVersion)
+			if err != nil {
+				return err
+			}
+			if c.Version < cur {
+				return fmt.Errorf("%w: config version %d is older than the applied version %d", ErrStale, c.Version, cur)
+			}
+			if err := w.PutSealedMeta(metaConfig, c.Data); err != nil {
+				return err
+			}
+			return w.PutMeta(metaConfigVersion, encodeUint(c.Version))
+		}, nil
+	}},
+	TypeSetActive: {1, func(b []byte) (op, error) {
+		var a ActiveBody
+		if err := decMode.Unmarshal(b, &a); err != nil {
+			return nil, err
+		}
+		if a.Node == "" {
+			return nil, errors.New("empty node name")
+		}
+		return func(w Writer) error {
+			raw, err := w.Meta(metaActive)
+			if err != nil {
+				return err
+			}
+			if raw != nil {
+				var cur ActiveBody
+				if err := decMode.Unmarshal(raw, &cur); err != nil {
+					return fmt.Errorf("stored active owner: %w", err)
+				}
+				if a.Term < cur.Term {
+					return fmt.Errorf("%w: active owner from term %d, the stored one is from term %d", ErrStale, a.Term, cur.Term)
+				}
+			}
+			enc, err := sa.Marshal(a)
+			if err != nil {
+				return err
+			}
+			return w.PutMeta(metaActive, enc)
+		}, nil
+	}},
+}
+
+// FSM applies committed log entries to the SA database. Apply is a pure
+// function of (state, entry): no clock, no randomness. Snapshot and Apply are
+// never called concurrently (hashicorp/raft's contract); Persist may run
+// concurrently with Apply, so Snapshot copies the state first.
+type FSM struct {
+	backend Backend
+	sealer  Sealer
+	log     *slog.Logger
+}
+
+// NewFSM returns an FSM over backend, opening entries with sealer.
+func NewFSM(backend Backend, sealer Sealer, log *slog.Logger) *FSM {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &FSM{backend: backend, sealer: sealer, log: log}
+}
+
+var _ raft.FSM = (*FSM)(nil)
+
+// BatchResult is what Apply returns for a Batch entry: one error (or nil)
+// per group, in order.
+type BatchResult struct {
+	Errs []error
+}
+
+// Apply applies one committed entry. It returns nil on success, an error
+// value when the entry is refused (unknown type, newer version, undecodable,
+// stale), or *BatchResult for a Batch entry. It never panics on bad input.
+func (f *FSM) Apply(l *raft.Log) any {
+	if l.Type != raft.LogCommand {
+		return nil
+	}
+	if len(l.Data) < headerLen {
+		return fmt.Errorf("%w at index %d: %d bytes, shorter than the %d-byte header", ErrMalformedEntry, l.Index, len(l.Data), headerLen)
+	}
+	hdr := l.Data[:headerLen]
+	t, flags, ver := CommandType(hdr[0]), Flags(hdr[1]), hdr[2]
+	if err := f.checkKnown(t, flags, ver); err != nil {
+		if errors.Is(err, errSkip) {
+			f.log.Info("cluster: skipping ignorable command", "index", l.Index, "type", t.String(), "version", ver)
+			return nil
+		}
+		return fmt.Errorf("entry at index %d: %w", l.Index, err)
+	}
+	body, err := f.sealer.Open(l.Data[headerLen:], hdr)
+	if err != nil {
+		return fmt.Errorf("%w at index %d: %v payload does not open under the cluster key: %v", ErrMalformedEntry, l.Index, t, err)
+	}
+	if t == TypeBatch {
+		return f.applyBatch(l.Index, body)
+	}
+	o, err := commandTable[t].decode(body)
+	if err != nil {
+		return fmt.Errorf("%w at index %d: %v: %v", ErrMalformedEntry, l.Index, t, err)
+	}
+	if err := f.backend.Update(func(w Writer) error { return o(w) }); err != nil {
+		return fmt.Errorf("cluster: apply %v at index %d: %w", t, l.Index, err)
+	}
+	return nil
+}
+
+var errSkip = errors.New("skip")
+
+func (f *FSM) checkKnown(t CommandType, flags Flags, ver uint8) error {
+	maxVer := uint8(0)
+	if t == TypeBatch {
+		maxVer = 1
+	} else if h, ok := commandTable[t]; ok {
+		maxVer = h.maxVersion
+	} else {
+		if flags&FlagIgnorable != 0 {
+			return errSkip
+		}
+		return fmt.Errorf("%w %d (this build applies up to %d)", ErrUnknownCommand, uint8(t), uint8(MaxCommandType))
+	}
+	if ver == 0 || ver > maxVer {
+		if ver > maxVer && flags&FlagIgnorable != 0 {
+			return errSkip
+		}
+		return fmt.Errorf("%w: %v version %d (this build applies 1..%d)", ErrNewerCommand, t, ver, maxVer)
+	}
+	return nil
+}
+
+// decodeGroup decodes the plain commands of one group; nil ops are skipped.
+func (f *FSM) decodeGroup(index uint64, g [][]byte) ([]op, error) {
+	ops := make([]op, 0, len(g))
+	for i, c := range g {
+		if len(c) < headerLen {
+			return nil, fmt.Errorf("%w at index %d: command %d: %d bytes, shorter than the header", ErrMalformedEntry, index, i, len(c))
+		}
+		t, flags, ver := CommandType(c[0]), Flags(c[1]), c[2]
+		if t == TypeBatch {
+			return nil, fmt.Errorf("%w at index %d: command %d: nested Batch", ErrMalformedEntry, index, i)
+		}
+		if err := f.checkKnown(t, flags, ver); err != nil {
+			if errors.Is(err, errSkip) {
+				f.log.Info("cluster: skipping ignorable command", "index", index, "command", i, "type", t.String(), "version", ver)
+				continue
+			}
+			return nil, fmt.Errorf("entry at index %d, command %d: %w", index, i, err)
+		}
+		o, err := commandTable[t].decode(c[headerLen:])
+		if err != nil {
+			return nil, fmt.Errorf("%w at index %d: command %d (%v): %v", ErrMalformedEntry, index, i, t, err)
+		}
+		ops = append(ops, o)
+	}
+	return ops, nil
+}
+
+func (f *FSM) applyBatch(index uint64, body []byte) any {
+	var b batchBody
+	if err := decMode.Unmarshal(body, &b); err != nil {
+		return fmt.Errorf("%w at index %d: Batch: %v", ErrMalformedEntry, index, err)
+	}
+	res := &BatchResult{Errs: make([]error, len(b.Groups))}
+	ops := make([][]op, len(b.Groups))
+	for i, g := range b.Groups {
+		ops[i], res.Errs[i] = f.decodeGroup(index, g)
+	}
+	// Fast path: every decodable group in one transaction (one fsync).
+	err := f.backend.Update(func(w Writer) error {
+		for i, g := range ops {
+			if res.Errs[i] != nil {
+				continue
+			}
+			for _, o := range g {
+				if err := o(w); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err == nil {
+		return res
+	}
+	// A group failed inside the store: the transaction rolled back. Redo
+	// group by group so each fails or succeeds on its own. Same input, same
+	// state: every node reaches the same outcome.
+	for i, g := range ops {
+		if res.Errs[i] != nil {
+			continue
+		}
+		if err := f.backend.Update(func(w Writer) error {
+			for _, o := range g {
+				if err := o(w); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			res.Errs[i] = fmt.Errorf("cluster: apply group %d at index %d: %w", i, index, err)
+		}
+	}
+	return res
+}
+
+// Snapshot copies the whole SA database (point in time: Apply is not running
+// while this runs); Persist then writes the copy.
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	var buf bytes.Buffer
+	if err := f.backend.WriteSnapshot(&buf); err != nil {
+		return nil, fmt.Errorf("cluster: snapshot: %w", err)
+	}
+	return &fsmSnapshot{data: buf.Bytes()}, nil
+}
+
+// Restore replaces the SA database with a snapshot.
+func (f *FSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	if err := f.backend.Restore(rc); err != nil {
+		return fmt.Errorf("cluster: restore snapshot: %w", err)
+	}
+	return nil
+}
+
+type fsmSnapshot struct{ data []byte }
+
+func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if _, err := sink.Write(s.data); err != nil {
+		_ = sink.Cancel()
+		return fmt.Errorf("cluster: persist snapshot: %w", err)
+	}
+	return sink.Close()
+}
+
+func (s *fsmSnapshot) Release() {}
+
+func readUint(w Writer, key string) (uint64, error) {
+	b, err := w.Meta(key)
+	if err != nil || b == nil {
+		return 0, err
+	}
+	if len(b) != 8 {
+		return 0, fmt.Errorf("meta %q: %d bytes, want 8", key, len(b))
+	}
+	var v uint64
+	for _, x := range b {
+		v = v<<8 | uint64(x)
+	}
+	return v, nil
+}
+
+func encodeUint(v uint64) []byte {
+	b := make([]byte, 8)
+	for i := 7; i >= 0; i-- {
+		b[i] = byte(v)
+		v >>= 8
+	}
+	return b
+}
+
+func sortedKeys(m map[uint32]sa.Counters) []uint32 {
+	return slices.Sorted(maps.Keys(m))
+}

@@ -1,0 +1,130 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"ikegw/cluster/certs"
+	"ikegw/ike/sa"
+	"ikegw/store"
+)
+
+// DBBackend adapts a store.DB to the FSM's Backend.
+func DBBackend(db *store.DB) Backend { return dbBackend{db} }
+
+type dbBackend struct{ db *store.DB }
+
+func (b dbBackend) Update(fn func(Writer) error) error {
+	return b.db.Update(func(tx *store.Tx) error { return fn(txWriter{tx}) })
+}
+func (b dbBackend) WriteSnapshot(w io.Writer) error { return b.db.WriteSnapshot(w) }
+func (b dbBackend) Restore(r io.Reader) error       { return b.db.Restore(r) }
+
+// txWriter maps store's not-found results to the FSM's contract.
+type txWriter struct{ *store.Tx }
+
+func (w txWriter) Meta(key string) ([]byte, error) {
+	v, err := w.Tx.Meta(key)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	return v, err
+}
+
+func (w txWriter) SealedMeta(key string) ([]byte, error) {
+	v, err := w.Tx.SealedMeta(key)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	return v, err
+}
+
+// PutCounters of an SA pair deleted meanwhile is a no-op: a counters sync
+// may race a delete.
+func (w txWriter) PutCounters(spi uint32, c sa.Counters) error {
+	err := w.Tx.PutCounters(spi, c)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	return err
+}
+
+// Files names what Open reads and where it listens.
+type Files struct {
+	// DataDir holds sa.db (the SA database) and raft/ (log, stable store,
+	// snapshots). Created 0700 if missing.
+	DataDir string
+	// ClusterKey is the 0600 cluster key file (store.GenerateClusterKey).
+	ClusterKey string
+	// TLS are the cluster CA and this node's certificate and key.
+	TLS certs.TLSFiles
+	// RaftBind is the Raft listen address (host:port); RaftAdvertise, if
+	// set, the address other nodes dial.
+	RaftBind      string
+	RaftAdvertise string
+}
+
+// File names inside Files.DataDir.
+const (
+	SADBFile = "sa.db"
+	RaftDir  = "raft"
+)
+
+// Open starts a production node: the SA database and Raft stores on disk,
+// sealed with the cluster key, Raft over mutual TLS.
+func Open(cfg Config, f Files) (*Node, error) {
+	if cfg.Log == nil {
+		cfg.Log = defaultLog()
+	}
+	if err := os.MkdirAll(f.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("cluster: data dir: %w", err)
+	}
+	key, err := store.LoadClusterKey(f.ClusterKey)
+	if err != nil {
+		return nil, err
+	}
+	sealer, err := store.NewSealer(key)
+	clear(key)
+	if err != nil {
+		return nil, err
+	}
+	cert, pool, err := f.TLS.Load()
+	if err != nil {
+		return nil, err
+	}
+	db, err := store.Open(filepath.Join(f.DataDir, SADBFile), sealer)
+	if err != nil {
+		return nil, err
+	}
+	rs, err := store.OpenRaftStores(filepath.Join(f.DataDir, RaftDir), newHCLog(cfg.Log, "raft-snapshots"))
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	sl, err := NewTLSStreamLayer(f.RaftBind, f.RaftAdvertise, cert, pool, cfg.Log.With("node", cfg.NodeID))
+	if err != nil {
+		rs.Close()
+		db.Close()
+		return nil, err
+	}
+	trans := NewTLSTransport(sl, cfg.Log.With("node", cfg.NodeID))
+	n, err := New(cfg, Deps{
+		DB: db, Backend: DBBackend(db), Sealer: sealer,
+		Logs: rs.Log, Stable: rs.Stable, Snapshots: rs.Snapshots, Transport: trans,
+		Close: func() error { return errors.Join(rs.Close(), db.Close()) },
+	})
+	if err != nil {
+		trans.Close()
+		rs.Close()
+		db.Close()
+		return nil, err
+	}
+	return n, nil
+}
+
+// Store is the SA database, for reads (writes go through Commit). It is nil
+// for nodes built on a non-store Backend.
+func (n *Node) Store() *store.DB { return n.deps.DB }
