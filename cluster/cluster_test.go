@@ -1,0 +1,456 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"ikegw/ike/sa"
+	"ikegw/store"
+)
+
+// tnode is one node of an in-memory test cluster: inmem transport, and
+// either inmem Raft stores (fast) or real ones on disk.
+type tnode struct {
+	id    string
+	dir   string
+	trans *raft.InmemTransport
+	n     *Node
+	db    *store.DB
+}
+
+type tcluster struct {
+	t      *testing.T
+	nodes  []*tnode
+	roles  []Role
+	disk   bool
+	sealer *store.Sealer
+	tune   func(*Config)
+}
+
+func fastConfig(c *Config) {
+	c.HeartbeatTimeout = 300 * time.Millisecond
+	c.ElectionTimeout = 300 * time.Millisecond
+	c.LeaderLeaseTimeout = 200 * time.Millisecond
+	c.BarrierTimeout = 5 * time.Second
+	c.HandoffInterval = 100 * time.Millisecond
+}
+
+func newCluster(t *testing.T, roles []Role, disk bool, tune func(*Config)) *tcluster {
+	t.Helper()
+	c := &tcluster{t: t, roles: roles, disk: disk, sealer: testSealer(t), tune: tune}
+	for i := range roles {
+		c.nodes = append(c.nodes, &tnode{id: "n" + strconv.Itoa(i+1), dir: t.TempDir()})
+	}
+	c.startAll()
+	t.Cleanup(c.stopAll)
+	return c
+}
+
+func (c *tcluster) peers() []Peer {
+	var ps []Peer
+	for i, tn := range c.nodes {
+		ps = append(ps, Peer{ID: tn.id, Address: tn.id, Role: c.roles[i]})
+	}
+	return ps
+}
+
+func (c *tcluster) startAll() {
+	for i := range c.nodes {
+		c.start(i)
+	}
+	c.connectAll()
+}
+
+func (c *tcluster) start(i int) {
+	t := c.t
+	t.Helper()
+	tn := c.nodes[i]
+	_, tn.trans = raft.NewInmemTransport(raft.ServerAddress(tn.id))
+	db, err := store.Open(filepath.Join(tn.dir, SADBFile), c.sealer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tn.db = db
+	deps := Deps{DB: db, Sealer: c.sealer, Transport: tn.trans}
+	if c.disk {
+		rs, err := store.OpenRaftStores(filepath.Join(tn.dir, RaftDir), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		deps.Logs, deps.Stable, deps.Snapshots = rs.Log, rs.Stable, rs.Snapshots
+		deps.Close = func() error { return errors.Join(rs.Close(), db.Close()) }
+	} else {
+		ls := raft.NewInmemStore()
+		deps.Logs, deps.Stable, deps.Snapshots = ls, ls, raft.NewInmemSnapshotStore()
+		deps.Close = db.Close
+	}
+	cfg := Config{NodeID: tn.id, Role: c.roles[i], Peers: c.peers(), Log: quietLog()}
+	fastConfig(&cfg)
+	if c.tune != nil {
+		c.tune(&cfg)
+	}
+	n, err := New(cfg, deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tn.n = n
+}
+
+func (c *tcluster) connectAll() {
+	for _, a := range c.nodes {
+		for _, b := range c.nodes {
+			if a != b && a.n != nil && b.n != nil {
+				a.trans.Connect(raft.ServerAddress(b.id), b.trans)
+			}
+		}
+	}
+}
+
+func (c *tcluster) isolate(x *tnode) {
+	for _, o := range c.nodes {
+		if o != x {
+			x.trans.Disconnect(raft.ServerAddress(o.id))
+			o.trans.Disconnect(raft.ServerAddress(x.id))
+		}
+	}
+}
+
+func (c *tcluster) stop(tn *tnode) {
+	if tn.n != nil {
+		if err := tn.n.Shutdown(); err != nil {
+			c.t.Errorf("shutdown %s: %v", tn.id, err)
+		}
+		tn.n = nil
+	}
+}
+
+func (c *tcluster) stopAll() {
+	for _, tn := range c.nodes {
+		c.stop(tn)
+	}
+}
+
+// leader waits for a ready leader among the running nodes (except skip).
+func (c *tcluster) leader(skip ...*tnode) *tnode {
+	c.t.Helper()
+	var found *tnode
+	waitFor(c.t, 15*time.Second, "a ready leader", func() bool {
+		for _, tn := range c.nodes {
+			if tn.n != nil && tn.n.IsLeaderReady() && !contains(skip, tn) {
+				found = tn
+				return true
+			}
+		}
+		return false
+	})
+	return found
+}
+
+func contains(s []*tnode, x *tnode) bool {
+	for _, y := range s {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}
+
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func commit(t testing.TB, n *Node, cmds ...Command) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := n.Commit(ctx, cmds...); err != nil {
+		t.Fatalf("commit on %s: %v", n.ID(), err)
+	}
+}
+
+func hasIKE(db *store.DB, i byte) bool {
+	err := db.View(func(tx *store.Tx) error {
+		_, err := tx.IKE(testIKE(i).Cookies)
+		return err
+	})
+	return err == nil
+}
+
+func countIKE(t testing.TB, db *store.DB) int {
+	n := 0
+	if err := db.View(func(tx *store.Tx) error {
+		return tx.ForEachIKE(func(*sa.IKESA) error { n++; return nil })
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func waitIKE(t testing.TB, tn *tnode, want int) {
+	t.Helper()
+	waitFor(t, 10*time.Second, fmt.Sprintf("%d IKE SAs on %s", want, tn.id), func() bool { return countIKE(t, tn.db) == want })
+}
+
+var three = []Role{RoleGateway, RoleGateway, RoleGateway}
+
+func TestCommitReplicatesAndFollowerRefuses(t *testing.T) {
+	c := newCluster(t, three, false, nil)
+	l := c.leader()
+	commit(t, l.n, UpsertIKE(testIKE(1)), UpsertChild(testChild(0x100)))
+	// Applied locally when Commit returns.
+	if !hasIKE(l.db, 1) {
+		t.Fatal("leader does not hold the record Commit returned for")
+	}
+	for _, tn := range c.nodes {
+		waitIKE(t, tn, 1)
+		if tn != l {
+			err := tn.n.Commit(context.Background(), UpsertIKE(testIKE(2)))
+			if !errors.Is(err, ErrNotLeader) {
+				t.Errorf("commit on follower %s: got %v, want ErrNotLeader", tn.id, err)
+			}
+		}
+	}
+	st := l.n.Stats()
+	if st.State != "Leader" || st.LeaderID != l.id || st.CommitIndex == 0 || st.AppliedIndex < st.CommitIndex || !st.LeaderReady {
+		t.Errorf("leader stats %+v", st)
+	}
+	ms, err := l.n.Members()
+	if err != nil || len(ms) != 3 {
+		t.Fatalf("members %v %v", ms, err)
+	}
+	for _, m := range ms {
+		if !m.Voter || m.Leader != (m.ID == l.id) {
+			t.Errorf("member %+v", m)
+		}
+	}
+	if err := l.n.Commit(context.Background(), Command{Type: TypeBatch, Version: 1}); !errors.Is(err, ErrInvalidCommand) {
+		t.Errorf("caller-built Batch: got %v", err)
+	}
+}
+
+func TestConcurrentCommitsCoalesce(t *testing.T) {
+	c := newCluster(t, three, false, nil)
+	l := c.leader()
+	before := l.n.raft.LastIndex()
+	const N = 200
+	var wg sync.WaitGroup
+	errs := make(chan error, N)
+	for i := range N {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- l.n.Commit(context.Background(), UpsertIKE(testIKE(byte(i))))
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	entries := l.n.raft.LastIndex() - before
+	t.Logf("%d commits in %d raft entries", N, entries)
+	if entries >= N/2 {
+		t.Errorf("%d commits took %d raft entries: not coalesced", N, entries)
+	}
+	for _, tn := range c.nodes {
+		waitIKE(t, tn, N)
+	}
+}
+
+func TestMixedVersionCommands(t *testing.T) {
+	c := newCluster(t, three, false, nil)
+	l := c.leader()
+	ctx := context.Background()
+	// A newer node's ignorable command is skipped, with the rest of the group applied.
+	if err := l.n.Commit(ctx, Command{Type: 150, Flags: FlagIgnorable, Version: 1, Body: "future"}, UpsertIKE(testIKE(1))); err != nil {
+		t.Fatalf("ignorable unknown: %v", err)
+	}
+	// A non-ignorable type this build (or an older member) cannot apply is
+	// refused before it reaches Raft.
+	err := l.n.Commit(ctx, UpsertIKE(testIKE(2)), Command{Type: 150, Version: 1, Body: "future"})
+	if !errors.Is(err, ErrUnsupportedByCluster) {
+		t.Fatalf("unknown via Commit: got %v, want ErrUnsupportedByCluster", err)
+	}
+	// An entry from a newer leader that this build cannot apply is refused
+	// by every FSM, its whole group with it; the other group applies.
+	f := l.n.raft.Apply(batchEntry(t, c.sealer,
+		[]Command{UpsertIKE(testIKE(2)), {Type: 150, Version: 1, Body: "future"}},
+		[]Command{UpsertIKE(testIKE(4))}), 5*time.Second)
+	if f.Error() != nil {
+		t.Fatal(f.Error())
+	}
+	br, ok := f.Response().(*BatchResult)
+	if !ok || !errors.Is(br.Errs[0], ErrUnknownCommand) || br.Errs[1] != nil {
+		t.Fatalf("batch from a newer leader: response %v", f.Response())
+	}
+	// Single entries behave the same.
+	f = l.n.raft.Apply(entry(t, c.sealer, Command{Type: 151, Version: 1, Body: 1}), 5*time.Second)
+	if f.Error() != nil {
+		t.Fatal(f.Error())
+	}
+	if r, _ := f.Response().(error); !errors.Is(r, ErrUnknownCommand) {
+		t.Errorf("raw unknown entry: response %v", f.Response())
+	}
+	commit(t, l.n, UpsertIKE(testIKE(3)))
+	for _, tn := range c.nodes {
+		waitIKE(t, tn, 3)
+		if hasIKE(tn.db, 2) {
+			t.Errorf("%s holds the record of a refused group", tn.id)
+		}
+	}
+}
+
+func TestPartitionedLeaderLosesAndCatchesUp(t *testing.T) {
+	c := newCluster(t, three, false, nil)
+	old := c.leader()
+	commit(t, old.n, UpsertIKE(testIKE(1)))
+	c.isolate(old)
+	// The isolated leader can no longer commit.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	err := old.n.Commit(ctx, UpsertIKE(testIKE(99)))
+	cancel()
+	if err == nil {
+		t.Fatal("isolated leader committed")
+	}
+	nl := c.leader(old)
+	commit(t, nl.n, UpsertIKE(testIKE(2)), UpsertIKE(testIKE(3)))
+	waitFor(t, 5*time.Second, "old leader to step down", func() bool { return old.n.raft.State() != raft.Leader })
+	if !errors.Is(old.n.Commit(context.Background(), UpsertIKE(testIKE(98))), ErrNotLeader) {
+		t.Error("stepped-down leader did not answer ErrNotLeader")
+	}
+	c.connectAll()
+	for _, tn := range c.nodes {
+		waitFor(t, 10*time.Second, "catch-up on "+tn.id, func() bool {
+			return hasIKE(tn.db, 1) && hasIKE(tn.db, 2) && hasIKE(tn.db, 3)
+		})
+		if hasIKE(tn.db, 99) {
+			// The isolated leader's entry may only survive if a quorum had it, which it never did.
+			t.Errorf("%s holds an entry only the isolated leader had", tn.id)
+		}
+	}
+}
+
+func TestSnapshotInstallOnLaggingNode(t *testing.T) {
+	c := newCluster(t, three, false, func(cfg *Config) {
+		cfg.TrailingLogs = 5
+		cfg.SnapshotThreshold = 1 << 30 // only explicit snapshots
+	})
+	l := c.leader()
+	var lag *tnode
+	for _, tn := range c.nodes {
+		if tn != l {
+			lag = tn
+			break
+		}
+	}
+	c.isolate(lag)
+	for i := range 60 {
+		commit(t, l.n, UpsertIKE(testIKE(byte(i))))
+	}
+	if err := l.n.raft.Snapshot().Error(); err != nil {
+		t.Fatal(err)
+	}
+	commit(t, l.n, UpsertIKE(testIKE(200)))
+	c.connectAll()
+	waitIKE(t, lag, 61)
+	if lag.n.raft.Stats()["last_snapshot_index"] == "0" {
+		t.Error("lagging node caught up without installing a snapshot")
+	}
+}
+
+func TestRestartFromDisk(t *testing.T) {
+	c := newCluster(t, three, true, nil)
+	l := c.leader()
+	for i := range 10 {
+		commit(t, l.n, UpsertIKE(testIKE(byte(i))))
+	}
+	if err := l.n.raft.Snapshot().Error(); err != nil {
+		t.Fatal(err)
+	}
+	commit(t, l.n, UpsertIKE(testIKE(100)), CountersBatch(nil))
+	for _, tn := range c.nodes {
+		waitIKE(t, tn, 11)
+	}
+	c.stopAll()
+	c.startAll()
+	l = c.leader()
+	commit(t, l.n, UpsertIKE(testIKE(101)))
+	for _, tn := range c.nodes {
+		waitIKE(t, tn, 12)
+	}
+}
+
+func TestWitnessHandsOffLeadership(t *testing.T) {
+	c := newCluster(t, []Role{RoleGateway, RoleGateway, RoleWitness}, false, nil)
+	l := c.leader()
+	w := c.nodes[2]
+	if l == w {
+		t.Log("witness elected first")
+	} else if err := l.n.TransferLeadership(w.id); err != nil {
+		t.Fatalf("transfer to witness: %v", err)
+	}
+	// The witness becomes leader (ready), then hands leadership on.
+	sawReady := false
+	waitFor(t, 10*time.Second, "witness to lead", func() bool {
+		for {
+			select {
+			case ev := <-w.n.LeadershipChanges():
+				if ev.Leader && ev.Ready {
+					sawReady = true
+				}
+				continue
+			default:
+			}
+			return sawReady
+		}
+	})
+	gl := c.leader(w)
+	if gl.n.Role() != RoleGateway {
+		t.Fatalf("leader %s is a %s", gl.id, gl.n.Role())
+	}
+	waitFor(t, 5*time.Second, "witness to step down", func() bool { return w.n.raft.State() != raft.Leader })
+	commit(t, gl.n, UpsertIKE(testIKE(1)))
+	if err := gl.n.TransferLeadership("nobody"); !errors.Is(err, ErrUnknownNode) {
+		t.Errorf("transfer to unknown node: %v", err)
+	}
+}
+
+func TestTwoNodeClusterRefused(t *testing.T) {
+	s := testSealer(t)
+	ls := raft.NewInmemStore()
+	_, tr := raft.NewInmemTransport("")
+	deps := Deps{DB: testDB(t, s), Sealer: s, Logs: ls, Stable: ls, Snapshots: raft.NewInmemSnapshotStore(), Transport: tr}
+	_, err := New(Config{NodeID: "a", Peers: []Peer{{"a", "a", RoleGateway}, {"b", "b", RoleGateway}}, Log: quietLog()}, deps)
+	if !errors.Is(err, ErrTwoNodes) {
+		t.Errorf("two gateways: got %v, want ErrTwoNodes", err)
+	}
+	_, err = New(Config{NodeID: "a", Log: quietLog(), Gossip: &GossipConfig{BindAddr: "127.0.0.1", SecretKey: make([]byte, 32), BootstrapExpect: 2}}, deps)
+	if !errors.Is(err, ErrTwoNodes) {
+		t.Errorf("bootstrap_expect 2: got %v, want ErrTwoNodes", err)
+	}
+	_, err = New(Config{NodeID: "a", Role: "router", Log: quietLog()}, deps)
+	if err == nil {
+		t.Error("unknown role accepted")
+	}
+	_, err = New(Config{NodeID: "a", Log: quietLog()}, Deps{})
+	if err == nil {
+		t.Error("missing deps accepted")
+	}
+}
