@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strconv"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -139,31 +140,41 @@ func crashRounds(t *testing.T, env []string, rounds int, next func() uint64, ver
 		}
 		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 
-		acks := make(chan uint64, 1024)
+		// The reader keeps the last acknowledged index; first is closed at
+		// the first one.
+		var (
+			mu     sync.Mutex
+			last   uint64
+			gotAck bool
+		)
+		first := make(chan struct{})
 		readDone := make(chan struct{})
 		go func() {
 			defer close(readDone)
 			sc := bufio.NewScanner(stdout)
 			for sc.Scan() {
-				if n, err := strconv.ParseUint(sc.Text(), 10, 64); err == nil {
-					select {
-					case acks <- n:
-					default: // the test keeps only the last; never block the child
-						<-acks
-						acks <- n
-					}
+				n, err := strconv.ParseUint(sc.Text(), 10, 64)
+				if err != nil {
+					continue
 				}
+				mu.Lock()
+				last = n
+				if !gotAck {
+					gotAck = true
+					close(first)
+				}
+				mu.Unlock()
 			}
 		}()
-		var acked uint64
-		gotAck := false
 		select {
-		case acked = <-acks:
-			gotAck = true
+		case <-first:
 		case <-readDone:
 		case <-time.After(30 * time.Second):
 		}
-		if !gotAck {
+		mu.Lock()
+		ok := gotAck
+		mu.Unlock()
+		if !ok {
 			cmd.Process.Kill()
 			cmd.Wait()
 			t.Fatalf("round %d: child made no commit: %s", round, stderr.String())
@@ -172,20 +183,14 @@ func crashRounds(t *testing.T, env []string, rounds int, next func() uint64, ver
 		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
-		<-readDone
+		<-readDone // every line the child printed before it died
 		err = cmd.Wait()
 		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
 			t.Fatalf("round %d: child did not die by SIGKILL (%v): %s", round, err, stderr.String())
 		}
-	drain:
-		for {
-			select {
-			case n := <-acks:
-				acked = n
-			default:
-				break drain
-			}
-		}
+		mu.Lock()
+		acked := last
+		mu.Unlock()
 		if acked < start {
 			t.Fatalf("round %d: acknowledged %d before its start %d", round, acked, start)
 		}
