@@ -327,4 +327,3 @@ func containsMID(ms []uint32, m uint32) bool {
 	}
 	return false
 }
-
