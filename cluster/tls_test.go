@@ -1,0 +1,375 @@
+package cluster
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"ikegw/cluster/certs"
+	"ikegw/ike/sa"
+	"ikegw/store"
+)
+
+// labFiles creates a CA, node certificates for names (IP SAN 127.0.0.1) and
+// a cluster key in dir.
+func labFiles(t testing.TB, dir string, names ...string) {
+	t.Helper()
+	ca, err := certs.GenerateCA(dir, "ikegw-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range names {
+		if err := ca.IssueNode(dir, n, nil, []net.IP{net.IPv4(127, 0, 0, 1)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := store.GenerateClusterKey(filepath.Join(dir, "cluster.key")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// syncBuf is a goroutine-safe log sink.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestTLSRefusesForeignAndMissingCertificates(t *testing.T) {
+	dir, other := t.TempDir(), t.TempDir()
+	labFiles(t, dir, "n1", "n2")
+	labFiles(t, other, "n2")
+	logs := &syncBuf{}
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+
+	cert, pool, err := certs.NodeFiles(dir, "n1").Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := NewTLSStreamLayer("127.0.0.1:0", "", cert, pool, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvTrans := NewTLSTransport(srv, log)
+	t.Cleanup(func() { srvTrans.Close() })
+	// Answer RequestVote so a good client can complete an RPC.
+	go func() {
+		for rpc := range srvTrans.Consumer() {
+			rpc.Respond(&raft.RequestVoteResponse{Term: 1}, nil)
+		}
+	}()
+	addr := raft.ServerAddress(srv.Addr().String())
+	vote := func(tr raft.Transport) error {
+		var resp raft.RequestVoteResponse
+		return tr.RequestVote("n1", addr, &raft.RequestVoteRequest{RPCHeader: raft.RPCHeader{ID: []byte("x"), Addr: []byte("x")}, Term: 1}, &resp)
+	}
+
+	// Same CA: accepted.
+	goodCert, goodPool, err := certs.NodeFiles(dir, "n2").Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, err := NewTLSStreamLayer("127.0.0.1:0", "", goodCert, goodPool, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	goodTrans := NewTLSTransport(good, quietLog())
+	t.Cleanup(func() { goodTrans.Close() })
+	if err := vote(goodTrans); err != nil {
+		t.Fatalf("RPC with a cluster certificate: %v", err)
+	}
+
+	// Another CA's certificate: refused and logged.
+	// The client trusts our CA (so it would talk to us), but its own
+	// certificate is signed by another CA.
+	badCert, _, err := certs.NodeFiles(other, "n2").Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad, err := NewTLSStreamLayer("127.0.0.1:0", "", badCert, pool, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	badTrans := NewTLSTransport(bad, quietLog())
+	t.Cleanup(func() { badTrans.Close() })
+	if err := vote(badTrans); err == nil {
+		t.Fatal("RPC with a foreign CA's certificate succeeded")
+	}
+	waitFor(t, 5*time.Second, "refusal logged", func() bool {
+		return strings.Count(logs.String(), "refused raft connection") >= 1
+	})
+
+	// No certificate at all: refused and logged.
+	n := strings.Count(logs.String(), "refused raft connection")
+	c, err := tls.Dial("tcp", string(addr), &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS13})
+	if err == nil {
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		_, err = c.Read(make([]byte, 1))
+		c.Close()
+	}
+	if err == nil {
+		t.Fatal("connection without a certificate was served")
+	}
+	waitFor(t, 5*time.Second, "second refusal logged", func() bool {
+		return strings.Count(logs.String(), "refused raft connection") > n
+	})
+	// TLS 1.2 is refused too.
+	c, err = tls.Dial("tcp", string(addr), &tls.Config{Certificates: []tls.Certificate{goodCert}, RootCAs: pool, ServerName: "127.0.0.1", MaxVersion: tls.VersionTLS12})
+	if err == nil {
+		c.Close()
+		t.Fatal("TLS 1.2 handshake succeeded")
+	}
+	if strings.Contains(logs.String(), "BEGIN") || strings.Contains(logs.String(), "PRIVATE") {
+		t.Error("key material in logs")
+	}
+}
+
+// ikeN is a distinct IKE SA record for any i.
+func ikeN(i int) *sa.IKESA {
+	s := testIKE(0)
+	binary.BigEndian.PutUint32(s.Cookies.I[:4], uint32(i))
+	binary.BigEndian.PutUint32(s.Cookies.R[:4], uint32(i))
+	return s
+}
+
+// ---- the node process: the test binary re-executed ----
+
+const helperEnv = "IKEGW_CLUSTER_TEST_NODE"
+
+// TestClusterNodeProcess is not a test: it is the body of a node process
+// started by TestTLSProcessesKillLeader. It reads commands on stdin.
+func TestClusterNodeProcess(t *testing.T) {
+	spec := os.Getenv(helperEnv)
+	if spec == "" {
+		t.Skip("helper process for TestTLSProcessesKillLeader; runs only when re-executed")
+	}
+	// spec: name dir join
+	f := strings.Split(spec, "|")
+	name, dir, join := f[0], f[1], f[2]
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	n, err := openTLSNode(dir, name, join, 3, log)
+	if err != nil {
+		fmt.Printf("error %v\n", err)
+		os.Exit(1)
+	}
+	fmt.Printf("ready %s %s\n", n.Addr(), n.GossipAddr())
+	sc := bufio.NewScanner(os.Stdin)
+	for sc.Scan() {
+		w := strings.Fields(sc.Text())
+		if len(w) == 0 {
+			continue
+		}
+		switch w[0] {
+		case "status":
+			st := n.Stats()
+			fmt.Printf("status %v %s %d\n", st.LeaderReady, st.LeaderID, st.Term)
+		case "commit":
+			from, _ := strconv.Atoi(w[1])
+			cnt, _ := strconv.Atoi(w[2])
+			fmt.Println(commitRange(n, from, cnt))
+		case "count":
+			c := 0
+			err := n.Store().View(func(tx *store.Tx) error {
+				return tx.ForEachIKE(func(*sa.IKESA) error { c++; return nil })
+			})
+			fmt.Printf("count %d %v\n", c, err)
+		}
+	}
+	_ = n.Shutdown()
+	os.Exit(0)
+}
+
+// commitRange commits ikeN(from..from+cnt-1) from 16 concurrent committers.
+func commitRange(n *Node, from, cnt int) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, cnt)
+	next := make(chan int)
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				errs <- n.Commit(ctx, UpsertIKE(ikeN(i)))
+			}
+		}()
+	}
+	for i := from; i < from+cnt; i++ {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			return "error " + err.Error()
+		}
+	}
+	return "ok"
+}
+
+// openTLSNode opens a production node on loopback with gossip bootstrap.
+func openTLSNode(dir, name, join string, expect int, log *slog.Logger) (*Node, error) {
+	cfg := Config{
+		NodeID: name, Role: RoleGateway, Log: log,
+		HeartbeatTimeout: 500 * time.Millisecond, ElectionTimeout: 500 * time.Millisecond, LeaderLeaseTimeout: 250 * time.Millisecond,
+		Gossip: &GossipConfig{
+			BindAddr: "127.0.0.1", SecretKey: bytes.Repeat([]byte{0x42}, 32),
+			BootstrapExpect: expect, Version: "test", ReconcileInterval: 200 * time.Millisecond, LocalTimings: true,
+		},
+	}
+	if join != "" {
+		cfg.Gossip.Join = []string{join}
+	}
+	return Open(cfg, Files{
+		DataDir: filepath.Join(dir, name), ClusterKey: filepath.Join(dir, "cluster.key"),
+		TLS: certs.NodeFiles(dir, name), RaftBind: "127.0.0.1:0",
+	})
+}
+
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	in   io.WriteCloser
+	out  *bufio.Scanner
+	log  *syncBuf
+	raft string
+	gsp  string
+}
+
+func (p *proc) ask(t *testing.T, line string) []string {
+	t.Helper()
+	if _, err := fmt.Fprintln(p.in, line); err != nil {
+		t.Fatalf("%s: send %q: %v", p.name, line, err)
+	}
+	if !p.out.Scan() {
+		t.Fatalf("%s: no answer to %q (%v); its log:\n%s", p.name, line, p.out.Err(), p.log.String())
+	}
+	return strings.Fields(p.out.Text())
+}
+
+func startProc(t *testing.T, dir, name, join string) *proc {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestClusterNodeProcess$", "-test.count=1")
+	cmd.Env = append(os.Environ(), helperEnv+"="+name+"|"+dir+"|"+join)
+	p := &proc{name: name, cmd: cmd, log: &syncBuf{}}
+	cmd.Stderr = p.log
+	var err error
+	if p.in, err = cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.out = bufio.NewScanner(stdout)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("log of %s:\n%s", name, p.log.String())
+		}
+	})
+	if !p.out.Scan() {
+		t.Fatalf("%s did not start: %s", name, p.log.String())
+	}
+	w := strings.Fields(p.out.Text())
+	if len(w) != 3 || w[0] != "ready" {
+		t.Fatalf("%s: %q; log:\n%s", name, p.out.Text(), p.log.String())
+	}
+	p.raft, p.gsp = w[1], w[2]
+	return p
+}
+
+// leaderOf polls the processes until one is a ready leader.
+func leaderOf(t *testing.T, ps []*proc) *proc {
+	t.Helper()
+	var l *proc
+	waitFor(t, 20*time.Second, "a ready leader among the processes", func() bool {
+		for _, p := range ps {
+			if w := p.ask(t, "status"); len(w) > 1 && w[1] == "true" {
+				l = p
+				return true
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+		return false
+	})
+	return l
+}
+
+// TestTLSProcessesKillLeader runs three node processes (this test binary
+// re-executed) with real TCP + mutual TLS, bbolt stores with fsync and
+// memberlist bootstrap, commits, SIGKILLs the leader and checks that the
+// survivors elect a leader and hold every committed record.
+func TestTLSProcessesKillLeader(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes; skipped with -short")
+	}
+	dir := t.TempDir()
+	labFiles(t, dir, "n1", "n2", "n3")
+	p1 := startProc(t, dir, "n1", "")
+	p2 := startProc(t, dir, "n2", p1.gsp)
+	p3 := startProc(t, dir, "n3", p1.gsp)
+	ps := []*proc{p1, p2, p3}
+	l := leaderOf(t, ps)
+	if w := l.ask(t, "commit 0 300"); w[0] != "ok" {
+		t.Fatalf("commit on %s: %v", l.name, w)
+	}
+	if err := l.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = l.cmd.Wait()
+	var rest []*proc
+	for _, p := range ps {
+		if p != l {
+			rest = append(rest, p)
+		}
+	}
+	nl := leaderOf(t, rest)
+	for _, p := range rest {
+		if w := p.ask(t, "count"); w[1] != "300" {
+			t.Errorf("%s holds %s records after the leader died, want 300 (%v)", p.name, w[1], w)
+		}
+	}
+	if w := nl.ask(t, "commit 300 50"); w[0] != "ok" {
+		t.Fatalf("commit on new leader %s: %v", nl.name, w)
+	}
+	for _, p := range rest {
+		waitFor(t, 10*time.Second, p.name+" to hold 350 records", func() bool {
+			return p.ask(t, "count")[1] == "350"
+		})
+	}
+}
