@@ -3,6 +3,7 @@ package isakmp
 import (
 	"encoding/binary"
 	"math"
+	"reflect"
 )
 
 // AppendPayloads appends the payloads in ps to dst, chained in order (each
@@ -24,25 +25,22 @@ func appendPayloads(dst []byte, ps []Payload, base int) (PayloadType, []byte, er
 	if len(ps) > MaxPayloads {
 		return PayloadNone, dst, errf(PayloadNone, base, ErrTooMany, "%d payloads, at most %d", len(ps), MaxPayloads)
 	}
-	vals := make([]Payload, len(ps))
 	for i, p := range ps {
-		v, ok := value(p)
-		if !ok {
+		if _, ok := p.(bodyEncoder); !ok || isNilPointer(p) {
 			return PayloadNone, dst, errf(PayloadNone, base, ErrBadPayload, "payload %d is nil or of unsupported Go type %T", i, p)
 		}
-		vals[i] = v
 	}
 	out := dst
-	for i, p := range vals {
+	for i, p := range ps {
 		next := PayloadNone
-		if i+1 < len(vals) {
-			next = vals[i+1].Type()
+		if i+1 < len(ps) {
+			next = ps[i+1].Type()
 		}
 		off := len(out)
 		at := base + off - start
 		out = append(out, byte(next), 0, 0, 0)
 		var err error
-		out, err = appendBody(out, p, at)
+		out, err = p.(bodyEncoder).appendBody(out, at)
 		if err != nil {
 			return PayloadNone, dst[:start], err
 		}
@@ -52,147 +50,111 @@ func appendPayloads(dst []byte, ps []Payload, base int) (PayloadType, []byte, er
 		}
 		binary.BigEndian.PutUint16(out[off+2:], uint16(n))
 	}
-	if len(vals) == 0 {
+	if len(ps) == 0 {
 		return PayloadNone, out, nil
 	}
-	return vals[0].Type(), out, nil
+	return ps[0].Type(), out, nil
 }
 
-// value returns the payload as a non-pointer value of one of this
-// package's types; ok is false for nil or foreign types.
-func value(p Payload) (Payload, bool) {
-	switch v := p.(type) {
-	case SA, KE, ID, Cert, CertRequest, Hash, Signature, Nonce, Notify, Delete, VendorID, NATD, NATOA, Unknown:
-		return v, true
-	case *SA:
-		return deref(v)
-	case *KE:
-		return deref(v)
-	case *ID:
-		return deref(v)
-	case *Cert:
-		return deref(v)
-	case *CertRequest:
-		return deref(v)
-	case *Hash:
-		return deref(v)
-	case *Signature:
-		return deref(v)
-	case *Nonce:
-		return deref(v)
-	case *Notify:
-		return deref(v)
-	case *Delete:
-		return deref(v)
-	case *VendorID:
-		return deref(v)
-	case *NATD:
-		return deref(v)
-	case *NATOA:
-		return deref(v)
-	case *Unknown:
-		return deref(v)
+// bodyEncoder is implemented (with value receivers, so by values and
+// pointers alike) by every payload type of this package.
+type bodyEncoder interface {
+	Payload
+	// appendBody appends the payload body (without the generic header);
+	// at is the payload's offset for errors.
+	appendBody(b []byte, at int) ([]byte, error)
+}
+
+func isNilPointer(p Payload) bool {
+	v := reflect.ValueOf(p)
+	return v.Kind() == reflect.Pointer && v.IsNil()
+}
+
+func (v SA) appendBody(b []byte, at int) ([]byte, error) { return appendSA(b, &v, at) }
+func (v KE) appendBody(b []byte, _ int) ([]byte, error)  { return append(b, v.Data...), nil }
+func (v ID) appendBody(b []byte, _ int) ([]byte, error) {
+	b = append(b, byte(v.IDType), v.Protocol)
+	b = binary.BigEndian.AppendUint16(b, v.Port)
+	return append(b, v.Data...), nil
+}
+func (v Cert) appendBody(b []byte, _ int) ([]byte, error) {
+	return append(append(b, v.Encoding), v.Data...), nil
+}
+func (v CertRequest) appendBody(b []byte, _ int) ([]byte, error) {
+	return append(append(b, v.Encoding), v.Authority...), nil
+}
+func (v Hash) appendBody(b []byte, _ int) ([]byte, error)      { return append(b, v.Data...), nil }
+func (v Signature) appendBody(b []byte, _ int) ([]byte, error) { return append(b, v.Data...), nil }
+func (v Nonce) appendBody(b []byte, _ int) ([]byte, error)     { return append(b, v.Data...), nil }
+func (v VendorID) appendBody(b []byte, _ int) ([]byte, error)  { return append(b, v.Data...), nil }
+func (v NATD) appendBody(b []byte, _ int) ([]byte, error)      { return append(b, v.Hash...), nil }
+
+func (v Notify) appendBody(b []byte, at int) ([]byte, error) {
+	if len(v.SPI) > math.MaxUint8 {
+		return b, errf(PayloadNotify, at, ErrBadLength, "SPI of %d bytes, at most %d", len(v.SPI), math.MaxUint8)
 	}
-	return nil, false
+	b = binary.BigEndian.AppendUint32(b, v.DOI)
+	b = append(b, byte(v.Protocol), byte(len(v.SPI)))
+	b = binary.BigEndian.AppendUint16(b, uint16(v.NotifyType))
+	b = append(b, v.SPI...)
+	return append(b, v.Data...), nil
 }
 
-func deref[T Payload](p *T) (Payload, bool) {
-	if p == nil {
-		return nil, false
+func (v Delete) appendBody(b []byte, at int) ([]byte, error) {
+	if len(v.SPIs) == 0 {
+		return b, errf(PayloadDelete, at, ErrBadPayload, "delete names no SPI")
 	}
-	return *p, true
-}
-
-// appendBody appends the body of p (without generic header); at is the
-// payload's offset for errors.
-func appendBody(b []byte, p Payload, at int) ([]byte, error) {
-	switch v := p.(type) {
-	case SA:
-		return appendSA(b, v, at)
-	case KE:
-		return append(b, v.Data...), nil
-	case ID:
-		b = append(b, byte(v.IDType), v.Protocol)
-		b = binary.BigEndian.AppendUint16(b, v.Port)
-		return append(b, v.Data...), nil
-	case Cert:
-		b = append(b, v.Encoding)
-		return append(b, v.Data...), nil
-	case CertRequest:
-		b = append(b, v.Encoding)
-		return append(b, v.Authority...), nil
-	case Hash:
-		return append(b, v.Data...), nil
-	case Signature:
-		return append(b, v.Data...), nil
-	case Nonce:
-		return append(b, v.Data...), nil
-	case Notify:
-		if len(v.SPI) > math.MaxUint8 {
-			return b, errf(PayloadNotify, at, ErrBadLength, "SPI of %d bytes, at most %d", len(v.SPI), math.MaxUint8)
-		}
-		b = binary.BigEndian.AppendUint32(b, v.DOI)
-		b = append(b, byte(v.Protocol), byte(len(v.SPI)))
-		b = binary.BigEndian.AppendUint16(b, uint16(v.NotifyType))
-		b = append(b, v.SPI...)
-		return append(b, v.Data...), nil
-	case Delete:
-		if len(v.SPIs) == 0 {
-			return b, errf(PayloadDelete, at, ErrBadPayload, "delete names no SPI")
-		}
-		if len(v.SPIs) > math.MaxUint16 {
-			return b, errf(PayloadDelete, at, ErrTooMany, "%d SPIs, at most %d", len(v.SPIs), math.MaxUint16)
-		}
-		size := len(v.SPIs[0])
-		if size > math.MaxUint8 {
-			return b, errf(PayloadDelete, at, ErrBadLength, "SPI of %d bytes, at most %d", size, math.MaxUint8)
-		}
-		b = binary.BigEndian.AppendUint32(b, v.DOI)
-		b = append(b, byte(v.Protocol), byte(size))
-		b = binary.BigEndian.AppendUint16(b, uint16(len(v.SPIs)))
-		for i, s := range v.SPIs {
-			if len(s) != size {
-				return b, errf(PayloadDelete, at, ErrBadLength, "SPI %d has %d bytes, SPI 0 has %d", i, len(s), size)
-			}
-			b = append(b, s...)
-		}
-		return b, nil
-	case VendorID:
-		return append(b, v.Data...), nil
-	case NATD:
-		return append(b, v.Hash...), nil
-	case NATOA:
-		t := v.IDType
-		a := v.Addr
-		if t == 0 {
-			if a.Is4() {
-				t = IDIPv4Addr
-			} else {
-				t = IDIPv6Addr
-			}
-		}
-		switch {
-		case t == IDIPv4Addr && (a.Is4() || a.Is4In6()):
-			a4 := a.Unmap().As4()
-			b = append(b, byte(t), 0, 0, 0)
-			return append(b, a4[:]...), nil
-		case t == IDIPv6Addr && a.Is6():
-			a16 := a.As16()
-			b = append(b, byte(t), 0, 0, 0)
-			return append(b, a16[:]...), nil
-		}
-		return b, errf(v.Type(), at, ErrBadPayload, "ID type %s cannot carry address %v", t, a)
-	case Unknown:
-		switch v.PayloadType {
-		case PayloadNone, PayloadProposal, PayloadTransform:
-			return b, errf(v.PayloadType, at, ErrBadPayload, "payload type %s cannot be sent as a top-level payload", v.PayloadType)
-		}
-		return append(b, v.Data...), nil
+	if len(v.SPIs) > math.MaxUint16 {
+		return b, errf(PayloadDelete, at, ErrTooMany, "%d SPIs, at most %d", len(v.SPIs), math.MaxUint16)
 	}
-	return b, errf(PayloadNone, at, ErrBadPayload, "unsupported payload %T", p)
+	size := len(v.SPIs[0])
+	if size > math.MaxUint8 {
+		return b, errf(PayloadDelete, at, ErrBadLength, "SPI of %d bytes, at most %d", size, math.MaxUint8)
+	}
+	b = binary.BigEndian.AppendUint32(b, v.DOI)
+	b = append(b, byte(v.Protocol), byte(size))
+	b = binary.BigEndian.AppendUint16(b, uint16(len(v.SPIs)))
+	for i, s := range v.SPIs {
+		if len(s) != size {
+			return b, errf(PayloadDelete, at, ErrBadLength, "SPI %d has %d bytes, SPI 0 has %d", i, len(s), size)
+		}
+		b = append(b, s...)
+	}
+	return b, nil
 }
 
-func appendSA(b []byte, sa SA, at int) ([]byte, error) {
+func (v NATOA) appendBody(b []byte, at int) ([]byte, error) {
+	t := v.IDType
+	a := v.Addr
+	if t == 0 {
+		if a.Is4() {
+			t = IDIPv4Addr
+		} else {
+			t = IDIPv6Addr
+		}
+	}
+	switch {
+	case t == IDIPv4Addr && (a.Is4() || a.Is4In6()):
+		a4 := a.Unmap().As4()
+		b = append(b, byte(t), 0, 0, 0)
+		return append(b, a4[:]...), nil
+	case t == IDIPv6Addr && a.Is6():
+		a16 := a.As16()
+		b = append(b, byte(t), 0, 0, 0)
+		return append(b, a16[:]...), nil
+	}
+	return b, errf(v.Type(), at, ErrBadPayload, "ID type %s cannot carry address %v", t, a)
+}
+
+func (v Unknown) appendBody(b []byte, at int) ([]byte, error) {
+	switch v.PayloadType {
+	case PayloadNone, PayloadProposal, PayloadTransform:
+		return b, errf(v.PayloadType, at, ErrBadPayload, "payload type %s cannot be sent as a top-level payload", v.PayloadType)
+	}
+	return append(b, v.Data...), nil
+}
+
+func appendSA(b []byte, sa *SA, at int) ([]byte, error) {
 	if len(sa.Proposals) == 0 {
 		return b, errf(PayloadSA, at, ErrBadPayload, "SA payload has no proposal")
 	}
