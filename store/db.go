@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -75,12 +76,32 @@ func Open(path string, s *Sealer) (*DB, error) {
 		}
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
+	if err := tightenMode(path); err != nil {
+		bo.Close()
+		return nil, err
+	}
 	db := &DB{path: path, s: s, bo: bo}
 	if err := bo.Update(func(tx *bolt.Tx) error { return initTx(tx, s) }); err != nil {
 		bo.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
 	return db, nil
+}
+
+// tightenMode sets an existing database file that is open to group or
+// others to 0600: its metadata is not sealed.
+func tightenMode(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("store: open %s: %w", path, err)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		if err := os.Chmod(path, 0o600); err != nil {
+			return fmt.Errorf("store: open %s: mode %04o is open to group or others and chmod 0600 failed: %w", path, perm, err)
+		}
+		slog.Warn("store: database file was open to group or others; set to 0600", "path", path, "mode", fmt.Sprintf("%04o", perm))
+	}
+	return nil
 }
 
 // initTx creates the buckets of a new database, or checks the layout and
@@ -262,7 +283,17 @@ func (db *DB) Reseal() (int, error) {
 	return n, nil
 }
 
-// tempPath returns a directory for temporary files beside the database.
+// Counts returns how many ISAKMP and IPsec SA records the database holds.
+func (db *DB) Counts() (ike, child int, err error) {
+	err = db.View(func(tx *Tx) error {
+		ike = tx.tx.Bucket(bucketIKE).Stats().KeyN
+		child = tx.tx.Bucket(bucketChild).Stats().KeyN
+		return nil
+	})
+	return ike, child, err
+}
+
+// tempDir returns a directory for temporary files beside the database.
 func (db *DB) tempDir() string { return filepath.Dir(db.path) }
 
 // removeQuiet removes a temporary file, ignoring errors.

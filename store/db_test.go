@@ -341,17 +341,26 @@ func TestOpenRefusesForeignFile(t *testing.T) {
 
 func TestOpenFileMode(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "sa.db")
-	db, err := Open(path, testSealer(t, testKey(t)))
+	s := testSealer(t, testKey(t))
+	db, err := Open(path, s)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
-	fi, err := os.Stat(path)
+	db.Close()
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("new database mode %v, %v; want 0600", fi.Mode(), err)
+	}
+	// A file made readable by others is set back to 0600 at the next open.
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	db, err = Open(path, s)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fi.Mode().Perm() != 0o600 {
-		t.Errorf("database mode %04o, want 0600", fi.Mode().Perm())
+	db.Close()
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("mode after reopen %v, %v; want 0600", fi.Mode(), err)
 	}
 }
 
@@ -467,6 +476,9 @@ func TestSnapshotRestore(t *testing.T) {
 	}
 	if err := dst.Check(); err != nil {
 		t.Fatal(err)
+	}
+	if ni, nc, err := dst.Counts(); err != nil || ni != 50 || nc != 50 {
+		t.Fatalf("Counts after restore = %d, %d, %v; want 50, 50", ni, nc, err)
 	}
 	// The restored database still opens after a restart.
 	path := dst.Path()

@@ -73,7 +73,7 @@ func FuzzDecodeRecord(f *testing.F) {
 		}
 		upd := sa.Counters{OutSeq: 77, InSeq: 5, InBytes: 1}
 		merged := MergeCounters(r.Counters, upd)
-		nb, err := replaceCounters(raw, &merged)
+		nb, err := mergeCountersRaw(raw, upd)
 		if err != nil {
 			return // e.g. duplicate map keys, refused with an error
 		}

@@ -57,8 +57,9 @@ type rawMap = map[uint64]cbor.RawMessage
 
 var (
 	rawDec cbor.DecMode
-	// childCountersKey is the CBOR key of sa.ChildSA.Counters.
-	childCountersKey uint64
+	// childCountersKey and childVersionKey are the CBOR keys of
+	// sa.ChildSA.Counters and sa.ChildSA.Version.
+	childCountersKey, childVersionKey uint64
 	// countersKeys are the CBOR keys of sa.Counters this build knows.
 	countersKeys []uint64
 )
@@ -80,6 +81,9 @@ func init() {
 		panic("store: sa.ChildSA has no Counters field with an integer CBOR key")
 	}
 	childCountersKey = k
+	if childVersionKey, ok = keys["Version"]; !ok {
+		panic("store: sa.ChildSA has no Version field with an integer CBOR key")
+	}
 	for _, v := range cborKeys(reflect.TypeFor[sa.Counters]()) {
 		countersKeys = append(countersKeys, v)
 	}
@@ -101,43 +105,49 @@ func cborKeys(t reflect.Type) map[string]uint64 {
 	return m
 }
 
-// replaceCounters returns the CBOR child record rec with its Counters
-// replaced by c. Keys of the record and of its Counters that this build does
-// not know are carried over unchanged, so a record written by a newer build
-// loses nothing when an older build updates its counters. The result is in
-// deterministic encoding, equal to sa.Marshal of the record when it has no
-// unknown keys.
-func replaceCounters(rec []byte, c *sa.Counters) ([]byte, error) {
+// mergeCountersRaw returns the encoded child record rec with its Counters
+// merged with update (MergeCounters). Keys of the record and of its Counters
+// that this build does not know are carried over unchanged, so a record
+// written by a newer build loses nothing when an older build merges a
+// counters sync into it. The result is in deterministic encoding, equal to
+// sa.Marshal of the updated record when it has no unknown keys. A record
+// whose Version is newer than this build's is refused (sa.ErrNewerRecord).
+func mergeCountersRaw(rec []byte, update sa.Counters) ([]byte, error) {
 	var top rawMap
 	if err := rawDec.Unmarshal(rec, &top); err != nil {
 		return nil, fmt.Errorf("decode record as a CBOR map: %w", err)
 	}
-	var cm rawMap
-	if old, ok := top[childCountersKey]; ok {
-		if err := rawDec.Unmarshal(old, &cm); err != nil {
-			return nil, fmt.Errorf("decode counters (key %d) as a CBOR map: %w", childCountersKey, err)
+	if top == nil { // CBOR null
+		top = rawMap{}
+	}
+	if v, ok := top[childVersionKey]; ok {
+		var ver uint16
+		if err := rawDec.Unmarshal(v, &ver); err != nil {
+			return nil, fmt.Errorf("decode record version (key %d): %w", childVersionKey, err)
+		}
+		if ver > sa.RecordVersion {
+			return nil, fmt.Errorf("%w: version %d, this build reads up to %d", sa.ErrNewerRecord, ver, sa.RecordVersion)
 		}
 	}
-	if cm == nil {
-		cm = rawMap{}
+	var (
+		old     sa.Counters
+		unknown bool
+	)
+	if raw, ok := top[childCountersKey]; ok {
+		if err := rawDec.Unmarshal(raw, &old); err != nil {
+			return nil, fmt.Errorf("decode counters (key %d): %w", childCountersKey, err)
+		}
+		unknown = hasUnknownKeys(raw)
 	}
-	for _, k := range countersKeys {
-		delete(cm, k)
-	}
-	nb, err := sa.Marshal(c)
+	merged := MergeCounters(old, update)
+	cb, err := sa.Marshal(&merged)
 	if err != nil {
 		return nil, fmt.Errorf("encode counters: %w", err)
 	}
-	var nm rawMap
-	if err := rawDec.Unmarshal(nb, &nm); err != nil {
-		return nil, fmt.Errorf("re-decode counters: %w", err)
-	}
-	for k, v := range nm {
-		cm[k] = v
-	}
-	cb, err := sa.Marshal(cm)
-	if err != nil {
-		return nil, fmt.Errorf("encode counters: %w", err)
+	if unknown {
+		if cb, err = overlayCounters(top[childCountersKey], cb); err != nil {
+			return nil, err
+		}
 	}
 	top[childCountersKey] = cb
 	out, err := sa.Marshal(top)
@@ -145,4 +155,45 @@ func replaceCounters(rec []byte, c *sa.Counters) ([]byte, error) {
 		return nil, fmt.Errorf("encode record: %w", err)
 	}
 	return out, nil
+}
+
+// hasUnknownKeys reports whether the encoded Counters map raw has keys this
+// build does not know (a cheap scan: only the head of each key is decoded).
+func hasUnknownKeys(raw []byte) bool {
+	var m map[uint64]cbor.RawMessage
+	if rawDec.Unmarshal(raw, &m) != nil {
+		return false // decoding into sa.Counters succeeded, so this cannot fail
+	}
+	for k := range m {
+		if !slices.Contains(countersKeys, k) {
+			return true
+		}
+	}
+	return false
+}
+
+// overlayCounters returns the encoded Counters map oldRaw with every key
+// this build knows replaced by those of newRaw (absent ones removed).
+func overlayCounters(oldRaw, newRaw []byte) ([]byte, error) {
+	var cm, nm rawMap
+	if err := rawDec.Unmarshal(oldRaw, &cm); err != nil {
+		return nil, fmt.Errorf("decode counters as a CBOR map: %w", err)
+	}
+	if err := rawDec.Unmarshal(newRaw, &nm); err != nil {
+		return nil, fmt.Errorf("re-decode counters: %w", err)
+	}
+	if cm == nil {
+		cm = rawMap{}
+	}
+	for _, k := range countersKeys {
+		delete(cm, k)
+	}
+	for k, v := range nm {
+		cm[k] = v
+	}
+	b, err := sa.Marshal(cm)
+	if err != nil {
+		return nil, fmt.Errorf("encode counters: %w", err)
+	}
+	return b, nil
 }

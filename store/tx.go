@@ -194,13 +194,12 @@ func (tx *Tx) PutCounters(inSPI uint32, c sa.Counters) error {
 	if v == nil {
 		return fmt.Errorf("store: put counters %08x: %w", inSPI, ErrNotFound)
 	}
-	r, pt, err := decodeChild(tx.s, k, v)
+	pt, err := tx.s.Open(v, recordAD(bucketChild, k))
 	if err != nil {
 		return fmt.Errorf("store: put counters %08x: %w", inSPI, err)
 	}
 	defer clear(pt)
-	merged := MergeCounters(r.Counters, c)
-	nb, err := replaceCounters(pt, &merged)
+	nb, err := mergeCountersRaw(pt, c)
 	if err != nil {
 		return fmt.Errorf("store: put counters %08x: %w", inSPI, err)
 	}
