@@ -1,0 +1,787 @@
+// Package userspace is the userspace ESP data plane: IPsec SA pairs kept in
+// this process, packets to and from the protected networks through a TUN
+// device, ESP carried in UDP (RFC 3948) through the IKE runtime's socket on
+// port 4500. It is modelled on strongSwan's kernel-libipsec and on
+// wireguard-go, and serves hosts whose kernel has no ESP.
+//
+// The engine owns its TUN device and the routes it adds through it, and
+// nothing else: it never opens a socket (the caller's Sender sends, and the
+// caller hands received ESP to HandleInbound) and never touches another
+// device, route, SA or policy. Only tunnel mode with UDP encapsulation is
+// implemented; anything else is refused with xfrm.ErrUnsupported.
+package userspace
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"ikegw/ike/sa"
+	"ikegw/xfrm"
+	"ikegw/xfrm/esp"
+	"ikegw/xfrm/replay"
+)
+
+// Sender sends one ESP-in-UDP payload (starting at the SPI, without the
+// non-ESP marker: ESP needs none) from the IKE socket on port 4500 to dst.
+// It must not retain b after it returns, and must be safe for concurrent
+// use.
+type Sender interface {
+	SendESP(b []byte, dst netip.AddrPort) error
+}
+
+// Config configures an Engine.
+type Config struct {
+	// Sender is the IKE runtime's socket. Required.
+	Sender Sender
+	// Device, when set, is used instead of creating a TUN device (tests,
+	// or a caller that made the device itself). The engine then manages
+	// no routes. The engine owns the device and closes it on Close.
+	Device Device
+	// Name of the TUN device to create; may hold one %d. Default "ikegw%d".
+	Name string
+	// MTU of the TUN device. Default 1400 (room for IPv4, UDP and the
+	// largest ESP overhead in a 1500-byte path).
+	MTU int
+	// NetNSPath, when set, is the network namespace (e.g.
+	// /var/run/netns/NAME) to create the TUN device and routes in.
+	NetNSPath string
+	// Logger for events; default slog.Default().
+	Logger *slog.Logger
+	// ExpiryBuffer is the capacity of the Expiries channel. Default 64.
+	ExpiryBuffer int
+	// LifetimeTick is how often time lifetimes are checked. Default 1s.
+	LifetimeTick time.Duration
+	// Now is the clock for lifetimes. Default time.Now.
+	Now func() time.Time
+}
+
+// DefaultMTU is the TUN MTU when Config.MTU is zero.
+const DefaultMTU = 1400
+
+// Stats are the live counters of one installed pair.
+type Stats struct {
+	OutSeq       uint64 // last outbound sequence number used
+	InSeq        uint64 // highest inbound sequence number accepted
+	InBytes      uint64 // inner bytes accepted
+	InPackets    uint64
+	OutBytes     uint64 // inner bytes sent
+	OutPackets   uint64
+	ReplayDrops  uint64 // inbound duplicates and too old
+	AuthFailures uint64 // inbound ICV failures
+	PolicyDrops  uint64 // inbound inner packets outside the selectors
+	SendErrors   uint64 // Sender errors
+	Expired      bool   // hard lifetime reached: carries no traffic
+}
+
+// EngineStats counts packets dropped before an SA was found.
+type EngineStats struct {
+	NoSA         uint64 // inbound ESP for an unknown SPI
+	NoPolicy     uint64 // TUN packets no installed pair's selectors match
+	Malformed    uint64 // undecodable inner or outer packets, bad padding
+	DeviceErrors uint64 // TUN read/write errors
+}
+
+// Engine is the userspace data plane. It implements xfrm.DataPlane.
+type Engine struct {
+	log    *slog.Logger
+	sender Sender
+	dev    Device
+	nl     *netlink.Handle // nil: routes not managed
+	link   netlink.Link
+	mtu    int
+	now    func() time.Time
+	tick   time.Duration
+
+	mu       sync.RWMutex
+	closed   bool
+	children map[uint32]*child    // by inbound SPI
+	outSPIs  map[outKey]*child    // outbound SPI and peer
+	ordered  []*child             // install order, for the outbound lookup
+	routes   map[netip.Prefix]int // reference counts of our routes
+
+	expMu     sync.Mutex
+	expClosed bool
+	expiries  chan xfrm.Expiry
+
+	noSA, noPolicy, malformed, devErrors atomic.Uint64
+
+	done      chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+var _ xfrm.DataPlane = (*Engine)(nil)
+
+type outKey struct {
+	spi uint32
+	dst netip.Addr
+}
+
+type child struct {
+	rec     *sa.ChildSA // deep copy, never changed
+	in, out *esp.SA
+	dst     netip.AddrPort
+	base    time.Time // start of the time lifetimes
+	outSeq  atomic.Uint64
+	hard    atomic.Bool
+
+	mu                                  sync.Mutex
+	replay                              replay.Filter
+	inBytes, inPackets                  uint64
+	outBytes, outPackets                uint64
+	replayDrops, authFailures, polDrops uint64
+	sendErrors                          uint64
+	softSent, hardSent                  bool
+}
+
+// New starts an engine: it creates and configures the TUN device (unless
+// cfg.Device is given) and starts reading it.
+func New(cfg Config) (*Engine, error) {
+	if cfg.Sender == nil {
+		return nil, errors.New("userspace: Config.Sender is required")
+	}
+	e := &Engine{
+		log: cfg.Logger, sender: cfg.Sender, mtu: cfg.MTU, now: cfg.Now, tick: cfg.LifetimeTick,
+		children: map[uint32]*child{}, outSPIs: map[outKey]*child{}, routes: map[netip.Prefix]int{},
+		done: make(chan struct{}),
+	}
+	if e.log == nil {
+		e.log = slog.Default()
+	}
+	if e.mtu == 0 {
+		e.mtu = DefaultMTU
+	}
+	if e.mtu < 576 || e.mtu > 65535 {
+		return nil, fmt.Errorf("userspace: MTU %d out of range 576..65535", e.mtu)
+	}
+	if e.now == nil {
+		e.now = time.Now
+	}
+	if e.tick <= 0 {
+		e.tick = time.Second
+	}
+	n := cfg.ExpiryBuffer
+	if n <= 0 {
+		n = 64
+	}
+	e.expiries = make(chan xfrm.Expiry, n)
+	e.log = e.log.With("dataplane", xfrm.KindUserspace)
+
+	if cfg.Device != nil {
+		e.dev = cfg.Device
+	} else if err := e.createTUN(cfg); err != nil {
+		return nil, err
+	}
+	e.log.Info("userspace data plane up", "device", e.dev.Name(), "mtu", e.mtu)
+	e.wg.Add(2)
+	go e.readLoop()
+	go e.lifetimeLoop()
+	return e, nil
+}
+
+func (e *Engine) createTUN(cfg Config) error {
+	name := cfg.Name
+	if name == "" {
+		name = "ikegw%d"
+	}
+	ns := netns.None()
+	if cfg.NetNSPath != "" {
+		var err error
+		if ns, err = netns.GetFromPath(cfg.NetNSPath); err != nil {
+			return fmt.Errorf("userspace: network namespace %s: %w", cfg.NetNSPath, err)
+		}
+		defer ns.Close()
+	}
+	var tun *tunDevice
+	err := inNetNS(ns, func() error {
+		var err error
+		tun, err = openTUN(name)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if ns.IsOpen() {
+		e.nl, err = netlink.NewHandleAt(ns)
+	} else {
+		e.nl, err = netlink.NewHandle()
+	}
+	if err == nil {
+		e.link, err = setUp(e.nl, tun.name, e.mtu)
+	}
+	if err != nil {
+		tun.Close()
+		if e.nl != nil {
+			e.nl.Close()
+		}
+		return fmt.Errorf("userspace: netlink: %w", err)
+	}
+	e.dev = tun
+	return nil
+}
+
+// Kind returns xfrm.KindUserspace.
+func (e *Engine) Kind() string { return xfrm.KindUserspace }
+
+// DeviceName is the name of the engine's TUN device.
+func (e *Engine) DeviceName() string { return e.dev.Name() }
+
+// InstallChild implements xfrm.DataPlane. Only tunnel mode with UDP
+// encapsulation and the algorithms of package esp are supported. Time
+// lifetimes run from c.Established when set (so a standby keeps the
+// original deadlines), else from now.
+func (e *Engine) InstallChild(ctx context.Context, c *sa.ChildSA) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := xfrm.Validate(c); err != nil {
+		return err
+	}
+	if c.Mode != sa.Tunnel {
+		return fmt.Errorf("%w: userspace: child spi=0x%08x: %s mode (only tunnel mode is implemented)", xfrm.ErrUnsupported, c.ID(), c.Mode)
+	}
+	if c.EncapRemotePort == 0 {
+		return fmt.Errorf("%w: userspace: child spi=0x%08x: no UDP encapsulation (ESP leaves only as ESP-in-UDP, RFC 3948)", xfrm.ErrUnsupported, c.ID())
+	}
+	in, err := esp.New(&c.In)
+	if err != nil {
+		return fmt.Errorf("userspace: child spi=0x%08x inbound: %w", c.ID(), err)
+	}
+	out, err := esp.New(&c.Out)
+	if err != nil {
+		return fmt.Errorf("userspace: child spi=0x%08x outbound: %w", c.ID(), err)
+	}
+	if c.Counters.OutSeq >= math.MaxUint32 {
+		return fmt.Errorf("userspace: child spi=0x%08x: outbound sequence number %d exhausted (no ESN)", c.ID(), c.Counters.OutSeq)
+	}
+	ch := &child{rec: cloneChild(c), in: in, out: out,
+		dst: netip.AddrPortFrom(c.Out.Dst, c.EncapRemotePort), base: e.now()}
+	if c.Established != 0 {
+		ch.base = time.Unix(0, c.Established)
+	}
+	ch.outSeq.Store(c.Counters.OutSeq)
+	ch.replay.Restore(c.Counters.InSeq, c.Counters.ReplayBitmap)
+	ch.inBytes, ch.inPackets = c.Counters.InBytes, c.Counters.InPackets
+	ch.outBytes, ch.outPackets = c.Counters.OutBytes, c.Counters.OutPackets
+
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return xfrm.ErrClosed
+	}
+	if old := e.children[c.ID()]; old != nil {
+		if !xfrm.SamePair(old.rec, c) {
+			return fmt.Errorf("%w: userspace: inbound spi=0x%08x is installed with other parameters", xfrm.ErrConflict, c.ID())
+		}
+		for {
+			cur := old.outSeq.Load()
+			if cur >= c.Counters.OutSeq || old.outSeq.CompareAndSwap(cur, c.Counters.OutSeq) {
+				break
+			}
+		}
+		return nil
+	}
+	ok := outKey{c.Out.SPI, c.Out.Dst}
+	if other := e.outSPIs[ok]; other != nil {
+		return fmt.Errorf("%w: userspace: outbound spi=0x%08x to %s is used by pair spi=0x%08x", xfrm.ErrConflict, c.Out.SPI, c.Out.Dst, other.rec.ID())
+	}
+	if err := e.addRoutes(ch.rec); err != nil {
+		return err
+	}
+	e.children[c.ID()] = ch
+	e.outSPIs[ok] = ch
+	e.ordered = append(e.ordered, ch)
+	e.log.Info("child installed", "spi_in", fmt.Sprintf("0x%08x", c.In.SPI), "spi_out", fmt.Sprintf("0x%08x", c.Out.SPI),
+		"peer", ch.dst, "encr", c.Out.Encr, "integ", c.Out.Integ, "out_seq", c.Counters.OutSeq, "in_seq", c.Counters.InSeq)
+	return nil
+}
+
+func cloneChild(c *sa.ChildSA) *sa.ChildSA {
+	r := *c
+	r.In.EncrKey, r.In.IntegKey = slices.Clone(c.In.EncrKey), slices.Clone(c.In.IntegKey)
+	r.Out.EncrKey, r.Out.IntegKey = slices.Clone(c.Out.EncrKey), slices.Clone(c.Out.IntegKey)
+	r.LocalTS, r.RemoteTS = slices.Clone(c.LocalTS), slices.Clone(c.RemoteTS)
+	r.Counters.ReplayBitmap = nil
+	return &r
+}
+
+// addRoutes routes c's remote selectors through the TUN device, with a
+// source address inside the local selectors when this host has one (as
+// strongSwan's kernel-libipsec does). Called with e.mu held.
+func (e *Engine) addRoutes(c *sa.ChildSA) error {
+	if e.nl == nil {
+		return nil
+	}
+	var added []netip.Prefix
+	for _, ts := range c.RemoteTS {
+		p := ts.Prefix
+		if e.routes[p] == 0 {
+			if err := e.nl.RouteReplace(e.route(p, e.localSource(c, p.Addr().Is4()))); err != nil {
+				for _, a := range added {
+					e.delRoute(a)
+				}
+				return fmt.Errorf("userspace: child spi=0x%08x: route %s via %s: %w", c.ID(), p, e.dev.Name(), err)
+			}
+			added = append(added, p)
+		}
+		e.routes[p]++
+	}
+	return nil
+}
+
+func (e *Engine) route(p netip.Prefix, src netip.Addr) *netlink.Route {
+	r := &netlink.Route{
+		LinkIndex: e.link.Attrs().Index,
+		Dst:       &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())},
+		Scope:     netlink.SCOPE_LINK,
+	}
+	if src.IsValid() {
+		r.Src = src.AsSlice()
+	}
+	return r
+}
+
+func (e *Engine) localSource(c *sa.ChildSA, v4 bool) netip.Addr {
+	family := netlink.FAMILY_V6
+	if v4 {
+		family = netlink.FAMILY_V4
+	}
+	addrs, err := e.nl.AddrList(nil, family)
+	if err != nil {
+		e.log.Warn("listing local addresses for a route source", "err", err)
+		return netip.Addr{}
+	}
+	for _, a := range addrs {
+		ip, ok := netip.AddrFromSlice(a.IP)
+		if !ok {
+			continue
+		}
+		ip = ip.Unmap()
+		if matchTS(c.LocalTS, ip, 0, 0, false) {
+			return ip
+		}
+	}
+	e.log.Warn("no local address inside the local traffic selectors; locally sent packets may miss the policy",
+		"spi_in", fmt.Sprintf("0x%08x", c.ID()))
+	return netip.Addr{}
+}
+
+// delRoute drops one reference to p's route, removing it with the last.
+// Called with e.mu held.
+func (e *Engine) delRoute(p netip.Prefix) {
+	if e.nl == nil {
+		return
+	}
+	if e.routes[p]--; e.routes[p] > 0 {
+		return
+	}
+	delete(e.routes, p)
+	if err := e.nl.RouteDel(e.route(p, netip.Addr{})); err != nil && !errors.Is(err, syscall.ESRCH) {
+		e.log.Warn("removing route", "prefix", p, "device", e.dev.Name(), "err", err)
+	}
+}
+
+// DeleteChild implements xfrm.DataPlane.
+func (e *Engine) DeleteChild(ctx context.Context, c *sa.ChildSA) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return xfrm.ErrClosed
+	}
+	e.removeLocked(c.ID())
+	return nil
+}
+
+func (e *Engine) removeLocked(spi uint32) {
+	ch := e.children[spi]
+	if ch == nil {
+		return
+	}
+	delete(e.children, spi)
+	delete(e.outSPIs, outKey{ch.rec.Out.SPI, ch.rec.Out.Dst})
+	e.ordered = slices.DeleteFunc(e.ordered, func(x *child) bool { return x == ch })
+	for _, ts := range ch.rec.RemoteTS {
+		e.delRoute(ts.Prefix)
+	}
+	e.log.Info("child deleted", "spi_in", fmt.Sprintf("0x%08x", spi))
+}
+
+// Counters implements xfrm.DataPlane.
+func (e *Engine) Counters(ctx context.Context) (map[uint32]sa.Counters, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	if e.closed {
+		return nil, xfrm.ErrClosed
+	}
+	m := make(map[uint32]sa.Counters, len(e.children))
+	for spi, ch := range e.children {
+		ch.mu.Lock()
+		in, bm := ch.replay.Export()
+		m[spi] = sa.Counters{
+			OutSeq: ch.lastOutSeq(), InSeq: in, ReplayBitmap: bm,
+			InBytes: ch.inBytes, InPackets: ch.inPackets, OutBytes: ch.outBytes, OutPackets: ch.outPackets,
+		}
+		ch.mu.Unlock()
+	}
+	return m, nil
+}
+
+// lastOutSeq is the last sequence number used (attempts past 2^32-1 are
+// not numbers that were sent).
+func (ch *child) lastOutSeq() uint64 { return min(ch.outSeq.Load(), math.MaxUint32) }
+
+// Stats returns the live counters of the pair with inbound SPI spi.
+func (e *Engine) Stats(spi uint32) (Stats, bool) {
+	e.mu.RLock()
+	ch := e.children[spi]
+	e.mu.RUnlock()
+	if ch == nil {
+		return Stats{}, false
+	}
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	return Stats{
+		OutSeq: ch.lastOutSeq(), InSeq: ch.replay.Last(),
+		InBytes: ch.inBytes, InPackets: ch.inPackets, OutBytes: ch.outBytes, OutPackets: ch.outPackets,
+		ReplayDrops: ch.replayDrops, AuthFailures: ch.authFailures, PolicyDrops: ch.polDrops,
+		SendErrors: ch.sendErrors, Expired: ch.hard.Load(),
+	}, true
+}
+
+// EngineStats returns the drops that belong to no pair.
+func (e *Engine) EngineStats() EngineStats {
+	return EngineStats{NoSA: e.noSA.Load(), NoPolicy: e.noPolicy.Load(),
+		Malformed: e.malformed.Load(), DeviceErrors: e.devErrors.Load()}
+}
+
+// Expiries implements xfrm.DataPlane.
+func (e *Engine) Expiries() <-chan xfrm.Expiry { return e.expiries }
+
+// Installed implements xfrm.DataPlane.
+func (e *Engine) Installed(ctx context.Context) ([]uint32, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	if e.closed {
+		return nil, xfrm.ErrClosed
+	}
+	spis := make([]uint32, 0, len(e.children))
+	for spi := range e.children {
+		spis = append(spis, spi)
+	}
+	slices.Sort(spis)
+	return spis, nil
+}
+
+// Flush implements xfrm.DataPlane: every pair and route of this engine goes.
+func (e *Engine) Flush(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return xfrm.ErrClosed
+	}
+	for spi := range e.children {
+		e.removeLocked(spi)
+	}
+	return nil
+}
+
+// Close implements xfrm.DataPlane: the TUN device (and with it every route
+// through it) goes away, the goroutines stop and Expiries is closed.
+func (e *Engine) Close() error {
+	var err error
+	e.closeOnce.Do(func() {
+		e.mu.Lock()
+		e.closed = true
+		e.children, e.outSPIs, e.ordered = map[uint32]*child{}, map[outKey]*child{}, nil
+		e.mu.Unlock()
+		close(e.done)
+		err = e.dev.Close()
+		e.wg.Wait()
+		if e.nl != nil {
+			e.nl.Close()
+		}
+		e.expMu.Lock()
+		e.expClosed = true
+		close(e.expiries)
+		e.expMu.Unlock()
+		e.log.Info("userspace data plane down", "device", e.dev.Name())
+	})
+	return err
+}
+
+func (e *Engine) emit(ev xfrm.Expiry) {
+	e.expMu.Lock()
+	defer e.expMu.Unlock()
+	if e.expClosed {
+		return
+	}
+	select {
+	case e.expiries <- ev:
+		e.log.Info("lifetime expired", "spi_in", fmt.Sprintf("0x%08x", ev.SPI), "hard", ev.Hard, "bytes", ev.Bytes)
+	default:
+		e.log.Warn("expiry event dropped: consumer behind", "spi_in", fmt.Sprintf("0x%08x", ev.SPI), "hard", ev.Hard, "bytes", ev.Bytes)
+	}
+}
+
+// checkBytes fires byte lifetime events; called with ch.mu held, returns
+// the events to emit after unlocking.
+func (ch *child) checkBytes() (ev xfrm.Expiry, fire bool) {
+	lt := ch.rec.Lifetime
+	used := max(ch.inBytes, ch.outBytes)
+	if lt.HardBytes != 0 && used >= lt.HardBytes && !ch.hardSent {
+		ch.hardSent, ch.softSent = true, true
+		ch.hard.Store(true)
+		return xfrm.Expiry{SPI: ch.rec.ID(), Hard: true, Bytes: true}, true
+	}
+	if lt.SoftBytes != 0 && used >= lt.SoftBytes && !ch.softSent {
+		ch.softSent = true
+		return xfrm.Expiry{SPI: ch.rec.ID(), Bytes: true}, true
+	}
+	return ev, false
+}
+
+// checkTime fires time lifetime events; called with ch.mu held.
+func (ch *child) checkTime(now time.Time) (ev xfrm.Expiry, fire bool) {
+	lt := ch.rec.Lifetime
+	age := now.Sub(ch.base)
+	if lt.HardSeconds != 0 && age >= time.Duration(lt.HardSeconds)*time.Second && !ch.hardSent {
+		ch.hardSent, ch.softSent = true, true
+		ch.hard.Store(true)
+		return xfrm.Expiry{SPI: ch.rec.ID(), Hard: true}, true
+	}
+	if lt.SoftSeconds != 0 && age >= time.Duration(lt.SoftSeconds)*time.Second && !ch.softSent {
+		ch.softSent = true
+		return xfrm.Expiry{SPI: ch.rec.ID()}, true
+	}
+	return ev, false
+}
+
+func (e *Engine) lifetimeLoop() {
+	defer e.wg.Done()
+	t := time.NewTicker(e.tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-e.done:
+			return
+		case <-t.C:
+		}
+		e.checkLifetimes()
+	}
+}
+
+func (e *Engine) checkLifetimes() {
+	now := e.now()
+	e.mu.RLock()
+	var evs []xfrm.Expiry
+	for _, ch := range e.ordered {
+		ch.mu.Lock()
+		if ev, ok := ch.checkTime(now); ok {
+			evs = append(evs, ev)
+		}
+		ch.mu.Unlock()
+	}
+	e.mu.RUnlock()
+	for _, ev := range evs {
+		e.emit(ev)
+	}
+}
+
+// lookupOut finds the first installed, unexpired pair whose selectors
+// match the flow.
+func (e *Engine) lookupOut(f *flow) *child {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	for _, ch := range e.ordered {
+		if ch.hard.Load() {
+			continue
+		}
+		if matchTS(ch.rec.RemoteTS, f.dst, f.proto, f.dport, f.hasPorts) &&
+			matchTS(ch.rec.LocalTS, f.src, f.proto, f.sport, f.hasPorts) {
+			return ch
+		}
+	}
+	return nil
+}
+
+// readLoop reads packets from the TUN device, encrypts and sends them. One
+// goroutine and one buffer: the Sender does not retain what it sends.
+func (e *Engine) readLoop() {
+	defer e.wg.Done()
+	buf := make([]byte, esp.MaxHeadroom+e.mtu+esp.MaxTailroom)
+	for {
+		n, err := e.dev.Read(buf[esp.MaxHeadroom : esp.MaxHeadroom+e.mtu])
+		if err != nil {
+			select {
+			case <-e.done:
+				return
+			default:
+			}
+			if errors.Is(err, os.ErrClosed) {
+				return
+			}
+			e.devErrors.Add(1)
+			if errors.Is(err, syscall.EINTR) || errors.Is(err, syscall.EAGAIN) {
+				continue
+			}
+			e.log.Error("TUN read failed; outbound stopped", "device", e.dev.Name(), "err", err)
+			return
+		}
+		e.outbound(buf, n)
+	}
+}
+
+// outbound handles one packet of n bytes at buf[esp.MaxHeadroom:].
+func (e *Engine) outbound(buf []byte, n int) {
+	pkt := buf[esp.MaxHeadroom : esp.MaxHeadroom+n]
+	f, ok := parseFlow(pkt)
+	if !ok {
+		e.malformed.Add(1)
+		return
+	}
+	ch := e.lookupOut(&f)
+	if ch == nil {
+		e.noPolicy.Add(1)
+		return
+	}
+	seq := ch.outSeq.Add(1)
+	if seq > math.MaxUint32 {
+		ch.mu.Lock()
+		fire := !ch.hardSent
+		ch.hardSent, ch.softSent = true, true
+		ch.hard.Store(true)
+		ch.mu.Unlock()
+		if fire {
+			e.log.Warn("outbound sequence numbers exhausted", "spi_in", fmt.Sprintf("0x%08x", ch.rec.ID()))
+			e.emit(xfrm.Expiry{SPI: ch.rec.ID(), Hard: true})
+		}
+		return
+	}
+	next := byte(esp.NextIPv4)
+	if f.version == 6 {
+		next = esp.NextIPv6
+	}
+	off := esp.MaxHeadroom - ch.out.PayloadOffset()
+	sealed, err := ch.out.Seal(buf[off:off], n, uint32(seq), next)
+	if err != nil {
+		e.malformed.Add(1)
+		return
+	}
+	ch.mu.Lock()
+	ch.outBytes += uint64(n)
+	ch.outPackets++
+	ev, fire := ch.checkBytes()
+	ch.mu.Unlock()
+	if fire {
+		e.emit(ev)
+	}
+	if err := e.sender.SendESP(sealed, ch.dst); err != nil {
+		ch.mu.Lock()
+		ch.sendErrors++
+		ch.mu.Unlock()
+		e.log.Debug("sending ESP failed", "peer", ch.dst, "err", err)
+	}
+}
+
+// HandleInbound takes one ESP-in-UDP payload (starting at the SPI, see
+// IsESP) received from the IKE socket. It decrypts pkt in place (the caller
+// must not use pkt afterwards; it is not retained) and writes the inner
+// packet to the TUN device when the SA, the anti-replay window, the ICV and
+// the inner policy all accept it. from is used in logs only: a peer's NAT
+// mapping change is the IKE runtime's to handle (by reinstalling the pair).
+// Safe for concurrent use.
+func (e *Engine) HandleInbound(pkt []byte, from netip.AddrPort) {
+	spi, seq, err := esp.ParseHeader(pkt)
+	if err != nil {
+		e.malformed.Add(1)
+		return
+	}
+	e.mu.RLock()
+	ch := e.children[spi]
+	e.mu.RUnlock()
+	if ch == nil || ch.hard.Load() {
+		e.noSA.Add(1)
+		e.log.Debug("ESP for unknown SPI", "spi", fmt.Sprintf("0x%08x", spi), "from", from)
+		return
+	}
+	ch.mu.Lock()
+	r := ch.replay.Check(uint64(seq))
+	if r != replay.OK {
+		ch.replayDrops++
+	}
+	ch.mu.Unlock()
+	if r != replay.OK {
+		e.log.Debug("ESP replay", "spi", fmt.Sprintf("0x%08x", spi), "seq", seq, "verdict", r.String(), "from", from)
+		return
+	}
+	payload, next, err := ch.in.Open(pkt)
+	if err != nil {
+		if errors.Is(err, esp.ErrAuth) {
+			ch.mu.Lock()
+			ch.authFailures++
+			ch.mu.Unlock()
+		} else {
+			e.malformed.Add(1)
+		}
+		e.log.Debug("ESP refused", "spi", fmt.Sprintf("0x%08x", spi), "seq", seq, "from", from, "err", err)
+		return
+	}
+	ch.mu.Lock()
+	r = ch.replay.Accept(uint64(seq))
+	var ev xfrm.Expiry
+	var fire bool
+	if r == replay.OK {
+		ch.inBytes += uint64(len(payload))
+		ch.inPackets++
+		ev, fire = ch.checkBytes()
+	} else {
+		ch.replayDrops++ // raced with a copy of itself
+	}
+	ch.mu.Unlock()
+	if fire {
+		e.emit(ev)
+	}
+	if r != replay.OK || next == esp.NextNoHeader {
+		return
+	}
+	f, ok := parseFlow(payload)
+	if !ok || (next == esp.NextIPv4) != (f.version == 4) || (next != esp.NextIPv4 && next != esp.NextIPv6) ||
+		!matchTS(ch.rec.RemoteTS, f.src, f.proto, f.sport, f.hasPorts) ||
+		!matchTS(ch.rec.LocalTS, f.dst, f.proto, f.dport, f.hasPorts) {
+		ch.mu.Lock()
+		ch.polDrops++
+		ch.mu.Unlock()
+		e.log.Debug("inner packet outside the policy", "spi", fmt.Sprintf("0x%08x", spi), "next_header", next)
+		return
+	}
+	if _, err := e.dev.Write(payload); err != nil {
+		e.devErrors.Add(1)
+		e.log.Debug("TUN write failed", "device", e.dev.Name(), "err", err)
+	}
+}
