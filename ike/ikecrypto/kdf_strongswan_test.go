@@ -2,6 +2,7 @@ package ikecrypto
 
 import (
 	"bytes"
+	"crypto/rand"
 	"encoding/binary"
 	"net/netip"
 	"os"
@@ -51,6 +52,20 @@ var strongswanRuns = []strongswanRun{
 	{name: "mm-3des-sha1", logs: []string{"testdata/mm-3des-sha1/initiator.log.gz", "testdata/mm-3des-sha1/responder.log.gz"},
 		psk: "testdata/mm-3des-sha1/psk.txt", hash: HashSHA1, encr: Encr3DES, keyBits: 0, group: GroupMODP1024,
 		pfs: false, expand: true, espEncr: 16, espInteg: 20},
+	// Elliptic curve groups: KE payloads are x | y (RFC 5903) or the
+	// Curve25519 u-coordinate (RFC 8031), g^xy is x alone; SHA2-384/512 PRFs.
+	{name: "mm-aes128-sha384-ecp256", logs: []string{"testdata/mm-aes128-sha384-ecp256/initiator.log.gz", "testdata/mm-aes128-sha384-ecp256/responder.log.gz"},
+		psk: "testdata/mm-aes128-sha384-ecp256/psk.txt", hash: HashSHA384, encr: EncrAES, keyBits: 128, group: GroupECP256,
+		pfs: true, expand: false, espEncr: 16, espInteg: 32},
+	{name: "mm-aes256-sha384-ecp384", logs: []string{"testdata/mm-aes256-sha384-ecp384/initiator.log.gz", "testdata/mm-aes256-sha384-ecp384/responder.log.gz"},
+		psk: "testdata/mm-aes256-sha384-ecp384/psk.txt", hash: HashSHA384, encr: EncrAES, keyBits: 256, group: GroupECP384,
+		pfs: false, expand: false, espEncr: 32, espInteg: 48},
+	{name: "mm-aes192-sha512-ecp521", logs: []string{"testdata/mm-aes192-sha512-ecp521/initiator.log.gz", "testdata/mm-aes192-sha512-ecp521/responder.log.gz"},
+		psk: "testdata/mm-aes192-sha512-ecp521/psk.txt", hash: HashSHA512, encr: EncrAES, keyBits: 192, group: GroupECP521,
+		pfs: false, expand: false, espEncr: 32, espInteg: 64},
+	{name: "mm-aes256-sha256-x25519", logs: []string{"testdata/mm-aes256-sha256-x25519/initiator.log.gz", "testdata/mm-aes256-sha256-x25519/responder.log.gz"},
+		psk: "testdata/mm-aes256-sha256-x25519/psk.txt", hash: HashSHA256, encr: EncrAES, keyBits: 256, group: GroupCurve25519,
+		pfs: true, expand: false, espEncr: 32, espInteg: 32},
 	// The wire-format golden captures of ike/isakmp (its testdata/capture.sh).
 	// Main Mode aes256-sha256-modp2048, ESP aes256-sha256, no PFS.
 	{name: "isakmp/mm-aes256", logs: []string{"../isakmp/testdata/mm-aes256/initiator/charon.log", "../isakmp/testdata/mm-aes256/responder/charon.log"},
@@ -129,9 +144,25 @@ func checkStrongSwanLog(t *testing.T, run strongswanRun, path string) {
 		t.Fatalf("found %d NONCE_V1 bodies, want at least 2", len(nonces))
 	}
 	ni, nr := nonces[0], nonces[1]
+	// g^xy as IKEv1 encodes it: MODP left-padded to the prime length, ECP
+	// the x coordinate, Curve25519 32 bytes.
+	secretLen := map[uint16]int{GroupMODP1024: 128, GroupMODP2048: 256, GroupECP256: 32, GroupECP384: 48, GroupECP521: 66, GroupCurve25519: 32}[run.group]
 	gxy := one(t, ds, "shared Diffie Hellman secret")
-	if len(gxy) != glen {
-		t.Fatalf("g^xy is %d bytes, want %d", len(gxy), glen)
+	if len(gxy) != secretLen {
+		t.Fatalf("g^xy is %d bytes, want %d", len(gxy), secretLen)
+	}
+
+	// strongSwan's KE values pass our validation (length, range, on the
+	// curve) and give a secret of the same encoding.
+	ourPriv, _, err := g.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pub := range [][]byte{gxi, gxr} {
+		z, err := g.Shared(ourPriv, pub)
+		if err != nil || len(z) != secretLen {
+			t.Fatalf("strongSwan's public value refused or odd: %d bytes, %v", len(z), err)
+		}
 	}
 
 	// Phase 1 keys.
@@ -300,8 +331,8 @@ func checkStrongSwanLog(t *testing.T, run strongswanRun, path string) {
 	if run.pfs {
 		gqm = one(t, ds, "DH secret")
 		keI, keR := find(qm1, plKE), find(qm2, plKE)
-		if len(keI) != glen || len(keR) != glen || len(gqm) != glen {
-			t.Fatalf("PFS KE values %d, %d bytes, secret %d; want %d", len(keI), len(keR), len(gqm), glen)
+		if len(keI) != glen || len(keR) != glen || len(gqm) != secretLen {
+			t.Fatalf("PFS KE values %d, %d bytes, secret %d; want %d, %d", len(keI), len(keR), len(gqm), glen, secretLen)
 		}
 	} else if len(labeled(ds, "DH secret")) != 0 {
 		t.Fatal("run without PFS logs a Quick Mode DH secret")

@@ -19,6 +19,13 @@
 #                   ESP aes256-sha256-modp2048 (PFS: g(qm)^xy in KEYMAT).
 #   mm-3des-sha1    3des-sha1-modp1024 (legacy; 24-byte key from a 20-byte
 #                   SKEYID_e, 8-byte IVs), ESP aes128-sha1 without PFS.
+#   mm-aes128-sha384-ecp256   ECP KE values (x | y) and secrets (x), SHA2-384
+#                   PRF; ESP aes128-sha256-ecp256 (PFS with an ECP secret).
+#   mm-aes256-sha384-ecp384   ECP-384; ESP aes256-sha384, no PFS.
+#   mm-aes192-sha512-ecp521   ECP-521 (66-byte coordinates), SHA2-512 PRF,
+#                   AES-192; ESP aes256-sha512, no PFS.
+#   mm-aes256-sha256-x25519   Curve25519 (RFC 8031); ESP
+#                   aes256-sha256-curve25519 (PFS).
 #
 # The PSK is a published test value, never used anywhere else.
 set -euo pipefail
@@ -26,7 +33,7 @@ set -euo pipefail
 PSK='ikegw-ikecrypto-test-psk'
 here=$(cd "$(dirname "$0")" && pwd)
 runs=("$@")
-[ ${#runs[@]} -gt 0 ] || runs=(mm-aes256-sha1 mm-3des-sha1)
+[ ${#runs[@]} -gt 0 ] || runs=(mm-aes256-sha1 mm-3des-sha1 mm-aes128-sha384-ecp256 mm-aes256-sha384-ecp384 mm-aes192-sha512-ecp521 mm-aes256-sha256-x25519)
 
 sfx=$(head -c3 /dev/urandom | od -An -tx1 | tr -d ' \n')
 nsA=ikcA-$sfx nsB=ikcB-$sfx vA=vcA$sfx vB=vcB$sfx
@@ -51,7 +58,7 @@ write_conf() { # dir local remote local_ts remote_ts ike esp
 	mkdir -p "$dir/swanctl"
 	cat >"$dir/strongswan.conf" <<EOF
 charon {
-	load = random nonce openssl aes des sha1 sha2 hmac gmp kdf pem pkcs1 pubkey x509 revocation constraints kernel-libipsec kernel-netlink socket-default vici updown
+	load = random nonce openssl aes des sha1 sha2 hmac gmp curve25519 kdf pem pkcs1 pubkey x509 revocation constraints kernel-libipsec kernel-netlink socket-default vici updown
 	install_routes = no
 	filelog {
 		charon {
@@ -170,6 +177,10 @@ for r in "${runs[@]}"; do
 	case $r in
 	mm-aes256-sha1) one_run mm-aes256-sha1 aes256-sha1-modp2048 aes256-sha256-modp2048 ;;
 	mm-3des-sha1) one_run mm-3des-sha1 3des-sha1-modp1024 aes128-sha1 ;;
+	mm-aes128-sha384-ecp256) one_run "$r" aes128-sha384-ecp256 aes128-sha256-ecp256 ;;
+	mm-aes256-sha384-ecp384) one_run "$r" aes256-sha384-ecp384 aes256-sha384 ;;
+	mm-aes192-sha512-ecp521) one_run "$r" aes192-sha512-ecp521 aes256-sha512 ;;
+	mm-aes256-sha256-x25519) one_run "$r" aes256-sha256-curve25519 aes256-sha256-curve25519 ;;
 	*) echo "unknown run $r" >&2; exit 2 ;;
 	esac
 done
