@@ -71,6 +71,16 @@ func FuzzDecodePayloads(f *testing.F) {
 			f.Add(uint8(h.NextPayload), b[HeaderLen:])
 		}
 	}
+	// Decrypted bodies (with their CBC padding) of encrypted golden messages.
+	dec, _ := filepath.Glob("testdata/decrypted/*.bin")
+	for _, name := range dec {
+		plain, err1 := os.ReadFile(name)
+		orig, err2 := os.ReadFile(filepath.Join("testdata", filepath.Base(name)))
+		if err1 != nil || err2 != nil || len(orig) < HeaderLen {
+			f.Fatalf("%s: %v %v", name, err1, err2)
+		}
+		f.Add(orig[16], plain)
+	}
 	f.Add(uint8(PayloadNATOADraft), []byte{0, 0, 0, 8, 1, 0, 0, 0})
 	f.Add(uint8(PayloadDelete), []byte{0, 0, 0, 16, 0, 0, 0, 1, 3, 4, 0, 1, 1, 2, 3, 4})
 	f.Fuzz(func(t *testing.T, first uint8, b []byte) {

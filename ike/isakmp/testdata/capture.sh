@@ -19,6 +19,10 @@
 #   am-aes256  Aggressive Mode aes256-sha256-modp2048, ESP aes256-sha256
 #
 # The PSK is a published test value, never used anywhere else.
+#
+# After a new capture, refresh the decrypted bodies (fuzz seeds, and the
+# check that logs and packets match):
+#   go test ./ike/isakmp -run Decrypted -update
 set -euo pipefail
 
 PSK='ikegw-golden-test-psk'
