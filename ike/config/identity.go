@@ -1,0 +1,215 @@
+package config
+
+import (
+	"bytes"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// ISAKMP identification types (RFC 2407 §4.6.2.1) that a connection may be
+// configured with.
+const (
+	IDIPv4      uint8 = 1  // ID_IPV4_ADDR
+	IDFQDN      uint8 = 2  // ID_FQDN
+	IDUserFQDN  uint8 = 3  // ID_USER_FQDN
+	IDIPv6      uint8 = 5  // ID_IPV6_ADDR
+	IDDERASN1DN uint8 = 9  // ID_DER_ASN1_DN (configured as text, stored as text for now)
+	IDKeyID     uint8 = 11 // ID_KEY_ID
+
+	// IDAny is not a wire type: an Identity with this type and no data
+	// accepts any peer identity ("%any"). Only valid as a remote identity.
+	IDAny uint8 = 0xff
+)
+
+// maxIDLen bounds an identity's data (an ID payload body is limited by the
+// 16-bit payload length; real identities are far shorter).
+const maxIDLen = 1024
+
+// ErrBadIdentity is wrapped by every identity parse error.
+var ErrBadIdentity = errors.New("bad identity")
+
+// Identity is a configured ISAKMP identity: the ID type and its data as on
+// the wire (4 or 16 address bytes, FQDN or user FQDN text, key ID bytes).
+// The zero Identity means "not configured": the engine then uses the IKE
+// SA's address. Type IDAny with no data means any identity.
+type Identity struct {
+	Type uint8
+	Data []byte
+}
+
+// IsAny reports whether the identity accepts any peer identity.
+func (id Identity) IsAny() bool { return id.Type == IDAny && len(id.Data) == 0 }
+
+// IsZero reports whether the identity is not configured.
+func (id Identity) IsZero() bool { return id.Type == 0 && len(id.Data) == 0 }
+
+// Equal reports whether two identities have the same type and data.
+func (id Identity) Equal(o Identity) bool { return id.Type == o.Type && bytes.Equal(id.Data, o.Data) }
+
+// AddrIdentity returns the IPV4_ADDR or IPV6_ADDR identity of an address
+// (an IPv4-mapped IPv6 address gives an IPv4 identity).
+func AddrIdentity(a netip.Addr) Identity {
+	a = a.Unmap()
+	if a.Is4() {
+		b := a.As4()
+		return Identity{Type: IDIPv4, Data: b[:]}
+	}
+	b := a.As16()
+	return Identity{Type: IDIPv6, Data: b[:]}
+}
+
+// ParseIdentity parses an identity in strongSwan's spelling:
+//
+//	192.0.2.1, 2001:db8::1        IPV4_ADDR, IPV6_ADDR
+//	@vpn.example.com              FQDN (the "@" is dropped)
+//	vpn.example.com               FQDN (anything without "@" or "=")
+//	user@example.com, @@user      USER_FQDN
+//	keyid:text, keyid:#0a0b0c     KEY_ID (text, or hex bytes after "#")
+//	@#0a0b0c                      KEY_ID (hex bytes)
+//	C=CH, O=Example, CN=gw        DER_ASN1_DN (kept as text for now)
+//	%any                          any identity (IDAny)
+//
+// Explicit prefixes are accepted too: ipv4:, ipv6:, fqdn:, email:,
+// userfqdn:, keyid:, asn1dn: (text form only).
+func ParseIdentity(s string) (Identity, error) {
+	if s == "" {
+		return Identity{}, fmt.Errorf("%w: empty", ErrBadIdentity)
+	}
+	if len(s) > maxIDLen {
+		return Identity{}, fmt.Errorf("%w: %d bytes long, at most %d allowed", ErrBadIdentity, len(s), maxIDLen)
+	}
+	if !utf8.ValidString(s) {
+		return Identity{}, fmt.Errorf("%w: %q is not valid UTF-8", ErrBadIdentity, s)
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return Identity{}, fmt.Errorf("%w: %q contains a control character", ErrBadIdentity, s)
+		}
+	}
+	if s == "%any" || s == "%any4" || s == "%any6" {
+		return Identity{Type: IDAny}, nil
+	}
+	if strings.HasPrefix(s, "%") {
+		return Identity{}, fmt.Errorf("%w: %q: unknown keyword (only %%any)", ErrBadIdentity, s)
+	}
+	if i := strings.IndexByte(s, ':'); i > 0 {
+		prefix, rest := strings.ToLower(s[:i]), s[i+1:]
+		switch prefix {
+		case "ipv4", "ipv6":
+			a, err := netip.ParseAddr(rest)
+			if err != nil || a.Zone() != "" || (prefix == "ipv4") != a.Is4() {
+				return Identity{}, fmt.Errorf("%w: %q: not an %s address", ErrBadIdentity, s, strings.ToUpper(prefix[:2])+prefix[2:])
+			}
+			return AddrIdentity(a), nil
+		case "fqdn":
+			return textID(IDFQDN, s, rest)
+		case "email", "userfqdn", "rfc822":
+			return textID(IDUserFQDN, s, rest)
+		case "keyid":
+			if h, ok := strings.CutPrefix(rest, "#"); ok {
+				return hexID(IDKeyID, s, h)
+			}
+			return textID(IDKeyID, s, rest)
+		case "asn1dn":
+			if strings.HasPrefix(rest, "#") {
+				return Identity{}, fmt.Errorf("%w: %q: binary DER distinguished names are not supported yet; write the DN as text", ErrBadIdentity, s)
+			}
+			return dnID(s, rest)
+		}
+		// Otherwise fall through: an IPv6 address or a DN may contain ':'.
+	}
+	if a, err := netip.ParseAddr(s); err == nil {
+		if a.Zone() != "" {
+			return Identity{}, fmt.Errorf("%w: %q: an address identity cannot have a zone", ErrBadIdentity, s)
+		}
+		return AddrIdentity(a), nil
+	}
+	switch {
+	case strings.HasPrefix(s, "@#"):
+		return hexID(IDKeyID, s, s[2:])
+	case strings.HasPrefix(s, "@@"):
+		return textID(IDUserFQDN, s, s[2:])
+	case strings.HasPrefix(s, "@"):
+		return textID(IDFQDN, s, s[1:])
+	case strings.Contains(s, "="):
+		return dnID(s, s)
+	case strings.Contains(s, "@"):
+		return textID(IDUserFQDN, s, s)
+	}
+	return textID(IDFQDN, s, s)
+}
+
+func textID(t uint8, s, data string) (Identity, error) {
+	if strings.TrimSpace(data) == "" {
+		return Identity{}, fmt.Errorf("%w: %q: no name after the prefix", ErrBadIdentity, s)
+	}
+	if t == IDFQDN && strings.ContainsAny(data, " \t@") {
+		return Identity{}, fmt.Errorf("%w: %q: an FQDN cannot contain spaces or \"@\"", ErrBadIdentity, s)
+	}
+	return Identity{Type: t, Data: []byte(data)}, nil
+}
+
+func hexID(t uint8, s, h string) (Identity, error) {
+	b, err := hex.DecodeString(h)
+	if err != nil || len(b) == 0 {
+		return Identity{}, fmt.Errorf("%w: %q: expected an even number of hex digits after \"#\"", ErrBadIdentity, s)
+	}
+	return Identity{Type: t, Data: b}, nil
+}
+
+func dnID(s, dn string) (Identity, error) {
+	dn = strings.TrimSpace(dn)
+	if !strings.Contains(dn, "=") {
+		return Identity{}, fmt.Errorf("%w: %q: a distinguished name needs attribute=value parts", ErrBadIdentity, s)
+	}
+	for _, part := range strings.Split(dn, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok || strings.TrimSpace(k) == "" || strings.TrimSpace(v) == "" {
+			return Identity{}, fmt.Errorf("%w: %q: distinguished name part %q is not attribute=value", ErrBadIdentity, s, strings.TrimSpace(part))
+		}
+	}
+	return Identity{Type: IDDERASN1DN, Data: []byte(dn)}, nil
+}
+
+// String prints the identity so that ParseIdentity reads it back to an equal
+// Identity: addresses as text, FQDNs as "@name" (or "fqdn:name"), user FQDNs
+// as "user@host", key IDs as "@#hex", DNs as text, any as "%any", and the
+// unset identity as "" (meaning: the address).
+func (id Identity) String() string {
+	switch {
+	case id.IsZero():
+		return ""
+	case id.IsAny():
+		return "%any"
+	}
+	var cands []string
+	switch id.Type {
+	case IDIPv4:
+		if len(id.Data) == 4 {
+			return netip.AddrFrom4([4]byte(id.Data)).String()
+		}
+	case IDIPv6:
+		if len(id.Data) == 16 {
+			return netip.AddrFrom16([16]byte(id.Data)).String()
+		}
+	case IDFQDN:
+		cands = []string{"@" + string(id.Data), "fqdn:" + string(id.Data)}
+	case IDUserFQDN:
+		cands = []string{string(id.Data), "@@" + string(id.Data), "email:" + string(id.Data)}
+	case IDKeyID:
+		cands = []string{"@#" + hex.EncodeToString(id.Data)}
+	case IDDERASN1DN:
+		cands = []string{string(id.Data), "asn1dn:" + string(id.Data)}
+	}
+	for _, c := range cands {
+		if back, err := ParseIdentity(c); err == nil && back.Equal(id) {
+			return c
+		}
+	}
+	return fmt.Sprintf("id(type %d, %x)", id.Type, id.Data)
+}
