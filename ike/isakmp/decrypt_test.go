@@ -2,11 +2,11 @@ package isakmp
 
 import (
 	"bufio"
-	"fmt"
 	"crypto/aes"
 	"crypto/cipher"
 	"encoding/hex"
 	"flag"
+	"fmt"
 	"os"
 	"reflect"
 	"strings"
