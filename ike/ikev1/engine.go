@@ -1,0 +1,264 @@
+// Package ikev1 is the IKEv1 protocol engine (RFC 2407, 2408, 2409; NAT-T
+// RFC 3947/3948; DPD RFC 3706) as a sans-IO state machine.
+//
+// The engine takes (time, packet), (time, timer) or an administrative request
+// and returns a list of actions: persist records, send a packet, install or
+// delete an IPsec SA pair, arm a timer. It opens no socket, reads no clock and
+// starts no goroutine; the runtime (ike/runtime) executes the actions in
+// order. Every Persist action comes before the Send it guards (DESIGN.md
+// invariant 1, "commit before send"): the runtime must not send a packet
+// that follows a Persist until that Persist is committed.
+//
+// All state another node needs to continue an SA lives in the sa.IKESA and
+// sa.ChildSA records the engine persists; New + Restore with those records
+// gives an engine that continues every established SA and every exchange the
+// peer has seen a reply to.
+//
+// An Engine is not safe for concurrent use; the runtime serialises calls.
+package ikev1
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"time"
+
+	"ikegw/ike/config"
+	"ikegw/ike/sa"
+)
+
+// Packet is an ISAKMP message as received or to be sent, without the 4-byte
+// non-ESP marker used on port 4500 (the runtime strips and adds it).
+type Packet struct {
+	Local  netip.AddrPort
+	Remote netip.AddrPort
+	Data   []byte
+}
+
+// Action is something the runtime must do, in order.
+type Action interface{ isAction() }
+
+// Persist must be committed (to the cluster, or to local persistence) before
+// any later action in the same list is executed.
+type Persist struct {
+	IKE            []*sa.IKESA
+	Children       []*sa.ChildSA
+	DeleteIKE      []sa.Cookies
+	DeleteChildren []uint32 // inbound SPIs
+	// Counters are data plane counters to merge into stored pairs (by
+	// inbound SPI); sequence numbers never go back.
+	Counters map[uint32]sa.Counters
+}
+
+// Send transmits one ISAKMP message (or a NAT-T keepalive when Keepalive is
+// set and Data is the single byte 0xff).
+type Send struct {
+	Packet
+	Keepalive bool
+}
+
+// InstallChild installs an IPsec SA pair and its policies in the data plane.
+type InstallChild struct{ Child *sa.ChildSA }
+
+// DeleteChild removes an IPsec SA pair from the data plane.
+type DeleteChild struct{ Child *sa.ChildSA }
+
+// ArmTimer asks the runtime to call HandleTimer(t) at At. Arming a timer that
+// is already armed moves it. StopTimer cancels one.
+type ArmTimer struct {
+	Timer Timer
+	At    time.Time
+}
+
+// StopTimer cancels an armed timer, if any.
+type StopTimer struct{ Timer Timer }
+
+func (Persist) isAction()      {}
+func (Send) isAction()         {}
+func (InstallChild) isAction() {}
+func (DeleteChild) isAction()  {}
+func (ArmTimer) isAction()     {}
+func (StopTimer) isAction()    {}
+
+// TimerKind says what a timer is for.
+type TimerKind uint8
+
+const (
+	TimerRetransmit TimerKind = iota + 1 // resend the last request of an exchange
+	TimerHalfOpen                        // give up a phase 1 that did not complete
+	TimerDPD                             // send R-U-THERE / check for the ack
+	TimerIKERekey                        // reauthenticate the ISAKMP SA
+	TimerIKEExpire                       // ISAKMP SA hard lifetime
+	TimerChildRekey                      // start a Quick Mode rekey
+	TimerChildExpire                     // IPsec SA pair hard lifetime
+	TimerChildDelete                     // delete a rekeyed pair after its grace period
+	TimerKeepalive                       // NAT-T keepalive
+	TimerExchange                        // give up a phase 2 / informational exchange
+)
+
+var timerKindNames = [...]string{"", "retransmit", "half-open", "dpd", "ike-rekey", "ike-expire",
+	"child-rekey", "child-expire", "child-delete", "keepalive", "exchange"}
+
+func (k TimerKind) String() string {
+	if int(k) < len(timerKindNames) && k != 0 {
+		return timerKindNames[k]
+	}
+	return fmt.Sprintf("timer(%d)", uint8(k))
+}
+
+// Timer identifies one timer; it is comparable and usable as a map key.
+type Timer struct {
+	Kind    TimerKind
+	IKE     sa.Cookies
+	MsgID   uint32 // retransmit / exchange timers of phase 2 and info
+	SPI     uint32 // child timers: inbound SPI
+}
+
+// Config configures an Engine.
+type Config struct {
+	Connections []*config.Connection
+	// Rand supplies cookies, nonces, SPIs, message IDs and DH keys; nil
+	// means crypto/rand.
+	Rand io.Reader
+	Log  *slog.Logger
+	// HalfOpenTimeout bounds a phase 1 or phase 2 exchange that does not
+	// complete; zero means 30 s.
+	HalfOpenTimeout time.Duration
+	// MaxHalfOpen bounds responder phase 1 exchanges in progress; zero
+	// means 4096. Past it, new Main/Aggressive Mode requests are dropped.
+	MaxHalfOpen int
+	// RekeyGrace is how long a rekeyed IPsec SA pair keeps accepting
+	// inbound traffic before it is deleted; zero means 10 s.
+	RekeyGrace time.Duration
+	// KeepaliveInterval for NAT-T keepalives when we are behind a NAT;
+	// zero means 20 s.
+	KeepaliveInterval time.Duration
+}
+
+// Errors returned by the administrative calls.
+var (
+	ErrUnknownConnection = errors.New("ikev1: unknown connection")
+	ErrNoSA              = errors.New("ikev1: no such SA")
+)
+
+// Engine is the IKEv1 state machine for one node.
+type Engine struct {
+	cfg   Config
+	rand  io.Reader
+	log   *slog.Logger
+	conns map[string]*config.Connection
+
+	ikes     map[[16]byte]*ikeSA // by cookie pair (RCookie zero while half-open as initiator)
+	halfOpen int                  // responder phase 1 exchanges in progress
+	children map[uint32]*sa.ChildSA // by inbound SPI
+	stats    Stats
+}
+
+// Stats counts what the engine did, for metrics.
+type Stats struct {
+	Received, Sent         uint64
+	Malformed              uint64 // packets that did not decode or decrypt
+	Dropped                uint64 // well-formed but unwanted (unknown SA, limits)
+	Retransmits            uint64 // requests we resent
+	AnsweredFromCache      uint64 // retransmitted requests answered with the cached reply
+	Phase1Done, Phase2Done uint64
+	Phase1Failed           uint64
+	Phase2Failed           uint64
+	DPDSent, DPDAcked      uint64
+	DPDTimeouts            uint64
+	Deletes                uint64
+}
+
+// New builds an engine for the given connections.
+func New(cfg Config) (*Engine, error) {
+	e := &Engine{
+		cfg:      cfg,
+		rand:     cfg.Rand,
+		log:      cfg.Log,
+		conns:    map[string]*config.Connection{},
+		ikes:     map[[16]byte]*ikeSA{},
+		children: map[uint32]*sa.ChildSA{},
+	}
+	if e.rand == nil {
+		e.rand = rand.Reader
+	}
+	if e.log == nil {
+		e.log = slog.New(slog.DiscardHandler)
+	}
+	if e.cfg.HalfOpenTimeout == 0 {
+		e.cfg.HalfOpenTimeout = 30 * time.Second
+	}
+	if e.cfg.MaxHalfOpen == 0 {
+		e.cfg.MaxHalfOpen = 4096
+	}
+	if e.cfg.RekeyGrace == 0 {
+		e.cfg.RekeyGrace = 10 * time.Second
+	}
+	if e.cfg.KeepaliveInterval == 0 {
+		e.cfg.KeepaliveInterval = 20 * time.Second
+	}
+	for _, c := range cfg.Connections {
+		if _, dup := e.conns[c.Name]; dup {
+			return nil, fmt.Errorf("ikev1: connection %q defined twice", c.Name)
+		}
+		e.conns[c.Name] = c
+	}
+	return e, nil
+}
+
+// Stats returns the engine's counters.
+func (e *Engine) Stats() Stats { return e.stats }
+
+// Reconfigure replaces the connection set. Established SAs of a removed
+// connection keep running until they expire or are deleted; they are not
+// rekeyed.
+func (e *Engine) Reconfigure(conns []*config.Connection) error {
+	m := map[string]*config.Connection{}
+	for _, c := range conns {
+		if _, dup := m[c.Name]; dup {
+			return fmt.Errorf("ikev1: connection %q defined twice", c.Name)
+		}
+		m[c.Name] = c
+	}
+	e.conns = m
+	e.cfg.Connections = conns
+	for _, s := range e.ikes {
+		s.conn = m[s.rec.Connection]
+	}
+	return nil
+}
+
+// out collects the actions of one call.
+type out struct{ acts []Action }
+
+func (o *out) add(a Action) { o.acts = append(o.acts, a) }
+
+func (o *out) persistIKE(r *sa.IKESA) {
+	cp := cloneIKE(r)
+	o.add(Persist{IKE: []*sa.IKESA{cp}})
+}
+
+func (o *out) send(local, remote netip.AddrPort, data []byte) {
+	o.add(Send{Packet: Packet{Local: local, Remote: remote, Data: data}})
+}
+
+func (o *out) arm(t Timer, at time.Time) { o.add(ArmTimer{Timer: t, At: at}) }
+func (o *out) stop(t Timer)              { o.add(StopTimer{Timer: t}) }
+
+func (e *Engine) randBytes(n int) []byte {
+	b := make([]byte, n)
+	if _, err := io.ReadFull(e.rand, b); err != nil {
+		// crypto/rand never fails on Linux; a test reader that runs dry is
+		// a programming error in the test.
+		panic(fmt.Sprintf("ikev1: random source failed: %v", err))
+	}
+	return b
+}
+
+func (e *Engine) randUint32() uint32 {
+	b := e.randBytes(4)
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}

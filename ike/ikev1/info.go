@@ -1,0 +1,310 @@
+package ikev1
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"ikegw/ike/config"
+	"ikegw/ike/ikecrypto"
+	"ikegw/ike/isakmp"
+	"ikegw/ike/sa"
+)
+
+// sendInfo sends an encrypted, hashed informational exchange (RFC 2409
+// §5.7) on an established SA. It does not persist anything: callers that
+// send state the peer will believe in persist it first.
+func (e *Engine) sendInfo(o *out, s *ikeSA, ps []isakmp.Payload) {
+	if !s.established() || s.rec.IVBase == nil {
+		return
+	}
+	msgID := e.newMsgID(s)
+	_, rest, err := isakmp.AppendPayloads(nil, ps)
+	if err != nil {
+		e.log.Error("informational: cannot encode", "sa", s.String(), "err", err)
+		return
+	}
+	hash := ikecrypto.InfoHash(s.prf, s.rec.SKEYIDa, msgID, rest)
+	iv := ikecrypto.ExchangeIV(s.prf, s.rec.IVBase, msgID, s.cipher.BlockSize())
+	msg, _, err := s.encrypt(s.header(isakmp.ExchangeInfo, msgID), append([]isakmp.Payload{&isakmp.Hash{Data: hash}}, ps...), iv)
+	if err != nil {
+		e.log.Error("informational: cannot encrypt", "sa", s.String(), "err", err)
+		return
+	}
+	o.send(s.rec.Local, s.rec.Remote, msg)
+	e.stats.Sent++
+}
+
+func cookieSPI(c sa.Cookies) []byte { return append(c.I[:], c.R[:]...) }
+
+// handleInfo handles an informational exchange.
+func (e *Engine) handleInfo(now time.Time, o *out, pkt Packet, h isakmp.Header, body []byte) {
+	s := e.ikes[sa.Cookies{I: h.ICookie, R: h.RCookie}.Key()]
+	if s == nil {
+		s = e.ikes[sa.Cookies{I: h.ICookie}.Key()]
+	}
+	if h.Flags&isakmp.FlagEncryption == 0 {
+		// Unauthenticated: only believed for a phase 1 still in progress,
+		// and only to give up on it.
+		d, err := isakmp.DecodePayloads(h.NextPayload, body)
+		if err != nil {
+			e.malformed("informational", err, pkt)
+			return
+		}
+		n, _, ok := first[*isakmp.Notify](d)
+		if s == nil || s.established() || !ok || !n.NotifyType.IsError() || s.rec.Remote.Addr() != pkt.Remote.Addr() {
+			e.drop("unauthenticated informational", pkt, h)
+			return
+		}
+		if s.rec.Role == sa.Initiator {
+			e.phase1Refused(o, s, n.NotifyType)
+		} else {
+			e.log.Warn("peer reported an error during phase 1", "sa", s.String(), "notify", n.NotifyType.String())
+		}
+		return
+	}
+	if s == nil || !s.established() || s.rec.IVBase == nil {
+		e.drop("informational for an unknown ISAKMP SA", pkt, h)
+		return
+	}
+	iv := ikecrypto.ExchangeIV(s.prf, s.rec.IVBase, h.MessageID, s.cipher.BlockSize())
+	d, _, err := s.decrypt(h, body, iv)
+	if err != nil {
+		e.malformed("informational does not decrypt", err, pkt)
+		return
+	}
+	if len(d.Payloads) == 0 {
+		e.malformed("empty informational", nil, pkt)
+		return
+	}
+	hp, ok := d.Payloads[0].(*isakmp.Hash)
+	if !ok || !ikecrypto.Equal(ikecrypto.InfoHash(s.prf, s.rec.SKEYIDa, h.MessageID, restAfter(d, 0)), hp.Data) {
+		e.malformed("informational HASH does not verify", nil, pkt)
+		return
+	}
+	s.lastHeard = now
+	s.rec.Local, s.rec.Remote = e.peerMoved(s, pkt)
+	for _, p := range d.Payloads[1:] {
+		switch v := p.(type) {
+		case *isakmp.Notify:
+			e.handleNotify(now, o, s, v)
+		case *isakmp.Delete:
+			e.handleDelete(now, o, s, v)
+			if e.ikes[s.key()] == nil {
+				return // the SA itself was deleted
+			}
+		}
+	}
+}
+
+func (e *Engine) handleNotify(now time.Time, o *out, s *ikeSA, n *isakmp.Notify) {
+	switch n.NotifyType {
+	case isakmp.NotifyRUThere:
+		if len(n.Data) != 4 {
+			e.log.Debug("R-U-THERE without a 4-byte sequence number", "sa", s.String())
+			return
+		}
+		seq := binary.BigEndian.Uint32(n.Data)
+		s.rec.DPDPeerSeq = seq
+		e.sendInfo(o, s, []isakmp.Payload{&isakmp.Notify{DOI: isakmp.DOIIPsec, Protocol: isakmp.ProtoISAKMP,
+			NotifyType: isakmp.NotifyRUThereAck, SPI: cookieSPI(s.rec.Cookies), Data: n.Data}})
+	case isakmp.NotifyRUThereAck:
+		if len(n.Data) != 4 {
+			return
+		}
+		if binary.BigEndian.Uint32(n.Data) == s.rec.DPDOurSeq {
+			s.dpdOutstanding = false
+			e.stats.DPDAcked++
+		}
+	case isakmp.NotifyInitialContact:
+		e.initialContact(now, o, s)
+	default:
+		if n.NotifyType.IsError() {
+			e.log.Warn("peer reported an error", "sa", s.String(), "notify", n.NotifyType.String(), "protocol", n.Protocol.String())
+		} else {
+			e.log.Debug("notify ignored", "sa", s.String(), "notify", n.NotifyType.String())
+		}
+	}
+}
+
+func (e *Engine) handleDelete(now time.Time, o *out, s *ikeSA, d *isakmp.Delete) {
+	switch d.Protocol {
+	case isakmp.ProtoISAKMP:
+		for _, spi := range d.SPIs {
+			if len(spi) != 16 {
+				continue
+			}
+			var c sa.Cookies
+			copy(c.I[:], spi[:8])
+			copy(c.R[:], spi[8:])
+			t := e.ikes[c.Key()]
+			if t == nil || t.rec.Remote.Addr() != s.rec.Remote.Addr() {
+				continue
+			}
+			e.stats.Deletes++
+			e.log.Info("peer deleted the IKE SA", "sa", t.String())
+			e.deleteIKE(now, o, t, false, true)
+		}
+	case isakmp.ProtoESP:
+		for _, spi := range d.SPIs {
+			if len(spi) != 4 {
+				continue
+			}
+			out := binary.BigEndian.Uint32(spi)
+			for _, c := range e.children {
+				if c.Out.SPI == out && c.Out.Dst == s.rec.Remote.Addr() {
+					e.stats.Deletes++
+					e.log.Info("peer deleted an IPsec SA pair", "conn", c.Connection, "child", c.Child,
+						"spi_in", fmt.Sprintf("%08x", c.In.SPI), "spi_out", fmt.Sprintf("%08x", c.Out.SPI))
+					e.deleteChild(o, c, false)
+					break
+				}
+			}
+		}
+	}
+}
+
+// deleteChild removes an IPsec SA pair: persist the deletion, then (if
+// notify) tell the peer, then remove it from the data plane.
+func (e *Engine) deleteChild(o *out, c *sa.ChildSA, notify bool) {
+	delete(e.children, c.In.SPI)
+	c.State = sa.ChildDeleted
+	o.add(Persist{DeleteChildren: []uint32{c.In.SPI}})
+	if notify {
+		if s := e.ikes[c.IKE.Key()]; s != nil && s.established() {
+			e.sendInfo(o, s, []isakmp.Payload{&isakmp.Delete{DOI: isakmp.DOIIPsec, Protocol: isakmp.ProtoESP, SPIs: [][]byte{be32(c.In.SPI)}}})
+		} else if s := e.anyIKEFor(c.Connection, c.Out.Dst); s != nil {
+			e.sendInfo(o, s, []isakmp.Payload{&isakmp.Delete{DOI: isakmp.DOIIPsec, Protocol: isakmp.ProtoESP, SPIs: [][]byte{be32(c.In.SPI)}}})
+		}
+	}
+	o.add(DeleteChild{Child: cloneChild(c)})
+	for _, k := range []TimerKind{TimerChildRekey, TimerChildExpire, TimerChildDelete} {
+		o.stop(Timer{Kind: k, SPI: c.In.SPI})
+	}
+}
+
+// anyIKEFor returns an established ISAKMP SA of a connection towards
+// remote, preferring the newest.
+func (e *Engine) anyIKEFor(conn string, remote netip.Addr) *ikeSA {
+	var best *ikeSA
+	for _, s := range e.ikes {
+		if s.rec.Connection != conn || !s.established() || s.rec.Remote.Addr() != remote {
+			continue
+		}
+		if best == nil || s.rec.Established > best.rec.Established {
+			best = s
+		}
+	}
+	return best
+}
+
+// deleteIKE removes an ISAKMP SA. With notify we send a DELETE first (after
+// persisting). Its IPsec SA pairs move to another established SA of the
+// same connection and peer when there is one; otherwise they are deleted
+// too when deleteChildren is set.
+func (e *Engine) deleteIKE(now time.Time, o *out, s *ikeSA, notify, deleteChildren bool) {
+	var other *ikeSA
+	for _, t := range e.ikes {
+		if t != s && t.established() && t.rec.Connection == s.rec.Connection && t.rec.Remote.Addr() == s.rec.Remote.Addr() {
+			if other == nil || t.rec.Established > other.rec.Established {
+				other = t
+			}
+		}
+	}
+	var kids []*sa.ChildSA
+	for _, c := range e.children {
+		if c.IKE == s.rec.Cookies {
+			kids = append(kids, c)
+		}
+	}
+	p := Persist{DeleteIKE: []sa.Cookies{s.rec.Cookies}}
+	if other != nil {
+		for _, c := range kids {
+			c.IKE = other.rec.Cookies
+			p.Children = append(p.Children, cloneChild(c))
+		}
+		kids = nil
+	}
+	if notify {
+		// Children first, while the SA that carries the deletes exists.
+		if deleteChildren {
+			for _, c := range kids {
+				e.deleteChild(o, c, true)
+			}
+			kids = nil
+		}
+		o.add(p)
+		e.sendInfo(o, s, []isakmp.Payload{&isakmp.Delete{DOI: isakmp.DOIIPsec, Protocol: isakmp.ProtoISAKMP, SPIs: [][]byte{cookieSPI(s.rec.Cookies)}}})
+	} else {
+		o.add(p)
+	}
+	s.rec.State = sa.IKEDeleted
+	e.removeIKE(o, s)
+	if deleteChildren {
+		for _, c := range kids {
+			e.deleteChild(o, c, false)
+		}
+	}
+}
+
+// initialContact: the peer has rebooted and lost its state; every other SA
+// with it for this connection is stale (RFC 2407 §4.6.3.3).
+func (e *Engine) initialContact(now time.Time, o *out, s *ikeSA) {
+	for _, t := range e.ikes {
+		if t != s && t.established() && t.rec.Connection == s.rec.Connection && t.rec.Remote.Addr() == s.rec.Remote.Addr() {
+			e.log.Info("INITIAL-CONTACT: deleting stale IKE SA", "sa", t.String(), "new", s.String())
+			e.deleteIKE(now, o, t, false, true)
+		}
+	}
+	for _, c := range e.children {
+		if c.Connection == s.rec.Connection && c.Out.Dst == s.rec.Remote.Addr() && c.IKE != s.rec.Cookies {
+			e.deleteChild(o, c, false)
+		}
+	}
+}
+
+// dpd runs the DPD timer of an SA (RFC 3706).
+func (e *Engine) dpd(now time.Time, o *out, s *ikeSA) {
+	c := s.conn
+	if c == nil || c.DPDDelay <= 0 || !s.established() {
+		return
+	}
+	if s.dpdOutstanding && now.Sub(s.dpdSince) >= c.DPDTimeout {
+		e.stats.DPDTimeouts++
+		e.log.Warn("DPD timeout: peer is dead", "sa", s.String(), "action", dpdActionName(c.DPDAction), "since", s.dpdSince.Format(time.RFC3339))
+		e.deleteIKE(now, o, s, false, c.DPDAction != config.DPDHold)
+		if c.DPDAction == config.DPDRestart {
+			e.initiatePhase1(now, o, c, nil)
+		}
+		return
+	}
+	if s.rec.DPDOurSeq == 0 {
+		s.rec.DPDOurSeq = e.randUint32() & 0x7fffffff
+	}
+	s.rec.DPDOurSeq++
+	o.persistIKE(&s.rec) // the sequence number we use is replicated first
+	e.sendInfo(o, s, []isakmp.Payload{&isakmp.Notify{DOI: isakmp.DOIIPsec, Protocol: isakmp.ProtoISAKMP,
+		NotifyType: isakmp.NotifyRUThere, SPI: cookieSPI(s.rec.Cookies), Data: be32(s.rec.DPDOurSeq)}})
+	e.stats.DPDSent++
+	if !s.dpdOutstanding {
+		s.dpdOutstanding, s.dpdSince = true, now
+	}
+	next := c.DPDDelay
+	if rt := e.retransmitDelay(c, 0); s.dpdOutstanding && rt < next {
+		next = rt
+	}
+	o.arm(Timer{Kind: TimerDPD, IKE: s.rec.Cookies}, now.Add(next))
+}
+
+func dpdActionName(a config.DPDAction) string {
+	switch a {
+	case config.DPDClear:
+		return "clear"
+	case config.DPDHold:
+		return "hold"
+	case config.DPDRestart:
+		return "restart"
+	}
+	return "none"
+}

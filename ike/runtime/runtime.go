@@ -1,0 +1,582 @@
+// Package runtime drives the sans-IO IKEv1 engine (ike/ikev1) on real UDP
+// sockets: ports 500 and 4500 (NAT-T, with the non-ESP marker), IPv4 and
+// IPv6, timers, and the execution of the engine's actions in order.
+//
+// Actions are executed by one executor goroutine that batches: the Persist
+// actions of every action list waiting are committed together (one call to
+// the Persister), and only then are their sends, data plane installs and
+// deletes carried out, in order. So a packet never leaves before the state
+// it reveals is durable (DESIGN.md invariant 1), and concurrent handshakes
+// share commits.
+//
+// The runtime imports no other ikegw layer: persistence and the data plane
+// plug in through the small interfaces below (the cluster's commit API and
+// xfrm.DataPlane satisfy them).
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"ikegw/ike/ikev1"
+	"ikegw/ike/sa"
+)
+
+// Persister makes records durable: a local store, or a Raft commit that
+// returns once a quorum has the entry.
+type Persister interface {
+	Persist(ctx context.Context, p ikev1.Persist) error
+}
+
+// DataPlane is what the runtime needs of a data plane (xfrm.DataPlane
+// satisfies it).
+type DataPlane interface {
+	InstallChild(ctx context.Context, c *sa.ChildSA) error
+	DeleteChild(ctx context.Context, c *sa.ChildSA) error
+	Counters(ctx context.Context) (map[uint32]sa.Counters, error)
+}
+
+// ESPReceiver takes ESP-in-UDP packets that arrive on the NAT-T socket
+// (the userspace data plane). pkt starts at the SPI.
+type ESPReceiver interface {
+	HandleInbound(pkt []byte, from netip.AddrPort)
+}
+
+// Config configures a Runtime.
+type Config struct {
+	Engine *ikev1.Engine
+	// Listen lists the local addresses to bind; empty means the IPv4 and
+	// IPv6 wildcards.
+	Listen []netip.Addr
+	// Port and NATTPort default to 500 and 4500.
+	Port, NATTPort uint16
+	// FreeBind binds with IP_FREEBIND (virtual IPs not yet held).
+	FreeBind bool
+	// SocketHook runs on every socket after it is bound (the kernel data
+	// plane enables ESP-in-UDP decapsulation and the policy bypass here).
+	SocketHook func(conn *net.UDPConn, natt bool) error
+	Persister  Persister
+	DataPlane  DataPlane
+	ESP        ESPReceiver
+	// CounterSync is how often the data plane's counters are read and
+	// persisted; zero means 1 s, negative disables it.
+	CounterSync time.Duration
+	Log         *slog.Logger
+	// Clock is for tests; nil means time.Now.
+	Clock func() time.Time
+}
+
+// Runtime runs one engine.
+type Runtime struct {
+	cfg   Config
+	eng   *ikev1.Engine
+	log   *slog.Logger
+	now   func() time.Time
+	socks []*socket
+
+	events chan event
+	execq  chan job
+
+	mu     sync.Mutex // guards timers
+	timers map[ikev1.Timer]*timerEntry
+	gen    uint64
+
+	stats   Stats
+	statsMu sync.Mutex
+
+	closeOnce sync.Once
+	done      chan struct{}
+	wg        sync.WaitGroup
+}
+
+type timerEntry struct {
+	t   *time.Timer
+	gen uint64
+}
+
+type event struct {
+	pkt   *ikev1.Packet
+	timer *ikev1.Timer
+	gen   uint64
+	fn    func(now time.Time, e *ikev1.Engine) []ikev1.Action
+	ack   chan struct{}
+}
+
+// Stats counts what the runtime did.
+type Stats struct {
+	PersistCalls, PersistErrors uint64
+	SendErrors                  uint64
+	InstallErrors               uint64
+	ESPPackets                  uint64
+	Keepalives                  uint64
+}
+
+// ErrClosed is returned after Close.
+var ErrClosed = errors.New("runtime: closed")
+
+// New binds the sockets. Run starts processing.
+func New(cfg Config) (*Runtime, error) {
+	if cfg.Engine == nil || cfg.Persister == nil || cfg.DataPlane == nil {
+		return nil, errors.New("runtime: Engine, Persister and DataPlane are required")
+	}
+	if cfg.Port == 0 {
+		cfg.Port = 500
+	}
+	if cfg.NATTPort == 0 {
+		cfg.NATTPort = 4500
+	}
+	if cfg.CounterSync == 0 {
+		cfg.CounterSync = time.Second
+	}
+	r := &Runtime{
+		cfg:    cfg,
+		eng:    cfg.Engine,
+		log:    cfg.Log,
+		now:    cfg.Clock,
+		events: make(chan event, 1024),
+		execq:  make(chan job, 1024),
+		timers: map[ikev1.Timer]*timerEntry{},
+		done:   make(chan struct{}),
+	}
+	if r.log == nil {
+		r.log = slog.New(slog.DiscardHandler)
+	}
+	if r.now == nil {
+		r.now = time.Now
+	}
+	addrs := cfg.Listen
+	if len(addrs) == 0 {
+		addrs = []netip.Addr{netip.IPv4Unspecified(), netip.IPv6Unspecified()}
+	}
+	for _, a := range addrs {
+		for _, natt := range []bool{false, true} {
+			port := cfg.Port
+			if natt {
+				port = cfg.NATTPort
+			}
+			s, err := listen(netip.AddrPortFrom(a, port), natt, cfg.FreeBind, cfg.SocketHook)
+			if err != nil {
+				if a.Is6() && a.IsUnspecified() && len(cfg.Listen) == 0 {
+					r.log.Warn("IPv6 wildcard not bound; IKE over IPv6 disabled", "err", err)
+					continue
+				}
+				r.closeSockets()
+				return nil, err
+			}
+			r.socks = append(r.socks, s)
+		}
+	}
+	return r, nil
+}
+
+func (r *Runtime) closeSockets() {
+	for _, s := range r.socks {
+		s.close()
+	}
+}
+
+// Stats returns the runtime's counters.
+func (r *Runtime) Stats() Stats {
+	r.statsMu.Lock()
+	defer r.statsMu.Unlock()
+	return r.stats
+}
+
+// Run processes packets, timers and requests until ctx is done or Close is
+// called. It returns after every goroutine it started has ended.
+func (r *Runtime) Run(ctx context.Context) error {
+	for _, s := range r.socks {
+		r.wg.Add(1)
+		go r.reader(s)
+	}
+	r.wg.Add(1)
+	go r.executor()
+	if r.cfg.CounterSync > 0 {
+		r.wg.Add(1)
+		go r.counterSync()
+	}
+	defer r.Close()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-r.done:
+			return nil
+		case ev := <-r.events:
+			r.handle(ev)
+		}
+	}
+}
+
+func (r *Runtime) handle(ev event) {
+	now := r.now()
+	var acts []ikev1.Action
+	switch {
+	case ev.pkt != nil:
+		acts = r.eng.HandlePacket(now, *ev.pkt)
+	case ev.timer != nil:
+		r.mu.Lock()
+		te := r.timers[*ev.timer]
+		current := te != nil && te.gen == ev.gen
+		if current {
+			delete(r.timers, *ev.timer)
+		}
+		r.mu.Unlock()
+		if !current {
+			return // stopped or re-armed since
+		}
+		acts = r.eng.HandleTimer(now, *ev.timer)
+	case ev.fn != nil:
+		acts = ev.fn(now, r.eng)
+	}
+	r.dispatch(acts, ev.ack)
+}
+
+// dispatch handles timer actions at once and queues the rest, in order,
+// for the executor. ack (if any) is closed once they have been executed.
+func (r *Runtime) dispatch(acts []ikev1.Action, ack chan struct{}) {
+	var rest []ikev1.Action
+	for _, a := range acts {
+		switch v := a.(type) {
+		case ikev1.ArmTimer:
+			r.arm(v.Timer, v.At)
+		case ikev1.StopTimer:
+			r.stop(v.Timer)
+		default:
+			rest = append(rest, a)
+		}
+	}
+	if len(rest) == 0 && ack == nil {
+		return
+	}
+	select {
+	case r.execq <- job{acts: rest, ack: ack}:
+	case <-r.done:
+	}
+}
+
+// job is one action list for the executor; ack is closed once it ran.
+type job struct {
+	acts []ikev1.Action
+	ack  chan struct{}
+}
+
+func (r *Runtime) arm(t ikev1.Timer, at time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if te := r.timers[t]; te != nil {
+		te.t.Stop()
+	}
+	r.gen++
+	gen := r.gen
+	d := at.Sub(r.now())
+	if d < 0 {
+		d = 0
+	}
+	tc := t
+	r.timers[t] = &timerEntry{gen: gen, t: time.AfterFunc(d, func() {
+		select {
+		case r.events <- event{timer: &tc, gen: gen}:
+		case <-r.done:
+		}
+	})}
+}
+
+func (r *Runtime) stop(t ikev1.Timer) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if te := r.timers[t]; te != nil {
+		te.t.Stop()
+		delete(r.timers, t)
+	}
+}
+
+// Do runs fn on the engine inside the event loop and waits until the
+// actions it returned have been executed (persisted, sent, installed).
+func (r *Runtime) Do(ctx context.Context, fn func(now time.Time, e *ikev1.Engine) ([]ikev1.Action, error)) error {
+	ack := make(chan struct{})
+	var ferr error
+	ev := event{ack: ack, fn: func(now time.Time, e *ikev1.Engine) []ikev1.Action {
+		acts, err := fn(now, e)
+		ferr = err
+		return acts
+	}}
+	select {
+	case r.events <- ev:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-r.done:
+		return ErrClosed
+	}
+	select {
+	case <-ack:
+		return ferr
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-r.done:
+		return ErrClosed
+	}
+}
+
+// Initiate starts a connection.
+func (r *Runtime) Initiate(ctx context.Context, conn string) error {
+	return r.Do(ctx, func(now time.Time, e *ikev1.Engine) ([]ikev1.Action, error) { return e.Initiate(now, conn) })
+}
+
+// Snapshot returns copies of the engine's records, read inside the loop.
+func (r *Runtime) Snapshot(ctx context.Context) (ikes []sa.IKESA, children []sa.ChildSA, err error) {
+	err = r.Do(ctx, func(_ time.Time, e *ikev1.Engine) ([]ikev1.Action, error) {
+		ikes, children = e.IKESAs(), e.ChildSAs()
+		return nil, nil
+	})
+	return
+}
+
+// HandleExpiry feeds a data plane lifetime event to the engine.
+func (r *Runtime) HandleExpiry(spi uint32, hard bool) {
+	select {
+	case r.events <- event{fn: func(now time.Time, e *ikev1.Engine) []ikev1.Action { return e.HandleExpiry(now, spi, hard) }}:
+	case <-r.done:
+	}
+}
+
+func (r *Runtime) reader(s *socket) {
+	defer r.wg.Done()
+	buf := make([]byte, 65536)
+	for {
+		n, local, remote, err := s.read(buf)
+		if err != nil {
+			select {
+			case <-r.done:
+				return
+			default:
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			r.log.Debug("read error", "socket", s.addr.String(), "err", err)
+			continue
+		}
+		b := buf[:n]
+		if s.natt {
+			switch {
+			case n == 1 && b[0] == 0xff:
+				r.count(func(st *Stats) { st.Keepalives++ })
+				continue
+			case n >= 4 && b[0] == 0 && b[1] == 0 && b[2] == 0 && b[3] == 0:
+				b = b[4:] // non-ESP marker: IKE
+			default:
+				if r.cfg.ESP != nil && n >= 8 {
+					r.count(func(st *Stats) { st.ESPPackets++ })
+					r.cfg.ESP.HandleInbound(b, remote)
+				}
+				continue
+			}
+		}
+		data := make([]byte, len(b))
+		copy(data, b)
+		select {
+		case r.events <- event{pkt: &ikev1.Packet{Local: local, Remote: remote, Data: data}}:
+		case <-r.done:
+			return
+		}
+	}
+}
+
+func (r *Runtime) count(f func(*Stats)) {
+	r.statsMu.Lock()
+	f(&r.stats)
+	r.statsMu.Unlock()
+}
+
+// executor runs queued actions, committing the Persists of everything
+// waiting in one call before any of their other actions.
+func (r *Runtime) executor() {
+	defer r.wg.Done()
+	for {
+		var batch []job
+		select {
+		case first := <-r.execq:
+			batch = append(batch, first)
+		case <-r.done:
+			return
+		}
+	drain:
+		for len(batch) < 256 {
+			select {
+			case more := <-r.execq:
+				batch = append(batch, more)
+			default:
+				break drain
+			}
+		}
+		r.execute(batch)
+	}
+}
+
+func (r *Runtime) execute(batch []job) {
+	var merged ikev1.Persist
+	havePersist := false
+	for _, j := range batch {
+		for _, a := range j.acts {
+			if p, ok := a.(ikev1.Persist); ok {
+				havePersist = true
+				mergePersist(&merged, p)
+			}
+		}
+	}
+	ctx := context.Background()
+	if havePersist {
+		r.count(func(st *Stats) { st.PersistCalls++ })
+		if err := r.cfg.Persister.Persist(ctx, merged); err != nil {
+			r.count(func(st *Stats) { st.PersistErrors++ })
+			r.log.Error("persist failed: the packets it guards are not sent", "err", err)
+			for _, j := range batch {
+				if j.ack != nil {
+					close(j.ack)
+				}
+			}
+			return
+		}
+	}
+	for _, j := range batch {
+		for _, a := range j.acts {
+			switch v := a.(type) {
+			case ikev1.Send:
+				r.send(v)
+			case ikev1.InstallChild:
+				if err := r.cfg.DataPlane.InstallChild(ctx, v.Child); err != nil {
+					r.count(func(st *Stats) { st.InstallErrors++ })
+					r.log.Error("data plane install failed", "spi_in", fmt.Sprintf("%08x", v.Child.In.SPI), "err", err)
+				}
+			case ikev1.DeleteChild:
+				if err := r.cfg.DataPlane.DeleteChild(ctx, v.Child); err != nil {
+					r.log.Error("data plane delete failed", "spi_in", fmt.Sprintf("%08x", v.Child.In.SPI), "err", err)
+				}
+			}
+		}
+		if j.ack != nil {
+			close(j.ack)
+		}
+	}
+}
+
+func mergePersist(dst *ikev1.Persist, p ikev1.Persist) {
+	dst.IKE = append(dst.IKE, p.IKE...)
+	dst.Children = append(dst.Children, p.Children...)
+	dst.DeleteIKE = append(dst.DeleteIKE, p.DeleteIKE...)
+	dst.DeleteChildren = append(dst.DeleteChildren, p.DeleteChildren...)
+	if len(p.Counters) > 0 {
+		if dst.Counters == nil {
+			dst.Counters = map[uint32]sa.Counters{}
+		}
+		for k, v := range p.Counters {
+			dst.Counters[k] = ikev1.MergeCounters(dst.Counters[k], v)
+		}
+	}
+}
+
+// SendESP sends an ESP-in-UDP packet from the NAT-T socket of src (the
+// userspace data plane's sender).
+func (r *Runtime) SendESP(b []byte, src netip.Addr, dst netip.AddrPort) error {
+	s := r.pick(src, dst, true)
+	if s == nil {
+		return fmt.Errorf("runtime: no NAT-T socket for %s -> %s", src, dst)
+	}
+	return s.write(b, src, dst)
+}
+
+func (r *Runtime) pick(local netip.Addr, remote netip.AddrPort, natt bool) *socket {
+	is6 := remote.Addr().Is6() && !remote.Addr().Is4In6()
+	var wild *socket
+	for _, s := range r.socks {
+		if s.natt != natt || s.is6 != is6 {
+			continue
+		}
+		if s.exact && s.addr.Addr() == local {
+			return s
+		}
+		if !s.exact {
+			wild = s
+		}
+	}
+	return wild
+}
+
+func (r *Runtime) send(v ikev1.Send) {
+	natt := v.Local.Port() == r.cfg.NATTPort || v.Keepalive
+	s := r.pick(v.Local.Addr(), v.Remote, natt)
+	if s == nil {
+		r.count(func(st *Stats) { st.SendErrors++ })
+		r.log.Error("no socket to send from", "local", v.Local.String(), "remote", v.Remote.String())
+		return
+	}
+	data := v.Data
+	if natt && !v.Keepalive {
+		data = make([]byte, 4+len(v.Data))
+		copy(data[4:], v.Data)
+	}
+	if err := s.write(data, v.Local.Addr(), v.Remote); err != nil {
+		r.count(func(st *Stats) { st.SendErrors++ })
+		r.log.Warn("send failed", "local", v.Local.String(), "remote", v.Remote.String(), "err", err)
+	}
+}
+
+// counterSync reads the data plane's counters periodically, feeds them to
+// the engine and persists them (batched, DESIGN.md invariant 3).
+func (r *Runtime) counterSync() {
+	defer r.wg.Done()
+	t := time.NewTicker(r.cfg.CounterSync)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.done:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), r.cfg.CounterSync)
+		m, err := r.cfg.DataPlane.Counters(ctx)
+		cancel()
+		if err != nil {
+			r.log.Warn("reading data plane counters failed", "err", err)
+			continue
+		}
+		if len(m) == 0 {
+			continue
+		}
+		now := r.now().UnixNano()
+		for k, c := range m {
+			c.SyncedAt = now
+			m[k] = c
+		}
+		select {
+		case r.events <- event{fn: func(_ time.Time, e *ikev1.Engine) []ikev1.Action {
+			e.UpdateCounters(m)
+			return []ikev1.Action{ikev1.Persist{Counters: m}}
+		}}:
+		case <-r.done:
+			return
+		}
+	}
+}
+
+// Close stops the runtime: sockets, timers and goroutines.
+func (r *Runtime) Close() error {
+	r.closeOnce.Do(func() {
+		close(r.done)
+		r.closeSockets()
+		r.mu.Lock()
+		for _, te := range r.timers {
+			te.t.Stop()
+		}
+		r.mu.Unlock()
+	})
+	r.wg.Wait()
+	return nil
+}
