@@ -95,3 +95,48 @@ func TestIDString(t *testing.T) {
 		}
 	}
 }
+
+func FuzzIDPrefix(f *testing.F) {
+	f.Add(uint8(IDIPv4Range), mustHex("0a0000000a0000ff"))
+	f.Add(uint8(IDIPv6Subnet), mustHex("20010db8000000000000000000000000ffffffff800000000000000000000000"))
+	f.Add(uint8(IDIPv4Subnet), mustHex("0a000000fffffe80"))
+	f.Add(uint8(IDIPv4Addr), mustHex("c0000201"))
+	f.Add(uint8(IDFQDN), []byte("vpn.example.com"))
+	f.Fuzz(func(t *testing.T, typ uint8, data []byte) {
+		id := ID{IDType: IDType(typ), Data: data}
+		_ = id.String()
+		p, err := id.Prefix()
+		if err != nil {
+			var e *Error
+			if !errors.As(err, &e) || !(errors.Is(err, ErrNotPrefix) || errors.Is(err, ErrBadPayload)) {
+				t.Fatalf("error %T %v", err, err)
+			}
+			return
+		}
+		if !p.IsValid() || p != p.Masked() {
+			t.Fatalf("prefix %v not valid and masked", p)
+		}
+		// The prefix names the same addresses as the ID.
+		n := p.Addr().BitLen() / 8
+		switch id.IDType {
+		case IDIPv4Addr, IDIPv6Addr:
+			if p.Bits() != n*8 || string(p.Addr().AsSlice()) != string(data) {
+				t.Fatalf("address %x -> %v", data, p)
+			}
+		case IDIPv4Range, IDIPv6Range:
+			if string(p.Addr().AsSlice()) != string(data[:n]) || string(lastAddr(p).AsSlice()) != string(data[n:]) {
+				t.Fatalf("range %x -> %v", data, p)
+			}
+		case IDIPv4Subnet, IDIPv6Subnet:
+			back := IDFromPrefix(p, 0, 0)
+			if string(back.Data[n:]) != string(data[n:]) && p.Bits() != n*8 {
+				t.Fatalf("subnet %x -> %v -> %x", data, p, back.Data)
+			}
+		default:
+			t.Fatalf("type %s gave prefix %v", id.IDType, p)
+		}
+		if q, err := IDFromPrefix(p, 0, 0).Prefix(); err != nil || q != p {
+			t.Fatalf("IDFromPrefix(%v).Prefix() = %v, %v", p, q, err)
+		}
+	})
+}
