@@ -87,16 +87,16 @@ func (StopTimer) isAction()    {}
 type TimerKind uint8
 
 const (
-	TimerRetransmit TimerKind = iota + 1 // resend the last request of an exchange
-	TimerHalfOpen                        // give up a phase 1 that did not complete
-	TimerDPD                             // send R-U-THERE / check for the ack
-	TimerIKERekey                        // reauthenticate the ISAKMP SA
-	TimerIKEExpire                       // ISAKMP SA hard lifetime
-	TimerChildRekey                      // start a Quick Mode rekey
-	TimerChildExpire                     // IPsec SA pair hard lifetime
-	TimerChildDelete                     // delete a rekeyed pair after its grace period
-	TimerKeepalive                       // NAT-T keepalive
-	TimerExchange                        // give up a phase 2 / informational exchange
+	TimerRetransmit  TimerKind = iota + 1 // resend the last request of an exchange
+	TimerHalfOpen                         // give up a phase 1 that did not complete
+	TimerDPD                              // send R-U-THERE / check for the ack
+	TimerIKERekey                         // reauthenticate the ISAKMP SA
+	TimerIKEExpire                        // ISAKMP SA hard lifetime
+	TimerChildRekey                       // start a Quick Mode rekey
+	TimerChildExpire                      // IPsec SA pair hard lifetime
+	TimerChildDelete                      // delete a rekeyed pair after its grace period
+	TimerKeepalive                        // NAT-T keepalive
+	TimerExchange                         // give up a phase 2 / informational exchange
 )
 
 var timerKindNames = [...]string{"", "retransmit", "half-open", "dpd", "ike-rekey", "ike-expire",
@@ -111,10 +111,10 @@ func (k TimerKind) String() string {
 
 // Timer identifies one timer; it is comparable and usable as a map key.
 type Timer struct {
-	Kind    TimerKind
-	IKE     sa.Cookies
-	MsgID   uint32 // retransmit / exchange timers of phase 2 and info
-	SPI     uint32 // child timers: inbound SPI
+	Kind  TimerKind
+	IKE   sa.Cookies
+	MsgID uint32 // retransmit / exchange timers of phase 2 and info
+	SPI   uint32 // child timers: inbound SPI
 }
 
 // Config configures an Engine.
@@ -151,8 +151,8 @@ type Engine struct {
 	log   *slog.Logger
 	conns map[string]*config.Connection
 
-	ikes     map[[16]byte]*ikeSA // by cookie pair (RCookie zero while half-open as initiator)
-	halfOpen int                  // responder phase 1 exchanges in progress
+	ikes     map[[16]byte]*ikeSA    // by cookie pair (RCookie zero while half-open as initiator)
+	halfOpen int                    // responder phase 1 exchanges in progress
 	children map[uint32]*sa.ChildSA // by inbound SPI
 	stats    Stats
 }

@@ -44,10 +44,10 @@ type exchange struct {
 
 // p2Attrs is an ESP transform's attributes, decoded.
 type p2Attrs struct {
-	tid                       uint8
+	tid                        uint8
 	keyLen, auth, group, encap uint16
-	lifeSecs                  uint32
-	lifeKB                    uint64
+	lifeSecs                   uint32
+	lifeKB                     uint64
 }
 
 func parseP2Transform(t isakmp.Transform) (p2Attrs, error) {
