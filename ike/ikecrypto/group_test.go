@@ -145,6 +145,9 @@ func TestGroupsAgree(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if g.ID() != id {
+			t.Fatalf("GroupByID(%d).ID() = %d", id, g.ID())
+		}
 		a, ga, err := g.GenerateKey(rand.Reader)
 		if err != nil {
 			t.Fatal(err)
