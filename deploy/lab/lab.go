@@ -70,7 +70,7 @@ func (e *CmdError) Error() string {
 	}
 	out := e.Output
 	if len(out) > 2000 {
-		out = out[:2000] + "..."
+		out = "..." + out[len(out)-2000:] // the reason is usually at the end
 	}
 	if out == "" {
 		return fmt.Sprintf("lab: %s: %q: %v", where, strings.Join(e.Args, " "), e.Err)

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -176,5 +177,164 @@ func TestStrongSwanPair(t *testing.T) {
 		if m, _ := filepath.Match(tag+"*", e.Name()); m && tag != "" {
 			t.Errorf("namespace %s left behind", e.Name())
 		}
+	}
+}
+
+// Rekeying a child gives new crossed SPIs on both sides under the same IKE
+// SA; a mismatched proposal makes Initiate fail with the reason; Kill
+// leaves no DELETE (the peer keeps its SA).
+func TestStrongSwanRekeyMismatchKill(t *testing.T) {
+	_, a, b, cfgA, cfgB, protA, protB := swanPair(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
+	defer cancel()
+	// A second connection on a whose ESP proposal b does not accept.
+	bad := cfgA.Conns[0]
+	bad.Name = "bad"
+	bad.Children = []SwanChild{{Name: "badnet", LocalTS: []string{"10.1.0.0/24"}, RemoteTS: []string{"10.2.0.0/24"}, ESPProposals: []string{"aes128gcm16"}}}
+	cfgA.Conns = append(cfgA.Conns, bad)
+	swA := StartStrongSwan(t, a, cfgA)
+	swB := StartStrongSwan(t, b, cfgB)
+
+	must(t, swA.Initiate(ctx, "net"))
+	sasB, err := swB.WaitFor(ctx, established)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, _ := sasB[0].Child("net", "INSTALLED")
+
+	must(t, swA.RekeyChild(ctx, "net"))
+	rekeyed := func(sas []IKESA) bool {
+		if len(sas) != 1 {
+			return false
+		}
+		for _, k := range sas[0].Children {
+			if k.State == "INSTALLED" && k.SPIIn != first.SPIIn && k.SPIIn != first.SPIOut {
+				return true
+			}
+		}
+		return false
+	}
+	sasB, err = swB.WaitFor(ctx, rekeyed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sasA, err := swA.WaitFor(ctx, rekeyed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sasA[0].UniqueID != 1 || sasA[0].InitiatorSPI != sasB[0].InitiatorSPI {
+		t.Errorf("IKE SA changed on child rekey: %+v", sasA[0])
+	}
+	var newA, newB ChildSA
+	for _, k := range sasA[0].Children {
+		if k.State == "INSTALLED" && k.UniqueID > 1 {
+			newA = k
+		}
+	}
+	for _, k := range sasB[0].Children {
+		if k.State == "INSTALLED" && k.UniqueID > 1 {
+			newB = k
+		}
+	}
+	if newA.SPIIn == "" || newA.SPIIn != newB.SPIOut || newA.SPIOut != newB.SPIIn {
+		t.Errorf("new child SPIs not crossed: a %+v b %+v", newA, newB)
+	}
+	if _, err := a.PingFrom(ctx, protA, protB, 2, 20*time.Millisecond); err != nil {
+		t.Errorf("ping after rekey: %v", err)
+	}
+
+	err = swA.Initiate(ctx, "badnet")
+	t.Logf("expected failure: %v", err)
+	if err == nil || !strings.Contains(err.Error(), "initiate badnet") {
+		t.Errorf("initiate with a proposal the peer refuses: %v", err)
+	}
+	if err := swA.Initiate(ctx, "nosuch"); err == nil || !strings.Contains(err.Error(), `"nosuch"`) {
+		t.Errorf("initiate unknown name: %v", err)
+	}
+
+	// SIGKILL: no DELETE reaches b, which keeps its SA.
+	must(t, swA.Kill())
+	if _, err := swA.ListSAs(ctx); err == nil {
+		t.Error("ListSAs on a killed charon succeeded")
+	}
+	sasB, err = swB.ListSAs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !established(sasB) {
+		t.Errorf("peer lost its SA after a SIGKILL: %+v", sasB)
+	}
+	if !strings.Contains(swA.Log(), "IKE_SA gw[1] established") {
+		t.Errorf("charon log lacks the establishment line:\n%s", tail(swA.Log(), 2000))
+	}
+}
+
+// The generated configuration of several connections (both modes,
+// identities, IPv6 selectors, extra settings) is accepted by charon and
+// listed back as written.
+func TestStrongSwanLoadsGeneratedConfig(t *testing.T) {
+	l := NewT(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ns, err := l.NewNS(ctx, "cfg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := twoConnConfig()
+	for i := range cfg.Conns {
+		for j := range cfg.Conns[i].Children {
+			cfg.Conns[i].Children[j].StartAction = "" // load only
+		}
+	}
+	sw := StartStrongSwan(t, ns, cfg)
+	out, err := sw.Swanctl(ctx, "--list-conns", "--raw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := ParseViciRaw(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conns := map[string]*ViciSection{}
+	for _, m := range msgs {
+		if m.Name == "list-conn event" {
+			for _, e := range m.Body.Entries {
+				conns[e.Key] = e.Section
+			}
+		}
+	}
+	dc1, road := conns["dc1"], conns["road"]
+	if dc1 == nil || road == nil || len(conns) != 2 {
+		t.Fatalf("loaded connections: %v\n%s", conns, out)
+	}
+	if v, _ := dc1.Value("version"); v != "IKEv1" {
+		t.Errorf("dc1 version %q", v)
+	}
+	if v, _ := dc1.Value("rekey_time"); v != "0" {
+		t.Errorf("dc1 rekey_time %q, want 0 (disabled)", v)
+	}
+	kids := dc1.Sub("children")
+	if kids == nil || kids.Sub("net") == nil || kids.Sub("net6") == nil {
+		t.Fatalf("dc1 children: %+v", kids)
+	}
+	if ts, _ := kids.Sub("net").List("remote-ts"); strings.Join(ts, " ") != "10.1.0.0/24 10.3.0.0/24" {
+		t.Errorf("dc1/net remote-ts %v", ts)
+	}
+	if v, _ := kids.Sub("net").Value("rekey_time"); v != "90" {
+		t.Errorf("dc1/net rekey_time %q", v)
+	}
+	if ts, _ := kids.Sub("net6").List("local-ts"); strings.Join(ts, " ") != "fd00:2::/64" {
+		t.Errorf("dc1/net6 local-ts %v", ts)
+	}
+	if v, _ := road.Value("local_port"); v != "" {
+		_ = v // not listed by 5.9.8; the id below proves the section loaded
+	}
+	if l1 := road.Sub("local-1"); l1 == nil {
+		t.Errorf("road has no local-1 auth round: %+v", road)
+	} else if id, _ := l1.Value("id"); id != "gw.example" {
+		t.Errorf("road local id %q", id)
+	}
+	if strings.Contains(out, testPSK) || strings.Contains(sw.Log(), testPSK) {
+		t.Error("PSK visible in swanctl output or charon log")
 	}
 }
