@@ -250,18 +250,18 @@ func (l *Lab) Close() error {
 	procs, faults, nss := l.procs, l.faults, l.nss
 	l.mu.Unlock()
 
-	var errs []error
+	// Stop the processes in parallel: each may take StopTimeout.
+	stopErrs := make([]error, len(procs))
 	var wg sync.WaitGroup
-	for _, p := range procs {
+	for i, p := range procs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := p.Stop(); err != nil && !errors.Is(err, ErrProcExited) {
-				errs = appendLocked(&l.mu, errs, err)
-			}
+			stopErrs[i] = p.Stop()
 		}()
 	}
 	wg.Wait()
+	errs := slices.DeleteFunc(stopErrs, func(err error) bool { return err == nil })
 	for i := len(faults) - 1; i >= 0; i-- {
 		if err := faults[i].Remove(); err != nil {
 			errs = append(errs, err)
@@ -279,12 +279,6 @@ func (l *Lab) Close() error {
 	}
 	l.log.Info("lab closed", "tag", l.tag, "namespaces", len(nss), "processes", len(procs))
 	return errors.Join(errs...)
-}
-
-func appendLocked(mu *sync.Mutex, errs []error, err error) []error {
-	mu.Lock()
-	defer mu.Unlock()
-	return append(errs, err)
 }
 
 // deleteNS kills every process still inside the namespace, then deletes it.

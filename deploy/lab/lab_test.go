@@ -287,9 +287,7 @@ func TestProcLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for !strings.Contains(p3.Output(), "ready") {
-		time.Sleep(10 * time.Millisecond)
-	}
+	must(t, p3.WaitOutput(ctx, "ready"))
 	p3.stopTO = l.stopTO
 	must(t, p3.Stop())
 	if err := p3.Wait(ctx); err == nil || !strings.Contains(err.Error(), "killed") {
@@ -301,6 +299,9 @@ func TestProcLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	must(t, p4.Kill())
+	if err := p4.WaitOutput(ctx, "never printed"); err == nil || !strings.Contains(err.Error(), "exited before") {
+		t.Errorf("WaitOutput on a dead process: %v", err)
+	}
 	if _, err := ns.Start("", ""); err == nil {
 		t.Error("empty command accepted")
 	}

@@ -197,3 +197,34 @@ func (p *Proc) Stop() error {
 	}
 	return p.Kill()
 }
+
+// WaitOutput waits until the process's output contains substr (a readiness
+// line, say). It fails early, with the output, if the process exits first.
+func (p *Proc) WaitOutput(ctx context.Context, substr string) error {
+	return waitText(ctx, p.Output, p.done, substr, fmt.Sprintf("netns %s: %s (pid %d) output", p.nsName, p.name, p.Pid()))
+}
+
+// waitText polls text() every 20 ms until it contains substr, ctx ends or
+// done closes (checked once more after done, so a last line is not missed).
+func waitText(ctx context.Context, text func() string, done <-chan struct{}, substr, what string) error {
+	for {
+		select {
+		case <-done:
+			if t := text(); strings.Contains(t, substr) {
+				return nil
+			} else {
+				return fmt.Errorf("lab: %s: process exited before %q appeared:\n%s", what, substr, tail(t, 2000))
+			}
+		default:
+		}
+		if strings.Contains(text(), substr) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("lab: %s: waiting for %q: %w:\n%s", what, substr, ctx.Err(), tail(text(), 2000))
+		case <-done:
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}

@@ -54,6 +54,11 @@ func (s *Swan) Log() string {
 	return string(b)
 }
 
+// WaitLog waits until charon's log contains substr (e.g. "established").
+func (s *Swan) WaitLog(ctx context.Context, substr string) error {
+	return waitText(ctx, s.Log, s.proc.done, substr, fmt.Sprintf("netns %s: charon log %s", s.ns.name, s.logPath))
+}
+
 // StartStrongSwan starts charon in ns with cfg for a test: it fails the
 // test on error, and stops charon (SIGTERM, then SIGKILL) in t.Cleanup;
 // when the test failed it logs the end of charon's log first.

@@ -96,6 +96,7 @@ func TestStrongSwanPair(t *testing.T) {
 		if err := swA.Initiate(ctx, "net"); err != nil {
 			t.Fatal(err)
 		}
+		must(t, swB.WaitLog(ctx, "CHILD_SA net{1} established"))
 		sasA, err := swA.WaitFor(ctx, established)
 		if err != nil {
 			t.Fatal(err)
