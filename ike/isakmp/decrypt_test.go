@@ -228,3 +228,52 @@ func TestGoldenDecryptedQuickMode(t *testing.T) {
 		})
 	}
 }
+
+// TestGoldenDecryptedDPD decrypts the DPD exchange of the mm-dpd capture
+// (RFC 3706): R-U-THERE from the initiator and the responder's
+// R-U-THERE-ACK echoing its sequence number, each with the IV its sender
+// logged for the message ID.
+func TestGoldenDecryptedDPD(t *testing.T) {
+	var seq []byte
+	for _, tt := range []struct {
+		file, sender string
+		typ          NotifyType
+	}{
+		{"mm-dpd-10-i.bin", "initiator", NotifyRUThere},
+		{"mm-dpd-11-r.bin", "responder", NotifyRUThereAck},
+	} {
+		msg := readGolden(t, tt.file)
+		h, body, err := ParseEncrypted(msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.Exchange != ExchangeInfo {
+			t.Fatalf("%s: exchange %s", tt.file, h.Exchange)
+		}
+		log := "testdata/mm-dpd/" + tt.sender + "/charon.log"
+		block, err := aes.NewCipher(logDump(t, log, "encryption key Ka =>"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		plain := make([]byte, len(body))
+		cipher.NewCBCDecrypter(block, logDump(t, log, fmt.Sprintf("next IV for MID %d =>", h.MessageID))).CryptBlocks(plain, body)
+		saveDecrypted(t, tt.file, plain)
+		d, err := DecodePayloads(h.NextPayload, plain)
+		if err != nil {
+			t.Fatalf("%s: %v (plaintext %x)", tt.file, err, plain)
+		}
+		if got := types(d.Payloads); !reflect.DeepEqual(got, []PayloadType{PayloadHash, PayloadNotify}) {
+			t.Fatalf("%s: payloads %v", tt.file, got)
+		}
+		n := d.Payloads[1].(*Notify)
+		cookies := append(append([]byte(nil), h.ICookie[:]...), h.RCookie[:]...)
+		if n.NotifyType != tt.typ || n.DOI != DOIIPsec || n.Protocol != ProtoISAKMP ||
+			string(n.SPI) != string(cookies) || len(n.Data) != 4 {
+			t.Errorf("%s: notify %+v", tt.file, n)
+		}
+		if seq != nil && string(n.Data) != string(seq) {
+			t.Errorf("ACK sequence %x, R-U-THERE sent %x", n.Data, seq)
+		}
+		seq = n.Data
+	}
+}

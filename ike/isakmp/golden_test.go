@@ -77,6 +77,12 @@ func TestGoldenPlaintext(t *testing.T) {
 			phase1Attrs(256, HashSHA256), mainVIDs[:4], 0},
 		{"mm-aes256-03-i.bin", ExchangeMain, P(PayloadKE, PayloadNonce, PayloadNATD, PayloadNATD), nil, nil, 32},
 		{"mm-aes256-04-r.bin", ExchangeMain, P(PayloadKE, PayloadNonce, PayloadNATD, PayloadNATD), nil, nil, 32},
+		{"mm-dpd-01-i.bin", ExchangeMain, P(PayloadSA, PayloadVendorID, PayloadVendorID, PayloadVendorID, PayloadVendorID, PayloadVendorID),
+			phase1Attrs(256, HashSHA256), mainVIDs, 0},
+		{"mm-dpd-02-r.bin", ExchangeMain, P(PayloadSA, PayloadVendorID, PayloadVendorID, PayloadVendorID, PayloadVendorID),
+			phase1Attrs(256, HashSHA256), mainVIDs[:4], 0},
+		{"mm-dpd-03-i.bin", ExchangeMain, P(PayloadKE, PayloadNonce, PayloadNATD, PayloadNATD), nil, nil, 32},
+		{"mm-dpd-04-r.bin", ExchangeMain, P(PayloadKE, PayloadNonce, PayloadNATD, PayloadNATD), nil, nil, 32},
 		{"mm-aes128-01-i.bin", ExchangeMain, P(PayloadSA, PayloadVendorID, PayloadVendorID, PayloadVendorID, PayloadVendorID, PayloadVendorID),
 			phase1Attrs(128, HashSHA1), mainVIDs, 0},
 		{"mm-aes128-02-r.bin", ExchangeMain, P(PayloadSA, PayloadVendorID, PayloadVendorID, PayloadVendorID, PayloadVendorID),
@@ -227,8 +233,8 @@ func TestGoldenEncrypted(t *testing.T) {
 			t.Errorf("%s: header re-encoded %x", f, out)
 		}
 	}
-	if n != 20 || len(plain) != 10 {
-		t.Errorf("%d encrypted and %d plaintext golden messages, want 20 and 10", n, len(plain))
+	if n != 29 || len(plain) != 14 {
+		t.Errorf("%d encrypted and %d plaintext golden messages, want 29 and 14", n, len(plain))
 	}
 }
 

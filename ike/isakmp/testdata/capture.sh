@@ -17,6 +17,12 @@
 #   mm-aes256  Main Mode aes256-sha256-modp2048, ESP aes256-sha256 (no PFS)
 #   mm-aes128  Main Mode aes128-sha1-modp2048, ESP aes128-sha1-modp2048 (PFS)
 #   am-aes256  Aggressive Mode aes256-sha256-modp2048, ESP aes256-sha256
+#   mm-dpd     as mm-aes256, but the initiator has dpd_delay = 2s and the
+#              tunnel idles 3.5 s: one or two R-U-THERE / R-U-THERE-ACK exchanges
+#
+# ike/ikecrypto's known-answer tests read the mm-aes256, mm-aes128 and
+# am-aes256 logs and expect their exact message sequence: keep those runs
+# as they are.
 #
 # The PSK is a published test value, never used anywhere else.
 #
@@ -28,7 +34,7 @@ set -euo pipefail
 PSK='ikegw-golden-test-psk'
 here=$(cd "$(dirname "$0")" && pwd)
 runs=("$@")
-[ ${#runs[@]} -gt 0 ] || runs=(mm-aes256 mm-aes128 am-aes256)
+[ ${#runs[@]} -gt 0 ] || runs=(mm-aes256 mm-aes128 am-aes256 mm-dpd)
 
 sfx=$(head -c3 /dev/urandom | od -An -tx1 | tr -d ' \n')
 nsA=ikgA-$sfx nsB=ikgB-$sfx vA=vgA$sfx vB=vgB$sfx
@@ -74,7 +80,7 @@ charon {
 EOF
 }
 
-write_swanctl_conf() { # dir local remote local_ts remote_ts ike esp aggressive
+write_swanctl_conf() { # dir local remote local_ts remote_ts ike esp aggressive dpd_delay
 	local dir=$1
 	mkdir -p "$dir/swanctl"
 	cat >"$dir/swanctl/swanctl.conf" <<EOF
@@ -85,6 +91,7 @@ connections {
 		local_addrs = $2
 		remote_addrs = $3
 		proposals = $6
+		dpd_delay = $9
 		local {
 			auth = psk
 			id = $2
@@ -131,8 +138,8 @@ start_charon() { # ns dir
 	return 1
 }
 
-one_run() { # name ike esp aggressive
-	local name=$1 ike=$2 esp=$3 am=$4
+one_run() { # name ike esp aggressive dpd_delay
+	local name=$1 ike=$2 esp=$3 am=$4 dpd=${5:-0s}
 	local out=$here/$name
 	echo "capture: $name ($ike / $esp, aggressive=$am)"
 	ip netns add "$nsA"
@@ -150,8 +157,8 @@ one_run() { # name ike esp aggressive
 	mkdir -p "$dA" "$dB"
 	write_strongswan_conf "$dA" no
 	write_strongswan_conf "$dB" "$am"
-	write_swanctl_conf "$dA" 192.0.2.1 192.0.2.2 10.1.0.1/32 10.2.0.1/32 "$ike" "$esp" "$am"
-	write_swanctl_conf "$dB" 192.0.2.2 192.0.2.1 10.2.0.1/32 10.1.0.1/32 "$ike" "$esp" "$am"
+	write_swanctl_conf "$dA" 192.0.2.1 192.0.2.2 10.1.0.1/32 10.2.0.1/32 "$ike" "$esp" "$am" "$dpd"
+	write_swanctl_conf "$dB" 192.0.2.2 192.0.2.1 10.2.0.1/32 10.1.0.1/32 "$ike" "$esp" "$am" 0s
 
 	ip netns exec "$nsA" tcpdump -i "$vA" -U -s 0 -w "$work/$name/capture.pcap" 'udp port 500 or udp port 4500' \
 		>"$work/$name/tcpdump.log" 2>&1 &
@@ -166,6 +173,10 @@ one_run() { # name ike esp aggressive
 	sleep 1 # tcpdump is listening by now
 	nsenter -t "$pA" -m -n swanctl --initiate --child net --timeout 30 >"$work/$name/initiate.log" 2>&1
 	nsenter -t "$pA" -m -n swanctl --list-sas --raw >"$work/$name/list-sas.txt" 2>&1 || true
+	if [ "$dpd" != 0s ]; then
+		# Idle long enough for one DPD R-U-THERE / R-U-THERE-ACK exchange.
+		sleep 3.5
+	fi
 	# Delete the IKE SA cleanly: adds the encrypted Informational DELETEs.
 	nsenter -t "$pA" -m -n swanctl --terminate --ike golden --timeout 10 >/dev/null 2>&1 || true
 	sleep 1
@@ -222,6 +233,7 @@ for r in "${runs[@]}"; do
 	mm-aes256) one_run mm-aes256 aes256-sha256-modp2048 aes256-sha256 no ;;
 	mm-aes128) one_run mm-aes128 aes128-sha1-modp2048 aes128-sha1-modp2048 no ;;
 	am-aes256) one_run am-aes256 aes256-sha256-modp2048 aes256-sha256 yes ;;
+	mm-dpd) one_run mm-dpd aes256-sha256-modp2048 aes256-sha256 no 2s ;;
 	*) echo "unknown run $r" >&2; exit 2 ;;
 	esac
 done
