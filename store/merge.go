@@ -113,6 +113,15 @@ func cborKeys(t reflect.Type) map[string]uint64 {
 // sa.Marshal of the updated record when it has no unknown keys. A record
 // whose Version is newer than this build's is refused (sa.ErrNewerRecord).
 func mergeCountersRaw(rec []byte, update sa.Counters) ([]byte, error) {
+	if out, ok, err := spliceCounters(rec, update); ok {
+		return out, err
+	}
+	return mergeCountersMap(rec, update)
+}
+
+// mergeCountersMap is the general path of mergeCountersRaw: the record is
+// decoded into a map of encoded values and encoded again.
+func mergeCountersMap(rec []byte, update sa.Counters) ([]byte, error) {
 	var top rawMap
 	if err := rawDec.Unmarshal(rec, &top); err != nil {
 		return nil, fmt.Errorf("decode record as a CBOR map: %w", err)
