@@ -305,7 +305,7 @@ func (e *Engine) InstallChild(ctx context.Context, c *sa.ChildSA) error {
 	e.children[c.ID()] = ch
 	e.outSPIs[ok] = ch
 	e.ordered = append(e.ordered, ch)
-	e.log.Info("child installed", "spi_in", fmt.Sprintf("0x%08x", c.In.SPI), "spi_out", fmt.Sprintf("0x%08x", c.Out.SPI),
+	e.log.Info("child installed", "spi_in", spiHex(c.In.SPI), "spi_out", spiHex(c.Out.SPI),
 		"peer", ch.dst, "encr", c.Out.Encr, "integ", c.Out.Integ, "out_seq", c.Counters.OutSeq, "in_seq", c.Counters.InSeq)
 	return nil
 }
@@ -376,7 +376,7 @@ func (e *Engine) localSource(c *sa.ChildSA, v4 bool) netip.Addr {
 		}
 	}
 	e.log.Warn("no local address inside the local traffic selectors; locally sent packets may miss the policy",
-		"spi_in", fmt.Sprintf("0x%08x", c.ID()))
+		"spi_in", spiHex(c.ID()))
 	return netip.Addr{}
 }
 
@@ -420,7 +420,7 @@ func (e *Engine) removeLocked(spi uint32) {
 	for _, ts := range ch.rec.RemoteTS {
 		e.delRoute(ts.Prefix)
 	}
-	e.log.Info("child deleted", "spi_in", fmt.Sprintf("0x%08x", spi))
+	e.log.Info("child deleted", "spi_in", spiHex(spi))
 }
 
 // Counters implements xfrm.DataPlane.
@@ -535,6 +535,18 @@ func (e *Engine) Close() error {
 	return err
 }
 
+// spiHex prints an SPI as swanctl and ip xfrm do.
+type spiHex uint32
+
+func (s spiHex) String() string { return fmt.Sprintf("0x%08x", uint32(s)) }
+
+// LogValue implements slog.LogValuer.
+func (s spiHex) LogValue() slog.Value { return slog.StringValue(s.String()) }
+
+// debugOn guards debug logs on the packet path, whose arguments would
+// otherwise be built for every dropped packet.
+func (e *Engine) debugOn() bool { return e.log.Enabled(context.Background(), slog.LevelDebug) }
+
 func (e *Engine) emit(ev xfrm.Expiry) {
 	e.expMu.Lock()
 	defer e.expMu.Unlock()
@@ -543,9 +555,9 @@ func (e *Engine) emit(ev xfrm.Expiry) {
 	}
 	select {
 	case e.expiries <- ev:
-		e.log.Info("lifetime expired", "spi_in", fmt.Sprintf("0x%08x", ev.SPI), "hard", ev.Hard, "bytes", ev.Bytes)
+		e.log.Info("lifetime expired", "spi_in", spiHex(ev.SPI), "hard", ev.Hard, "bytes", ev.Bytes)
 	default:
-		e.log.Warn("expiry event dropped: consumer behind", "spi_in", fmt.Sprintf("0x%08x", ev.SPI), "hard", ev.Hard, "bytes", ev.Bytes)
+		e.log.Warn("expiry event dropped: consumer behind", "spi_in", spiHex(ev.SPI), "hard", ev.Hard, "bytes", ev.Bytes)
 	}
 }
 
@@ -638,20 +650,25 @@ func (e *Engine) readLoop() {
 	for {
 		n, err := e.dev.Read(buf[esp.MaxHeadroom : esp.MaxHeadroom+e.mtu])
 		if err != nil {
+			if errors.Is(err, os.ErrClosed) {
+				return
+			}
 			select {
 			case <-e.done:
 				return
 			default:
 			}
-			if errors.Is(err, os.ErrClosed) {
+			// A TUN device that is down answers EIO; keep reading
+			// (slowly) so traffic resumes when it comes back.
+			if e.devErrors.Add(1)%1000 == 1 {
+				e.log.Warn("TUN read failed", "device", e.dev.Name(), "err", err)
+			}
+			select {
+			case <-e.done:
 				return
+			case <-time.After(10 * time.Millisecond):
 			}
-			e.devErrors.Add(1)
-			if errors.Is(err, syscall.EINTR) || errors.Is(err, syscall.EAGAIN) {
-				continue
-			}
-			e.log.Error("TUN read failed; outbound stopped", "device", e.dev.Name(), "err", err)
-			return
+			continue
 		}
 		e.outbound(buf, n)
 	}
@@ -678,7 +695,7 @@ func (e *Engine) outbound(buf []byte, n int) {
 		ch.hard.Store(true)
 		ch.mu.Unlock()
 		if fire {
-			e.log.Warn("outbound sequence numbers exhausted", "spi_in", fmt.Sprintf("0x%08x", ch.rec.ID()))
+			e.log.Warn("outbound sequence numbers exhausted", "spi_in", spiHex(ch.rec.ID()))
 			e.emit(xfrm.Expiry{SPI: ch.rec.ID(), Hard: true})
 		}
 		return
@@ -705,7 +722,9 @@ func (e *Engine) outbound(buf []byte, n int) {
 		ch.mu.Lock()
 		ch.sendErrors++
 		ch.mu.Unlock()
-		e.log.Debug("sending ESP failed", "peer", ch.dst, "err", err)
+		if e.debugOn() {
+			e.log.Debug("sending ESP failed", "peer", ch.dst, "err", err)
+		}
 	}
 }
 
@@ -727,7 +746,9 @@ func (e *Engine) HandleInbound(pkt []byte, from netip.AddrPort) {
 	e.mu.RUnlock()
 	if ch == nil || ch.hard.Load() {
 		e.noSA.Add(1)
-		e.log.Debug("ESP for unknown SPI", "spi", fmt.Sprintf("0x%08x", spi), "from", from)
+		if e.debugOn() {
+			e.log.Debug("ESP for unknown SPI", "spi", spiHex(spi), "from", from)
+		}
 		return
 	}
 	ch.mu.Lock()
@@ -737,7 +758,9 @@ func (e *Engine) HandleInbound(pkt []byte, from netip.AddrPort) {
 	}
 	ch.mu.Unlock()
 	if r != replay.OK {
-		e.log.Debug("ESP replay", "spi", fmt.Sprintf("0x%08x", spi), "seq", seq, "verdict", r.String(), "from", from)
+		if e.debugOn() {
+			e.log.Debug("ESP replay", "spi", spiHex(spi), "seq", seq, "verdict", r.String(), "from", from)
+		}
 		return
 	}
 	payload, next, err := ch.in.Open(pkt)
@@ -749,7 +772,9 @@ func (e *Engine) HandleInbound(pkt []byte, from netip.AddrPort) {
 		} else {
 			e.malformed.Add(1)
 		}
-		e.log.Debug("ESP refused", "spi", fmt.Sprintf("0x%08x", spi), "seq", seq, "from", from, "err", err)
+		if e.debugOn() {
+			e.log.Debug("ESP refused", "spi", spiHex(spi), "seq", seq, "from", from, "err", err)
+		}
 		return
 	}
 	ch.mu.Lock()
@@ -777,11 +802,15 @@ func (e *Engine) HandleInbound(pkt []byte, from netip.AddrPort) {
 		ch.mu.Lock()
 		ch.polDrops++
 		ch.mu.Unlock()
-		e.log.Debug("inner packet outside the policy", "spi", fmt.Sprintf("0x%08x", spi), "next_header", next)
+		if e.debugOn() {
+			e.log.Debug("inner packet outside the policy", "spi", spiHex(spi), "next_header", next)
+		}
 		return
 	}
 	if _, err := e.dev.Write(payload); err != nil {
 		e.devErrors.Add(1)
-		e.log.Debug("TUN write failed", "device", e.dev.Name(), "err", err)
+		if e.debugOn() {
+			e.log.Debug("TUN write failed", "device", e.dev.Name(), "err", err)
+		}
 	}
 }
