@@ -2,6 +2,8 @@ package esp
 
 import (
 	"bytes"
+	"crypto/hmac"
+	"crypto/sha1"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -442,5 +444,43 @@ func BenchmarkDecrypt(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestRFC3602Case5 seals the ESP packet of RFC 3602 §4, Case #5 (AES-128-CBC,
+// SPI 0x4321, sequence 1, an ICMP echo as payload, 14 pad bytes, next
+// header 1) with its fixed IV and checks header, IV and ciphertext byte for
+// byte; the ICV (the RFC has none) is checked against crypto/hmac directly.
+func TestRFC3602Case5(t *testing.T) {
+	integKey := bytes.Repeat([]byte{0x0b}, 20)
+	s, err := New(&sa.SADir{SPI: 0x4321, Encr: sa.EncrAESCBC, EncrKey: unhex(t, "90d382b410eeba7ad938c46cec1a82bf"),
+		Integ: sa.IntegSHA1, IntegKey: integKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload := unhex(t, "08000ebda70a00008e9c083db95b0700"+
+		"08090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"+
+		"202122232425262728292a2b2c2d2e2f3031323334353637")
+	want := unhex(t, "0000432100000001"+"e96e8c08ab465763fd098d45dd3ff893"+
+		"f663c25d325c18c6a9453e194e120849a4870b66cc6b9965330013b4898dc856"+
+		"a4699e523a55db080b59ec3a8e4b7e52775b07d1db34ed9c538ab50c551b874a"+
+		"a269add047ad2d5913ac19b7cfbad4a6")
+	buf := make([]byte, 256)
+	copy(buf[s.PayloadOffset():], payload)
+	got, err := s.seal(buf[:0], len(payload), 1, 1, unhex(t, "e96e8c08ab465763fd098d45dd3ff893"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got[:len(want)], want) {
+		t.Fatalf("RFC 3602 case 5 differs\n got %x\nwant %x", got[:len(want)], want)
+	}
+	mac := hmac.New(sha1.New, integKey)
+	mac.Write(want)
+	if icv := mac.Sum(nil)[:12]; !bytes.Equal(got[len(want):], icv) {
+		t.Fatalf("ICV %x, want HMAC-SHA1-96 %x", got[len(want):], icv)
+	}
+	pt, nh, err := s.Open(got)
+	if err != nil || nh != 1 || !bytes.Equal(pt, payload) {
+		t.Fatalf("open: %v next %d", err, nh)
 	}
 }
