@@ -41,6 +41,10 @@ func DecodePayloads(first PayloadType, b []byte) (Decoded, error) {
 func decodePayloads(first PayloadType, b []byte, base int, rsv *[]int) (Decoded, error) {
 	d := decoder{buf: append([]byte(nil), b...), base: base, rsv: rsv}
 	var out Decoded
+	if first != PayloadNone {
+		out.Payloads = make([]Payload, 0, 8)
+		out.Raw = make([][]byte, 0, 8)
+	}
 	cur := first
 	off := 0
 	for cur != PayloadNone {
