@@ -233,8 +233,10 @@ func TestGoldenEncrypted(t *testing.T) {
 			t.Errorf("%s: header re-encoded %x", f, out)
 		}
 	}
-	if n != 29 || len(plain) != 14 {
-		t.Errorf("%d encrypted and %d plaintext golden messages, want 29 and 14", n, len(plain))
+	// 4 captures: 4 (MM) or 2 (AM) plaintext messages each, the rest
+	// encrypted (capture.sh may yield one more DPD exchange when re-run).
+	if n < 29 || len(plain) != 14 {
+		t.Errorf("%d encrypted and %d plaintext golden messages, want >= 29 and 14", n, len(plain))
 	}
 }
 
