@@ -1,0 +1,396 @@
+package config
+
+import (
+	"fmt"
+	"math"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"ikegw/ike/sa"
+)
+
+// Bounds a careful operator expects to be enforced.
+const (
+	maxNameLen         = 64
+	minLifetime        = 10 * time.Second
+	maxLifetime        = 7 * 24 * time.Hour
+	minRetransmit      = 100 * time.Millisecond
+	maxRetransmit      = time.Minute
+	maxRetransmitTries = 30
+	maxRetransmitBase  = 10.0
+)
+
+func validName(s string) error {
+	if s == "" {
+		return fmt.Errorf("%w: empty name", ErrMissing)
+	}
+	if len(s) > maxNameLen {
+		return fmt.Errorf("%w: name longer than %d characters", ErrInvalid, maxNameLen)
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return fmt.Errorf("%w: names may contain only letters, digits, '-', '_' and '.'", ErrInvalid)
+		}
+	}
+	return nil
+}
+
+// Validate checks a whole configuration: at least one connection, unique
+// names, and each connection's Validate. Parse always returns a Config that
+// passes it; it is exported for configurations built or edited in code.
+func (c *Config) Validate() error {
+	if c == nil || len(c.Connections) == 0 {
+		return &Error{Field: "connections", Err: fmt.Errorf("%w: no connections", ErrMissing)}
+	}
+	seen := map[string]bool{}
+	for i, conn := range c.Connections {
+		if conn == nil {
+			return &Error{Connection: "connections[" + strconv.Itoa(i) + "]", Err: fmt.Errorf("%w: nil connection", ErrInvalid)}
+		}
+		if seen[conn.Name] {
+			return &Error{Connection: conn.Name, Field: "name", Err: fmt.Errorf("%w: two connections are named %q", ErrInvalid, conn.Name)}
+		}
+		seen[conn.Name] = true
+		if err := conn.Validate(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Validate checks one connection and its children. The error names the
+// connection, the child and the field.
+func (c *Connection) Validate() error {
+	name := c.Name
+	if validName(name) != nil {
+		name = ""
+	}
+	fail := func(field string, err error) error {
+		return &Error{Connection: name, Field: field, Err: err}
+	}
+	if err := validName(c.Name); err != nil {
+		return fail("name", err)
+	}
+	if c.Local.Zone() != "" || c.Remote.Zone() != "" {
+		return fail("local_addrs", fmt.Errorf("%w: zoned addresses are not supported", ErrNotSupported))
+	}
+	if c.Local.Is4In6() || c.Remote.Is4In6() {
+		return fail("remote_addrs", fmt.Errorf("%w: write IPv4 addresses in IPv4 form, not IPv4-mapped IPv6", ErrInvalid))
+	}
+	if c.localKnown() && c.remoteKnown() && c.Local.Is4() != c.Remote.Is4() {
+		return fail("remote_addrs", fmt.Errorf("%w: local address %s and remote address %s are of different address families", ErrInvalid, c.Local, c.Remote))
+	}
+	if c.LocalPort == 0 {
+		return fail("local_port", fmt.Errorf("%w: port 0 is out of range 1..65535", ErrInvalid))
+	}
+	if c.RemotePort == 0 {
+		return fail("remote_port", fmt.Errorf("%w: port 0 is out of range 1..65535", ErrInvalid))
+	}
+	if c.LocalID.IsAny() {
+		return fail("local_id", fmt.Errorf("%w: %%any is only meaningful for remote_id", ErrInvalid))
+	}
+	if err := validIdentity(c.LocalID); err != nil {
+		return fail("local_id", err)
+	}
+	if err := validIdentity(c.RemoteID); err != nil {
+		return fail("remote_id", err)
+	}
+	switch c.Auth {
+	case AuthPSK:
+		if len(c.PSK) == 0 {
+			return fail("psk_file", fmt.Errorf("%w: auth psk needs a pre-shared key: set psk_file or psk_env", ErrMissing))
+		}
+	case AuthPubkey:
+		return fail("auth", fmt.Errorf("%w: auth %q is not supported yet; use psk", ErrNotSupported, c.Auth))
+	default:
+		return fail("auth", fmt.Errorf("%w: unknown auth method %q (want psk)", ErrInvalid, clip(c.Auth)))
+	}
+	if c.Initiate && !c.remoteKnown() {
+		return fail("start_action", fmt.Errorf("%w: start needs a remote address to initiate to; set remote_addrs", ErrMissing))
+	}
+	if len(c.Proposals) == 0 {
+		return fail("proposals", fmt.Errorf("%w: no IKE proposals", ErrMissing))
+	}
+	for i, p := range c.Proposals {
+		if err := validIKEProposal(p, c.Legacy); err != nil {
+			return fail("proposals["+strconv.Itoa(i)+"]", err)
+		}
+	}
+	if err := lifetime(c.IKELifetime); err != nil {
+		return fail("ike_lifetime", err)
+	}
+	if c.ReauthTime < 0 || (c.ReauthTime > 0 && c.ReauthTime < minLifetime) {
+		return fail("reauth_time", fmt.Errorf("%w: %s is neither 0 (engine default) nor at least %s", ErrInvalid, c.ReauthTime, minLifetime))
+	}
+	if c.ReauthTime >= c.IKELifetime {
+		return fail("reauth_time", fmt.Errorf("%w: %s must be shorter than ike_lifetime %s", ErrInvalid, c.ReauthTime, c.IKELifetime))
+	}
+	if c.DPDDelay < 0 || (c.DPDDelay > 0 && c.DPDDelay < time.Second) || c.DPDDelay > time.Hour {
+		return fail("dpd_delay", fmt.Errorf("%w: %s is neither 0 (off) nor between 1s and 1h", ErrInvalid, c.DPDDelay))
+	}
+	if c.DPDDelay > 0 && (c.DPDTimeout < c.DPDDelay || c.DPDTimeout > 24*time.Hour) {
+		return fail("dpd_timeout", fmt.Errorf("%w: %s must be at least dpd_delay %s and at most 24h", ErrInvalid, c.DPDTimeout, c.DPDDelay))
+	}
+	if c.DPDAction > DPDRestart {
+		return fail("dpd_action", fmt.Errorf("%w: unknown action %d", ErrInvalid, c.DPDAction))
+	}
+	if c.DPDAction == DPDRestart && !c.remoteKnown() {
+		return fail("dpd_action", fmt.Errorf("%w: restart needs a remote address to initiate to; set remote_addrs or use clear", ErrMissing))
+	}
+	if c.Keyingtries < 0 {
+		return fail("keyingtries", fmt.Errorf("%w: %d is negative (0 means forever)", ErrInvalid, c.Keyingtries))
+	}
+	if rt := c.Retransmit; rt.Timeout < minRetransmit || rt.Timeout > maxRetransmit {
+		return fail("retransmit.timeout", fmt.Errorf("%w: %s is out of range %s..%s", ErrInvalid, rt.Timeout, minRetransmit, maxRetransmit))
+	}
+	if rt := c.Retransmit; rt.Tries < 1 || rt.Tries > maxRetransmitTries {
+		return fail("retransmit.tries", fmt.Errorf("%w: %d is out of range 1..%d", ErrInvalid, rt.Tries, maxRetransmitTries))
+	}
+	if b := c.Retransmit.Base; math.IsNaN(b) || b < 1 || b > maxRetransmitBase {
+		return fail("retransmit.base", fmt.Errorf("%w: %v is out of range 1..%v", ErrInvalid, b, maxRetransmitBase))
+	}
+	if len(c.Children) == 0 {
+		return fail("children", fmt.Errorf("%w: a connection needs at least one child (its IPsec SAs)", ErrMissing))
+	}
+	seen := map[string]bool{}
+	for i, ch := range c.Children {
+		if ch == nil {
+			return fail("children["+strconv.Itoa(i)+"]", fmt.Errorf("%w: nil child", ErrInvalid))
+		}
+		if seen[ch.Name] {
+			return &Error{Connection: name, Child: ch.Name, Field: "name", Err: fmt.Errorf("%w: two children are named %q", ErrInvalid, ch.Name)}
+		}
+		seen[ch.Name] = true
+		if err := c.validateChild(i, ch); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *Connection) localKnown() bool  { return c.Local.IsValid() && !c.Local.IsUnspecified() }
+func (c *Connection) remoteKnown() bool { return !c.RemoteIsAny() }
+
+func (c *Connection) validateChild(i int, ch *Child) error {
+	childName := ch.Name
+	if validName(childName) != nil {
+		childName = "children[" + strconv.Itoa(i) + "]"
+	}
+	fail := func(field string, err error) error {
+		return &Error{Connection: c.Name, Child: childName, Field: field, Err: err}
+	}
+	if err := validName(ch.Name); err != nil {
+		return fail("name", err)
+	}
+	if ch.Mode != sa.Tunnel && ch.Mode != sa.Transport {
+		return fail("mode", fmt.Errorf("%w: %s is neither tunnel nor transport", ErrInvalid, ch.Mode))
+	}
+	// Address families: one Quick Mode negotiates one pair of selectors,
+	// and the kernel cannot carry IPv4 inside an IPv6 selector pair. All
+	// selectors of a child, including the dynamic ones (the SA's own
+	// addresses), must be of one family.
+	family := 0 // 4 or 6, 0 unknown
+	var famFrom string
+	check := func(field string, is4 bool, what string) error {
+		f := 6
+		if is4 {
+			f = 4
+		}
+		if family == 0 {
+			family, famFrom = f, what
+			return nil
+		}
+		if f != family {
+			return fail(field, fmt.Errorf("%w: %s is IPv%d but %s is IPv%d; all selectors of a child must be of one address family", ErrInvalid, what, f, famFrom, family))
+		}
+		return nil
+	}
+	for _, side := range []struct {
+		field string
+		ts    []sa.TrafficSelector
+		addr  netip.Addr
+		known bool
+	}{{"local_ts", ch.LocalTS, c.Local, c.localKnown()}, {"remote_ts", ch.RemoteTS, c.Remote, c.remoteKnown()}} {
+		if len(side.ts) == 0 {
+			if side.known {
+				if err := check(side.field, side.addr.Is4(), side.field+" (dynamic, "+side.addr.String()+")"); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		for k, ts := range side.ts {
+			f := side.field + "[" + strconv.Itoa(k) + "]"
+			if err := validTS(ts); err != nil {
+				return fail(f, err)
+			}
+			if err := check(f, ts.Prefix.Addr().Is4(), f+" "+FormatTS(ts)); err != nil {
+				return err
+			}
+			if ch.Mode == sa.Transport {
+				if !ts.Prefix.IsSingleIP() {
+					return fail(f, fmt.Errorf("%w: transport mode protects only the two gateways' own traffic; %s is not a single address", ErrInvalid, FormatTS(ts)))
+				}
+				if side.known && ts.Prefix.Addr() != side.addr {
+					return fail(f, fmt.Errorf("%w: transport mode selector %s is not the %s address %s", ErrInvalid, FormatTS(ts), side.field[:len(side.field)-3], side.addr))
+				}
+			}
+		}
+	}
+	if ch.Mode == sa.Transport && (len(ch.LocalTS) > 1 || len(ch.RemoteTS) > 1) {
+		return fail("mode", fmt.Errorf("%w: transport mode takes one selector per side", ErrInvalid))
+	}
+	if len(ch.ESPProposals) == 0 {
+		return fail("esp_proposals", fmt.Errorf("%w: no ESP proposals", ErrMissing))
+	}
+	for k, p := range ch.ESPProposals {
+		if err := validESPProposal(p, c.Legacy); err != nil {
+			return fail("esp_proposals["+strconv.Itoa(k)+"]", err)
+		}
+	}
+	if err := lifetime(ch.RekeyTime); err != nil {
+		return fail("rekey_time", err)
+	}
+	if err := lifetime(ch.LifeTime); err != nil {
+		return fail("life_time", err)
+	}
+	if ch.RekeyTime >= ch.LifeTime {
+		return fail("rekey_time", fmt.Errorf("%w: %s must be shorter than life_time %s", ErrInvalid, ch.RekeyTime, ch.LifeTime))
+	}
+	if ch.RekeyBytes != 0 && ch.LifeBytes != 0 && ch.RekeyBytes >= ch.LifeBytes {
+		return fail("rekey_bytes", fmt.Errorf("%w: %d must be smaller than life_bytes %d", ErrInvalid, ch.RekeyBytes, ch.LifeBytes))
+	}
+	switch ch.StartAction {
+	case "none":
+	case "start":
+		if !c.remoteKnown() {
+			return fail("start_action", fmt.Errorf("%w: start needs a remote address to initiate to; set remote_addrs on the connection", ErrMissing))
+		}
+	default:
+		return fail("start_action", fmt.Errorf("%w: unknown value %q (want none or start)", ErrInvalid, clip(ch.StartAction)))
+	}
+	return nil
+}
+
+func lifetime(d time.Duration) error {
+	if d < minLifetime || d > maxLifetime {
+		return fmt.Errorf("%w: %s is out of range %s..%s", ErrInvalid, d, minLifetime, maxLifetime)
+	}
+	return nil
+}
+
+func validTS(ts sa.TrafficSelector) error {
+	p := ts.Prefix
+	switch {
+	case !p.IsValid():
+		return fmt.Errorf("%w: no prefix", ErrInvalid)
+	case p.Addr().Zone() != "" || p.Addr().Is4In6():
+		return fmt.Errorf("%w: %s: zoned or IPv4-mapped prefixes are not supported", ErrInvalid, p)
+	case p.Masked() != p:
+		return fmt.Errorf("%w: %s has host bits set", ErrInvalid, p)
+	case ts.Port != 0 && !portProtos[ts.Protocol]:
+		return fmt.Errorf("%w: %s: a port needs protocol tcp, udp or sctp", ErrInvalid, FormatTS(ts))
+	}
+	return nil
+}
+
+func validIdentity(id Identity) error {
+	if id.IsZero() || id.IsAny() {
+		return nil
+	}
+	switch id.Type {
+	case IDIPv4:
+		if len(id.Data) != 4 {
+			return fmt.Errorf("%w: IPv4 identity with %d bytes", ErrInvalid, len(id.Data))
+		}
+	case IDIPv6:
+		if len(id.Data) != 16 {
+			return fmt.Errorf("%w: IPv6 identity with %d bytes", ErrInvalid, len(id.Data))
+		}
+	case IDFQDN, IDUserFQDN, IDKeyID, IDDERASN1DN:
+		if len(id.Data) == 0 || len(id.Data) > maxIDLen {
+			return fmt.Errorf("%w: identity of type %d with %d bytes", ErrInvalid, id.Type, len(id.Data))
+		}
+	default:
+		return fmt.Errorf("%w: identity type %d", ErrNotSupported, id.Type)
+	}
+	return nil
+}
+
+func validIKEProposal(p IKEProposal, legacy bool) error {
+	switch {
+	case p.Encr == IKEEncrAESCBC && (p.KeyLen == 128 || p.KeyLen == 192 || p.KeyLen == 256):
+	case p.Encr == IKEEncr3DES && p.KeyLen == 0:
+		if !legacy {
+			return fmt.Errorf("%w: cipher \"3des\" is weak; set legacy_algorithms: true to allow it", ErrLegacyAlgorithm)
+		}
+	default:
+		return fmt.Errorf("%w: cipher %d with key length %d", ErrUnknownAlgorithm, p.Encr, p.KeyLen)
+	}
+	switch p.Hash {
+	case IKEHashSHA1, IKEHashSHA256, IKEHashSHA384, IKEHashSHA512:
+	default:
+		return fmt.Errorf("%w: hash %d", ErrUnknownAlgorithm, p.Hash)
+	}
+	return validGroup(p.Group, legacy, false)
+}
+
+func validGroup(g uint16, legacy, noneOK bool) error {
+	switch g {
+	case 0:
+		if !noneOK {
+			return fmt.Errorf("%w: no DH group", ErrBadProposal)
+		}
+	case GroupMODP1024, GroupMODP1536:
+		if !legacy {
+			return fmt.Errorf("%w: DH group %q is weak; set legacy_algorithms: true to allow it", ErrLegacyAlgorithm, groupName(g))
+		}
+	case GroupMODP2048, GroupMODP3072, GroupMODP4096, GroupECP256, GroupECP384, GroupECP521, GroupCurve25519:
+	default:
+		return fmt.Errorf("%w: DH group %d", ErrUnknownAlgorithm, g)
+	}
+	return nil
+}
+
+func validESPProposal(p ESPProposal, legacy bool) error {
+	var integ string
+	var trunc uint16
+	switch p.AuthAlg {
+	case 0:
+	case AuthHMACSHA1:
+		integ, trunc = sa.IntegSHA1, 96
+	case AuthHMACSHA2256:
+		integ, trunc = sa.IntegSHA256, 128
+	case AuthHMACSHA2384:
+		integ, trunc = sa.IntegSHA384, 192
+	case AuthHMACSHA2512:
+		integ, trunc = sa.IntegSHA512, 256
+	default:
+		return fmt.Errorf("%w: ESP authentication algorithm %d", ErrUnknownAlgorithm, p.AuthAlg)
+	}
+	aesLen := p.KeyLen == 128 || p.KeyLen == 192 || p.KeyLen == 256
+	switch {
+	case p.TransformID == ESPAESGCM16 && aesLen:
+		if p.AuthAlg != 0 || p.Encr != sa.EncrAESGCM || p.Integ != "" || p.TruncBits != 128 {
+			return fmt.Errorf("%w: AES-GCM-16 must have no integrity algorithm, kernel name %q and 128 ICV bits", ErrBadProposal, sa.EncrAESGCM)
+		}
+	case p.TransformID == ESPAESCBC && aesLen, p.TransformID == ESP3DES && p.KeyLen == 0:
+		want := sa.EncrAESCBC
+		if p.TransformID == ESP3DES {
+			if !legacy {
+				return fmt.Errorf("%w: cipher \"3des\" is weak; set legacy_algorithms: true to allow it", ErrLegacyAlgorithm)
+			}
+			want = sa.Encr3DES
+		}
+		if p.AuthAlg == 0 {
+			return fmt.Errorf("%w: a CBC cipher needs an integrity algorithm", ErrBadProposal)
+		}
+		if p.Encr != want || p.Integ != integ || p.TruncBits != trunc {
+			return fmt.Errorf("%w: kernel names %q/%q/%d do not match transform %d, auth %d", ErrBadProposal, p.Encr, p.Integ, p.TruncBits, p.TransformID, p.AuthAlg)
+		}
+	default:
+		return fmt.Errorf("%w: ESP transform %d with key length %d", ErrUnknownAlgorithm, p.TransformID, p.KeyLen)
+	}
+	return validGroup(p.PFSGroup, legacy, true)
+}
