@@ -16,6 +16,9 @@ import (
 	"golang.org/x/net/ipv6"
 )
 
+// pingGrace is how long Ping waits for replies after the last request.
+const pingGrace = 2 * time.Second
+
 // ErrNoReply is returned by Ping when not a single echo reply came back.
 var ErrNoReply = errors.New("lab: ping: no reply")
 
@@ -277,8 +280,8 @@ func (p *Pinger) SendError() error {
 }
 
 // Ping sends count echo requests to dst at interval from inside ns and
-// waits for their replies (up to one second after the last request, or
-// until ctx ends). It returns ErrNoReply, with the record, when nothing
+// waits for their replies (up to two seconds after the last request, or
+// until ctx ends: a short ctx makes an expected silence quick). It returns ErrNoReply, with the record, when nothing
 // came back. Use PingFrom to choose the source address.
 func (ns *NS) Ping(ctx context.Context, dst netip.Addr, count int, interval time.Duration) (PingRecord, error) {
 	return ns.PingFrom(ctx, netip.Addr{}, dst, count, interval)
@@ -304,7 +307,7 @@ wait:
 		case <-ctx.Done():
 			break wait
 		case <-allSent:
-			grace = time.After(time.Second)
+			grace = time.After(pingGrace)
 			allSent = nil // a nil channel never fires again
 		case <-grace:
 			break wait
