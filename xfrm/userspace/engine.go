@@ -625,13 +625,17 @@ func (e *Engine) checkLifetimes() {
 	}
 }
 
-// lookupOut finds the first installed, unexpired pair whose selectors
-// match the flow.
+// lookupOut finds the most recently installed pair whose selectors match
+// the flow, skipping hard-expired pairs and pairs installed as already
+// superseded (sa.ChildRekeyed). The newest wins so that, after a rekey,
+// outbound traffic moves to the new pair as soon as it is installed, while
+// the old one still decrypts until it is deleted (as the kernel does).
 func (e *Engine) lookupOut(f *flow) *child {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
-	for _, ch := range e.ordered {
-		if ch.hard.Load() {
+	for i := len(e.ordered) - 1; i >= 0; i-- {
+		ch := e.ordered[i]
+		if ch.hard.Load() || ch.rec.State == sa.ChildRekeyed {
 			continue
 		}
 		if matchTS(ch.rec.RemoteTS, f.dst, f.proto, f.dport, f.hasPorts) &&

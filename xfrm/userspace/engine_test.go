@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"net/netip"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -577,4 +578,58 @@ func BenchmarkEnginePath(b *testing.B) {
 			}
 		})
 	}
+}
+
+func TestRekeyOutboundUsesNewestPair(t *testing.T) {
+	a, b, ca, cb := connected(t, true)
+	ping(t, a, b, "10.1.0.1", "10.2.0.1", 2, 0)
+	// Quick Mode rekey: a new pair with the same selectors.
+	na, nb := pairFor(false)
+	na.In.SPI, na.Out.SPI = 0xc1000001, 0xc1000002
+	nb.In.SPI, nb.Out.SPI = 0xc1000002, 0xc1000001
+	ctx := context.Background()
+	if err := b.e.InstallChild(ctx, nb); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.e.InstallChild(ctx, na); err != nil {
+		t.Fatal(err)
+	}
+	ping(t, a, b, "10.1.0.1", "10.2.0.1", 3, 10)
+	if st, _ := b.e.Stats(nb.ID()); st.InPackets != 3 {
+		t.Fatalf("new pair carried %d packets, want 3", st.InPackets)
+	}
+	if st, _ := b.e.Stats(cb.ID()); st.InPackets != 2 {
+		t.Fatalf("old pair carried %d packets after the rekey", st.InPackets)
+	}
+	// The old pair still decrypts in flight packets until deleted.
+	ping(t, b, a, "10.2.0.1", "10.1.0.1", 1, 20) // B's newest is nb too
+	if st, _ := a.e.Stats(na.ID()); st.InPackets != 1 {
+		t.Fatalf("%+v", st)
+	}
+	// Deleting the new pair falls back to the old one.
+	a.e.DeleteChild(ctx, na)
+	ping(t, a, b, "10.1.0.1", "10.2.0.1", 1, 30)
+	if st, _ := b.e.Stats(cb.ID()); st.InPackets != 3 {
+		t.Fatalf("old pair after deleting the new: %+v", st)
+	}
+	// A pair installed as already superseded never sends.
+	old := *ca
+	old.In.SPI, old.Out.SPI, old.State = 0xc2000001, 0xc2000002, sa.ChildRekeyed
+	a.e.InstallChild(ctx, &old)
+	ping(t, a, b, "10.1.0.1", "10.2.0.1", 1, 40)
+	if st, _ := a.e.Stats(old.ID()); st.OutPackets != 0 {
+		t.Fatalf("superseded pair sent: %+v", st)
+	}
+}
+
+func TestCloseStopsGoroutines(t *testing.T) {
+	before := runtime.NumGoroutine()
+	for i := 0; i < 5; i++ {
+		e, err := New(Config{Sender: &wire{}, Device: newChanDevice("x"), Logger: quiet()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.Close()
+	}
+	waitFor(t, "engine goroutines to exit", func() bool { return runtime.NumGoroutine() <= before })
 }

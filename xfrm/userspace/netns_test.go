@@ -114,7 +114,17 @@ func (n *nsNode) ping(t *testing.T, dst netip.Addr, count int) int {
 	return got
 }
 
+// TestNetNSPingAndTakeover runs two engines in two network namespaces with
+// ESP-in-UDP between real sockets on 4500, pings through them, then replaces
+// one engine by a new one built from its last synced counters.
 func TestNetNSPingAndTakeover(t *testing.T) {
+	for _, gcm := range []bool{true, false} {
+		name := map[bool]string{true: "aes256-gcm16", false: "aes-cbc-sha2"}[gcm]
+		t.Run(name, func(t *testing.T) { netnsPingAndTakeover(t, gcm) })
+	}
+}
+
+func netnsPingAndTakeover(t *testing.T, gcm bool) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: creates network namespaces, veth and TUN devices")
 	}
@@ -150,7 +160,7 @@ func TestNetNSPingAndTakeover(t *testing.T) {
 		x.n.listen(t)
 	}
 
-	ca, cb := pairFor(true)
+	ca, cb := pairFor(gcm)
 	ea := a.start(t, ca)
 	eb := b.start(t, cb)
 
