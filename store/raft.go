@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 
@@ -42,6 +43,9 @@ func OpenRaftStores(dir string, logger hclog.Logger) (*RaftStores, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("store: raft stores in %s: %w", dir, err)
 	}
+	if err := tightenDir(dir); err != nil {
+		return nil, err
+	}
 	path := filepath.Join(dir, RaftDBFile)
 	bs, err := raftboltdb.New(raftboltdb.Options{
 		Path:        path,
@@ -70,6 +74,25 @@ func (r *RaftStores) Close() error {
 	r.bolt = nil
 	if err != nil {
 		return fmt.Errorf("store: close raft log: %w", err)
+	}
+	return nil
+}
+
+// tightenDir sets an existing Raft directory that is open to group or
+// others to 0700: snapshot metadata and log framing are not sealed.
+func tightenDir(dir string) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("store: raft stores in %s: %w", dir, err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("store: raft stores in %s: not a directory", dir)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return fmt.Errorf("store: raft stores in %s: mode %04o is open to group or others and chmod 0700 failed: %w", dir, perm, err)
+		}
+		slog.Warn("store: raft directory was open to group or others; set to 0700", "path", dir, "mode", fmt.Sprintf("%04o", perm))
 	}
 	return nil
 }

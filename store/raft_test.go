@@ -99,6 +99,21 @@ func TestRaftStores(t *testing.T) {
 	}
 }
 
+func TestRaftStoresDirMode(t *testing.T) {
+	dir := t.TempDir() // 0755 or wider
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	openTestRaft(t, dir)
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("raft dir mode %v, %v; want 0700", fi.Mode(), err)
+	}
+	file := filepath.Join(dir, RaftDBFile)
+	if _, err := OpenRaftStores(file, nil); err == nil {
+		t.Fatal("a file accepted as the raft directory")
+	}
+}
+
 func TestRaftStoresLocked(t *testing.T) {
 	if testing.Short() {
 		t.Skip("waits for the lock timeout")
