@@ -77,6 +77,9 @@ type Config struct {
 	// MaxBatch caps the Commit calls coalesced into one Raft entry
 	// (default 512).
 	MaxBatch int
+	// MaxInflight is how many Batch entries may be in flight at once
+	// (default 1: gather while one Apply is in flight).
+	MaxInflight int
 	// BarrierTimeout bounds the Barrier a new leader runs before it
 	// declares itself ready (default 30s).
 	BarrierTimeout time.Duration
@@ -169,6 +172,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxBatch == 0 {
 		c.MaxBatch = 512
+	}
+	if c.MaxInflight == 0 {
+		c.MaxInflight = 1
 	}
 	if c.BarrierTimeout == 0 {
 		c.BarrierTimeout = 30 * time.Second
@@ -550,19 +556,22 @@ func (n *Node) Commit(ctx context.Context, cmds ...Command) error {
 	}
 }
 
-// committer coalesces pending commits: while one Raft Apply is in flight it
-// gathers the next ones, then proposes them as one Batch entry.
+// committer coalesces pending commits: while an Apply is in flight it
+// gathers the next ones, then proposes them as one Batch entry. At most
+// Config.MaxInflight entries are in flight; entries are proposed in arrival
+// order.
 func (n *Node) committer() {
 	defer n.wg.Done()
 	var queue []*pending
-	var inflight chan struct{}
+	inflight := 0
+	done := make(chan struct{}, n.cfg.MaxInflight)
 	for {
-		if inflight == nil && len(queue) > 0 {
+		for inflight < n.cfg.MaxInflight && len(queue) > 0 {
 			k := min(len(queue), n.cfg.MaxBatch)
 			batch := queue[:k:k]
 			queue = append([]*pending(nil), queue[k:]...)
-			inflight = make(chan struct{})
-			go n.applyBatch(batch, inflight)
+			inflight++
+			n.proposeBatch(batch, done)
 		}
 		select {
 		case p := <-n.commitCh:
@@ -576,11 +585,11 @@ func (n *Node) committer() {
 					break drain
 				}
 			}
-		case <-inflight:
-			inflight = nil
+		case <-done:
+			inflight--
 		case <-n.shutdown:
-			if inflight != nil {
-				<-inflight
+			for ; inflight > 0; inflight-- {
+				<-done
 			}
 			for _, p := range queue {
 				p.done <- ErrShutdown
@@ -597,8 +606,10 @@ func (n *Node) committer() {
 	}
 }
 
-func (n *Node) applyBatch(batch []*pending, done chan struct{}) {
-	defer close(done)
+// proposeBatch appends one Batch entry and, in a goroutine, hands each
+// Commit its group's result once the entry is applied here; then it signals
+// done.
+func (n *Node) proposeBatch(batch []*pending, done chan<- struct{}) {
 	fail := func(err error) {
 		for _, p := range batch {
 			p.done <- err
@@ -611,40 +622,40 @@ func (n *Node) applyBatch(batch []*pending, done chan struct{}) {
 	entry, err := encodeBatch(n.deps.Sealer, groups)
 	if err != nil {
 		fail(err)
+		done <- struct{}{}
 		return
 	}
 	f := n.raft.Apply(entry, 10*time.Second)
-	if err := f.Error(); err != nil {
-		switch {
-		case errors.Is(err, raft.ErrNotLeader):
-			fail(ErrNotLeader)
-		case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrLeadershipTransferInProgress):
-			if errors.Is(err, raft.ErrLeadershipTransferInProgress) {
-				fail(fmt.Errorf("%w: %v", ErrNotLeader, err))
-			} else {
+	go func() {
+		defer func() { done <- struct{}{} }()
+		if err := f.Error(); err != nil {
+			switch {
+			case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+				fail(ErrNotLeader)
+			case errors.Is(err, raft.ErrLeadershipLost):
 				fail(ErrLeadershipLost)
+			case errors.Is(err, raft.ErrRaftShutdown):
+				fail(ErrShutdown)
+			default:
+				fail(fmt.Errorf("cluster: raft apply: %w", err))
 			}
-		case errors.Is(err, raft.ErrRaftShutdown):
-			fail(ErrShutdown)
-		default:
-			fail(fmt.Errorf("cluster: raft apply: %w", err))
-		}
-		return
-	}
-	switch r := f.Response().(type) {
-	case *BatchResult:
-		if len(r.Errs) != len(batch) {
-			fail(fmt.Errorf("cluster: FSM returned %d results for %d groups", len(r.Errs), len(batch)))
 			return
 		}
-		for i, p := range batch {
-			p.done <- r.Errs[i]
+		switch r := f.Response().(type) {
+		case *BatchResult:
+			if len(r.Errs) != len(batch) {
+				fail(fmt.Errorf("cluster: FSM returned %d results for %d groups", len(r.Errs), len(batch)))
+				return
+			}
+			for i, p := range batch {
+				p.done <- r.Errs[i]
+			}
+		case error:
+			fail(r)
+		default:
+			fail(fmt.Errorf("cluster: FSM returned %T for a Batch", r))
 		}
-	case error:
-		fail(r)
-	default:
-		fail(fmt.Errorf("cluster: FSM returned %T for a Batch", r))
-	}
+	}()
 }
 
 // Stats is a snapshot of this node's Raft state.

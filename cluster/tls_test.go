@@ -238,14 +238,16 @@ func commitRange(n *Node, from, cnt int) string {
 }
 
 // openTLSNode opens a production node on loopback with gossip bootstrap.
-func openTLSNode(dir, name, join string, expect int, log *slog.Logger) (*Node, error) {
+func openTLSNode(dir, name, join string, expect int, log *slog.Logger, tune ...func(*Config)) (*Node, error) {
 	cfg := Config{
 		NodeID: name, Role: RoleGateway, Log: log,
-		HeartbeatTimeout: 500 * time.Millisecond, ElectionTimeout: 500 * time.Millisecond, LeaderLeaseTimeout: 250 * time.Millisecond,
 		Gossip: &GossipConfig{
 			BindAddr: "127.0.0.1", SecretKey: bytes.Repeat([]byte{0x42}, 32),
 			BootstrapExpect: expect, Version: "test", ReconcileInterval: 200 * time.Millisecond, LocalTimings: true,
 		},
+	}
+	for _, f := range tune {
+		f(&cfg)
 	}
 	if join != "" {
 		cfg.Gossip.Join = []string{join}
@@ -330,6 +332,27 @@ func leaderOf(t *testing.T, ps []*proc) *proc {
 	return l
 }
 
+// commitOnLeader commits ikeN(from..from+cnt-1) on the ready leader,
+// retrying on the new leader if leadership moves meanwhile (a shared,
+// loaded machine may starve a leader past its lease). It returns the
+// leader that acknowledged every record.
+func commitOnLeader(t *testing.T, ps []*proc, from, cnt int) *proc {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		l := leaderOf(t, ps)
+		w := l.ask(t, fmt.Sprintf("commit %d %d", from, cnt))
+		if w[0] == "ok" {
+			return l
+		}
+		msg := strings.Join(w, " ")
+		if !strings.Contains(msg, ErrNotLeader.Error()) && !strings.Contains(msg, ErrLeadershipLost.Error()) || time.Now().After(deadline) {
+			t.Fatalf("commit on %s: %s", l.name, msg)
+		}
+		t.Logf("commit on %s: %s; retrying on the new leader", l.name, msg)
+	}
+}
+
 // TestTLSProcessesKillLeader runs three node processes (this test binary
 // re-executed) with real TCP + mutual TLS, bbolt stores with fsync and
 // memberlist bootstrap, commits, SIGKILLs the leader and checks that the
@@ -344,10 +367,7 @@ func TestTLSProcessesKillLeader(t *testing.T) {
 	p2 := startProc(t, dir, "n2", p1.gsp)
 	p3 := startProc(t, dir, "n3", p1.gsp)
 	ps := []*proc{p1, p2, p3}
-	l := leaderOf(t, ps)
-	if w := l.ask(t, "commit 0 300"); w[0] != "ok" {
-		t.Fatalf("commit on %s: %v", l.name, w)
-	}
+	l := commitOnLeader(t, ps, 0, 300)
 	if err := l.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -358,15 +378,13 @@ func TestTLSProcessesKillLeader(t *testing.T) {
 			rest = append(rest, p)
 		}
 	}
-	nl := leaderOf(t, rest)
+	leaderOf(t, rest)
 	for _, p := range rest {
 		if w := p.ask(t, "count"); w[1] != "300" {
 			t.Errorf("%s holds %s records after the leader died, want 300 (%v)", p.name, w[1], w)
 		}
 	}
-	if w := nl.ask(t, "commit 300 50"); w[0] != "ok" {
-		t.Fatalf("commit on new leader %s: %v", nl.name, w)
-	}
+	commitOnLeader(t, rest, 300, 50)
 	for _, p := range rest {
 		waitFor(t, 10*time.Second, p.name+" to hold 350 records", func() bool {
 			return p.ask(t, "count")[1] == "350"
