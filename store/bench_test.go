@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"path/filepath"
 	"testing"
 
@@ -110,4 +111,64 @@ func BenchmarkOpen1KiBPreviousKey(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// benchDB returns a database holding n IKE and n child records.
+func benchDB(b *testing.B, s *Sealer, n int) *DB {
+	db, err := Open(filepath.Join(b.TempDir(), "sa.db"), s)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { db.Close() })
+	if err := db.Update(func(tx *Tx) error {
+		for i := range n {
+			if err := tx.PutIKE(sampleIKE(uint64(i))); err != nil {
+				return err
+			}
+			if err := tx.PutChild(sampleChild(uint64(i))); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		b.Fatal(err)
+	}
+	return db
+}
+
+// Reading every child SA of a 10,000-tunnel gateway: what a takeover does
+// before installing SAs.
+func BenchmarkForEachChild10k(b *testing.B) {
+	db := benchDB(b, testSealer(b, testKey(b)), 10000)
+	b.ReportAllocs()
+	for b.Loop() {
+		n := 0
+		if err := db.View(func(tx *Tx) error {
+			return tx.ForEachChild(func(*sa.ChildSA) error { n++; return nil })
+		}); err != nil || n != 10000 {
+			b.Fatal(n, err)
+		}
+	}
+}
+
+// WriteSnapshot and Restore of 10,000 IKE + 10,000 child records (Raft FSM
+// snapshot and install on a lagging node).
+func BenchmarkSnapshotRestore10k(b *testing.B) {
+	s := testSealer(b, testKey(b))
+	src := benchDB(b, s, 10000)
+	dst := benchDB(b, s, 0)
+	var buf bytes.Buffer
+	size := 0
+	b.ReportAllocs()
+	for b.Loop() {
+		buf.Reset()
+		if err := src.WriteSnapshot(&buf); err != nil {
+			b.Fatal(err)
+		}
+		size = buf.Len()
+		if err := dst.Restore(&buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(size)/1e6, "MB-snapshot")
 }
