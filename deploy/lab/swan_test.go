@@ -339,3 +339,31 @@ func TestStrongSwanLoadsGeneratedConfig(t *testing.T) {
 		t.Error("PSK visible in swanctl output or charon log")
 	}
 }
+
+// IKEv1 Aggressive Mode with PSK: the responder needs the override.
+func TestStrongSwanAggressive(t *testing.T) {
+	_, a, b, cfgA, cfgB, protA, protB := swanPair(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, c := range []*SwanConfig{&cfgA, &cfgB} {
+		c.Conns[0].Aggressive = true
+		c.Conns[0].Proposals = []string{"aes128-sha256-modp2048"}
+	}
+	cfgB.AllowAggressivePSK = true
+	swA := StartStrongSwan(t, a, cfgA)
+	swB := StartStrongSwan(t, b, cfgB)
+	must(t, swA.Initiate(ctx, "net"))
+	sas, err := swB.WaitFor(ctx, established)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sas[0].EncrKeysize != 128 {
+		t.Errorf("IKE SA key size %d, want 128", sas[0].EncrKeysize)
+	}
+	if !strings.Contains(swA.Log(), "AGGRESSIVE") {
+		t.Errorf("initiator log shows no Aggressive Mode exchange:\n%s", tail(swA.Log(), 2000))
+	}
+	if _, err := a.PingFrom(ctx, protA, protB, 2, 20*time.Millisecond); err != nil {
+		t.Error(err)
+	}
+}

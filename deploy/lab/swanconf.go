@@ -32,6 +32,11 @@ type SwanConfig struct {
 	RetransmitTries   int
 	RetransmitTimeout time.Duration
 	RetransmitBase    float64
+	// AllowAggressivePSK lets this charon answer IKEv1 Aggressive Mode with
+	// a PSK as responder (strongSwan refuses it unless this deliberately
+	// named override, i_dont_care_about_security_and_use_aggressive_mode_psk,
+	// is set).
+	AllowAggressivePSK bool
 	// Charon holds further charon.* settings, e.g. {"make_before_break":
 	// "no"}; keys are dotted paths below charon (for example
 	// "plugins.kernel-libipsec.allow_peer_ts").
@@ -306,6 +311,9 @@ func (c SwanConfig) StrongswanConf(logPath string) (string, error) {
 	}
 	if c.RetransmitBase != 0 {
 		w.kv("retransmit_base", strconv.FormatFloat(c.RetransmitBase, 'f', -1, 64))
+	}
+	if c.AllowAggressivePSK {
+		w.kv("i_dont_care_about_security_and_use_aggressive_mode_psk", "yes")
 	}
 	w.open("filelog")
 	w.open("lab")
