@@ -40,6 +40,18 @@ const (
 	ViciSub
 )
 
+func (k ViciKind) String() string {
+	switch k {
+	case ViciValue:
+		return "value"
+	case ViciList:
+		return "list"
+	case ViciSub:
+		return "section"
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
 // Value returns the value of key, if key holds a value.
 func (s *ViciSection) Value(key string) (string, bool) {
 	for _, e := range s.Entries {

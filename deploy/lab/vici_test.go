@@ -243,3 +243,15 @@ func FuzzParseListSAs(f *testing.F) {
 }
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+// WaitFor polls ListSAs every 100 ms while a test waits: parsing must stay
+// far below that.
+func BenchmarkParseListSAs(b *testing.B) {
+	in := readTestdata(b, "list-sas-rekeyed-initiator.raw")
+	b.SetBytes(int64(len(in)))
+	for b.Loop() {
+		if _, err := ParseListSAs(in); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
