@@ -17,5 +17,8 @@
 // words. When a restored bitmap is shorter than the receiver's window, the
 // missing (older) positions count as already received, so a restore never
 // accepts a replay; bits beyond the receiver's window are ignored (those
-// numbers are too old anyway). InSeq = 0 means nothing was received yet.
+// numbers are too old anyway). An exporter whose window is narrower than the
+// words it writes (the kernel's non-ESN window is 32 bits) sets the bits
+// beyond its window: it cannot vouch for those numbers, so they count as
+// received. InSeq = 0 means nothing was received yet.
 package xfrm

@@ -633,3 +633,35 @@ func TestCloseStopsGoroutines(t *testing.T) {
 	}
 	waitFor(t, "engine goroutines to exit", func() bool { return runtime.NumGoroutine() <= before })
 }
+
+func TestIPv6InnerAndOuter(t *testing.T) {
+	ca, cb := pairFor(true)
+	a6, b6 := netip.MustParseAddr("2001:db8::a"), netip.MustParseAddr("2001:db8::b")
+	ca.Out.Src, ca.Out.Dst, ca.In.Src, ca.In.Dst = a6, b6, b6, a6
+	cb.Out.Src, cb.Out.Dst, cb.In.Src, cb.In.Dst = b6, a6, a6, b6
+	la, lb := netip.MustParsePrefix("2001:db8:1::/48"), netip.MustParsePrefix("2001:db8:2::/48")
+	ca.LocalTS, ca.RemoteTS = []sa.TrafficSelector{{Prefix: la}}, []sa.TrafficSelector{{Prefix: lb}}
+	cb.LocalTS, cb.RemoteTS = ca.RemoteTS, ca.LocalTS
+	a, b := newSide(t, "tunA", a6, nil), newSide(t, "tunB", b6, nil)
+	a.w.setPeer(b.e)
+	ctx := context.Background()
+	if err := a.e.InstallChild(ctx, ca); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.e.InstallChild(ctx, cb); err != nil {
+		t.Fatal(err)
+	}
+	p := make([]byte, 40+16)
+	p[0], p[5], p[6], p[7] = 0x60, 16, 58, 64 // ICMPv6
+	s, d := netip.MustParseAddr("2001:db8:1::1").As16(), netip.MustParseAddr("2001:db8:2::1").As16()
+	copy(p[8:24], s[:])
+	copy(p[24:40], d[:])
+	a.dev.in <- p
+	if got := recv(t, b.dev); !bytes.Equal(got, p) {
+		t.Fatal("IPv6 packet altered")
+	}
+	// The peer really got it on its v6 address.
+	if st, _ := b.e.Stats(cb.ID()); st.InPackets != 1 {
+		t.Fatalf("%+v", st)
+	}
+}
