@@ -274,7 +274,7 @@ func selectP1(c *config.Connection, offer []isakmp.Transform) (isakmp.Transform,
 // ---- identities ----
 
 func localID(c *config.Connection, local netip.Addr) isakmp.ID {
-	if len(c.LocalID.Data) > 0 {
+	if !c.LocalID.IsZero() && !c.LocalID.IsAny() {
 		return isakmp.ID{IDType: isakmp.IDType(c.LocalID.Type), Data: slices.Clone(c.LocalID.Data)}
 	}
 	return addrID(local)
@@ -294,10 +294,10 @@ func addrID(a netip.Addr) isakmp.ID {
 // connection: its configured remote ID, or (by default) its address.
 func remoteIDAllowed(c *config.Connection, id *isakmp.ID, remote netip.Addr) bool {
 	want := c.RemoteID
-	if len(want.Data) == 0 {
-		if want.Type != 0 {
-			return true // explicitly %any
-		}
+	switch {
+	case want.IsAny():
+		return true
+	case want.IsZero():
 		exp := addrID(remote)
 		return id.IDType == exp.IDType && bytes.Equal(id.Data, exp.Data)
 	}

@@ -90,6 +90,8 @@ type Runtime struct {
 	stats   Stats
 	statsMu sync.Mutex
 
+	srcFor sync.Map // remote netip.Addr -> the local netip.Addr IKE uses with it
+
 	closeOnce sync.Once
 	done      chan struct{}
 	wg        sync.WaitGroup
@@ -482,9 +484,14 @@ func mergePersist(dst *ikev1.Persist, p ikev1.Persist) {
 	}
 }
 
-// SendESP sends an ESP-in-UDP packet from the NAT-T socket of src (the
-// userspace data plane's sender).
-func (r *Runtime) SendESP(b []byte, src netip.Addr, dst netip.AddrPort) error {
+// SendESP sends an ESP-in-UDP packet from the NAT-T socket to dst (the
+// userspace data plane's sender). The source address is the one our IKE
+// traffic to that peer uses.
+func (r *Runtime) SendESP(b []byte, dst netip.AddrPort) error {
+	var src netip.Addr
+	if v, ok := r.srcFor.Load(dst.Addr()); ok {
+		src = v.(netip.Addr)
+	}
 	s := r.pick(src, dst, true)
 	if s == nil {
 		return fmt.Errorf("runtime: no NAT-T socket for %s -> %s", src, dst)
@@ -494,7 +501,8 @@ func (r *Runtime) SendESP(b []byte, src netip.Addr, dst netip.AddrPort) error {
 
 func (r *Runtime) pick(local netip.Addr, remote netip.AddrPort, natt bool) *socket {
 	is6 := remote.Addr().Is6() && !remote.Addr().Is4In6()
-	var wild *socket
+	unknown := !local.IsValid() || local.IsUnspecified()
+	var wild, anyExact *socket
 	for _, s := range r.socks {
 		if s.natt != natt || s.is6 != is6 {
 			continue
@@ -504,7 +512,14 @@ func (r *Runtime) pick(local netip.Addr, remote netip.AddrPort, natt bool) *sock
 		}
 		if !s.exact {
 			wild = s
+		} else if anyExact == nil {
+			anyExact = s
 		}
+	}
+	if wild == nil && unknown {
+		// Source not known (e.g. ESP right after a restart, before any
+		// IKE message): any socket of the family will do.
+		return anyExact
 	}
 	return wild
 }
@@ -521,6 +536,9 @@ func (r *Runtime) send(v ikev1.Send) {
 	if natt && !v.Keepalive {
 		data = make([]byte, 4+len(v.Data))
 		copy(data[4:], v.Data)
+	}
+	if v.Local.Addr().IsValid() && !v.Local.Addr().IsUnspecified() {
+		r.srcFor.Store(v.Remote.Addr(), v.Local.Addr())
 	}
 	if err := s.write(data, v.Local.Addr(), v.Remote); err != nil {
 		r.count(func(st *Stats) { st.SendErrors++ })

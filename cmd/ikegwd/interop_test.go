@@ -1,0 +1,418 @@
+package main
+
+// Interoperability tests: an ikegwd process against strongSwan 5.9.8 in
+// network namespaces (TESTBED.md). They run as root (CI does) and skip
+// otherwise.
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"ikegw/cmd/internal/api"
+	"ikegw/deploy/lab"
+)
+
+var ikegwdBin string
+
+func TestMain(m *testing.M) {
+	if os.Geteuid() == 0 {
+		dir, err := os.MkdirTemp("", "ikegwd-bin-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		ikegwdBin = filepath.Join(dir, "ikegwd")
+		out, err := exec.Command("go", "build", "-o", ikegwdBin, ".").CombinedOutput()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "building ikegwd: %v\n%s", err, out)
+			os.Exit(1)
+		}
+		code := m.Run()
+		os.RemoveAll(dir)
+		os.Exit(code)
+	}
+	os.Exit(m.Run())
+}
+
+const interopPSK = "interop-test-psk-4f1c9a7e"
+
+var (
+	gwPub   = netip.MustParsePrefix("192.0.2.1/24")
+	peerPub = netip.MustParsePrefix("192.0.2.2/24")
+	gwNet   = netip.MustParsePrefix("10.1.0.0/24")
+	peerNet = netip.MustParsePrefix("10.2.0.0/24")
+)
+
+// bed is one ikegwd and one strongSwan peer in two namespaces.
+type bed struct {
+	t        *testing.T
+	lab      *lab.Lab
+	gwNS     *lab.NS
+	peerNS   *lab.NS
+	gwProt   netip.Addr
+	peerProt netip.Addr
+	dir      string
+	cfgPath  string
+	sock     string
+	gw       *lab.Proc
+	swan     *lab.Swan
+}
+
+type bedOpts struct {
+	ike, esp     string // ikegw proposals
+	swanIKE      string
+	swanESP      string
+	aggressive   bool // both sides
+	gwAggressive bool // ikegw accepts aggressive mode
+	swanPSK      string
+	dpd          time.Duration
+	gwInitiates  bool
+	rekey        time.Duration // child rekey time on both sides
+}
+
+func newBed(t *testing.T, o bedOpts) *bed {
+	lab.RequireRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	l := lab.NewT(t)
+	b := &bed{t: t, lab: l, dir: t.TempDir()}
+	var err error
+	if b.gwNS, err = l.NewNS(ctx, "gw"); err != nil {
+		t.Fatal(err)
+	}
+	if b.peerNS, err = l.NewNS(ctx, "peer"); err != nil {
+		t.Fatal(err)
+	}
+	must(t, l.Veth(ctx, b.gwNS, "eth0", b.peerNS, "eth0"))
+	must(t, b.gwNS.AddAddr(ctx, "eth0", gwPub))
+	must(t, b.peerNS.AddAddr(ctx, "eth0", peerPub))
+	if b.gwProt, err = b.gwNS.AddLoopbackAddr(ctx, gwNet); err != nil {
+		t.Fatal(err)
+	}
+	if b.peerProt, err = b.peerNS.AddLoopbackAddr(ctx, peerNet); err != nil {
+		t.Fatal(err)
+	}
+	if o.dpd == 0 {
+		o.dpd = 30 * time.Second
+	}
+	if o.rekey == 0 {
+		o.rekey = time.Hour
+	}
+	if o.swanIKE == "" {
+		o.swanIKE = o.ike
+	}
+	if o.swanESP == "" {
+		o.swanESP = o.esp
+	}
+	psk := filepath.Join(b.dir, "psk")
+	must(t, os.WriteFile(psk, []byte(interopPSK), 0o600))
+	key := filepath.Join(b.dir, "cluster.key")
+	if out, err := exec.Command(ikegwdBin, "keygen", "--out", key).CombinedOutput(); err != nil {
+		t.Fatalf("keygen: %v: %s", err, out)
+	}
+	b.sock = filepath.Join(b.dir, "admin.sock")
+	start := "none"
+	if o.gwInitiates {
+		start = "none" // initiated explicitly through the admin API
+	}
+	cfg := fmt.Sprintf(`node:
+  name: gw1
+  state_dir: %s
+  cluster_key_file: %s
+ike:
+  listen: [%s]
+dataplane:
+  kind: userspace
+  tun: ikegw%%d
+log:
+  level: debug
+admin:
+  socket: %s
+connections:
+  - name: peer
+    local_addrs: %s
+    remote_addrs: %s
+    psk_file: %s
+    proposals: [%s]
+    aggressive: %t
+    dpd_delay: %s
+    start_action: %s
+    children:
+      - name: net
+        local_ts: [%s]
+        remote_ts: [%s]
+        esp_proposals: [%s]
+        rekey_time: %s
+`, filepath.Join(b.dir, "state"), key, gwPub.Addr(), b.sock, gwPub.Addr(), peerPub.Addr(), psk, o.ike,
+		o.gwAggressive || o.aggressive, o.dpd, start, gwNet, peerNet, o.esp, o.rekey)
+	b.cfgPath = filepath.Join(b.dir, "ikegwd.yaml")
+	must(t, os.WriteFile(b.cfgPath, []byte(cfg), 0o600))
+	if out, err := exec.Command(ikegwdBin, "check-config", b.cfgPath).CombinedOutput(); err != nil {
+		t.Fatalf("check-config: %v: %s", err, out)
+	}
+	swanPSK := o.swanPSK
+	if swanPSK == "" {
+		swanPSK = interopPSK
+	}
+	b.swan = lab.StartStrongSwan(t, b.peerNS, lab.SwanConfig{
+		RetransmitTries: 3, RetransmitTimeout: time.Second,
+		AllowAggressivePSK: o.aggressive,
+		Conns: []lab.SwanConn{{
+			Name: "gw", Version: 1,
+			LocalAddrs: []string{peerPub.Addr().String()}, RemoteAddrs: []string{gwPub.Addr().String()},
+			PSK: lab.Secret(swanPSK), Proposals: []string{o.swanIKE}, Aggressive: o.aggressive,
+			DPDDelay: o.dpd, RekeyTime: 4 * time.Hour,
+			Children: []lab.SwanChild{{Name: "net", LocalTS: []string{peerNet.String()}, RemoteTS: []string{gwNet.String()},
+				ESPProposals: []string{o.swanESP}, RekeyTime: o.rekey}},
+		}},
+	})
+	b.startGW()
+	return b
+}
+
+func (b *bed) startGW() {
+	t := b.t
+	p, err := b.gwNS.Start("ikegwd", ikegwdBin, "run", "-c", b.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.gw = p
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for {
+		var st api.Status
+		if err := b.get(api.PathStatus, &st); err == nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("ikegwd did not come up; its output:\n%s", p.Output())
+		case <-p.Done():
+			t.Fatalf("ikegwd exited; its output:\n%s", p.Output())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func (b *bed) client() *http.Client {
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", b.sock)
+		}}}
+}
+
+func (b *bed) get(path string, out any) error {
+	resp, err := b.client().Get("http://ikegwd" + path)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("GET %s: %s", path, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+func (b *bed) post(path, q string) error {
+	resp, err := b.client().Post("http://ikegwd"+path+"?"+q, "", nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		var e api.Error
+		json.NewDecoder(resp.Body).Decode(&e)
+		return fmt.Errorf("POST %s?%s: %s: %s", path, q, resp.Status, e.Error)
+	}
+	return nil
+}
+
+func (b *bed) gwSAs() api.SAs {
+	var s api.SAs
+	if err := b.get(api.PathSAs, &s); err != nil {
+		b.t.Fatalf("ikegwd SAs: %v", err)
+	}
+	return s
+}
+
+func (b *bed) fail(format string, args ...any) {
+	b.t.Helper()
+	b.t.Fatalf("%s\n--- ikegwd output (tail) ---\n%s\n--- charon log (tail) ---\n%s", fmt.Sprintf(format, args...),
+		tailLines(b.gw.Output(), 60), tailLines(b.swan.Log(), 60))
+}
+
+func tailLines(s string, n int) string {
+	l := strings.Split(s, "\n")
+	if len(l) > n {
+		l = l[len(l)-n:]
+	}
+	return strings.Join(l, "\n")
+}
+
+func swanUp(sas []lab.IKESA) bool {
+	for _, s := range sas {
+		if s.State == "ESTABLISHED" {
+			if _, ok := s.Child("net", "INSTALLED"); ok {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// agree waits until strongSwan and ikegwd report the same IKE SA (cookies)
+// and the same, crossed child SPIs, and returns strongSwan's view.
+func (b *bed) agree(ctx context.Context) (lab.IKESA, lab.ChildSA) {
+	b.t.Helper()
+	var last string
+	for {
+		sas, err := b.swan.ListSAs(ctx)
+		if err == nil && swanUp(sas) && len(sas) == 1 {
+			s := sas[0]
+			k, _ := s.Child("net", "INSTALLED")
+			g := b.gwSAs()
+			okIKE, okChild := false, false
+			for _, i := range g.IKE {
+				if i.State == "ESTABLISHED" && i.ICookie == s.InitiatorSPI && i.RCookie == s.ResponderSPI {
+					okIKE = true
+				}
+			}
+			for _, c := range g.Children {
+				if c.State == "INSTALLED" && c.SPIIn == k.SPIOut && c.SPIOut == k.SPIIn {
+					okChild = true
+				}
+			}
+			if okIKE && okChild {
+				return s, k
+			}
+			last = fmt.Sprintf("strongSwan %s_i %s_r in %s out %s; ikegwd %+v", s.InitiatorSPI, s.ResponderSPI, k.SPIIn, k.SPIOut, g)
+		} else if err != nil {
+			last = err.Error()
+		}
+		select {
+		case <-ctx.Done():
+			b.fail("strongSwan and ikegwd do not agree on the SAs: %s", last)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func (b *bed) ping(ctx context.Context, n int) {
+	b.t.Helper()
+	rec, err := b.gwNS.PingFrom(ctx, b.gwProt, b.peerProt, n, 20*time.Millisecond)
+	if err != nil {
+		b.fail("ping: %v", err)
+	}
+	if rec.Received() != n {
+		b.fail("ping through the tunnel: %d of %d replies (lost %v)", rec.Received(), n, rec.Lost())
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+var suites = []struct{ ike, esp string }{
+	{"aes128-sha1-modp2048", "aes128-sha1"},
+	{"aes256-sha256-modp2048", "aes256-sha256"},
+	{"aes256-sha384-ecp384", "aes256-sha384-ecp384"},
+	{"aes128-sha256-curve25519", "aes128-sha256"},
+	{"aes256-sha256-ecp256", "aes256gcm16-ecp256"},
+}
+
+// TestInteropEstablish: both directions, every suite; the peer and ikegwd
+// agree on cookies and SPIs, and a ping crosses the tunnel.
+func TestInteropEstablish(t *testing.T) {
+	for _, s := range suites {
+		for _, gwInit := range []bool{false, true} {
+			name := s.ike + "/" + s.esp + "/peer-initiates"
+			if gwInit {
+				name = s.ike + "/" + s.esp + "/ikegw-initiates"
+			}
+			t.Run(name, func(t *testing.T) {
+				b := newBed(t, bedOpts{ike: s.ike, esp: s.esp, gwInitiates: gwInit})
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				if gwInit {
+					must(t, b.post(api.PathInitiate, "conn=peer"))
+				} else {
+					must(t, b.swan.Initiate(ctx, "net"))
+				}
+				s, k := b.agree(ctx)
+				if s.Initiator == gwInit {
+					t.Errorf("strongSwan initiator flag %v", s.Initiator)
+				}
+				if !k.Encap {
+					t.Errorf("child not UDP-encapsulated (kernel-libipsec needs it)")
+				}
+				b.ping(ctx, 5)
+			})
+		}
+	}
+}
+
+// TestInteropResume is the takeover in miniature: SIGKILL ikegwd, start a
+// new process that loads only the persisted records: strongSwan keeps its
+// IKE SA (uniqueid and cookies), and DPD, a Quick Mode rekey and traffic
+// then work.
+func TestInteropResume(t *testing.T) {
+	b := newBed(t, bedOpts{ike: "aes256-sha256-modp2048", esp: "aes256-sha256", dpd: 2 * time.Second})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	must(t, b.swan.Initiate(ctx, "net"))
+	s1, k1 := b.agree(ctx)
+	b.ping(ctx, 5)
+	must(t, b.gw.Signal(syscall.SIGKILL))
+	<-b.gw.Done()
+	b.startGW()
+	s2, k2 := b.agree(ctx)
+	if s2.UniqueID != s1.UniqueID || s2.InitiatorSPI != s1.InitiatorSPI || s2.ResponderSPI != s1.ResponderSPI {
+		b.fail("strongSwan's IKE SA changed across the restart: %d %s_%s -> %d %s_%s", s1.UniqueID, s1.InitiatorSPI, s1.ResponderSPI, s2.UniqueID, s2.InitiatorSPI, s2.ResponderSPI)
+	}
+	if k2.SPIIn != k1.SPIIn || k2.SPIOut != k1.SPIOut {
+		b.fail("child SPIs changed across the restart")
+	}
+	b.ping(ctx, 5)
+	// DPD both ways keeps working against the restarted node.
+	time.Sleep(5 * time.Second)
+	var st api.Status
+	must(t, b.get(api.PathStatus, &st))
+	if st.Engine["dpd_acked"] == 0 {
+		b.fail("no DPD acknowledged after the restart: %+v", st.Engine)
+	}
+	if strings.Contains(b.swan.Log(), "ESP sequence number verification failed") {
+		b.fail("the peer saw replayed sequence numbers")
+	}
+	// A Quick Mode rekey started by strongSwan.
+	must(t, b.swan.RekeyChild(ctx, "net"))
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		s3, k3 := b.agree(ctx)
+		if k3.SPIIn != k1.SPIIn {
+			if s3.UniqueID != s1.UniqueID {
+				b.fail("phase 1 renegotiated")
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			b.fail("rekey did not replace the child")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	b.ping(ctx, 5)
+}

@@ -1,0 +1,111 @@
+// Command ikegwd is the ikegw gateway daemon.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"ikegw/cmd/internal/daemon"
+	"ikegw/store"
+)
+
+func main() {
+	if err := root().Execute(); err != nil {
+		os.Exit(1)
+	}
+}
+
+func root() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:           "ikegwd",
+		Short:         "ikegw gateway daemon: IKEv1/IPsec with replicated SA state",
+		SilenceUsage:  true,
+		SilenceErrors: false,
+	}
+	cmd.AddCommand(runCmd(), checkCmd(), keygenCmd(), versionCmd())
+	return cmd
+}
+
+func runCmd() *cobra.Command {
+	var path string
+	c := &cobra.Command{
+		Use:   "run",
+		Short: "Run the daemon",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := daemon.LoadConfig(path)
+			if err != nil {
+				return err
+			}
+			log := daemon.NewLogger(cfg.Log)
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			n, err := daemon.Start(ctx, cfg, log)
+			if err != nil {
+				log.Error("start failed", "err", err)
+				return err
+			}
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			for {
+				select {
+				case <-ctx.Done():
+					log.Info("stopping (SAs stay persisted; no DELETE is sent)")
+					n.Stop()
+					return nil
+				case <-hup:
+					if err := n.Reload(context.Background(), path); err != nil {
+						log.Error("reload failed; the running configuration is unchanged", "err", err)
+					}
+				}
+			}
+		},
+	}
+	c.Flags().StringVarP(&path, "config", "c", "/etc/ikegw/ikegwd.yaml", "configuration file")
+	return c
+}
+
+func checkCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "check-config FILE",
+		Short: "Validate a configuration file and exit",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := daemon.LoadConfig(args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (node %s, %d connections)\n", args[0], cfg.Node.Name, len(cfg.Connections))
+			return nil
+		},
+	}
+}
+
+func keygenCmd() *cobra.Command {
+	var out string
+	c := &cobra.Command{
+		Use:   "keygen",
+		Short: "Create a new cluster key file (mode 0600); refuses to overwrite",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := store.GenerateClusterKey(out); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "cluster key written to %s\n", out)
+			return nil
+		},
+	}
+	c.Flags().StringVar(&out, "out", "/var/lib/ikegw/cluster.key", "where to write the key")
+	return c
+}
+
+func versionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Run:   func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), daemon.Version) },
+	}
+}

@@ -1,0 +1,162 @@
+// Package api defines the admin API of ikegwd: the JSON views served on
+// the admin socket and read by ikegwctl. Views never carry key material.
+//
+// The API is versioned by URL prefix (/v1/...). A field is never renamed or
+// retyped within a version; new fields may be added.
+package api
+
+import (
+	"encoding/hex"
+	"fmt"
+	"time"
+
+	"ikegw/ike/sa"
+)
+
+// Paths of the v1 API.
+const (
+	PathStatus    = "/v1/status"
+	PathSAs       = "/v1/sas"
+	PathInitiate  = "/v1/initiate"  // POST ?conn=NAME
+	PathTerminate = "/v1/terminate" // POST ?conn=NAME
+	PathRekey     = "/v1/rekey"     // POST ?spi=HEX (inbound SPI)
+	PathDPD       = "/v1/dpd"       // POST ?ike=ICOOKIE_RCOOKIE hex
+	PathReload    = "/v1/reload"    // POST
+)
+
+// Error is the body of every non-2xx answer.
+type Error struct {
+	Error string `json:"error"`
+}
+
+// Status describes a node.
+type Status struct {
+	Node       string            `json:"node"`
+	Version    string            `json:"version"`
+	Dataplane  string            `json:"dataplane"`
+	Role       string            `json:"role"`
+	IKESAs     int               `json:"ike_sas"`
+	ChildSAs   int               `json:"child_sas"`
+	Engine     map[string]uint64 `json:"engine"`
+	Runtime    map[string]uint64 `json:"runtime"`
+	StartedAt  time.Time         `json:"started_at"`
+	Connection []string          `json:"connections"`
+}
+
+// IKESA is the view of an ISAKMP SA.
+type IKESA struct {
+	Connection  string    `json:"connection"`
+	ICookie     string    `json:"icookie"`
+	RCookie     string    `json:"rcookie"`
+	Role        string    `json:"role"`
+	State       string    `json:"state"`
+	Local       string    `json:"local"`
+	Remote      string    `json:"remote"`
+	LocalID     string    `json:"local_id"`
+	RemoteID    string    `json:"remote_id"`
+	Encr        uint16    `json:"encr"`
+	KeyLen      uint16    `json:"key_len"`
+	Hash        uint16    `json:"hash"`
+	Group       uint16    `json:"group"`
+	NATLocal    bool      `json:"nat_local"`
+	NATRemote   bool      `json:"nat_remote"`
+	Floated     bool      `json:"floated"`
+	DPD         bool      `json:"dpd"`
+	DPDSeq      uint32    `json:"dpd_seq"`
+	Established time.Time `json:"established"`
+	RekeyAt     time.Time `json:"rekey_at,omitzero"`
+	ExpireAt    time.Time `json:"expire_at,omitzero"`
+}
+
+// ChildSA is the view of an IPsec SA pair.
+type ChildSA struct {
+	Connection  string    `json:"connection"`
+	Child       string    `json:"child"`
+	ICookie     string    `json:"icookie"`
+	RCookie     string    `json:"rcookie"`
+	State       string    `json:"state"`
+	Reqid       uint32    `json:"reqid"`
+	Mode        string    `json:"mode"`
+	SPIIn       string    `json:"spi_in"`
+	SPIOut      string    `json:"spi_out"`
+	Encr        string    `json:"encr"`
+	Integ       string    `json:"integ,omitempty"`
+	LocalTS     []string  `json:"local_ts"`
+	RemoteTS    []string  `json:"remote_ts"`
+	UDPEncap    bool      `json:"udp_encap"`
+	PFSGroup    uint16    `json:"pfs_group,omitempty"`
+	OutSeq      uint64    `json:"out_seq"`
+	InSeq       uint64    `json:"in_seq"`
+	BytesIn     uint64    `json:"bytes_in"`
+	BytesOut    uint64    `json:"bytes_out"`
+	PacketsIn   uint64    `json:"packets_in"`
+	PacketsOut  uint64    `json:"packets_out"`
+	Established time.Time `json:"established"`
+	RekeyAt     time.Time `json:"rekey_at,omitzero"`
+	ExpireAt    time.Time `json:"expire_at,omitzero"`
+}
+
+// SAs is the answer of PathSAs.
+type SAs struct {
+	IKE      []IKESA   `json:"ike_sas"`
+	Children []ChildSA `json:"child_sas"`
+}
+
+func unixTime(ns int64) time.Time {
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns).UTC()
+}
+
+func idString(id sa.Identity) string {
+	switch id.Type {
+	case 1, 5:
+		if a, ok := addrFrom(id.Data); ok {
+			return a
+		}
+	case 2, 3:
+		return string(id.Data)
+	}
+	return fmt.Sprintf("type%d:%s", id.Type, hex.EncodeToString(id.Data))
+}
+
+// IKEView makes the view of a record.
+func IKEView(r *sa.IKESA) IKESA {
+	return IKESA{
+		Connection: r.Connection, ICookie: hex.EncodeToString(r.Cookies.I[:]), RCookie: hex.EncodeToString(r.Cookies.R[:]),
+		Role: r.Role.String(), State: r.State.String(), Local: r.Local.String(), Remote: r.Remote.String(),
+		LocalID: idString(r.LocalID), RemoteID: idString(r.RemoteID),
+		Encr: r.Proposal.Encr, KeyLen: r.Proposal.KeyLen, Hash: r.Proposal.Hash, Group: r.Proposal.Group,
+		NATLocal: r.NATLocal, NATRemote: r.NATRemote, Floated: r.Floated, DPD: r.DPD, DPDSeq: r.DPDOurSeq,
+		Established: unixTime(r.Established), RekeyAt: unixTime(r.RekeyAt), ExpireAt: unixTime(r.ExpireAt),
+	}
+}
+
+// ChildView makes the view of a record.
+func ChildView(c *sa.ChildSA) ChildSA {
+	v := ChildSA{
+		Connection: c.Connection, Child: c.Child, ICookie: hex.EncodeToString(c.IKE.I[:]), RCookie: hex.EncodeToString(c.IKE.R[:]),
+		State: c.State.String(), Reqid: c.Reqid, Mode: c.Mode.String(),
+		SPIIn: fmt.Sprintf("%08x", c.In.SPI), SPIOut: fmt.Sprintf("%08x", c.Out.SPI),
+		Encr: c.In.Encr, Integ: c.In.Integ, UDPEncap: c.EncapRemotePort != 0, PFSGroup: c.PFSGroup,
+		OutSeq: c.Counters.OutSeq, InSeq: c.Counters.InSeq,
+		BytesIn: c.Counters.InBytes, BytesOut: c.Counters.OutBytes, PacketsIn: c.Counters.InPackets, PacketsOut: c.Counters.OutPackets,
+		Established: unixTime(c.Established), RekeyAt: unixTime(c.RekeyAt), ExpireAt: unixTime(c.ExpireAt),
+	}
+	for _, t := range c.LocalTS {
+		v.LocalTS = append(v.LocalTS, tsString(t))
+	}
+	for _, t := range c.RemoteTS {
+		v.RemoteTS = append(v.RemoteTS, tsString(t))
+	}
+	return v
+}
+
+func tsString(t sa.TrafficSelector) string {
+	s := t.Prefix.String()
+	if t.Protocol != 0 || t.Port != 0 {
+		s += fmt.Sprintf("[%d/%d]", t.Protocol, t.Port)
+	}
+	return s
+}

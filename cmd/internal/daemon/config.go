@@ -1,0 +1,206 @@
+// Package daemon wires ikegwd: the node configuration file, persistence,
+// the data plane, the IKE runtime and the admin API. It holds no protocol
+// logic of its own.
+package daemon
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"ikegw/ike/config"
+)
+
+// Config is ikegwd's configuration file.
+type Config struct {
+	Node      NodeConfig      `yaml:"node"`
+	IKE       IKEConfig       `yaml:"ike"`
+	Dataplane DataplaneConfig `yaml:"dataplane"`
+	Log       LogConfig       `yaml:"log"`
+	Admin     AdminConfig     `yaml:"admin"`
+	// Connections is parsed by ike/config.
+	Connections []*config.Connection `yaml:"-"`
+	// Raw is the file as read (the cluster replicates it).
+	Raw []byte `yaml:"-"`
+}
+
+// NodeConfig names the node and where it keeps its state.
+type NodeConfig struct {
+	Name           string `yaml:"name"`
+	StateDir       string `yaml:"state_dir"`
+	ClusterKeyFile string `yaml:"cluster_key_file"`
+}
+
+// IKEConfig says where IKE listens.
+type IKEConfig struct {
+	Listen   []string `yaml:"listen"`
+	Port     uint16   `yaml:"port"`
+	NATTPort uint16   `yaml:"natt_port"`
+	FreeBind bool     `yaml:"freebind"`
+}
+
+// DataplaneConfig selects and tunes the data plane.
+type DataplaneConfig struct {
+	Kind string `yaml:"kind"` // auto | kernel | userspace
+	TUN  string `yaml:"tun"`
+	MTU  int    `yaml:"mtu"`
+	// SeqMargin is added to the last synced outbound sequence number when
+	// pairs are re-installed (restart, takeover): it covers the traffic of
+	// one sync interval at line rate (DESIGN.md invariant 3).
+	SeqMargin   uint64        `yaml:"seq_margin"`
+	CounterSync time.Duration `yaml:"counter_sync"`
+}
+
+// LogConfig sets up log/slog.
+type LogConfig struct {
+	Level  string `yaml:"level"`  // debug | info | warn | error
+	Format string `yaml:"format"` // text | json
+}
+
+// AdminConfig places the admin API.
+type AdminConfig struct {
+	Socket string `yaml:"socket"`
+}
+
+// Defaults.
+const (
+	DefaultStateDir    = "/var/lib/ikegw"
+	DefaultSocket      = "/run/ikegw/admin.sock"
+	DefaultSeqMargin   = 1 << 20
+	DefaultCounterSync = time.Second
+)
+
+// ParseConfig parses and validates a configuration file's contents. Every
+// error names the field.
+func ParseConfig(data []byte) (*Config, error) {
+	var doc struct {
+		Config      `yaml:",inline"`
+		Connections yaml.Node `yaml:"connections"`
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&doc); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	c := doc.Config
+	c.Raw = data
+	if doc.Connections.Kind != 0 {
+		sub, err := yaml.Marshal(map[string]*yaml.Node{"connections": &doc.Connections})
+		if err != nil {
+			return nil, fmt.Errorf("config: connections: %w", err)
+		}
+		cc, err := config.Parse(sub)
+		if err != nil {
+			return nil, err
+		}
+		c.Connections = cc.Connections
+	}
+	if err := c.setDefaults(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// LoadConfig reads and parses a configuration file.
+func LoadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	c, err := ParseConfig(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+func (c *Config) setDefaults() error {
+	if c.Node.Name == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return errors.New("config: node.name: not set and no hostname")
+		}
+		c.Node.Name = h
+	}
+	if c.Node.StateDir == "" {
+		c.Node.StateDir = DefaultStateDir
+	}
+	if !filepath.IsAbs(c.Node.StateDir) {
+		return fmt.Errorf("config: node.state_dir %q: must be an absolute path", c.Node.StateDir)
+	}
+	if c.Node.ClusterKeyFile == "" {
+		c.Node.ClusterKeyFile = filepath.Join(c.Node.StateDir, "cluster.key")
+	}
+	if c.IKE.Port == 0 {
+		c.IKE.Port = 500
+	}
+	if c.IKE.NATTPort == 0 {
+		c.IKE.NATTPort = 4500
+	}
+	if c.IKE.Port == c.IKE.NATTPort {
+		return fmt.Errorf("config: ike.port and ike.natt_port are both %d", c.IKE.Port)
+	}
+	for i, s := range c.IKE.Listen {
+		if _, err := netip.ParseAddr(s); err != nil {
+			return fmt.Errorf("config: ike.listen[%d] %q: not an IP address", i, s)
+		}
+	}
+	switch c.Dataplane.Kind {
+	case "":
+		c.Dataplane.Kind = "auto"
+	case "auto", "kernel", "userspace":
+	default:
+		return fmt.Errorf("config: dataplane.kind %q: want auto, kernel or userspace", c.Dataplane.Kind)
+	}
+	if c.Dataplane.TUN == "" {
+		c.Dataplane.TUN = "ikegw%d"
+	}
+	if c.Dataplane.MTU == 0 {
+		c.Dataplane.MTU = 1400
+	}
+	if c.Dataplane.MTU < 576 || c.Dataplane.MTU > 9000 {
+		return fmt.Errorf("config: dataplane.mtu %d: want 576..9000", c.Dataplane.MTU)
+	}
+	if c.Dataplane.SeqMargin == 0 {
+		c.Dataplane.SeqMargin = DefaultSeqMargin
+	}
+	if c.Dataplane.CounterSync == 0 {
+		c.Dataplane.CounterSync = DefaultCounterSync
+	}
+	if c.Dataplane.CounterSync < 10*time.Millisecond {
+		return fmt.Errorf("config: dataplane.counter_sync %s: too short", c.Dataplane.CounterSync)
+	}
+	switch c.Log.Level {
+	case "":
+		c.Log.Level = "info"
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("config: log.level %q: want debug, info, warn or error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "":
+		c.Log.Format = "text"
+	case "text", "json":
+	default:
+		return fmt.Errorf("config: log.format %q: want text or json", c.Log.Format)
+	}
+	if c.Admin.Socket == "" {
+		c.Admin.Socket = DefaultSocket
+	}
+	return nil
+}
+
+// ListenAddrs returns the parsed listen addresses.
+func (c *Config) ListenAddrs() []netip.Addr {
+	var out []netip.Addr
+	for _, s := range c.IKE.Listen {
+		out = append(out, netip.MustParseAddr(s))
+	}
+	return out
+}
