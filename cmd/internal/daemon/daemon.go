@@ -38,7 +38,9 @@ type Node struct {
 
 // lateSender lets the userspace data plane send through the runtime that
 // is created after it.
-type lateSender struct{ rt atomic.Pointer[runtime.Runtime] }
+type lateSender struct {
+	rt atomic.Pointer[runtime.Runtime]
+}
 
 func (s *lateSender) SendESP(b []byte, dst netip.AddrPort) error {
 	rt := s.rt.Load()
