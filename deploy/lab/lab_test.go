@@ -3,8 +3,10 @@ package lab
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -124,6 +126,25 @@ func TestFaultsAndPingerGap(t *testing.T) {
 	must(t, a.AddAddr(ctx, "eth0", netip.PrefixFrom(aIP, 24)))
 	must(t, b.AddAddr(ctx, "eth0", netip.PrefixFrom(bIP, 24)))
 	must(t, b.AddAddr(ctx, "eth0", netip.PrefixFrom(bIP2, 24)))
+
+	// A capture on b sees a's ping (and nothing of another host's).
+	capture, pcap, err := b.Capture(ctx, "eth0", "icmp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.PingFrom(ctx, aIP, bIP, 2, 10*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	// tcpdump may lag behind under load: wait for its file, then stop it.
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if n, _ := pcapCount(pcap); n >= 4 {
+			break
+		}
+	}
+	must(t, capture.Stop())
+	if n, err := pcapCount(pcap); err != nil || n != 4 {
+		t.Errorf("capture of 2 pings: %d packets (%v), want 4", n, err)
+	}
 
 	f, err := b.DropAll(ctx, aIP, bIP)
 	if err != nil {
@@ -401,4 +422,30 @@ func TestNameChecks(t *testing.T) {
 	if err := l.Veth(ctx, a, "this-name-is-too-long", b, "eth0"); !errors.Is(err, ErrBadName) {
 		t.Errorf("long interface name: %v", err)
 	}
+}
+
+// pcapCount counts the complete packets of a classic pcap file.
+func pcapCount(path string) (int, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	if len(b) < 24 {
+		return 0, fmt.Errorf("%s: %d bytes, no pcap header", path, len(b))
+	}
+	var order binary.ByteOrder = binary.LittleEndian
+	if m := binary.BigEndian.Uint32(b); m == 0xa1b2c3d4 || m == 0xa1b23c4d {
+		order = binary.BigEndian
+	}
+	n := 0
+	for off := 24; off < len(b); n++ {
+		if off+16 > len(b) {
+			return n, fmt.Errorf("%s: truncated record header at %d", path, off)
+		}
+		off += 16 + int(order.Uint32(b[off+8:]))
+		if off > len(b) {
+			return n, fmt.Errorf("%s: truncated record at %d", path, off)
+		}
+	}
+	return n, nil
 }

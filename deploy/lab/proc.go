@@ -228,3 +228,32 @@ func waitText(ctx context.Context, text func() string, done <-chan struct{}, sub
 		}
 	}
 }
+
+// Capture runs tcpdump on ifname inside the namespace, writing every packet
+// (optionally only those matching a pcap filter expression) unbuffered to a
+// pcap file in the lab directory, and returns once tcpdump is listening.
+// Stop the Proc (SIGTERM) to finish the file; OutputPath has tcpdump's
+// messages, the returned path the capture.
+func (ns *NS) Capture(ctx context.Context, ifname, filter string) (*Proc, string, error) {
+	if err := checkName("interface name", ifname, 15); err != nil {
+		return nil, "", err
+	}
+	l := ns.lab
+	l.mu.Lock()
+	l.counter++
+	path := filepath.Join(l.dir, fmt.Sprintf("%s-%s.%d.pcap", ns.short, ifname, l.counter))
+	l.mu.Unlock()
+	argv := []string{"tcpdump", "-n", "-U", "--immediate-mode", "-s", "0", "-i", ifname, "-w", path}
+	if filter != "" {
+		argv = append(argv, filter)
+	}
+	p, err := ns.StartSpec(ProcSpec{Label: "tcpdump-" + ifname, Argv: argv})
+	if err != nil {
+		return nil, "", err
+	}
+	if err := p.WaitOutput(ctx, "listening on"); err != nil {
+		_ = p.Kill()
+		return nil, "", err
+	}
+	return p, path, nil
+}
