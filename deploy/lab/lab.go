@@ -10,9 +10,8 @@
 // Lab.Close (registered with t.Cleanup by NewT) stops every process and
 // deletes every namespace it created, also when the test failed.
 //
-// The package only ever touches namespaces it created (and the host's
-// loopback through them); it never sends traffic to any other address and
-// never changes the host's own network namespace. It needs root; tests skip
+// The package only ever touches namespaces it created: traffic stays
+// inside them, and the host's own network namespace is never changed. It needs root; tests skip
 // through RequireRoot when not root. It drives iproute2 (`ip`), `nft`,
 // `unshare`/`nsenter` and strongSwan's `charon`/`swanctl` as commands, and
 // enters a namespace in-process (setns on a locked OS thread) only to open
@@ -91,9 +90,9 @@ func RequireRoot(t testing.TB) {
 
 // Options configure New.
 type Options struct {
-	// Prefix starts every namespace name; DefaultPrefix if empty. It must
-	// match [a-z0-9]+- style characters (validated) and end with '-' or not
-	// — the pid follows it directly.
+	// Prefix starts every namespace name; DefaultPrefix if empty. Up to 20
+	// characters of [A-Za-z0-9_.-]; the pid follows it directly, so end it
+	// with '-' and make it no prefix of another lab's prefix.
 	Prefix string
 	// Dir holds logs and configs; a new temporary directory (removed by
 	// Close) if empty. A given Dir is kept.
