@@ -78,24 +78,24 @@ func AddrIdentity(a netip.Addr) Identity {
 // userfqdn:, keyid:, asn1dn: (text form only).
 func ParseIdentity(s string) (Identity, error) {
 	if s == "" {
-		return Identity{}, fmt.Errorf("%w: empty", ErrBadIdentity)
+		return Identity{}, errf(ErrBadIdentity, "empty identity")
 	}
 	if len(s) > maxIDLen {
-		return Identity{}, fmt.Errorf("%w: %d bytes long, at most %d allowed", ErrBadIdentity, len(s), maxIDLen)
+		return Identity{}, errf(ErrBadIdentity, "%d bytes long, at most %d allowed", len(s), maxIDLen)
 	}
 	if !utf8.ValidString(s) {
-		return Identity{}, fmt.Errorf("%w: %q is not valid UTF-8", ErrBadIdentity, s)
+		return Identity{}, errf(ErrBadIdentity, "%q: not valid UTF-8", s)
 	}
 	for _, r := range s {
 		if unicode.IsControl(r) {
-			return Identity{}, fmt.Errorf("%w: %q contains a control character", ErrBadIdentity, s)
+			return Identity{}, errf(ErrBadIdentity, "%q: contains a control character", s)
 		}
 	}
 	if s == "%any" || s == "%any4" || s == "%any6" {
 		return Identity{Type: IDAny}, nil
 	}
 	if strings.HasPrefix(s, "%") {
-		return Identity{}, fmt.Errorf("%w: %q: unknown keyword (only %%any)", ErrBadIdentity, s)
+		return Identity{}, errf(ErrBadIdentity, "%q: unknown keyword (only %%any)", s)
 	}
 	if i := strings.IndexByte(s, ':'); i > 0 {
 		prefix, rest := strings.ToLower(s[:i]), s[i+1:]
@@ -103,7 +103,7 @@ func ParseIdentity(s string) (Identity, error) {
 		case "ipv4", "ipv6":
 			a, err := netip.ParseAddr(rest)
 			if err != nil || a.Zone() != "" || (prefix == "ipv4") != a.Is4() {
-				return Identity{}, fmt.Errorf("%w: %q: not an %s address", ErrBadIdentity, s, strings.ToUpper(prefix[:2])+prefix[2:])
+				return Identity{}, errf(ErrBadIdentity, "%q: not an %s address", s, strings.ToUpper(prefix[:2])+prefix[2:])
 			}
 			return AddrIdentity(a), nil
 		case "fqdn":
@@ -117,7 +117,7 @@ func ParseIdentity(s string) (Identity, error) {
 			return textID(IDKeyID, s, rest)
 		case "asn1dn":
 			if strings.HasPrefix(rest, "#") {
-				return Identity{}, fmt.Errorf("%w: %q: binary DER distinguished names are not supported yet; write the DN as text", ErrBadIdentity, s)
+				return Identity{}, errf(ErrBadIdentity, "%q: binary DER distinguished names are not supported yet; write the DN as text", s)
 			}
 			return dnID(s, rest)
 		}
@@ -125,7 +125,7 @@ func ParseIdentity(s string) (Identity, error) {
 	}
 	if a, err := netip.ParseAddr(s); err == nil {
 		if a.Zone() != "" {
-			return Identity{}, fmt.Errorf("%w: %q: an address identity cannot have a zone", ErrBadIdentity, s)
+			return Identity{}, errf(ErrBadIdentity, "%q: an address identity cannot have a zone", s)
 		}
 		return AddrIdentity(a), nil
 	}
@@ -146,10 +146,10 @@ func ParseIdentity(s string) (Identity, error) {
 
 func textID(t uint8, s, data string) (Identity, error) {
 	if strings.TrimSpace(data) == "" {
-		return Identity{}, fmt.Errorf("%w: %q: no name after the prefix", ErrBadIdentity, s)
+		return Identity{}, errf(ErrBadIdentity, "%q: no name after the prefix", s)
 	}
 	if t == IDFQDN && strings.ContainsAny(data, " \t@") {
-		return Identity{}, fmt.Errorf("%w: %q: an FQDN cannot contain spaces or \"@\"", ErrBadIdentity, s)
+		return Identity{}, errf(ErrBadIdentity, "%q: an FQDN cannot contain spaces or \"@\"", s)
 	}
 	return Identity{Type: t, Data: []byte(data)}, nil
 }
@@ -157,7 +157,7 @@ func textID(t uint8, s, data string) (Identity, error) {
 func hexID(t uint8, s, h string) (Identity, error) {
 	b, err := hex.DecodeString(h)
 	if err != nil || len(b) == 0 {
-		return Identity{}, fmt.Errorf("%w: %q: expected an even number of hex digits after \"#\"", ErrBadIdentity, s)
+		return Identity{}, errf(ErrBadIdentity, "%q: expected an even number of hex digits after \"#\"", s)
 	}
 	return Identity{Type: t, Data: b}, nil
 }
@@ -165,12 +165,12 @@ func hexID(t uint8, s, h string) (Identity, error) {
 func dnID(s, dn string) (Identity, error) {
 	dn = strings.TrimSpace(dn)
 	if !strings.Contains(dn, "=") {
-		return Identity{}, fmt.Errorf("%w: %q: a distinguished name needs attribute=value parts", ErrBadIdentity, s)
+		return Identity{}, errf(ErrBadIdentity, "%q: a distinguished name needs attribute=value parts", s)
 	}
 	for _, part := range strings.Split(dn, ",") {
 		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
 		if !ok || strings.TrimSpace(k) == "" || strings.TrimSpace(v) == "" {
-			return Identity{}, fmt.Errorf("%w: %q: distinguished name part %q is not attribute=value", ErrBadIdentity, s, strings.TrimSpace(part))
+			return Identity{}, errf(ErrBadIdentity, "%q: distinguished name part %q is not attribute=value", s, strings.TrimSpace(part))
 		}
 	}
 	return Identity{Type: IDDERASN1DN, Data: []byte(dn)}, nil

@@ -3,8 +3,9 @@ package config
 import (
 	"encoding/base64"
 	"encoding/hex"
-	"fmt"
+	"errors"
 	"io"
+	"io/fs"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -97,33 +98,33 @@ func Parse(data []byte) (*Config, error) {
 func Load(path string) (*Config, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, &Error{File: path, Err: err}
+		return nil, &Error{File: path, Err: osErr(err)}
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
 	if err != nil {
-		return nil, &Error{File: path, Err: err}
+		return nil, &Error{File: path, Err: osErr(err)}
 	}
 	return parse(data, options{file: path, baseDir: filepath.Dir(path), lookupEnv: os.LookupEnv})
 }
 
 func parse(data []byte, o options) (cfg *Config, err error) {
 	if len(data) > MaxFileSize {
-		return nil, &Error{File: o.file, Err: fmt.Errorf("%w: document larger than %d bytes", ErrInvalid, MaxFileSize)}
+		return nil, &Error{File: o.file, Err: errf(ErrInvalid, "document larger than %d bytes", MaxFileSize)}
 	}
 	var doc yaml.Node
 	if err := safeUnmarshal(data, &doc); err != nil {
 		return nil, &Error{File: o.file, Err: err}
 	}
 	if doc.Kind == 0 || len(doc.Content) == 0 {
-		return nil, &Error{File: o.file, Err: fmt.Errorf("%w: empty document; expected a `connections:` list", ErrMissing)}
+		return nil, &Error{File: o.file, Err: errf(ErrMissing, "empty document; expected a `connections:` list")}
 	}
 	var raw rawDoc
 	if fe := decodeStrict(doc.Content[0], &raw); fe != nil {
 		return nil, &Error{File: o.file, Line: fe.line, Field: fe.field, Err: fe.err}
 	}
 	if raw.Connections == nil {
-		return nil, &Error{File: o.file, Line: doc.Content[0].Line, Field: "connections", Err: fmt.Errorf("%w: no `connections:` list", ErrMissing)}
+		return nil, &Error{File: o.file, Line: doc.Content[0].Line, Field: "connections", Err: errf(ErrMissing, "no `connections:` list")}
 	}
 	return decodeConnections(raw.Connections, o)
 }
@@ -140,11 +141,11 @@ func DecodeConnections(list *yaml.Node, baseDir string) (*Config, error) {
 func safeUnmarshal(data []byte, n *yaml.Node) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: YAML parser failed on this document: %v", ErrInvalid, r)
+			err = errf(ErrInvalid, "YAML parser failed on this document: %v", r)
 		}
 	}()
 	if err := yaml.Unmarshal(data, n); err != nil {
-		return fmt.Errorf("%w: %s", ErrInvalid, strings.TrimPrefix(err.Error(), "yaml: "))
+		return errf(ErrInvalid, "%s", strings.TrimPrefix(err.Error(), "yaml: "))
 	}
 	return nil
 }
@@ -156,10 +157,10 @@ func decodeConnections(list *yaml.Node, o options) (*Config, error) {
 		if list != nil {
 			line, desc = list.Line, kindName(list)
 		}
-		return nil, &Error{File: o.file, Line: line, Field: "connections", Err: fmt.Errorf("%w: expected a list of connections, found %s", ErrInvalid, desc)}
+		return nil, &Error{File: o.file, Line: line, Field: "connections", Err: errf(ErrInvalid, "expected a list of connections, found %s", desc)}
 	}
 	if len(list.Content) == 0 {
-		return nil, &Error{File: o.file, Line: list.Line, Field: "connections", Err: fmt.Errorf("%w: the list is empty", ErrMissing)}
+		return nil, &Error{File: o.file, Line: list.Line, Field: "connections", Err: errf(ErrMissing, "the list is empty")}
 	}
 	cfg := &Config{}
 	lines := map[*Connection]int{}
@@ -220,7 +221,7 @@ func decodeConnection(i int, item *yaml.Node, o options) (*Connection, error) {
 	}
 	c := &Connection{}
 	if r.Name == nil {
-		return nil, fail("name", "", fmt.Errorf("%w: every connection needs a name", ErrMissing))
+		return nil, fail("name", "", errf(ErrMissing, "every connection needs a name"))
 	}
 	c.Name = *r.Name
 	if err := validName(c.Name); err != nil {
@@ -247,7 +248,7 @@ func decodeConnection(i int, item *yaml.Node, o options) (*Connection, error) {
 			return nil, fail("local_id", "", err)
 		}
 		if c.LocalID.IsAny() {
-			return nil, fail("local_id", *r.LocalID, fmt.Errorf("%w: %%any is only meaningful for remote_id; leave local_id out to use the local address", ErrInvalid))
+			return nil, fail("local_id", *r.LocalID, errf(ErrInvalid, "%%any is only meaningful for remote_id; leave local_id out to use the local address"))
 		}
 	} else if c.Local.IsValid() {
 		c.LocalID = AddrIdentity(c.Local)
@@ -266,11 +267,11 @@ func decodeConnection(i int, item *yaml.Node, o options) (*Connection, error) {
 	}
 	if r.PSK != nil {
 		// Never echo the value: it is a secret.
-		return nil, fail("psk", "", fmt.Errorf("%w: inline secrets are refused; put the key in a file readable only by ikegwd (psk_file) or in the environment (psk_env)", ErrInsecure))
+		return nil, fail("psk", "", errf(ErrInsecure, "inline secrets are refused; put the key in a file readable only by ikegwd (psk_file) or in the environment (psk_env)"))
 	}
 	switch {
 	case r.PSKFile != nil && r.PSKEnv != nil:
-		return nil, fail("psk_file", "", fmt.Errorf("%w: give either psk_file or psk_env, not both", ErrInvalid))
+		return nil, fail("psk_file", "", errf(ErrInvalid, "give either psk_file or psk_env, not both"))
 	case r.PSKFile != nil:
 		path := *r.PSKFile
 		if path != "" && !filepath.IsAbs(path) && o.baseDir != "" {
@@ -285,7 +286,7 @@ func decodeConnection(i int, item *yaml.Node, o options) (*Connection, error) {
 		}
 	}
 	if (r.PSKFile != nil || r.PSKEnv != nil) && c.Auth != AuthPSK {
-		return nil, fail("auth", c.Auth, fmt.Errorf("%w: a PSK is given but auth is not psk", ErrInvalid))
+		return nil, fail("auth", c.Auth, errf(ErrInvalid, "a PSK is given but auth is not psk"))
 	}
 
 	c.Aggressive = r.Aggressive != nil && *r.Aggressive
@@ -294,7 +295,7 @@ func decodeConnection(i int, item *yaml.Node, o options) (*Connection, error) {
 	if r.Proposals != nil {
 		props = *r.Proposals
 		if len(props) == 0 {
-			return nil, fail("proposals", "", fmt.Errorf("%w: the list is empty; leave it out for the defaults", ErrMissing))
+			return nil, fail("proposals", "", errf(ErrMissing, "the list is empty; leave it out for the defaults"))
 		}
 	}
 	for j, s := range props {
@@ -316,7 +317,7 @@ func decodeConnection(i int, item *yaml.Node, o options) (*Connection, error) {
 	c.DPDAction = DPDClear
 	if r.DPDAction != nil {
 		if c.DPDAction, err = ParseDPDAction(*r.DPDAction); err != nil {
-			return nil, fail("dpd_action", "", fmt.Errorf("%w: %v", ErrInvalid, err))
+			return nil, fail("dpd_action", "", errf(ErrInvalid, "%v", err))
 		}
 	}
 	c.ForceEncap = r.Encap != nil && *r.Encap
@@ -326,15 +327,15 @@ func decodeConnection(i int, item *yaml.Node, o options) (*Connection, error) {
 		case "start":
 			c.Initiate = true
 		case "trap", "route":
-			return nil, fail("start_action", *r.StartAction, fmt.Errorf("%w: trap policies are not supported; use start or none", ErrNotSupported))
+			return nil, fail("start_action", *r.StartAction, errf(ErrNotSupported, "trap policies are not supported; use start or none"))
 		default:
-			return nil, fail("start_action", "", fmt.Errorf("%w: unknown value %q (want none or start)", ErrInvalid, clip(*r.StartAction)))
+			return nil, fail("start_action", "", errf(ErrInvalid, "unknown value %q (want none or start)", clip(*r.StartAction)))
 		}
 	}
 	c.Keyingtries = DefaultKeyingtries
 	if r.Keyingtries != nil {
 		if *r.Keyingtries < 0 || *r.Keyingtries > 1<<20 {
-			return nil, fail("keyingtries", "", fmt.Errorf("%w: %d is out of range 0 (forever) ..%d", ErrInvalid, *r.Keyingtries, 1<<20))
+			return nil, fail("keyingtries", "", errf(ErrInvalid, "%d is out of range 0 (forever) ..%d", *r.Keyingtries, 1<<20))
 		}
 		c.Keyingtries = int(*r.Keyingtries)
 	}
@@ -348,7 +349,7 @@ func decodeConnection(i int, item *yaml.Node, o options) (*Connection, error) {
 		c.Retransmit.Timeout = durOr(rr.Timeout, c.Retransmit.Timeout)
 		if rr.Tries != nil {
 			if *rr.Tries < 1 || *rr.Tries > maxRetransmitTries {
-				return nil, fail("retransmit.tries", "", fmt.Errorf("%w: %d is out of range 1..%d", ErrInvalid, *rr.Tries, maxRetransmitTries))
+				return nil, fail("retransmit.tries", "", errf(ErrInvalid, "%d is out of range 1..%d", *rr.Tries, maxRetransmitTries))
 			}
 			c.Retransmit.Tries = int(*rr.Tries)
 		}
@@ -358,7 +359,7 @@ func decodeConnection(i int, item *yaml.Node, o options) (*Connection, error) {
 	}
 
 	if r.Children == nil {
-		return nil, fail("children", "", fmt.Errorf("%w: a connection needs at least one child (its IPsec SAs)", ErrMissing))
+		return nil, fail("children", "", errf(ErrMissing, "a connection needs at least one child (its IPsec SAs)"))
 	}
 	kids := resolve(r.Children)
 	if kids == nil || kids.Kind != yaml.SequenceNode {
@@ -366,7 +367,7 @@ func decodeConnection(i int, item *yaml.Node, o options) (*Connection, error) {
 		if kids != nil {
 			desc = kindName(kids)
 		}
-		return nil, fail("children", "", fmt.Errorf("%w: expected a list of children, found %s", ErrInvalid, desc))
+		return nil, fail("children", "", errf(ErrInvalid, "expected a list of children, found %s", desc))
 	}
 	for j, item := range kids.Content {
 		ch, err := decodeChild(c, j, item, o)
@@ -414,7 +415,7 @@ func decodeChild(c *Connection, j int, item *yaml.Node, o options) (*Child, erro
 	}
 	ch := &Child{}
 	if r.Name == nil {
-		return nil, fail("name", "", fmt.Errorf("%w: every child needs a name", ErrMissing))
+		return nil, fail("name", "", errf(ErrMissing, "every child needs a name"))
 	}
 	ch.Name = *r.Name
 	if err := validName(ch.Name); err != nil {
@@ -431,7 +432,7 @@ func decodeChild(c *Connection, j int, item *yaml.Node, o options) (*Child, erro
 	if r.ESPProposals != nil {
 		props = *r.ESPProposals
 		if len(props) == 0 {
-			return nil, fail("esp_proposals", "", fmt.Errorf("%w: the list is empty; leave it out for the defaults", ErrMissing))
+			return nil, fail("esp_proposals", "", errf(ErrMissing, "the list is empty; leave it out for the defaults"))
 		}
 	}
 	for k, s := range props {
@@ -452,9 +453,9 @@ func decodeChild(c *Connection, j int, item *yaml.Node, o options) (*Child, erro
 		case "transport":
 			ch.Mode = sa.Transport
 		case "beet", "pass", "drop":
-			return nil, fail("mode", *r.Mode, fmt.Errorf("%w: only tunnel and transport modes are supported", ErrNotSupported))
+			return nil, fail("mode", *r.Mode, errf(ErrNotSupported, "only tunnel and transport modes are supported"))
 		default:
-			return nil, fail("mode", "", fmt.Errorf("%w: unknown value %q (want tunnel or transport)", ErrInvalid, clip(*r.Mode)))
+			return nil, fail("mode", "", errf(ErrInvalid, "unknown value %q (want tunnel or transport)", clip(*r.Mode)))
 		}
 	}
 	// Lifetimes: life defaults to rekey + 10%; given only a life, rekey
@@ -492,9 +493,9 @@ func decodeChild(c *Connection, j int, item *yaml.Node, o options) (*Child, erro
 		case "none", "start":
 			ch.StartAction = *r.StartAction
 		case "trap", "route":
-			return nil, fail("start_action", *r.StartAction, fmt.Errorf("%w: trap policies are not supported; use start or none", ErrNotSupported))
+			return nil, fail("start_action", *r.StartAction, errf(ErrNotSupported, "trap policies are not supported; use start or none"))
 		default:
-			return nil, fail("start_action", "", fmt.Errorf("%w: unknown value %q (want none or start)", ErrInvalid, clip(*r.StartAction)))
+			return nil, fail("start_action", "", errf(ErrInvalid, "unknown value %q (want none or start)", clip(*r.StartAction)))
 		}
 	}
 	return ch, nil
@@ -521,26 +522,26 @@ func parseTSList(field string, l *strList, addr netip.Addr, fail func(string, st
 		return host(), nil
 	}
 	if len(*l) == 0 {
-		return nil, fail(field, "", fmt.Errorf("%w: the list is empty; leave it out for the default", ErrMissing))
+		return nil, fail(field, "", errf(ErrMissing, "the list is empty; leave it out for the default"))
 	}
 	var out []sa.TrafficSelector
 	for k, s := range *l {
 		f := field + "[" + strconv.Itoa(k) + "]"
 		if s == "dynamic" || s == "%dynamic" {
 			if len(*l) != 1 {
-				return nil, fail(f, s, fmt.Errorf("%w: dynamic must be the only selector", ErrInvalid))
+				return nil, fail(f, s, errf(ErrInvalid, "dynamic must be the only selector"))
 			}
 			return host(), nil
 		}
 		if strings.HasPrefix(s, "dynamic[") || strings.HasPrefix(s, "%dynamic[") {
-			return nil, fail(f, s, fmt.Errorf("%w: dynamic with a protocol or port is not supported yet; write the address", ErrNotSupported))
+			return nil, fail(f, s, errf(ErrNotSupported, "dynamic with a protocol or port is not supported yet; write the address"))
 		}
 		ts, err := ParseTS(s)
 		if err != nil {
 			return nil, fail(f, "", err)
 		}
 		if slices.Contains(out, ts) {
-			return nil, fail(f, s, fmt.Errorf("%w: listed twice", ErrInvalid))
+			return nil, fail(f, s, errf(ErrInvalid, "listed twice"))
 		}
 		out = append(out, ts)
 	}
@@ -553,7 +554,7 @@ func parseAddrs(l *strList) (netip.Addr, error) {
 		return netip.Addr{}, nil
 	}
 	if len(*l) != 1 {
-		return netip.Addr{}, fmt.Errorf("%w: give exactly one address (or %%any), found %d", ErrInvalid, len(*l))
+		return netip.Addr{}, errf(ErrInvalid, "give exactly one address (or %%any), found %d", len(*l))
 	}
 	s := (*l)[0]
 	switch s {
@@ -563,12 +564,12 @@ func parseAddrs(l *strList) (netip.Addr, error) {
 	a, err := netip.ParseAddr(s)
 	if err != nil {
 		if strings.Contains(s, "/") || strings.Contains(s, "-") {
-			return netip.Addr{}, fmt.Errorf("%w: %q: prefixes and ranges are not supported; give one address or %%any", ErrNotSupported, clip(s))
+			return netip.Addr{}, errf(ErrNotSupported, "%q: prefixes and ranges are not supported; give one address or %%any", clip(s))
 		}
-		return netip.Addr{}, fmt.Errorf("%w: %q is not an IP address (host names are not resolved)", ErrInvalid, clip(s))
+		return netip.Addr{}, errf(ErrInvalid, "%q is not an IP address (host names are not resolved)", clip(s))
 	}
 	if a.Zone() != "" {
-		return netip.Addr{}, fmt.Errorf("%w: %q: zoned addresses are not supported", ErrNotSupported, clip(s))
+		return netip.Addr{}, errf(ErrNotSupported, "%q: zoned addresses are not supported", clip(s))
 	}
 	a = a.Unmap()
 	if a.IsUnspecified() {
@@ -582,7 +583,7 @@ func parsePort(p *int64) (uint16, error) {
 		return DefaultPort, nil
 	}
 	if *p < 1 || *p > 65535 {
-		return 0, fmt.Errorf("%w: port %d is out of range 1..65535", ErrInvalid, *p)
+		return 0, errf(ErrInvalid, "port %d is out of range 1..65535", *p)
 	}
 	return uint16(*p), nil
 }
@@ -592,47 +593,47 @@ func parsePort(p *int64) (uint16, error) {
 // base64 (strongSwan's conventions). Errors never contain the content.
 func readPSKFile(path string) (Secret, error) {
 	if path == "" {
-		return nil, fmt.Errorf("%w: empty path", ErrInvalid)
+		return nil, errf(ErrInvalid, "empty path")
 	}
 	st, err := os.Stat(path)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+		return nil, osErr(err)
 	}
 	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%w: not a regular file", ErrInvalid)
+		return nil, errf(ErrInvalid, "not a regular file")
 	}
 	if perm := st.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("%w: mode %04o lets group or others access the key; chmod 600 it", ErrInsecure, perm)
+		return nil, errf(ErrInsecure, "mode %04o lets group or others access the key; chmod 600 it", perm)
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+		return nil, osErr(err)
 	}
 	defer f.Close()
 	// Check again on the opened file: it may have been replaced.
 	if st2, err := f.Stat(); err != nil || !os.SameFile(st, st2) {
-		return nil, fmt.Errorf("%w: file changed while being read", ErrInvalid)
+		return nil, errf(ErrInvalid, "file changed while being read")
 	}
 	data, err := io.ReadAll(io.LimitReader(f, maxPSKFileSize+1))
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+		return nil, osErr(err)
 	}
 	if len(data) > maxPSKFileSize {
-		return nil, fmt.Errorf("%w: larger than %d bytes", ErrInvalid, maxPSKFileSize)
+		return nil, errf(ErrInvalid, "larger than %d bytes", maxPSKFileSize)
 	}
 	return decodePSK(string(data))
 }
 
 func readPSKEnv(name string, lookup func(string) (string, bool)) (Secret, error) {
 	if name == "" || strings.ContainsAny(name, "=\x00") {
-		return nil, fmt.Errorf("%w: not a valid environment variable name", ErrInvalid)
+		return nil, errf(ErrInvalid, "not a valid environment variable name")
 	}
 	if lookup == nil {
 		lookup = os.LookupEnv
 	}
 	v, ok := lookup(name)
 	if !ok {
-		return nil, fmt.Errorf("%w: environment variable is not set", ErrMissing)
+		return nil, errf(ErrMissing, "environment variable is not set")
 	}
 	return decodePSK(v)
 }
@@ -642,22 +643,31 @@ func decodePSK(s string) (Secret, error) {
 	var b []byte
 	switch {
 	case s == "":
-		return nil, fmt.Errorf("%w: the key is empty", ErrMissing)
+		return nil, errf(ErrMissing, "the key is empty")
 	case strings.HasPrefix(s, "0x"):
 		var err error
 		if b, err = hex.DecodeString(s[2:]); err != nil {
-			return nil, fmt.Errorf("%w: the key starts with 0x but is not valid hex", ErrInvalid)
+			return nil, errf(ErrInvalid, "the key starts with 0x but is not valid hex")
 		}
 	case strings.HasPrefix(s, "0s"):
 		var err error
 		if b, err = base64.StdEncoding.DecodeString(s[2:]); err != nil {
-			return nil, fmt.Errorf("%w: the key starts with 0s but is not valid base64", ErrInvalid)
+			return nil, errf(ErrInvalid, "the key starts with 0s but is not valid base64")
 		}
 	default:
 		b = []byte(s)
 	}
 	if len(b) == 0 {
-		return nil, fmt.Errorf("%w: the key is empty", ErrMissing)
+		return nil, errf(ErrMissing, "the key is empty")
 	}
 	return Secret(b), nil
+}
+
+// osErr strips the path from a file error (the caller's error names it).
+func osErr(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }

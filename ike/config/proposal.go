@@ -219,41 +219,41 @@ type token struct {
 // rules (no AEAD).
 func tokenize(s string, legacy, ike bool) ([]token, error) {
 	if strings.TrimSpace(s) == "" {
-		return nil, fmt.Errorf("%w: empty proposal", ErrBadProposal)
+		return nil, errf(ErrBadProposal, "empty proposal")
 	}
 	var toks []token
 	seen := map[string]bool{}
 	for _, raw := range strings.Split(s, "-") {
 		name := strings.ToLower(strings.TrimSpace(raw))
 		if name == "" {
-			return nil, fmt.Errorf("%w: empty algorithm name (doubled or trailing \"-\")", ErrBadProposal)
+			return nil, errf(ErrBadProposal, "empty algorithm name (doubled or trailing \"-\")")
 		}
 		if seen[name] {
-			return nil, fmt.Errorf("%w: %q listed twice", ErrBadProposal, name)
+			return nil, errf(ErrBadProposal, "%q listed twice", name)
 		}
 		seen[name] = true
 		if what, ok := never[name]; ok {
-			return nil, fmt.Errorf("%w: %s %q is insecure and never supported", ErrNeverSupported, what, name)
+			return nil, errf(ErrNeverSupported, "%s %q is insecure and never supported", what, name)
 		}
 		var t token
 		t.name = name
 		if e, ok := encrAlgs[name]; ok {
 			if e.legacy && !legacy {
-				return nil, fmt.Errorf("%w: cipher %q is weak; set legacy_algorithms: true to allow it", ErrLegacyAlgorithm, name)
+				return nil, errf(ErrLegacyAlgorithm, "cipher %q is weak; set legacy_algorithms: true to allow it", name)
 			}
 			if e.gcm && ike {
-				return nil, fmt.Errorf("%w: AEAD cipher %q is not defined for IKEv1 phase 1; use it in esp_proposals", ErrBadProposal, name)
+				return nil, errf(ErrBadProposal, "AEAD cipher %q is not defined for IKEv1 phase 1; use it in esp_proposals", name)
 			}
 			t.kind, t.encr = kindEncr, e
 		} else if h, ok := hashAlgs[name]; ok {
 			t.kind, t.hash = kindHash, h
 		} else if g, ok := groupAlgs[name]; ok {
 			if g.legacy && !legacy {
-				return nil, fmt.Errorf("%w: DH group %q is weak; set legacy_algorithms: true to allow it", ErrLegacyAlgorithm, name)
+				return nil, errf(ErrLegacyAlgorithm, "DH group %q is weak; set legacy_algorithms: true to allow it", name)
 			}
 			t.kind, t.group = kindGroup, g
 		} else {
-			return nil, fmt.Errorf("%w: unknown %s %q", ErrUnknownAlgorithm, guessKind(name), name)
+			return nil, errf(ErrUnknownAlgorithm, "unknown %s %q", guessKind(name), name)
 		}
 		toks = append(toks, t)
 	}
@@ -288,11 +288,11 @@ func ParseIKEProposal(s string, legacy bool) ([]IKEProposal, error) {
 	encrs, hashes, groups := split(toks)
 	switch {
 	case len(encrs) == 0:
-		return nil, fmt.Errorf("%w: no cipher (e.g. aes256)", ErrBadProposal)
+		return nil, errf(ErrBadProposal, "no cipher (e.g. aes256)")
 	case len(hashes) == 0:
-		return nil, fmt.Errorf("%w: no hash (e.g. sha256)", ErrBadProposal)
+		return nil, errf(ErrBadProposal, "no hash (e.g. sha256)")
 	case len(groups) == 0:
-		return nil, fmt.Errorf("%w: no DH group (e.g. modp2048); IKEv1 phase 1 always needs one", ErrBadProposal)
+		return nil, errf(ErrBadProposal, "no DH group (e.g. modp2048); IKEv1 phase 1 always needs one")
 	}
 	var out []IKEProposal
 	for _, e := range encrs {
@@ -321,7 +321,7 @@ func ParseESPProposal(s string, legacy bool) ([]ESPProposal, error) {
 	}
 	encrs, hashes, groups := split(toks)
 	if len(encrs) == 0 {
-		return nil, fmt.Errorf("%w: no cipher (e.g. aes256 or aes256gcm16)", ErrBadProposal)
+		return nil, errf(ErrBadProposal, "no cipher (e.g. aes256 or aes256gcm16)")
 	}
 	hasCBC := false
 	for _, e := range encrs {
@@ -330,10 +330,10 @@ func ParseESPProposal(s string, legacy bool) ([]ESPProposal, error) {
 		}
 	}
 	if hasCBC && len(hashes) == 0 {
-		return nil, fmt.Errorf("%w: no integrity algorithm (e.g. sha256) for a CBC cipher", ErrBadProposal)
+		return nil, errf(ErrBadProposal, "no integrity algorithm (e.g. sha256) for a CBC cipher")
 	}
 	if !hasCBC && len(hashes) > 0 {
-		return nil, fmt.Errorf("%w: AEAD cipher %q takes no integrity algorithm, remove %q", ErrBadProposal, encrs[0].name, hashes[0].name)
+		return nil, errf(ErrBadProposal, "AEAD cipher %q takes no integrity algorithm, remove %q", encrs[0].name, hashes[0].name)
 	}
 	pfs := []uint16{0}
 	if len(groups) > 0 {

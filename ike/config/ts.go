@@ -2,7 +2,6 @@ package config
 
 import (
 	"errors"
-	"fmt"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -16,6 +15,11 @@ var ErrBadTS = errors.New("bad traffic selector")
 var protoNames = map[string]uint8{
 	"icmp": 1, "tcp": 6, "udp": 17, "gre": 47, "esp": 50, "ah": 51,
 	"ipv6-icmp": 58, "icmp6": 58, "icmpv6": 58, "sctp": 132,
+}
+
+// protoCanon is the name FormatTS prints for a protocol number.
+var protoCanon = map[uint8]string{
+	1: "icmp", 6: "tcp", 17: "udp", 47: "gre", 50: "esp", 51: "ah", 58: "ipv6-icmp", 132: "sctp",
 }
 
 // portProtos are the protocols whose selectors may carry a port.
@@ -32,27 +36,27 @@ func ParseTS(s string) (sa.TrafficSelector, error) {
 	addrPart, rest, hasBracket := strings.Cut(s, "[")
 	addrPart = strings.TrimSpace(addrPart)
 	if addrPart == "" {
-		return ts, fmt.Errorf("%w: %q: no address or prefix", ErrBadTS, s)
+		return ts, errf(ErrBadTS, "%q: no address or prefix", s)
 	}
 	if strings.Contains(addrPart, "-") {
-		return ts, fmt.Errorf("%w: %q: address ranges are not supported; use a prefix", ErrBadTS, s)
+		return ts, errf(ErrBadTS, "%q: address ranges are not supported; use a prefix", s)
 	}
 	if strings.Contains(addrPart, "/") {
 		p, err := netip.ParsePrefix(addrPart)
 		if err != nil {
-			return ts, fmt.Errorf("%w: %q: not a prefix", ErrBadTS, s)
+			return ts, errf(ErrBadTS, "%q: not a prefix", s)
 		}
 		if p.Addr().Is4In6() {
-			return ts, fmt.Errorf("%w: %q: IPv4-mapped IPv6 prefixes are not supported; write the IPv4 prefix", ErrBadTS, s)
+			return ts, errf(ErrBadTS, "%q: IPv4-mapped IPv6 prefixes are not supported; write the IPv4 prefix", s)
 		}
 		if m := p.Masked(); m != p {
-			return ts, fmt.Errorf("%w: %q: host bits set (did you mean %s?)", ErrBadTS, s, m)
+			return ts, errf(ErrBadTS, "%q: host bits set (did you mean %s?)", s, m)
 		}
 		ts.Prefix = p
 	} else {
 		a, err := netip.ParseAddr(addrPart)
 		if err != nil || a.Zone() != "" {
-			return ts, fmt.Errorf("%w: %q: not an address or prefix", ErrBadTS, s)
+			return ts, errf(ErrBadTS, "%q: not an address or prefix", s)
 		}
 		a = a.Unmap()
 		ts.Prefix = netip.PrefixFrom(a, a.BitLen())
@@ -62,7 +66,7 @@ func ParseTS(s string) (sa.TrafficSelector, error) {
 	}
 	inner, ok := strings.CutSuffix(rest, "]")
 	if !ok || strings.ContainsAny(inner, "[]") {
-		return ts, fmt.Errorf("%w: %q: protocol/port must be written [proto] or [proto/port]", ErrBadTS, s)
+		return ts, errf(ErrBadTS, "%q: protocol/port must be written [proto] or [proto/port]", s)
 	}
 	protoS, portS, hasPort := strings.Cut(inner, "/")
 	protoS = strings.ToLower(strings.TrimSpace(protoS))
@@ -74,7 +78,7 @@ func ParseTS(s string) (sa.TrafficSelector, error) {
 		} else if n, err := strconv.ParseUint(protoS, 10, 8); err == nil {
 			ts.Protocol = uint8(n)
 		} else {
-			return ts, fmt.Errorf("%w: %q: unknown protocol %q", ErrBadTS, s, protoS)
+			return ts, errf(ErrBadTS, "%q: unknown protocol %q", s, protoS)
 		}
 	}
 	if !hasPort {
@@ -86,14 +90,14 @@ func ParseTS(s string) (sa.TrafficSelector, error) {
 		return ts, nil
 	}
 	if strings.Contains(portS, "-") {
-		return ts, fmt.Errorf("%w: %q: port ranges are not supported", ErrBadTS, s)
+		return ts, errf(ErrBadTS, "%q: port ranges are not supported", s)
 	}
 	n, err := strconv.ParseUint(portS, 10, 16)
 	if err != nil {
-		return ts, fmt.Errorf("%w: %q: port %q is not a number 0..65535", ErrBadTS, s, portS)
+		return ts, errf(ErrBadTS, "%q: port %q is not a number 0..65535", s, portS)
 	}
 	if n != 0 && !portProtos[ts.Protocol] {
-		return ts, fmt.Errorf("%w: %q: a port needs protocol tcp, udp or sctp", ErrBadTS, s)
+		return ts, errf(ErrBadTS, "%q: a port needs protocol tcp, udp or sctp", s)
 	}
 	ts.Port = uint16(n)
 	return ts, nil
@@ -106,10 +110,8 @@ func FormatTS(ts sa.TrafficSelector) string {
 		return s
 	}
 	proto := strconv.Itoa(int(ts.Protocol))
-	for name, n := range protoNames {
-		if n == ts.Protocol && (name == "tcp" || name == "udp" || name == "sctp" || name == "icmp" || name == "ipv6-icmp" || name == "gre" || name == "esp" || name == "ah") {
-			proto = name
-		}
+	if n, ok := protoCanon[ts.Protocol]; ok {
+		proto = n
 	}
 	if ts.Protocol == 0 {
 		proto = "%any"

@@ -1,7 +1,6 @@
 package config
 
 import (
-	"fmt"
 	"math"
 	"net/netip"
 	"strconv"
@@ -23,14 +22,14 @@ const (
 
 func validName(s string) error {
 	if s == "" {
-		return fmt.Errorf("%w: empty name", ErrMissing)
+		return errf(ErrMissing, "empty name")
 	}
 	if len(s) > maxNameLen {
-		return fmt.Errorf("%w: name longer than %d characters", ErrInvalid, maxNameLen)
+		return errf(ErrInvalid, "name longer than %d characters", maxNameLen)
 	}
 	for _, r := range s {
 		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
-			return fmt.Errorf("%w: names may contain only letters, digits, '-', '_' and '.'", ErrInvalid)
+			return errf(ErrInvalid, "names may contain only letters, digits, '-', '_' and '.'")
 		}
 	}
 	return nil
@@ -41,15 +40,15 @@ func validName(s string) error {
 // passes it; it is exported for configurations built or edited in code.
 func (c *Config) Validate() error {
 	if c == nil || len(c.Connections) == 0 {
-		return &Error{Field: "connections", Err: fmt.Errorf("%w: no connections", ErrMissing)}
+		return &Error{Field: "connections", Err: errf(ErrMissing, "no connections")}
 	}
 	seen := map[string]bool{}
 	for i, conn := range c.Connections {
 		if conn == nil {
-			return &Error{Connection: "connections[" + strconv.Itoa(i) + "]", Err: fmt.Errorf("%w: nil connection", ErrInvalid)}
+			return &Error{Connection: "connections[" + strconv.Itoa(i) + "]", Err: errf(ErrInvalid, "nil connection")}
 		}
 		if seen[conn.Name] {
-			return &Error{Connection: conn.Name, Field: "name", Err: fmt.Errorf("%w: two connections are named %q", ErrInvalid, conn.Name)}
+			return &Error{Connection: conn.Name, Field: "name", Err: errf(ErrInvalid, "two connections are named %q", conn.Name)}
 		}
 		seen[conn.Name] = true
 		if err := conn.Validate(); err != nil {
@@ -73,22 +72,22 @@ func (c *Connection) Validate() error {
 		return fail("name", err)
 	}
 	if c.Local.Zone() != "" || c.Remote.Zone() != "" {
-		return fail("local_addrs", fmt.Errorf("%w: zoned addresses are not supported", ErrNotSupported))
+		return fail("local_addrs", errf(ErrNotSupported, "zoned addresses are not supported"))
 	}
 	if c.Local.Is4In6() || c.Remote.Is4In6() {
-		return fail("remote_addrs", fmt.Errorf("%w: write IPv4 addresses in IPv4 form, not IPv4-mapped IPv6", ErrInvalid))
+		return fail("remote_addrs", errf(ErrInvalid, "write IPv4 addresses in IPv4 form, not IPv4-mapped IPv6"))
 	}
 	if c.localKnown() && c.remoteKnown() && c.Local.Is4() != c.Remote.Is4() {
-		return fail("remote_addrs", fmt.Errorf("%w: local address %s and remote address %s are of different address families", ErrInvalid, c.Local, c.Remote))
+		return fail("remote_addrs", errf(ErrInvalid, "local address %s and remote address %s are of different address families", c.Local, c.Remote))
 	}
 	if c.LocalPort == 0 {
-		return fail("local_port", fmt.Errorf("%w: port 0 is out of range 1..65535", ErrInvalid))
+		return fail("local_port", errf(ErrInvalid, "port 0 is out of range 1..65535"))
 	}
 	if c.RemotePort == 0 {
-		return fail("remote_port", fmt.Errorf("%w: port 0 is out of range 1..65535", ErrInvalid))
+		return fail("remote_port", errf(ErrInvalid, "port 0 is out of range 1..65535"))
 	}
 	if c.LocalID.IsAny() {
-		return fail("local_id", fmt.Errorf("%w: %%any is only meaningful for remote_id", ErrInvalid))
+		return fail("local_id", errf(ErrInvalid, "%%any is only meaningful for remote_id"))
 	}
 	if err := validIdentity(c.LocalID); err != nil {
 		return fail("local_id", err)
@@ -99,18 +98,18 @@ func (c *Connection) Validate() error {
 	switch c.Auth {
 	case AuthPSK:
 		if len(c.PSK) == 0 {
-			return fail("psk_file", fmt.Errorf("%w: auth psk needs a pre-shared key: set psk_file or psk_env", ErrMissing))
+			return fail("psk_file", errf(ErrMissing, "auth psk needs a pre-shared key: set psk_file or psk_env"))
 		}
 	case AuthPubkey:
-		return fail("auth", fmt.Errorf("%w: auth %q is not supported yet; use psk", ErrNotSupported, c.Auth))
+		return fail("auth", errf(ErrNotSupported, "auth %q is not supported yet; use psk", c.Auth))
 	default:
-		return fail("auth", fmt.Errorf("%w: unknown auth method %q (want psk)", ErrInvalid, clip(c.Auth)))
+		return fail("auth", errf(ErrInvalid, "unknown auth method %q (want psk)", clip(c.Auth)))
 	}
 	if c.Initiate && !c.remoteKnown() {
-		return fail("start_action", fmt.Errorf("%w: start needs a remote address to initiate to; set remote_addrs", ErrMissing))
+		return fail("start_action", errf(ErrMissing, "start needs a remote address to initiate to; set remote_addrs"))
 	}
 	if len(c.Proposals) == 0 {
-		return fail("proposals", fmt.Errorf("%w: no IKE proposals", ErrMissing))
+		return fail("proposals", errf(ErrMissing, "no IKE proposals"))
 	}
 	for i, p := range c.Proposals {
 		if err := validIKEProposal(p, c.Legacy); err != nil {
@@ -121,45 +120,45 @@ func (c *Connection) Validate() error {
 		return fail("ike_lifetime", err)
 	}
 	if c.ReauthTime < 0 || (c.ReauthTime > 0 && c.ReauthTime < minLifetime) {
-		return fail("reauth_time", fmt.Errorf("%w: %s is neither 0 (engine default) nor at least %s", ErrInvalid, c.ReauthTime, minLifetime))
+		return fail("reauth_time", errf(ErrInvalid, "%s is neither 0 (engine default) nor at least %s", c.ReauthTime, minLifetime))
 	}
 	if c.ReauthTime >= c.IKELifetime {
-		return fail("reauth_time", fmt.Errorf("%w: %s must be shorter than ike_lifetime %s", ErrInvalid, c.ReauthTime, c.IKELifetime))
+		return fail("reauth_time", errf(ErrInvalid, "%s must be shorter than ike_lifetime %s", c.ReauthTime, c.IKELifetime))
 	}
 	if c.DPDDelay < 0 || (c.DPDDelay > 0 && c.DPDDelay < time.Second) || c.DPDDelay > time.Hour {
-		return fail("dpd_delay", fmt.Errorf("%w: %s is neither 0 (off) nor between 1s and 1h", ErrInvalid, c.DPDDelay))
+		return fail("dpd_delay", errf(ErrInvalid, "%s is neither 0 (off) nor between 1s and 1h", c.DPDDelay))
 	}
 	if c.DPDDelay > 0 && (c.DPDTimeout < c.DPDDelay || c.DPDTimeout > 24*time.Hour) {
-		return fail("dpd_timeout", fmt.Errorf("%w: %s must be at least dpd_delay %s and at most 24h", ErrInvalid, c.DPDTimeout, c.DPDDelay))
+		return fail("dpd_timeout", errf(ErrInvalid, "%s must be at least dpd_delay %s and at most 24h", c.DPDTimeout, c.DPDDelay))
 	}
 	if c.DPDAction > DPDRestart {
-		return fail("dpd_action", fmt.Errorf("%w: unknown action %d", ErrInvalid, c.DPDAction))
+		return fail("dpd_action", errf(ErrInvalid, "unknown action %d", c.DPDAction))
 	}
 	if c.DPDAction == DPDRestart && !c.remoteKnown() {
-		return fail("dpd_action", fmt.Errorf("%w: restart needs a remote address to initiate to; set remote_addrs or use clear", ErrMissing))
+		return fail("dpd_action", errf(ErrMissing, "restart needs a remote address to initiate to; set remote_addrs or use clear"))
 	}
 	if c.Keyingtries < 0 {
-		return fail("keyingtries", fmt.Errorf("%w: %d is negative (0 means forever)", ErrInvalid, c.Keyingtries))
+		return fail("keyingtries", errf(ErrInvalid, "%d is negative (0 means forever)", c.Keyingtries))
 	}
 	if rt := c.Retransmit; rt.Timeout < minRetransmit || rt.Timeout > maxRetransmit {
-		return fail("retransmit.timeout", fmt.Errorf("%w: %s is out of range %s..%s", ErrInvalid, rt.Timeout, minRetransmit, maxRetransmit))
+		return fail("retransmit.timeout", errf(ErrInvalid, "%s is out of range %s..%s", rt.Timeout, minRetransmit, maxRetransmit))
 	}
 	if rt := c.Retransmit; rt.Tries < 1 || rt.Tries > maxRetransmitTries {
-		return fail("retransmit.tries", fmt.Errorf("%w: %d is out of range 1..%d", ErrInvalid, rt.Tries, maxRetransmitTries))
+		return fail("retransmit.tries", errf(ErrInvalid, "%d is out of range 1..%d", rt.Tries, maxRetransmitTries))
 	}
 	if b := c.Retransmit.Base; math.IsNaN(b) || b < 1 || b > maxRetransmitBase {
-		return fail("retransmit.base", fmt.Errorf("%w: %v is out of range 1..%v", ErrInvalid, b, maxRetransmitBase))
+		return fail("retransmit.base", errf(ErrInvalid, "%v is out of range 1..%v", b, maxRetransmitBase))
 	}
 	if len(c.Children) == 0 {
-		return fail("children", fmt.Errorf("%w: a connection needs at least one child (its IPsec SAs)", ErrMissing))
+		return fail("children", errf(ErrMissing, "a connection needs at least one child (its IPsec SAs)"))
 	}
 	seen := map[string]bool{}
 	for i, ch := range c.Children {
 		if ch == nil {
-			return fail("children["+strconv.Itoa(i)+"]", fmt.Errorf("%w: nil child", ErrInvalid))
+			return fail("children["+strconv.Itoa(i)+"]", errf(ErrInvalid, "nil child"))
 		}
 		if seen[ch.Name] {
-			return &Error{Connection: name, Child: ch.Name, Field: "name", Err: fmt.Errorf("%w: two children are named %q", ErrInvalid, ch.Name)}
+			return &Error{Connection: name, Child: ch.Name, Field: "name", Err: errf(ErrInvalid, "two children are named %q", ch.Name)}
 		}
 		seen[ch.Name] = true
 		if err := c.validateChild(i, ch); err != nil {
@@ -184,7 +183,7 @@ func (c *Connection) validateChild(i int, ch *Child) error {
 		return fail("name", err)
 	}
 	if ch.Mode != sa.Tunnel && ch.Mode != sa.Transport {
-		return fail("mode", fmt.Errorf("%w: %s is neither tunnel nor transport", ErrInvalid, ch.Mode))
+		return fail("mode", errf(ErrInvalid, "%s is neither tunnel nor transport", ch.Mode))
 	}
 	// Address families: one Quick Mode negotiates one pair of selectors,
 	// and the kernel cannot carry IPv4 inside an IPv6 selector pair. All
@@ -198,11 +197,11 @@ func (c *Connection) validateChild(i int, ch *Child) error {
 			f = 4
 		}
 		if family == 0 {
-			family, famFrom = f, what
+			family, famFrom = f, field+" "+what
 			return nil
 		}
 		if f != family {
-			return fail(field, fmt.Errorf("%w: %s is IPv%d but %s is IPv%d; all selectors of a child must be of one address family", ErrInvalid, what, f, famFrom, family))
+			return fail(field, errf(ErrInvalid, "%s is IPv%d but %s is IPv%d; all selectors of a child must be of one address family", what, f, famFrom, family))
 		}
 		return nil
 	}
@@ -213,8 +212,19 @@ func (c *Connection) validateChild(i int, ch *Child) error {
 		known bool
 	}{{"local_ts", ch.LocalTS, c.Local, c.localKnown()}, {"remote_ts", ch.RemoteTS, c.Remote, c.remoteKnown()}} {
 		if len(side.ts) == 0 {
-			if side.known {
-				if err := check(side.field, side.addr.Is4(), side.field+" (dynamic, "+side.addr.String()+")"); err != nil {
+			// Dynamic: the SA's own address on that side, of the family
+			// of the configured address, or else of the other side's.
+			switch {
+			case side.known:
+				if err := check(side.field, side.addr.Is4(), "(dynamic) "+side.addr.String()); err != nil {
+					return err
+				}
+			case c.localKnown() || c.remoteKnown():
+				other := c.Local
+				if !c.localKnown() {
+					other = c.Remote
+				}
+				if err := check(side.field, other.Is4(), "(dynamic, same family as "+other.String()+")"); err != nil {
 					return err
 				}
 			}
@@ -225,24 +235,24 @@ func (c *Connection) validateChild(i int, ch *Child) error {
 			if err := validTS(ts); err != nil {
 				return fail(f, err)
 			}
-			if err := check(f, ts.Prefix.Addr().Is4(), f+" "+FormatTS(ts)); err != nil {
+			if err := check(f, ts.Prefix.Addr().Is4(), FormatTS(ts)); err != nil {
 				return err
 			}
 			if ch.Mode == sa.Transport {
 				if !ts.Prefix.IsSingleIP() {
-					return fail(f, fmt.Errorf("%w: transport mode protects only the two gateways' own traffic; %s is not a single address", ErrInvalid, FormatTS(ts)))
+					return fail(f, errf(ErrInvalid, "transport mode protects only the two gateways' own traffic; %s is not a single address", FormatTS(ts)))
 				}
 				if side.known && ts.Prefix.Addr() != side.addr {
-					return fail(f, fmt.Errorf("%w: transport mode selector %s is not the %s address %s", ErrInvalid, FormatTS(ts), side.field[:len(side.field)-3], side.addr))
+					return fail(f, errf(ErrInvalid, "transport mode selector %s is not the %s address %s", FormatTS(ts), side.field[:len(side.field)-3], side.addr))
 				}
 			}
 		}
 	}
 	if ch.Mode == sa.Transport && (len(ch.LocalTS) > 1 || len(ch.RemoteTS) > 1) {
-		return fail("mode", fmt.Errorf("%w: transport mode takes one selector per side", ErrInvalid))
+		return fail("mode", errf(ErrInvalid, "transport mode takes one selector per side"))
 	}
 	if len(ch.ESPProposals) == 0 {
-		return fail("esp_proposals", fmt.Errorf("%w: no ESP proposals", ErrMissing))
+		return fail("esp_proposals", errf(ErrMissing, "no ESP proposals"))
 	}
 	for k, p := range ch.ESPProposals {
 		if err := validESPProposal(p, c.Legacy); err != nil {
@@ -256,26 +266,26 @@ func (c *Connection) validateChild(i int, ch *Child) error {
 		return fail("life_time", err)
 	}
 	if ch.RekeyTime >= ch.LifeTime {
-		return fail("rekey_time", fmt.Errorf("%w: %s must be shorter than life_time %s", ErrInvalid, ch.RekeyTime, ch.LifeTime))
+		return fail("rekey_time", errf(ErrInvalid, "%s must be shorter than life_time %s", ch.RekeyTime, ch.LifeTime))
 	}
 	if ch.RekeyBytes != 0 && ch.LifeBytes != 0 && ch.RekeyBytes >= ch.LifeBytes {
-		return fail("rekey_bytes", fmt.Errorf("%w: %d must be smaller than life_bytes %d", ErrInvalid, ch.RekeyBytes, ch.LifeBytes))
+		return fail("rekey_bytes", errf(ErrInvalid, "%d must be smaller than life_bytes %d", ch.RekeyBytes, ch.LifeBytes))
 	}
 	switch ch.StartAction {
 	case "none":
 	case "start":
 		if !c.remoteKnown() {
-			return fail("start_action", fmt.Errorf("%w: start needs a remote address to initiate to; set remote_addrs on the connection", ErrMissing))
+			return fail("start_action", errf(ErrMissing, "start needs a remote address to initiate to; set remote_addrs on the connection"))
 		}
 	default:
-		return fail("start_action", fmt.Errorf("%w: unknown value %q (want none or start)", ErrInvalid, clip(ch.StartAction)))
+		return fail("start_action", errf(ErrInvalid, "unknown value %q (want none or start)", clip(ch.StartAction)))
 	}
 	return nil
 }
 
 func lifetime(d time.Duration) error {
 	if d < minLifetime || d > maxLifetime {
-		return fmt.Errorf("%w: %s is out of range %s..%s", ErrInvalid, d, minLifetime, maxLifetime)
+		return errf(ErrInvalid, "%s is out of range %s..%s", d, minLifetime, maxLifetime)
 	}
 	return nil
 }
@@ -284,13 +294,13 @@ func validTS(ts sa.TrafficSelector) error {
 	p := ts.Prefix
 	switch {
 	case !p.IsValid():
-		return fmt.Errorf("%w: no prefix", ErrInvalid)
+		return errf(ErrInvalid, "no prefix")
 	case p.Addr().Zone() != "" || p.Addr().Is4In6():
-		return fmt.Errorf("%w: %s: zoned or IPv4-mapped prefixes are not supported", ErrInvalid, p)
+		return errf(ErrInvalid, "%s: zoned or IPv4-mapped prefixes are not supported", p)
 	case p.Masked() != p:
-		return fmt.Errorf("%w: %s has host bits set", ErrInvalid, p)
+		return errf(ErrInvalid, "%s has host bits set", p)
 	case ts.Port != 0 && !portProtos[ts.Protocol]:
-		return fmt.Errorf("%w: %s: a port needs protocol tcp, udp or sctp", ErrInvalid, FormatTS(ts))
+		return errf(ErrInvalid, "%s: a port needs protocol tcp, udp or sctp", FormatTS(ts))
 	}
 	return nil
 }
@@ -302,18 +312,18 @@ func validIdentity(id Identity) error {
 	switch id.Type {
 	case IDIPv4:
 		if len(id.Data) != 4 {
-			return fmt.Errorf("%w: IPv4 identity with %d bytes", ErrInvalid, len(id.Data))
+			return errf(ErrInvalid, "IPv4 identity with %d bytes", len(id.Data))
 		}
 	case IDIPv6:
 		if len(id.Data) != 16 {
-			return fmt.Errorf("%w: IPv6 identity with %d bytes", ErrInvalid, len(id.Data))
+			return errf(ErrInvalid, "IPv6 identity with %d bytes", len(id.Data))
 		}
 	case IDFQDN, IDUserFQDN, IDKeyID, IDDERASN1DN:
 		if len(id.Data) == 0 || len(id.Data) > maxIDLen {
-			return fmt.Errorf("%w: identity of type %d with %d bytes", ErrInvalid, id.Type, len(id.Data))
+			return errf(ErrInvalid, "identity of type %d with %d bytes", id.Type, len(id.Data))
 		}
 	default:
-		return fmt.Errorf("%w: identity type %d", ErrNotSupported, id.Type)
+		return errf(ErrNotSupported, "identity type %d", id.Type)
 	}
 	return nil
 }
@@ -323,15 +333,15 @@ func validIKEProposal(p IKEProposal, legacy bool) error {
 	case p.Encr == IKEEncrAESCBC && (p.KeyLen == 128 || p.KeyLen == 192 || p.KeyLen == 256):
 	case p.Encr == IKEEncr3DES && p.KeyLen == 0:
 		if !legacy {
-			return fmt.Errorf("%w: cipher \"3des\" is weak; set legacy_algorithms: true to allow it", ErrLegacyAlgorithm)
+			return errf(ErrLegacyAlgorithm, "cipher \"3des\" is weak; set legacy_algorithms: true to allow it")
 		}
 	default:
-		return fmt.Errorf("%w: cipher %d with key length %d", ErrUnknownAlgorithm, p.Encr, p.KeyLen)
+		return errf(ErrUnknownAlgorithm, "cipher %d with key length %d", p.Encr, p.KeyLen)
 	}
 	switch p.Hash {
 	case IKEHashSHA1, IKEHashSHA256, IKEHashSHA384, IKEHashSHA512:
 	default:
-		return fmt.Errorf("%w: hash %d", ErrUnknownAlgorithm, p.Hash)
+		return errf(ErrUnknownAlgorithm, "hash %d", p.Hash)
 	}
 	return validGroup(p.Group, legacy, false)
 }
@@ -340,15 +350,15 @@ func validGroup(g uint16, legacy, noneOK bool) error {
 	switch g {
 	case 0:
 		if !noneOK {
-			return fmt.Errorf("%w: no DH group", ErrBadProposal)
+			return errf(ErrBadProposal, "no DH group")
 		}
 	case GroupMODP1024, GroupMODP1536:
 		if !legacy {
-			return fmt.Errorf("%w: DH group %q is weak; set legacy_algorithms: true to allow it", ErrLegacyAlgorithm, groupName(g))
+			return errf(ErrLegacyAlgorithm, "DH group %q is weak; set legacy_algorithms: true to allow it", groupName(g))
 		}
 	case GroupMODP2048, GroupMODP3072, GroupMODP4096, GroupECP256, GroupECP384, GroupECP521, GroupCurve25519:
 	default:
-		return fmt.Errorf("%w: DH group %d", ErrUnknownAlgorithm, g)
+		return errf(ErrUnknownAlgorithm, "DH group %d", g)
 	}
 	return nil
 }
@@ -367,30 +377,30 @@ func validESPProposal(p ESPProposal, legacy bool) error {
 	case AuthHMACSHA2512:
 		integ, trunc = sa.IntegSHA512, 256
 	default:
-		return fmt.Errorf("%w: ESP authentication algorithm %d", ErrUnknownAlgorithm, p.AuthAlg)
+		return errf(ErrUnknownAlgorithm, "ESP authentication algorithm %d", p.AuthAlg)
 	}
 	aesLen := p.KeyLen == 128 || p.KeyLen == 192 || p.KeyLen == 256
 	switch {
 	case p.TransformID == ESPAESGCM16 && aesLen:
 		if p.AuthAlg != 0 || p.Encr != sa.EncrAESGCM || p.Integ != "" || p.TruncBits != 128 {
-			return fmt.Errorf("%w: AES-GCM-16 must have no integrity algorithm, kernel name %q and 128 ICV bits", ErrBadProposal, sa.EncrAESGCM)
+			return errf(ErrBadProposal, "AES-GCM-16 must have no integrity algorithm, kernel name %q and 128 ICV bits", sa.EncrAESGCM)
 		}
 	case p.TransformID == ESPAESCBC && aesLen, p.TransformID == ESP3DES && p.KeyLen == 0:
 		want := sa.EncrAESCBC
 		if p.TransformID == ESP3DES {
 			if !legacy {
-				return fmt.Errorf("%w: cipher \"3des\" is weak; set legacy_algorithms: true to allow it", ErrLegacyAlgorithm)
+				return errf(ErrLegacyAlgorithm, "cipher \"3des\" is weak; set legacy_algorithms: true to allow it")
 			}
 			want = sa.Encr3DES
 		}
 		if p.AuthAlg == 0 {
-			return fmt.Errorf("%w: a CBC cipher needs an integrity algorithm", ErrBadProposal)
+			return errf(ErrBadProposal, "a CBC cipher needs an integrity algorithm")
 		}
 		if p.Encr != want || p.Integ != integ || p.TruncBits != trunc {
-			return fmt.Errorf("%w: kernel names %q/%q/%d do not match transform %d, auth %d", ErrBadProposal, p.Encr, p.Integ, p.TruncBits, p.TransformID, p.AuthAlg)
+			return errf(ErrBadProposal, "kernel names %q/%q/%d do not match transform %d, auth %d", p.Encr, p.Integ, p.TruncBits, p.TransformID, p.AuthAlg)
 		}
 	default:
-		return fmt.Errorf("%w: ESP transform %d with key length %d", ErrUnknownAlgorithm, p.TransformID, p.KeyLen)
+		return errf(ErrUnknownAlgorithm, "ESP transform %d with key length %d", p.TransformID, p.KeyLen)
 	}
 	return validGroup(p.PFSGroup, legacy, true)
 }

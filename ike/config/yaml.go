@@ -2,7 +2,6 @@ package config
 
 import (
 	"errors"
-	"fmt"
 	"math"
 	"reflect"
 	"strconv"
@@ -70,7 +69,7 @@ func decodeStrict(n *yaml.Node, out any) *fieldErr {
 		if n != nil {
 			line, desc = n.Line, kindName(n)
 		}
-		return &fieldErr{line: line, err: fmt.Errorf("%w: expected a mapping of keys, found %s", ErrInvalid, desc)}
+		return &fieldErr{line: line, err: errf(ErrInvalid, "expected a mapping of keys, found %s", desc)}
 	}
 	v := reflect.ValueOf(out).Elem()
 	t := v.Type()
@@ -87,30 +86,30 @@ func decodeStrict(n *yaml.Node, out any) *fieldErr {
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, val := resolve(n.Content[i]), n.Content[i+1]
 		if k == nil || k.Kind != yaml.ScalarNode {
-			return &fieldErr{line: n.Content[i].Line, err: fmt.Errorf("%w: keys must be plain names, found %s", ErrInvalid, kindName(n.Content[i]))}
+			return &fieldErr{line: n.Content[i].Line, err: errf(ErrInvalid, "keys must be plain names, found %s", kindName(n.Content[i]))}
 		}
 		key := k.Value
 		if key == "<<" {
-			return &fieldErr{field: key, line: k.Line, err: fmt.Errorf("%w: YAML merge keys are not supported; write the keys out", ErrNotSupported)}
+			return &fieldErr{field: key, line: k.Line, err: errf(ErrNotSupported, "YAML merge keys are not supported; write the keys out")}
 		}
 		fi, ok := idx[key]
 		if !ok {
-			msg := fmt.Errorf("%w %q", ErrUnknownKey, clip(key))
+			msg := errf(ErrUnknownKey, "unknown key %q", clip(key))
 			if s := suggest(key, names); s != "" {
-				msg = fmt.Errorf("%w %q (did you mean %q?)", ErrUnknownKey, clip(key), s)
+				msg = errf(ErrUnknownKey, "unknown key %q (did you mean %q?)", clip(key), s)
 			}
 			return &fieldErr{line: k.Line, err: msg}
 		}
 		if prev, dup := seen[key]; dup {
-			return &fieldErr{field: key, line: k.Line, err: fmt.Errorf("%w: key given twice (first on line %d)", ErrInvalid, prev)}
+			return &fieldErr{field: key, line: k.Line, err: errf(ErrInvalid, "key given twice (first on line %d)", prev)}
 		}
 		seen[key] = k.Line
 		rv := resolve(val)
 		if rv == nil {
-			return &fieldErr{field: key, line: val.Line, err: fmt.Errorf("%w: alias chain too deep", ErrInvalid)}
+			return &fieldErr{field: key, line: val.Line, err: errf(ErrInvalid, "alias chain too deep")}
 		}
 		if rv.Kind == yaml.ScalarNode && rv.Tag == "!!null" {
-			return &fieldErr{field: key, line: val.Line, err: fmt.Errorf("%w: no value given", ErrInvalid)}
+			return &fieldErr{field: key, line: val.Line, err: errf(ErrInvalid, "no value given")}
 		}
 		f := v.Field(fi)
 		if f.Type() == reflect.TypeOf((*yaml.Node)(nil)) {
@@ -120,7 +119,7 @@ func decodeStrict(n *yaml.Node, out any) *fieldErr {
 		if err := rv.Decode(f.Addr().Interface()); err != nil {
 			var te *yaml.TypeError
 			if errors.As(err, &te) {
-				err = fmt.Errorf("%w: expected %s, found %s", ErrInvalid, typeWant(f.Type()), kindName(rv))
+				err = errf(ErrInvalid, "expected %s, found %s", typeWant(f.Type()), kindName(rv))
 			}
 			return &fieldErr{field: key, line: val.Line, err: err}
 		}
@@ -147,9 +146,15 @@ func typeWant(t reflect.Type) string {
 	return "a " + t.String()
 }
 
-// suggest returns the known key closest to key when it is a likely typo.
+// suggest returns the known key closest to key when it is a likely typo:
+// one edit away (two for keys longer than five characters), counting a
+// swap of neighbours as one edit.
 func suggest(key string, names []string) string {
-	best, bestD := "", 3
+	limit := 1
+	if len(key) > 5 {
+		limit = 2
+	}
+	best, bestD := "", limit+1
 	for _, n := range names {
 		if d := editDistance(strings.ToLower(key), n); d < bestD {
 			best, bestD = n, d
@@ -158,27 +163,33 @@ func suggest(key string, names []string) string {
 	return best
 }
 
+// editDistance is the optimal string alignment distance (Levenshtein plus
+// transpositions of neighbours).
 func editDistance(a, b string) int {
 	if len(a) > 64 || len(b) > 64 {
 		return 99
 	}
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
+	d := make([][]int, len(a)+1)
+	for i := range d {
+		d[i] = make([]int, len(b)+1)
+		d[i][0] = i
+	}
+	for j := range d[0] {
+		d[0][j] = j
 	}
 	for i := 1; i <= len(a); i++ {
-		cur[0] = i
 		for j := 1; j <= len(b); j++ {
 			cost := 1
 			if a[i-1] == b[j-1] {
 				cost = 0
 			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
+			}
 		}
-		prev, cur = cur, prev
 	}
-	return prev[len(b)]
+	return d[len(a)][len(b)]
 }
 
 // duration is a YAML duration: a Go duration ("90s", "1h30m"), a number
@@ -187,11 +198,11 @@ type duration time.Duration
 
 func (d *duration) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
-		return fmt.Errorf("%w: expected a duration such as 30s, 10m, 8h or 1d, found %s", ErrInvalid, kindName(n))
+		return errf(ErrInvalid, "expected a duration such as 30s, 10m, 8h or 1d, found %s", kindName(n))
 	}
 	v, err := parseDuration(strings.TrimSpace(n.Value))
 	if err != nil {
-		return fmt.Errorf("%w: %q: %v", ErrInvalid, clip(n.Value), err)
+		return errf(ErrInvalid, "%q: %v", clip(n.Value), err)
 	}
 	*d = duration(v)
 	return nil
@@ -233,7 +244,7 @@ type byteCount uint64
 
 func (b *byteCount) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
-		return fmt.Errorf("%w: expected a byte count such as 500M or 4G, found %s", ErrInvalid, kindName(n))
+		return errf(ErrInvalid, "expected a byte count such as 500M or 4G, found %s", kindName(n))
 	}
 	s := strings.TrimSpace(n.Value)
 	mult := uint64(1)
@@ -254,7 +265,7 @@ func (b *byteCount) UnmarshalYAML(n *yaml.Node) error {
 	}
 	v, err := strconv.ParseUint(s, 10, 64)
 	if err != nil || v > math.MaxUint64/mult {
-		return fmt.Errorf("%w: %q is not a byte count such as 1000000, 500M or 4G", ErrInvalid, clip(n.Value))
+		return errf(ErrInvalid, "%q is not a byte count such as 1000000, 500M or 4G", clip(n.Value))
 	}
 	*b = byteCount(v * mult)
 	return nil
@@ -272,7 +283,7 @@ func (l *strList) UnmarshalYAML(n *yaml.Node) error {
 	case yaml.SequenceNode:
 		items = n.Content
 	default:
-		return fmt.Errorf("%w: expected a list of strings, found %s", ErrInvalid, kindName(n))
+		return errf(ErrInvalid, "expected a list of strings, found %s", kindName(n))
 	}
 	var out []string
 	for _, it := range items {
@@ -282,7 +293,7 @@ func (l *strList) UnmarshalYAML(n *yaml.Node) error {
 			if it != nil {
 				desc = kindName(it)
 			}
-			return fmt.Errorf("%w: expected a list of strings, found an item that is %s", ErrInvalid, desc)
+			return errf(ErrInvalid, "expected a list of strings, found an item that is %s", desc)
 		}
 		for _, part := range strings.Split(it.Value, ",") {
 			out = append(out, strings.TrimSpace(part))
