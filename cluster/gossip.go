@@ -71,6 +71,9 @@ type nodeMeta struct {
 	MaxCommand   CommandType `cbor:"4,keyasint"`
 	Expect       int         `cbor:"5,keyasint,omitempty"`
 	Bootstrapped bool        `cbor:"6,keyasint,omitempty"`
+	// Leaving is set just before a graceful leave, so that the others tell
+	// a leave from a failure (memberlist reports both as NotifyLeave).
+	Leaving bool `cbor:"7,keyasint,omitempty"`
 }
 
 type memberState struct {
@@ -186,6 +189,12 @@ func (g *gossip) poke() {
 func (g *gossip) stop() error {
 	close(g.stp)
 	<-g.done
+	g.mu.Lock()
+	g.meta.Leaving = true
+	g.mu.Unlock()
+	if err := g.ml.UpdateNode(time.Second); err != nil {
+		g.n.log.Warn("cluster: could not announce leaving; others will see a failure", "err", err)
+	}
 	err := g.ml.Leave(time.Second)
 	if err2 := g.ml.Shutdown(); err == nil {
 		err = err2
@@ -452,11 +461,15 @@ func (g *gossip) MergeRemoteState(buf []byte, join bool)     {}
 
 // memberlist.EventDelegate
 
-func (g *gossip) NotifyJoin(n *memberlist.Node)   { g.update(n) }
-func (g *gossip) NotifyLeave(n *memberlist.Node)  { g.update(n) }
-func (g *gossip) NotifyUpdate(n *memberlist.Node) { g.update(n) }
+// memberlist's Node.State is not maintained in events, so the state comes
+// from the event: join and update mean alive; leave means left when the
+// member announced it was leaving, failed otherwise.
 
-func (g *gossip) update(n *memberlist.Node) {
+func (g *gossip) NotifyJoin(n *memberlist.Node)   { g.update(n, memberlist.StateAlive) }
+func (g *gossip) NotifyUpdate(n *memberlist.Node) { g.update(n, memberlist.StateAlive) }
+func (g *gossip) NotifyLeave(n *memberlist.Node)  { g.update(n, memberlist.StateDead) }
+
+func (g *gossip) update(n *memberlist.Node, state memberlist.NodeStateType) {
 	var meta nodeMeta
 	bad := false
 	if err := decMode.Unmarshal(n.Meta, &meta); err != nil || meta.RaftAddr == "" || (meta.Role != RoleGateway && meta.Role != RoleWitness) {
@@ -469,14 +482,21 @@ func (g *gossip) update(n *memberlist.Node) {
 		m = &memberState{}
 		g.members[n.Name] = m
 	}
-	if !ok || m.state != n.State {
-		m.since = time.Now()
-	}
-	m.state, m.addr, m.badMet = n.State, n.Address(), bad
 	if !bad {
 		m.meta = meta
 	}
+	if state == memberlist.StateDead && m.meta.Leaving {
+		state = memberlist.StateLeft
+	}
+	changed := !ok || m.state != state
+	if changed {
+		m.since = time.Now()
+	}
+	m.state, m.addr, m.badMet = state, n.Address(), bad
 	g.mu.Unlock()
+	if changed {
+		g.n.log.Info("cluster: member state", "member", n.Name, "state", stateName(state), "addr", n.Address())
+	}
 	if !bad {
 		g.n.setRole(n.Name, meta.Role)
 	}

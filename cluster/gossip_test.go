@@ -1,0 +1,191 @@
+package cluster
+
+import (
+	"bytes"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"ikegw/cluster/certs"
+	"ikegw/store"
+)
+
+// hardStop stops a node the way a crash would: no memberlist leave, no
+// leadership transfer.
+func (n *Node) hardStop() {
+	n.closeOnce.Do(func() {
+		if n.gossip != nil {
+			close(n.gossip.stp)
+			<-n.gossip.done
+			_ = n.gossip.ml.Shutdown()
+		}
+		close(n.shutdown)
+		_ = n.raft.Shutdown().Error()
+		n.wg.Wait()
+		if c, ok := n.trans.(interface{ Close() error }); ok {
+			_ = c.Close()
+		}
+		if n.deps.Close != nil {
+			_ = n.deps.Close()
+		}
+	})
+}
+
+func memberByID(t *testing.T, n *Node, id string) (Member, bool) {
+	t.Helper()
+	ms, err := n.Members()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms {
+		if m.ID == id {
+			return m, true
+		}
+	}
+	return Member{}, false
+}
+
+func readyLeader(t *testing.T, nodes []*Node) *Node {
+	t.Helper()
+	var l *Node
+	waitFor(t, 20*time.Second, "a ready leader", func() bool {
+		for _, n := range nodes {
+			if n != nil && n.IsLeaderReady() {
+				l = n
+				return true
+			}
+		}
+		return false
+	})
+	return l
+}
+
+func TestMembershipJoinLeaveReap(t *testing.T) {
+	dir := t.TempDir()
+	labFiles(t, dir, "n1", "n2", "n3", "n4", "n5", "n6")
+	fast := func(c *Config) { c.Gossip.ReapFailedAfter = time.Second }
+	var nodes []*Node
+	start := func(name string, expect int, tune ...func(*Config)) *Node {
+		join := ""
+		if len(nodes) > 0 {
+			join = nodes[0].GossipAddr()
+		}
+		n, err := openTLSNode(dir, name, join, expect, quietLog(), append([]func(*Config){fast}, tune...)...)
+		if err != nil {
+			t.Fatalf("start %s: %v", name, err)
+		}
+		t.Cleanup(func() { n.hardStop() })
+		nodes = append(nodes, n)
+		return n
+	}
+	for _, name := range []string{"n1", "n2", "n3"} {
+		start(name, 3)
+	}
+	l := readyLeader(t, nodes)
+	voters := func() int {
+		ms, err := readyLeader(t, nodes).Members()
+		if err != nil {
+			t.Fatal(err)
+		}
+		v := 0
+		for _, m := range ms {
+			if m.Voter {
+				v++
+			}
+		}
+		return v
+	}
+	if v := voters(); v != 3 {
+		t.Fatalf("%d voters after bootstrap, want 3", v)
+	}
+	m, ok := memberByID(t, l, "n2")
+	if !ok || m.Status != "alive" || m.Role != RoleGateway || m.Version != "test" || m.MaxCommand != MaxCommandType || !m.InRaft {
+		t.Errorf("member n2: %+v", m)
+	}
+
+	// A late node (a witness) joins: the leader adds it as a voter.
+	n4 := start("n4", 3, func(c *Config) { c.Role = RoleWitness })
+	waitFor(t, 20*time.Second, "n4 to become a voter", func() bool {
+		m, ok := memberByID(t, readyLeader(t, nodes), "n4")
+		return ok && m.Voter && m.Role == RoleWitness
+	})
+	waitFor(t, 10*time.Second, "n4 to hold the Raft configuration", func() bool { return n4.hasRaftState() })
+
+	// It leaves gracefully: the leader removes it.
+	if err := n4.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	nodes[3] = nil
+	waitFor(t, 20*time.Second, "n4 to be removed", func() bool {
+		m, ok := memberByID(t, readyLeader(t, nodes), "n4")
+		return !ok || !m.InRaft
+	})
+
+	// A node with another gossip key cannot join.
+	n5, err := openTLSNode(dir, "n5", "", 0, quietLog(), func(c *Config) { c.Gossip.SecretKey = bytes.Repeat([]byte{0x17}, 32) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n5.hardStop() })
+	if err := n5.Join(nodes[0].GossipAddr()); err == nil {
+		t.Error("join with a wrong gossip key succeeded")
+	}
+	if _, ok := memberByID(t, readyLeader(t, nodes), "n5"); ok {
+		t.Error("node with a wrong gossip key became a member")
+	}
+
+	// A node that fails (no leave) is removed after ReapFailedAfter.
+	n6 := start("n6", 3)
+	waitFor(t, 20*time.Second, "n6 to become a voter", func() bool {
+		m, ok := memberByID(t, readyLeader(t, nodes), "n6")
+		return ok && m.Voter
+	})
+	n6.hardStop()
+	nodes[len(nodes)-1] = nil
+	waitFor(t, 30*time.Second, "failed n6 to be reaped", func() bool {
+		m, ok := memberByID(t, readyLeader(t, nodes), "n6")
+		return !ok || !m.InRaft
+	})
+	if v := voters(); v != 3 {
+		t.Errorf("%d voters at the end, want 3", v)
+	}
+}
+
+func TestOpenErrors(t *testing.T) {
+	dir := t.TempDir()
+	labFiles(t, dir, "n1")
+	base := Files{DataDir: filepath.Join(dir, "d"), ClusterKey: filepath.Join(dir, "cluster.key"), TLS: certs.NodeFiles(dir, "n1"), RaftBind: "127.0.0.1:0"}
+	cfg := Config{NodeID: "n1", Log: quietLog()}
+	for name, f := range map[string]func(*Files){
+		"missing key":  func(f *Files) { f.ClusterKey = filepath.Join(dir, "nope") },
+		"missing cert": func(f *Files) { f.TLS.Cert = filepath.Join(dir, "nope.pem") },
+		"bad bind":     func(f *Files) { f.RaftBind = "127.0.0.1:99999" },
+	} {
+		fs := base
+		f(&fs)
+		if n, err := Open(cfg, fs); err == nil {
+			n.Shutdown()
+			t.Errorf("%s: Open succeeded", name)
+		}
+	}
+	// A database sealed under another key is a clear startup error.
+	n, err := Open(cfg, base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(t.TempDir(), "other.key")
+	if err := store.GenerateClusterKey(other); err != nil {
+		t.Fatal(err)
+	}
+	fs := base
+	fs.ClusterKey = other
+	if n, err := Open(cfg, fs); err == nil {
+		n.Shutdown()
+		t.Error("Open with another cluster key succeeded")
+	} else {
+		t.Logf("wrong key: %v", err)
+	}
+}
