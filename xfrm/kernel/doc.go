@@ -1,0 +1,26 @@
+// Package kernel is the Linux XFRM data plane: it installs IPsec SA pairs
+// and their policies in the kernel over NETLINK_XFRM, reads and sets their
+// counters (XFRM_MSG_GETAE / NEWAE), and turns the kernel's expire events
+// into xfrm.Expiry values.
+//
+// It owns exactly the SAs and policies whose reqid lies in its configured
+// range (Config.ReqidBase, Config.ReqidSpan): a pair's kernel reqid is
+// ReqidBase + sa.ChildSA.Reqid, and every policy template carries it. It
+// never changes or removes anything outside that range, nor any SA or
+// policy with an XFRM mark; a policy of someone else on the same selector
+// is a conflict (xfrm.ErrConflict), never overwritten.
+//
+// SAs use the kernel's non-ESN replay state (XFRMA_REPLAY_VAL: 32-bit
+// sequence numbers, a 32-packet window at most), set when the SA is added
+// so that a standby continues the outbound sequence and restores the
+// inbound window at takeover. Requests are built here on the layouts of
+// github.com/vishvananda/netlink/nl rather than with the library's
+// XfrmState calls, because the library cannot pipeline requests, read or
+// set the counters of a live SA, or set the lifetime counters on add, and
+// because it may send XFRMA_SA_PCPU on get and delete (refused by kernels
+// >= 6.13) and panics printing an XfrmState (nil Pcpunum). Key material is
+// never logged and never part of an error.
+//
+// EnableESPInUDP and BypassPolicy prepare the IKE sockets for this data
+// plane; Probe tells whether the running kernel can hold ESP states.
+package kernel
