@@ -471,7 +471,7 @@ func TestFlushOwnership(t *testing.T) {
 	if !regexp.MustCompile(`reqid 7 `).MatchString(pol) {
 		t.Errorf("foreign policy removed by Flush:\n%s", pol)
 	}
-	if regexp.MustCompile("reqid " + ours).MatchString(pol) || regexp.MustCompile(`10\.1\.0\.0`).MatchString(pol) {
+	if regexp.MustCompile("reqid "+ours).MatchString(pol) || regexp.MustCompile(`10\.1\.0\.0`).MatchString(pol) {
 		t.Errorf("policy of ours left by Flush:\n%s", pol)
 	}
 	if ids, _ := d.Installed(ctx); len(ids) != 0 {
