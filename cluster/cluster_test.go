@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 // tnode is one node of an in-memory test cluster: inmem transport, and
 // either inmem Raft stores (fast) or real ones on disk.
 type tnode struct {
+	logs  raft.LogStore
 	id    string
 	dir   string
 	trans *raft.InmemTransport
@@ -92,6 +94,7 @@ func (c *tcluster) start(i int) {
 		deps.Logs, deps.Stable, deps.Snapshots = ls, ls, raft.NewInmemSnapshotStore()
 		deps.Close = db.Close
 	}
+	tn.logs = deps.Logs
 	cfg := Config{NodeID: tn.id, Role: c.roles[i], Peers: c.peers(), Log: quietLog()}
 	fastConfig(&cfg)
 	if c.tune != nil {
@@ -258,6 +261,62 @@ func TestCommitReplicatesAndFollowerRefuses(t *testing.T) {
 	}
 	if err := l.n.Commit(context.Background(), Command{Type: TypeBatch, Version: 1}); !errors.Is(err, ErrInvalidCommand) {
 		t.Errorf("caller-built Batch: got %v", err)
+	}
+}
+
+// TestRaftLogSealed checks DESIGN invariant 6: key material never appears
+// in clear in the Raft log.
+func TestRaftLogSealed(t *testing.T) {
+	c := newCluster(t, three, false, nil)
+	rec := testIKE(1)
+	ch := testChild(0x77)
+	ch.In.EncrKey = bytes.Repeat([]byte{0xE1}, 32)
+	c.commit(UpsertIKE(rec), UpsertChild(ch), ConfigApply(1, []byte("psk-secret-xyz")))
+	secrets := [][]byte{rec.SKEYID, rec.EncKey, ch.In.EncrKey, []byte("psk-secret-xyz")}
+	for _, tn := range c.nodes {
+		waitIKE(t, tn, 1)
+		first, _ := tn.logs.FirstIndex()
+		last, _ := tn.logs.LastIndex()
+		for i := first; i <= last; i++ {
+			var l raft.Log
+			if err := tn.logs.GetLog(i, &l); err != nil {
+				t.Fatal(err)
+			}
+			for _, sec := range secrets {
+				if bytes.Contains(l.Data, sec) {
+					t.Fatalf("%s: raft log entry %d holds key material in clear", tn.id, i)
+				}
+			}
+		}
+	}
+}
+
+func TestCommitContextAndShutdown(t *testing.T) {
+	c := newCluster(t, three, false, nil)
+	l := c.leader()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := l.n.Commit(ctx, UpsertIKE(testIKE(1))); err != nil && !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled context: %v", err)
+	}
+	if err := l.n.Commit(context.Background()); err != nil {
+		t.Errorf("empty commit: %v", err)
+	}
+	c.stop(l)
+	for _, tn := range c.nodes {
+		if tn.n == nil {
+			continue
+		}
+		if err := tn.n.Shutdown(); err != nil {
+			t.Fatal(err)
+		}
+		if err := tn.n.Commit(context.Background(), UpsertIKE(testIKE(2))); !errors.Is(err, ErrShutdown) {
+			t.Errorf("commit after shutdown: got %v, want ErrShutdown", err)
+		}
+		if err := tn.n.Shutdown(); err != nil {
+			t.Errorf("second shutdown: %v", err)
+		}
+		tn.n = nil
 	}
 }
 

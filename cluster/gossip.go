@@ -6,6 +6,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -333,6 +334,8 @@ func (g *gossip) reconcile() {
 	}
 	var changes []change
 	target := len(inRaft)
+	removals := 0
+	var dead []change
 	now := time.Now()
 	g.mu.Lock()
 	for name, m := range g.members {
@@ -353,15 +356,27 @@ func (g *gossip) reconcile() {
 			}
 		case memberlist.StateLeft:
 			if ok {
+				removals++
 				changes = append(changes, change{id: name, why: "member left"})
 			}
 		case memberlist.StateDead:
 			if ok && now.Sub(m.since) >= g.cfg.ReapFailedAfter {
-				changes = append(changes, change{id: name, why: "member failed for " + now.Sub(m.since).Round(time.Second).String()})
+				dead = append(dead, change{id: name, why: "member failed for " + now.Sub(m.since).Round(time.Second).String()})
 			}
 		}
 	}
 	g.mu.Unlock()
+	// Reap failed voters only while three voters remain: a replacement is
+	// added first, then the failed one goes.
+	slices.SortFunc(dead, func(a, b change) int { return strings.Compare(a.id, b.id) })
+	for _, d := range dead {
+		if target-removals < 4 {
+			g.n.log.Warn("cluster: keeping a failed voter until a replacement joins", "member", d.id, "voters", target-removals)
+			continue
+		}
+		removals++
+		changes = append(changes, d)
+	}
 	slices.SortFunc(changes, func(a, b change) int {
 		if a.id < b.id {
 			return -1

@@ -147,7 +147,26 @@ func TestMembershipJoinLeaveReap(t *testing.T) {
 		return !ok || !m.InRaft
 	})
 	if v := voters(); v != 3 {
-		t.Errorf("%d voters at the end, want 3", v)
+		t.Errorf("%d voters after reaping, want 3", v)
+	}
+
+	// With three voters left, a failed one is kept (until a replacement
+	// joins): reaping it would leave two voters.
+	var victim int
+	for i, n := range nodes[:3] {
+		if !n.IsLeaderReady() {
+			victim = i
+		}
+	}
+	vid := nodes[victim].ID()
+	nodes[victim].hardStop()
+	nodes[victim] = nil
+	waitFor(t, 30*time.Second, vid+" seen failed for 3 reap periods", func() bool {
+		m, ok := memberByID(t, readyLeader(t, nodes), vid)
+		return ok && m.Status == "failed" && time.Since(m.FailedSince) > 3*time.Second
+	})
+	if m, _ := memberByID(t, readyLeader(t, nodes), vid); !m.InRaft || !m.Voter {
+		t.Errorf("failed %s was reaped down to two voters: %+v", vid, m)
 	}
 }
 

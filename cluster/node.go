@@ -537,6 +537,11 @@ func (n *Node) Commit(ctx context.Context, cmds ...Command) error {
 		}
 		group[i] = b
 	}
+	select {
+	case <-n.shutdown:
+		return ErrShutdown
+	default:
+	}
 	if n.raft.State() != raft.Leader {
 		return ErrNotLeader
 	}
