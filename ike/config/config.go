@@ -75,6 +75,9 @@ func (a DPDAction) String() string {
 	return fmt.Sprintf("dpd_action(%d)", uint8(a))
 }
 
+// MarshalText returns the action's name.
+func (a DPDAction) MarshalText() ([]byte, error) { return []byte(a.String()), nil }
+
 // ParseDPDAction parses "none", "clear", "hold" or "restart".
 func ParseDPDAction(s string) (DPDAction, error) {
 	for i, n := range dpdActionNames {

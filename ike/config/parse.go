@@ -79,9 +79,10 @@ type rawChild struct {
 
 // options are the environment of a parse.
 type options struct {
-	file      string                      // config file name for errors ("" for Parse)
-	baseDir   string                      // relative psk_file paths are relative to it
-	lookupEnv func(string) (string, bool) // os.LookupEnv
+	file      string                       // config file name for errors ("" for Parse)
+	baseDir   string                       // relative psk_file paths are relative to it
+	lookupEnv func(string) (string, bool)  // os.LookupEnv
+	pskFile   func(string) (Secret, error) // readPSKFile
 }
 
 // Parse parses and validates a connections document: a YAML mapping whose
@@ -277,7 +278,11 @@ func decodeConnection(i int, item *yaml.Node, o options) (*Connection, error) {
 		if path != "" && !filepath.IsAbs(path) && o.baseDir != "" {
 			path = filepath.Join(o.baseDir, path)
 		}
-		if c.PSK, err = readPSKFile(path); err != nil {
+		read := o.pskFile
+		if read == nil {
+			read = readPSKFile
+		}
+		if c.PSK, err = read(path); err != nil {
 			return nil, fail("psk_file", *r.PSKFile, err)
 		}
 	case r.PSKEnv != nil:
