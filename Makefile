@@ -9,12 +9,12 @@ PKGS     := ./...
 RACE_PKGS := ./cluster/... ./store/... ./failover/... ./xfrm/... ./ike/runtime/...
 FUZZTIME ?= 20s
 
-.PHONY: all build test test-unit test-race test-kernel lint fuzz fuzz-long bench run stop failover deps clean
+.PHONY: all build test test-unit test-race test-kernel lint fuzz fuzz-long bench deps clean
 
 all: build
 
 deps:
-	@scripts/deps.sh test
+	@scripts/deps.sh test kernel
 
 build:
 	@mkdir -p $(BIN)
@@ -40,8 +40,13 @@ fuzz:
 fuzz-long:
 	@scripts/fuzz.sh 10m
 
+# Kernel (netlink XFRM) data plane tests, inside a qemu VM with Debian's
+# kernel: this host's kernel has no ESP (TESTBED.md).
+test-kernel: deps
+	scripts/vm/test-kernel.sh
+
 # The whole suite, as CI runs it.
-test: lint test-unit test-race fuzz
+test: lint test-unit test-race test-kernel fuzz
 
 bench: build
 	@scripts/deps.sh test bench

@@ -77,6 +77,7 @@ type bedOpts struct {
 	gwAggressive bool // ikegw accepts aggressive mode
 	swanPSK      string
 	dpd          time.Duration
+	swanDPD      time.Duration // default: dpd
 	gwInitiates  bool
 	rekey        time.Duration // child rekey time on both sides
 }
@@ -105,6 +106,9 @@ func newBed(t *testing.T, o bedOpts) *bed {
 	}
 	if o.dpd == 0 {
 		o.dpd = 30 * time.Second
+	}
+	if o.swanDPD == 0 {
+		o.swanDPD = o.dpd
 	}
 	if o.rekey == 0 {
 		o.rekey = time.Hour
@@ -148,6 +152,10 @@ connections:
     aggressive: %t
     dpd_delay: %s
     start_action: %s
+    retransmit:
+      timeout: 1s
+      tries: 3
+      base: 1.5
     children:
       - name: net
         local_ts: [%s]
@@ -172,7 +180,7 @@ connections:
 			Name: "gw", Version: 1,
 			LocalAddrs: []string{peerPub.Addr().String()}, RemoteAddrs: []string{gwPub.Addr().String()},
 			PSK: lab.Secret(swanPSK), Proposals: []string{o.swanIKE}, Aggressive: o.aggressive,
-			DPDDelay: o.dpd, RekeyTime: 4 * time.Hour,
+			DPDDelay: o.swanDPD, RekeyTime: 4 * time.Hour,
 			Children: []lab.SwanChild{{Name: "net", LocalTS: []string{peerNet.String()}, RemoteTS: []string{gwNet.String()},
 				ESPProposals: []string{o.swanESP}, RekeyTime: o.rekey}},
 		}},
@@ -415,4 +423,190 @@ func TestInteropResume(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	b.ping(ctx, 5)
+}
+
+func (b *bed) gwStatus() api.Status {
+	var st api.Status
+	if err := b.get(api.PathStatus, &st); err != nil {
+		b.t.Fatalf("ikegwd status: %v", err)
+	}
+	return st
+}
+
+// waitChildReplaced waits until both sides agree on a child whose inbound
+// SPI (strongSwan's view) differs from old, under the same IKE SA.
+func (b *bed) waitChildReplaced(ctx context.Context, ike lab.IKESA, old lab.ChildSA) lab.ChildSA {
+	b.t.Helper()
+	for {
+		s, k := b.agree(ctx)
+		if k.SPIIn != old.SPIIn {
+			if s.UniqueID != ike.UniqueID || s.InitiatorSPI != ike.InitiatorSPI {
+				b.fail("phase 1 was renegotiated during a Quick Mode rekey")
+			}
+			return k
+		}
+		select {
+		case <-ctx.Done():
+			b.fail("the child was not rekeyed")
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// TestInteropRekeyAndDelete: a Quick Mode rekey started by strongSwan and
+// one started by ikegw, traffic after each; then deletes both ways.
+func TestInteropRekeyAndDelete(t *testing.T) {
+	t.Parallel()
+	b := newBed(t, bedOpts{ike: "aes256-sha256-modp2048", esp: "aes128-sha256-modp2048"})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	must(t, b.swan.Initiate(ctx, "net"))
+	s, k := b.agree(ctx)
+	b.ping(ctx, 3)
+	must(t, b.swan.RekeyChild(ctx, "net"))
+	k2 := b.waitChildReplaced(ctx, s, k)
+	b.ping(ctx, 3)
+	// ikegw rekeys: its inbound SPI is strongSwan's outbound one.
+	must(t, b.post(api.PathRekey, "spi="+k2.SPIOut))
+	b.waitChildReplaced(ctx, s, k2)
+	b.ping(ctx, 3)
+	if strings.Contains(b.swan.Log(), "ESP sequence number verification failed") {
+		b.fail("the peer saw replayed sequence numbers")
+	}
+	// strongSwan deletes: ikegw drops everything.
+	must(t, b.swan.Terminate(ctx, "gw"))
+	for len(b.gwSAs().IKE)+len(b.gwSAs().Children) != 0 {
+		select {
+		case <-ctx.Done():
+			b.fail("ikegwd kept SAs after the peer deleted them: %+v", b.gwSAs())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	// ikegw initiates, then deletes: strongSwan drops everything.
+	must(t, b.post(api.PathInitiate, "conn=peer"))
+	b.agree(ctx)
+	must(t, b.post(api.PathTerminate, "conn=peer"))
+	if _, err := b.swan.WaitFor(ctx, func(s []lab.IKESA) bool { return len(s) == 0 }); err != nil {
+		b.fail("strongSwan kept its SA after ikegwd deleted it: %v", err)
+	}
+}
+
+// TestInteropDPD: DPD both ways for 60 s: every R-U-THERE is answered on
+// both sides, and the SA survives. strongSwan only sends R-U-THERE when it
+// heard nothing for its delay, so its delay (3 s) is shorter than ours (5 s).
+func TestInteropDPD(t *testing.T) {
+	t.Parallel()
+	b := newBed(t, bedOpts{ike: "aes128-sha256-ecp256", esp: "aes128-sha256", dpd: 5 * time.Second, swanDPD: 3 * time.Second})
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	must(t, b.swan.Initiate(ctx, "net"))
+	s1, _ := b.agree(ctx)
+	time.Sleep(60 * time.Second)
+	s2, _ := b.agree(ctx)
+	if s2.UniqueID != s1.UniqueID {
+		b.fail("IKE SA replaced during DPD")
+	}
+	st := b.gwStatus()
+	if st.Engine["dpd_sent"] < 10 || st.Engine["dpd_acked"] < st.Engine["dpd_sent"]-1 {
+		b.fail("ikegwd's R-U-THEREs not answered: %+v", st.Engine)
+	}
+	log := b.swan.Log()
+	sent := strings.Count(log, "sending DPD request")
+	acks := 0
+	for _, l := range strings.Split(log, "\n") {
+		if strings.Contains(l, "parsed INFORMATIONAL_V1") && strings.Contains(l, "N(DPD_ACK)") {
+			acks++
+		}
+	}
+	if sent < 10 || acks < sent-1 {
+		b.fail("strongSwan sent %d DPD requests in 60 s and got %d acks, want >= 10, all answered", sent, acks)
+	}
+	if strings.Contains(log, "DPD check timed out") {
+		b.fail("strongSwan's DPD timed out")
+	}
+	b.ping(ctx, 3)
+}
+
+// TestInteropAggressive: Aggressive Mode works when enabled on ikegw and is
+// refused (with a log line that says why) when it is not.
+func TestInteropAggressive(t *testing.T) {
+	t.Parallel()
+	t.Run("enabled", func(t *testing.T) {
+		b := newBed(t, bedOpts{ike: "aes256-sha256-modp2048", esp: "aes256-sha256", aggressive: true})
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		must(t, b.swan.Initiate(ctx, "net"))
+		b.agree(ctx)
+		if !strings.Contains(b.swan.Log(), "Aggressive Mode") {
+			b.fail("strongSwan did not use Aggressive Mode")
+		}
+		b.ping(ctx, 3)
+	})
+	t.Run("ikegw-initiates", func(t *testing.T) {
+		b := newBed(t, bedOpts{ike: "aes256-sha256-modp2048", esp: "aes256-sha256", aggressive: true})
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		must(t, b.post(api.PathInitiate, "conn=peer"))
+		b.agree(ctx)
+		b.ping(ctx, 3)
+	})
+	t.Run("refused", func(t *testing.T) {
+		b := newBed(t, bedOpts{ike: "aes256-sha256-modp2048", esp: "aes256-sha256", aggressive: true})
+		// Rewrite ikegwd's config without aggressive and restart it.
+		cfg, err := os.ReadFile(b.cfgPath)
+		must(t, err)
+		must(t, os.WriteFile(b.cfgPath, []byte(strings.Replace(string(cfg), "aggressive: true", "aggressive: false", 1)), 0o600))
+		must(t, b.gw.Stop())
+		b.startGW()
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		b.swan.Initiate(ctx, "net") // fails
+		if len(b.gwSAs().IKE) != 0 {
+			b.fail("aggressive mode accepted although not enabled")
+		}
+		if !strings.Contains(b.gw.Output(), "aggressive mode is not enabled") {
+			b.fail("no log line says why aggressive mode was refused")
+		}
+	})
+}
+
+// TestInteropWrongPSK: a wrong PSK fails cleanly on both sides, with a
+// clear log line and no state left in ikegwd.
+func TestInteropWrongPSK(t *testing.T) {
+	t.Parallel()
+	b := newBed(t, bedOpts{ike: "aes256-sha256-modp2048", esp: "aes256-sha256", swanPSK: "not-the-right-psk-at-all"})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := b.swan.Initiate(ctx, "net"); err == nil {
+		b.fail("strongSwan established with a wrong PSK")
+	}
+	out := b.gw.Output()
+	if !strings.Contains(out, "phase 1 authentication failed") || !strings.Contains(out, "wrong pre-shared key?") {
+		b.fail("ikegwd did not log why phase 1 failed")
+	}
+	if strings.Contains(out, interopPSK) || strings.Contains(out, "not-the-right-psk") {
+		b.fail("a PSK appears in ikegwd's log")
+	}
+	if s := b.gwSAs(); len(s.IKE)+len(s.Children) != 0 {
+		b.fail("ikegwd kept state after a failed phase 1: %+v", s)
+	}
+	// ikegw initiates with the wrong key: strongSwan refuses, ikegw gives up.
+	must(t, b.post(api.PathInitiate, "conn=peer"))
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(b.swan.Log(), "MAC mismatched") && !strings.Contains(b.swan.Log(), "decryption failed") &&
+		!strings.Contains(b.swan.Log(), "integrity check failed") && !strings.Contains(b.swan.Log(), "invalid HASH_V1") {
+		if time.Now().After(deadline) {
+			b.fail("strongSwan did not notice the wrong key")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	for len(b.gwSAs().IKE) != 0 {
+		if time.Now().After(deadline) {
+			b.fail("ikegwd did not give up the failed phase 1")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if sas, _ := b.swan.ListSAs(ctx); swanUp(sas) {
+		b.fail("strongSwan established with a wrong PSK")
+	}
 }

@@ -423,6 +423,11 @@ func TestDPD(t *testing.T) {
 	if a.eng.Stats().DPDSent == 0 || a.eng.Stats().DPDAcked == 0 || b.eng.Stats().DPDAcked == 0 {
 		t.Fatalf("DPD not exchanged both ways: a %+v b %+v", a.eng.Stats(), b.eng.Stats())
 	}
+	// One R-U-THERE per delay while they are answered, not one per
+	// retransmission interval.
+	if got := a.eng.Stats().DPDSent; got != 2 {
+		t.Fatalf("%d R-U-THEREs in 62 s with a 30 s delay, want 2", got)
+	}
 	ia := onlyIKE(t, a)
 	if a.store[ia.Cookies.Key()].DPDOurSeq != ia.DPDOurSeq {
 		t.Fatal("DPD sequence number used before it was persisted")

@@ -41,6 +41,7 @@ type ikeSA struct {
 
 	dpdOutstanding bool      // an R-U-THERE is unanswered
 	dpdSince       time.Time // when the first unanswered R-U-THERE was sent
+	dpdLastSent    time.Time // when the last R-U-THERE was sent
 	lastHeard      time.Time // last authenticated message from the peer
 }
 

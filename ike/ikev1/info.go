@@ -279,6 +279,11 @@ func (e *Engine) dpd(now time.Time, o *out, s *ikeSA) {
 		}
 		return
 	}
+	if !s.dpdOutstanding && !s.dpdLastSent.IsZero() && now.Before(s.dpdLastSent.Add(c.DPDDelay)) {
+		// The last R-U-THERE was answered: wait out the delay.
+		o.arm(Timer{Kind: TimerDPD, IKE: s.rec.Cookies}, s.dpdLastSent.Add(c.DPDDelay))
+		return
+	}
 	if s.rec.DPDOurSeq == 0 {
 		s.rec.DPDOurSeq = e.randUint32() & 0x7fffffff
 	}
@@ -290,10 +295,9 @@ func (e *Engine) dpd(now time.Time, o *out, s *ikeSA) {
 	if !s.dpdOutstanding {
 		s.dpdOutstanding, s.dpdSince = true, now
 	}
-	next := c.DPDDelay
-	if rt := e.retransmitDelay(c, 0); s.dpdOutstanding && rt < next {
-		next = rt
-	}
+	s.dpdLastSent = now
+	// Check for the ack (and resend) after one retransmission interval.
+	next := min(e.retransmitDelay(c, 0), c.DPDDelay)
 	o.arm(Timer{Kind: TimerDPD, IKE: s.rec.Cookies}, now.Add(next))
 }
 
