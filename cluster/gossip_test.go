@@ -2,11 +2,15 @@ package cluster
 
 import (
 	"bytes"
+	"net"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/memberlist"
+
 	"ikegw/cluster/certs"
+	"ikegw/ike/sa"
 	"ikegw/store"
 )
 
@@ -207,4 +211,27 @@ func TestOpenErrors(t *testing.T) {
 	} else {
 		t.Logf("wrong key: %v", err)
 	}
+}
+
+// FuzzNodeMeta feeds arbitrary membership metadata (it arrives from the
+// network): it must never panic, and unreadable metadata must leave the
+// member out of bootstrap, reconcile and the feature gate.
+func FuzzNodeMeta(f *testing.F) {
+	good, _ := sa.Marshal(nodeMeta{RaftAddr: "127.0.0.1:1", Role: RoleGateway, MaxCommand: 3, Expect: 3})
+	f.Add(good)
+	f.Add([]byte{0xa1, 0x01, 0x60})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		n := &Node{log: quietLog(), roles: map[string]Role{}}
+		g := &gossip{n: n, members: map[string]*memberState{}, wake: make(chan struct{}, 1)}
+		g.update(&memberlist.Node{Name: "x", Addr: net.IPv4(127, 0, 0, 1), Port: 1, Meta: data}, memberlist.StateAlive)
+		g.update(&memberlist.Node{Name: "x", Addr: net.IPv4(127, 0, 0, 1), Port: 1, Meta: data}, memberlist.StateDead)
+		ms := g.snapshot()
+		if len(ms) != 1 {
+			t.Fatalf("%d members", len(ms))
+		}
+		if g.members["x"].badMet && ms[0].RaftAddr != "" {
+			t.Fatal("unreadable metadata exposed a raft address")
+		}
+		_ = g.clusterMaxCommand()
+	})
 }

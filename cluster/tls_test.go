@@ -378,11 +378,16 @@ func TestTLSProcessesKillLeader(t *testing.T) {
 			rest = append(rest, p)
 		}
 	}
-	leaderOf(t, rest)
+	nl := leaderOf(t, rest)
+	// The new leader applied every committed entry before declaring itself
+	// ready; the other survivor learns the commit index from it.
+	if w := nl.ask(t, "count"); w[1] != "300" {
+		t.Errorf("new leader %s holds %s records after the old one died, want 300 (%v)", nl.name, w[1], w)
+	}
 	for _, p := range rest {
-		if w := p.ask(t, "count"); w[1] != "300" {
-			t.Errorf("%s holds %s records after the leader died, want 300 (%v)", p.name, w[1], w)
-		}
+		waitFor(t, 10*time.Second, p.name+" to hold 300 records", func() bool {
+			return p.ask(t, "count")[1] == "300"
+		})
 	}
 	commitOnLeader(t, rest, 300, 50)
 	for _, p := range rest {
