@@ -633,3 +633,50 @@ func TestParseErrorsDynamicFamily(t *testing.T) {
 		t.Errorf("got %v\nwant %s", err, want)
 	}
 }
+
+func TestMainModePSKConflict(t *testing.T) {
+	t.Setenv("PSK_A", "key-a")
+	t.Setenv("PSK_B", "key-b")
+	two := func(a, b string) []byte {
+		if !strings.Contains(a, "psk_env") {
+			a += ", psk_env: PSK_A"
+		}
+		return []byte("connections:\n" +
+			"  - {name: a, children: [{name: n}], " + a + "}\n" +
+			"  - {name: b, psk_env: PSK_B, children: [{name: n}], " + b + "}\n")
+	}
+	conflict := func(from string) string {
+		return `config: connection "b": Main Mode from ` + from + ` also matches connection "a", which has a different PSK; an IKEv1 Main Mode responder must pick the PSK by address before it sees the peer's identity (use one PSK for both, different local addresses, or aggressive: true)`
+	}
+	tests := []struct {
+		a, b string
+		want string
+	}{
+		{"remote_addrs: 198.51.100.1", "remote_addrs: 198.51.100.1", conflict("198.51.100.1")},
+		{"remote_addrs: '%any'", "remote_addrs: '%any'", conflict("%any")},
+		{"remote_addrs: '%any', local_addrs: 192.0.2.1", "remote_addrs: '%any'", conflict("%any")},
+		{"remote_addrs: 198.51.100.1", "remote_addrs: 198.51.100.2", ""},
+		{"remote_addrs: '%any'", "remote_addrs: 198.51.100.2", ""}, // exact wins
+		{"remote_addrs: '%any', local_addrs: 192.0.2.1", "remote_addrs: '%any', local_addrs: 192.0.2.2", ""},
+		{"remote_addrs: '%any'", "remote_addrs: '%any', aggressive: true", ""},
+		{"remote_addrs: '%any', local_port: 4501", "remote_addrs: '%any'", ""},
+		{"remote_addrs: '%any', psk_env: PSK_B", "remote_addrs: '%any'", ""}, // same key
+	}
+	for _, tt := range tests {
+		_, err := Parse(two(tt.a, tt.b))
+		switch {
+		case tt.want == "" && err != nil:
+			t.Errorf("{%s} {%s}: %v", tt.a, tt.b, err)
+		case tt.want != "" && (err == nil || err.Error() != tt.want):
+			t.Errorf("{%s} {%s}: got %v\nwant %s", tt.a, tt.b, err, tt.want)
+		}
+	}
+}
+
+func TestMulticastRefused(t *testing.T) {
+	t.Setenv("IKEGW_TEST_PSK", testPSK)
+	_, err := Parse(conn("remote_addrs: 224.0.0.5"))
+	if want := `config: connection "dc2": remote_addrs: multicast address 224.0.0.5 cannot be an IKE endpoint`; err == nil || err.Error() != want {
+		t.Errorf("got %v, want %s", err, want)
+	}
+}

@@ -55,6 +55,28 @@ func (c *Config) Validate() error {
 			return err
 		}
 	}
+	// An IKEv1 Main Mode responder using PSKs must choose the key from the
+	// peer's address alone (the identities come encrypted under it), so two
+	// Main Mode connections that the same peer address reaches equally must
+	// share the key. A connection with an exact remote address is preferred
+	// over %any ones (MatchRemote), so only equal remotes conflict.
+	for i, b := range c.Connections {
+		if b.Aggressive || b.Auth != AuthPSK {
+			continue
+		}
+		for _, a := range c.Connections[:i] {
+			if a.Aggressive || a.Auth != AuthPSK || a.LocalPort != b.LocalPort || a.PSK.Equal(b.PSK) {
+				continue
+			}
+			sameRemote := a.RemoteIsAny() && b.RemoteIsAny() || !a.RemoteIsAny() && !b.RemoteIsAny() && a.Remote == b.Remote
+			localsMeet := !a.localKnown() || !b.localKnown() || a.Local == b.Local
+			if sameRemote && localsMeet {
+				return &Error{Connection: b.Name, Err: errf(ErrInvalid,
+					"Main Mode from %s also matches connection %q, which has a different PSK; an IKEv1 Main Mode responder must pick the PSK by address before it sees the peer's identity (use one PSK for both, different local addresses, or aggressive: true)",
+					addrOrAny(b.Remote), a.Name)}
+			}
+		}
+	}
 	return nil
 }
 
@@ -73,6 +95,12 @@ func (c *Connection) Validate() error {
 	}
 	if c.Local.Zone() != "" || c.Remote.Zone() != "" {
 		return fail("local_addrs", errf(ErrNotSupported, "zoned addresses are not supported"))
+	}
+	if c.Local.IsMulticast() {
+		return fail("local_addrs", errf(ErrInvalid, "multicast address %s cannot be an IKE endpoint", c.Local))
+	}
+	if c.Remote.IsMulticast() {
+		return fail("remote_addrs", errf(ErrInvalid, "multicast address %s cannot be an IKE endpoint", c.Remote))
 	}
 	if c.Local.Is4In6() || c.Remote.Is4In6() {
 		return fail("remote_addrs", errf(ErrInvalid, "write IPv4 addresses in IPv4 form, not IPv4-mapped IPv6"))
