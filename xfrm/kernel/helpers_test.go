@@ -199,3 +199,17 @@ func (d *DataPlane) ourPolicies(ctx context.Context) (int, error) {
 	}
 	return n, err
 }
+
+// newVethPair creates namespaces A and B joined by a veth: vA 192.0.2.1/24
+// in A, vB 192.0.2.2/24 in B.
+func newVethPair(t testing.TB) (nsA, pathA, nsB, pathB string) {
+	t.Helper()
+	nsA, pathA = newNamedNS(t)
+	nsB, pathB = newNamedNS(t)
+	run(t, "ip", "-n", nsA, "link", "add", "vA", "type", "veth", "peer", "name", "vB", "netns", nsB)
+	for _, x := range []struct{ ns, dev, addr string }{{nsA, "vA", "192.0.2.1/24"}, {nsB, "vB", "192.0.2.2/24"}} {
+		run(t, "ip", "-n", x.ns, "addr", "add", x.addr, "dev", x.dev)
+		run(t, "ip", "-n", x.ns, "link", "set", x.dev, "up")
+	}
+	return nsA, pathA, nsB, pathB
+}

@@ -175,15 +175,11 @@ type tunnel struct {
 func newTunnel(t *testing.T, s suite, encap bool, spiA uint32) *tunnel {
 	t.Helper()
 	tn := &tunnel{}
-	tn.nsA, tn.pathA = newNamedNS(t)
-	tn.nsB, tn.pathB = newNamedNS(t)
-	run(t, "ip", "-n", tn.nsA, "link", "add", "vA", "type", "veth", "peer", "name", "vB", "netns", tn.nsB)
-	for _, x := range []struct{ ns, dev, outer, inner, peer, remote, src string }{
-		{tn.nsA, "vA", "192.0.2.1/24", "10.1.0.1/32", "192.0.2.2", tsB.String(), "10.1.0.1"},
-		{tn.nsB, "vB", "192.0.2.2/24", "10.2.0.1/32", "192.0.2.1", tsA.String(), "10.2.0.1"},
+	tn.nsA, tn.pathA, tn.nsB, tn.pathB = newVethPair(t)
+	for _, x := range []struct{ ns, inner, peer, remote, src string }{
+		{tn.nsA, "10.1.0.1/32", "192.0.2.2", tsB.String(), "10.1.0.1"},
+		{tn.nsB, "10.2.0.1/32", "192.0.2.1", tsA.String(), "10.2.0.1"},
 	} {
-		run(t, "ip", "-n", x.ns, "addr", "add", x.outer, "dev", x.dev)
-		run(t, "ip", "-n", x.ns, "link", "set", x.dev, "up")
 		run(t, "ip", "-n", x.ns, "addr", "add", x.inner, "dev", "lo")
 		run(t, "ip", "-n", x.ns, "route", "add", x.remote, "via", x.peer, "src", x.src)
 	}

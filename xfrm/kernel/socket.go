@@ -3,6 +3,7 @@ package kernel
 import (
 	"fmt"
 	"net"
+	"net/netip"
 
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
@@ -42,10 +43,13 @@ func EnableESPInUDP(conn *net.UDPConn) error {
 }
 
 // BypassPolicy exempts conn from IPsec policies in both directions with
-// per-socket XFRM policies (IP_XFRM_POLICY, and IPV6_XFRM_POLICY on IPv6
-// sockets; a dual-stack socket gets both), so IKE traffic between the same
-// addresses as a tunnel's selectors is never encrypted or dropped by them.
-// Needs CAP_NET_ADMIN.
+// per-socket XFRM policies (IP_XFRM_POLICY on IPv4 sockets,
+// IPV6_XFRM_POLICY on IPv6 ones), so IKE traffic between the same addresses
+// as a tunnel's selectors is never encrypted or dropped by them. An IPv6
+// socket that also carries IPv4 (dual-stack: IPV6_V6ONLY off and not bound
+// to an IPv6 address) is refused: the kernel takes only IPV6_XFRM_POLICY on
+// it, and that policy does not cover its IPv4-mapped traffic; use one
+// socket per family. Needs CAP_NET_ADMIN.
 func BypassPolicy(conn *net.UDPConn) error {
 	rc, err := conn.SyscallConn()
 	if err != nil {
@@ -78,8 +82,19 @@ func bypass(fd int) error {
 		levels = []lvl{v4}
 	case unix.AF_INET6:
 		levels = []lvl{{unix.IPPROTO_IPV6, unix.IPV6_XFRM_POLICY, unix.AF_INET6, "IPV6_XFRM_POLICY"}}
-		if only, err := unix.GetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY); err == nil && only == 0 {
-			levels = append(levels, v4)
+		only, err := unix.GetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY)
+		if err != nil {
+			return fmt.Errorf("IPV6_V6ONLY: %w", err)
+		}
+		if only == 0 {
+			sa, err := unix.Getsockname(fd)
+			if err != nil {
+				return fmt.Errorf("getsockname: %w", err)
+			}
+			a, ok := sa.(*unix.SockaddrInet6)
+			if !ok || netip.AddrFrom16(a.Addr).Is4In6() || netip.AddrFrom16(a.Addr).IsUnspecified() {
+				return fmt.Errorf("dual-stack socket (IPV6_V6ONLY off): the kernel's IPv6 socket policy does not cover its IPv4 traffic; use one socket per family")
+			}
 		}
 	default:
 		return fmt.Errorf("socket family %d is not IPv4 or IPv6", domain)
