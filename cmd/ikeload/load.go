@@ -41,7 +41,9 @@ type Options struct {
 	TunnelTimeout, Duration time.Duration
 	// Retransmit is the first retransmission timeout of IKE requests.
 	Retransmit time.Duration
-	Log        *slog.Logger
+	// Encap forces UDP encapsulation (strongSwan's encap=yes).
+	Encap bool
+	Log   *slog.Logger
 }
 
 // Result is what a run measured. Latencies are in milliseconds.
@@ -52,6 +54,7 @@ type Result struct {
 	Tunnels     int     `json:"tunnels"`
 	Concurrency int     `json:"concurrency"`
 	Engines     int     `json:"engines"`
+	Encap       bool    `json:"encap"`
 	OK          int     `json:"ok"`
 	Failed      int     `json:"failed"`
 	Timeouts    int     `json:"timeouts"`
@@ -188,8 +191,8 @@ func (o *Options) connections() ([]*config.Connection, error) {
 			Local: o.Local[i], Remote: o.Target, LocalPort: o.LocalPort, RemotePort: o.Port,
 			Auth: config.AuthPSK, PSK: config.Secret(o.PSK), Proposals: ike,
 			IKELifetime: config.DefaultIKELifetime, DPDAction: config.DPDNone,
-			Keyingtries: 1,
-			Retransmit:  config.RetransmitConfig{Timeout: o.Retransmit, Tries: config.DefaultRetransmitTries, Base: config.DefaultRetransmitBase},
+			Keyingtries: 1, ForceEncap: o.Encap,
+			Retransmit: config.RetransmitConfig{Timeout: o.Retransmit, Tries: config.DefaultRetransmitTries, Base: config.DefaultRetransmitBase},
 			Children: []*config.Child{{
 				Name: "net", Mode: sa.Tunnel, ESPProposals: esp,
 				LocalTS:   []sa.TrafficSelector{{Prefix: netip.PrefixFrom(ts, ts.BitLen())}},
@@ -384,7 +387,7 @@ feed:
 	end := time.Now()
 
 	res := &Result{Target: o.Target.String(), Proposal: o.Proposal, ESP: o.ESP, Tunnels: o.Tunnels,
-		Concurrency: o.Concurrency, Engines: o.Engines}
+		Concurrency: o.Concurrency, Engines: o.Engines, Encap: o.Encap}
 	var lats []time.Duration
 	last := start
 	for _, oc := range outcomes {

@@ -101,6 +101,7 @@ func parseFlags(args []string, stderr io.Writer) (Options, string, slog.Level, e
 	fs.DurationVar(&o.TunnelTimeout, "tunnel-timeout", 30*time.Second, "give up one tunnel's setup after this long")
 	fs.DurationVar(&o.Duration, "duration", 5*time.Minute, "stop the whole run after this long")
 	fs.DurationVar(&o.Retransmit, "retransmit", 4*time.Second, "first retransmission timeout of IKE requests")
+	fs.BoolVar(&o.Encap, "encap", false, "force UDP encapsulation (pretend to be behind a NAT: IKE floats to the NAT-T port, ESP in UDP)")
 	fs.StringVar(&format, "o", "table", "output: table or json")
 	fs.StringVar(&logLevel, "log-level", "warn", "engine log level: debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {

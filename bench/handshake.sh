@@ -1,0 +1,393 @@
+#!/usr/bin/env bash
+# bench/handshake.sh: IKEv1 handshake rate, ikegw's load generator
+# (cmd/ikeload, ikegw's engine as initiator) against
+#   (a) strongSwan 5.9.8 charon as responder (kernel-libipsec, so NAT-T), and
+#   (b) a single ikegwd as responder (userspace data plane, bbolt state),
+# for aes128-sha256 with ecp256 and with modp2048 (ESP aes128-sha256, no
+# PFS), RUNS runs each, interleaved (a, b, a, b, ...) so the ratios are
+# measured under the same machine load. Writes raw JSON per run and a
+# Markdown report (medians, ratios to strongSwan).
+#
+# Needs root (network namespaces), charon + swanctl, Go. Runs only in
+# namespaces it creates (unique names, removed on exit).
+#
+# Usage: bench/handshake.sh [report.md]      (default bench/RESULTS-handshake.md)
+# Environment: TUNNELS (2000), TUNNELS_<suite> per suite (TUNNELS_modp2048
+#              500: its DH is ~50x dearer), CONC (64), RUNS (5), SUITES ("ecp256 modp2048"),
+#              SETUPS ("strongswan ikegwd"), KEEP=1 keeps the work directory.
+set -euo pipefail
+
+TUNNELS=${TUNNELS:-2000}
+TUNNELS_modp2048=${TUNNELS_modp2048:-500}
+CONC=${CONC:-64}
+RUNS=${RUNS:-5}
+SUITES=${SUITES:-"ecp256 modp2048"}
+SETUPS=${SETUPS:-"strongswan ikegwd"}
+ESP=aes128-sha256
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+REPORT=${1:-$REPO/bench/RESULTS-handshake.md}
+
+die() { echo "handshake.sh: $*" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || die "needs root (network namespaces)"
+CHARON=""
+for p in /usr/lib/ipsec/charon /usr/libexec/ipsec/charon /usr/lib/strongswan/charon; do
+	[ -x "$p" ] && CHARON=$p && break
+done
+command -v swanctl >/dev/null || CHARON=""
+[ -n "$CHARON" ] || die "strongSwan (charon, swanctl) not installed: scripts/deps.sh installs it"
+tunnels_for() { eval "echo \${TUNNELS_$1:-$TUNNELS}"; }
+MAXT=0
+for suite in $SUITES; do
+	case $suite in ecp256 | modp2048 | ecp384 | modp3072 | curve25519) ;; *) die "suite $suite: want ecp256, modp2048, ecp384, modp3072 or curve25519" ;; esac
+	n=$(tunnels_for "$suite")
+	[ "$n" -ge 1 ] && [ "$n" -le 60000 ] || die "tunnels for $suite: $n: want 1..60000"
+	[ "$n" -gt "$MAXT" ] && MAXT=$n
+done
+
+ID="ikb$$$RANDOM"
+NSR="$ID-r"   # responder
+NSL="$ID-l"   # load generator
+WORK=$(mktemp -d "/tmp/$ID.XXXX")
+PIDS=()
+
+cleanup() {
+	set +e
+	for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
+	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+	ip netns del "$NSR" 2>/dev/null
+	ip netns del "$NSL" 2>/dev/null
+	if [ "${KEEP:-}" = 1 ]; then echo "work directory kept: $WORK" >&2; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+echo "building ikeload and ikegwd" >&2
+(cd "$REPO" && go build -o "$WORK/ikeload" ./cmd/ikeload)
+HAVE_IKEGWD=0
+if (cd "$REPO" && go build -o "$WORK/ikegwd" ./cmd/ikegwd && go build -o "$WORK/ikegwctl" ./cmd/ikegwctl) 2>"$WORK/ikegwd-build.log"; then
+	HAVE_IKEGWD=1
+else
+	echo "ikegwd does not build; strongSwan only:" >&2
+	cat "$WORK/ikegwd-build.log" >&2
+fi
+
+# Network: responder 10.77.0.1 (protected subnet 10.99.0.0/24, 10.99.0.1 on
+# its lo: kernel-libipsec needs an own address in its local selector); the
+# generator owns 10.78.0.1.. on lo (one source address per tunnel) behind
+# 10.77.0.2 and proposes 10.200.0.0 + i as tunnel i's selector.
+ip netns add "$NSR"
+ip netns add "$NSL"
+ip link add "$ID-a" type veth peer name "$ID-b"
+ip link set "$ID-a" netns "$NSR" name eth0
+ip link set "$ID-b" netns "$NSL" name eth0
+for ns in "$NSR" "$NSL"; do
+	ip -n "$ns" link set lo up
+	ip -n "$ns" link set eth0 up
+	ip netns exec "$ns" sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 net.ipv4.conf.eth0.rp_filter=0
+done
+ip -n "$NSR" addr add 10.77.0.1/24 dev eth0
+ip -n "$NSR" addr add 10.99.0.1/32 dev lo
+ip -n "$NSR" route add 10.78.0.0/16 via 10.77.0.2
+ip -n "$NSL" addr add 10.77.0.2/24 dev eth0
+ip -n "$NSL" route add 10.99.0.0/24 via 10.77.0.1
+addr() { echo "10.78.$(($1 >> 8)).$(($1 & 255))"; }
+for i in $(seq 1 "$MAXT"); do echo "addr add $(addr "$i")/32 dev lo"; done | ip -n "$NSL" -batch -
+local_range() { echo "$(addr 1)-$(addr "$1")"; }
+
+PSK="bench-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+printf '%s\n' "$PSK" >"$WORK/psk"
+chmod 600 "$WORK/psk"
+
+proposal() { echo "aes128-sha256-$1"; }
+
+# ---- strongSwan ----
+swan_conf() { # dir suite
+	local d=$1
+	mkdir -p "$d/swanctl"
+	for sub in x509 x509ca x509ocsp x509aa x509ac x509crl pubkey private rsa ecdsa bliss pkcs8 pkcs12 conf.d; do
+		mkdir -p "$d/swanctl/$sub"
+	done
+	cat >"$d/strongswan.conf" <<EOF
+charon {
+  load_modular = no
+  load = random nonce openssl aes sha1 sha2 hmac kdf drbg gmp curve25519 pem pkcs1 x509 pubkey constraints revocation kernel-libipsec kernel-netlink socket-default vici updown
+  # many peers: a real hash table for IKE SAs, threads for the workers
+  threads = 16
+  ikesa_table_size = 4096
+  ikesa_table_segments = 16
+  init_limit_half_open = 0
+  filelog {
+    bench {
+      path = $d/charon.log
+      time_format = %T
+      default = 0
+      ike = 0
+    }
+  }
+  syslog {
+    identifier = charon-bench
+    daemon {
+      default = -1
+    }
+  }
+}
+EOF
+	cat >"$d/swanctl/swanctl.conf" <<EOF
+connections {
+  bench {
+    version = 1
+    local_addrs = 10.77.0.1
+    remote_addrs = 10.78.0.0/16
+    proposals = $(proposal "$2")
+    aggressive = no
+    dpd_delay = 0
+    local {
+      auth = psk
+    }
+    remote {
+      auth = psk
+    }
+    children {
+      net {
+        local_ts = 10.99.0.0/24
+        remote_ts = 10.200.0.0/16
+        esp_proposals = $ESP
+      }
+    }
+  }
+}
+secrets {
+  ike-bench {
+    secret = "$PSK"
+  }
+}
+EOF
+	chmod -R go-rwx "$d"
+}
+
+RESP_PID=""
+start_strongswan() { # dir
+	local d=$1
+	# Own mount namespace: a tmpfs on /run (pid file, vici socket) and the
+	# instance's swanctl directory over /etc/swanctl.
+	STRONGSWAN_CONF="$d/strongswan.conf" ip netns exec "$NSR" unshare --mount --propagation private \
+		sh -c 'mount -t tmpfs -o mode=0755 ikb-run /run && mount --bind "$1" /etc/swanctl && exec "$2"' sh "$d/swanctl" "$CHARON" \
+		>"$d/charon.out" 2>&1 &
+	RESP_PID=$!
+	PIDS+=("$RESP_PID")
+	local i
+	for i in $(seq 1 100); do
+		if nsenter -t "$RESP_PID" -m -n swanctl --stats >/dev/null 2>&1; then
+			nsenter -t "$RESP_PID" -m -n swanctl --load-all >"$d/load-all.out" 2>&1 || { cat "$d/load-all.out" >&2; die "swanctl --load-all failed"; }
+			return 0
+		fi
+		kill -0 "$RESP_PID" 2>/dev/null || { cat "$d/charon.out" "$d/charon.log" >&2; die "charon exited at startup"; }
+		sleep 0.1
+	done
+	die "charon's vici socket does not answer"
+}
+
+swan_count() { nsenter -t "$RESP_PID" -m -n swanctl --stats 2>/dev/null | sed -n 's/^IKE_SAs: \([0-9]*\) total.*/\1/p'; }
+
+# ---- ikegwd ----
+ikegwd_conf() { # dir suite
+	local d=$1
+	mkdir -p "$d/state"
+	"$WORK/ikegwd" keygen --out "$d/cluster.key" >/dev/null
+	cat >"$d/ikegwd.yaml" <<EOF
+node:
+  name: bench
+  state_dir: $d/state
+  cluster_key_file: $d/cluster.key
+ike:
+  listen: [10.77.0.1]
+dataplane:
+  kind: userspace
+  tun: ikegw%d
+log:
+  level: warn
+admin:
+  socket: $d/admin.sock
+connections:
+  - name: bench
+    local_addrs: 10.77.0.1
+    remote_addrs: "%any"
+    remote_id: "%any"
+    psk_file: $WORK/psk
+    proposals: [$(proposal "$2")]
+    dpd_delay: 0s
+    children:
+      - name: net
+        local_ts: [10.99.0.0/24]
+        remote_ts: [10.200.0.0/16]
+        esp_proposals: [$ESP]
+EOF
+	"$WORK/ikegwd" check-config "$d/ikegwd.yaml" >"$d/check.out" 2>&1 || { cat "$d/check.out" >&2; die "ikegwd check-config failed"; }
+}
+
+start_ikegwd() { # dir
+	local d=$1
+	ip netns exec "$NSR" "$WORK/ikegwd" run -c "$d/ikegwd.yaml" >"$d/ikegwd.log" 2>&1 &
+	RESP_PID=$!
+	PIDS+=("$RESP_PID")
+	local i
+	for i in $(seq 1 100); do
+		[ -S "$d/admin.sock" ] && return 0
+		kill -0 "$RESP_PID" 2>/dev/null || { cat "$d/ikegwd.log" >&2; die "ikegwd exited at startup"; }
+		sleep 0.1
+	done
+	die "ikegwd's admin socket did not appear"
+}
+
+# resp_cpu_ms: CPU time (user + system) the responder process used so far.
+resp_cpu_ms() {
+	awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%d\n", ($12 + $13) * 1000 / hz }' "/proc/$RESP_PID/stat"
+}
+
+ikegwd_count() { "$WORK/ikegwctl" --socket "$1/admin.sock" status -o json 2>/dev/null | jq -r .ike_sas; }
+
+stop_resp() {
+	kill -TERM "$RESP_PID" 2>/dev/null || true
+	local i
+	for i in $(seq 1 50); do kill -0 "$RESP_PID" 2>/dev/null || break; sleep 0.1; done
+	kill -KILL "$RESP_PID" 2>/dev/null || true
+	wait "$RESP_PID" 2>/dev/null || true
+	RESP_PID=""
+}
+
+declare -A LOADCMD
+run_load() { # setup suite run
+	local out="$WORK/raw/$1-$2-$3.json" n LOCAL
+	n=$(tunnels_for "$2")
+	LOCAL=$(local_range "$n")
+	LOADCMD[$2]="ikeload -target 10.77.0.1 -local $LOCAL -tunnels $n -concurrency $CONC -proposal $(proposal "$2") -esp $ESP -encap -psk-file PSKFILE -tunnel-timeout 30s -duration 120s -o json"
+	ip netns exec "$NSL" "$WORK/ikeload" -target 10.77.0.1 -local "$LOCAL" -tunnels "$n" -concurrency "$CONC" \
+		-proposal "$(proposal "$2")" -esp "$ESP" -encap -psk-file "$WORK/psk" -tunnel-timeout 30s -duration 120s -o json \
+		>"$out" 2>"$WORK/raw/$1-$2-$3.err" || true
+	[ -s "$out" ] || { cat "$WORK/raw/$1-$2-$3.err" >&2; die "ikeload produced no result ($1 $2 run $3)"; }
+}
+
+field() { jq -r ".$2" "$1"; }
+
+mkdir -p "$WORK/raw"
+for suite in $SUITES; do
+	for run in $(seq 1 "$RUNS"); do
+		for setup in $SETUPS; do
+			d="$WORK/$setup-$suite-$run"
+			mkdir -p "$d"
+			case $setup in
+			strongswan)
+				swan_conf "$d" "$suite"
+				start_strongswan "$d"
+				run_load "$setup" "$suite" "$run"
+				swan_count >"$WORK/raw/$setup-$suite-$run.sas"
+				resp_cpu_ms >"$WORK/raw/$setup-$suite-$run.cpu"
+				stop_resp
+				;;
+			ikegwd)
+				[ "$HAVE_IKEGWD" = 1 ] || continue
+				ikegwd_conf "$d" "$suite"
+				start_ikegwd "$d"
+				run_load "$setup" "$suite" "$run"
+				ikegwd_count "$d" >"$WORK/raw/$setup-$suite-$run.sas"
+				resp_cpu_ms >"$WORK/raw/$setup-$suite-$run.cpu"
+				stop_resp
+				;;
+			*) die "unknown setup $setup" ;;
+			esac
+			f="$WORK/raw/$setup-$suite-$run.json"
+			printf '%-10s %-9s run %d: ok %s/%s  %s tunnels/s  p50 %s ms  p99 %s ms  responder: %s IKE SAs, %s ms CPU\n' "$setup" "$suite" "$run" \
+				"$(field "$f" ok)" "$(tunnels_for "$suite")" "$(field "$f" tunnels_per_s)" "$(field "$f" p50_ms)" "$(field "$f" p99_ms)" \
+				"$(cat "$WORK/raw/$setup-$suite-$run.sas")" "$(cat "$WORK/raw/$setup-$suite-$run.cpu")" >&2
+		done
+	done
+done
+
+median() { sort -g | awk '{v[NR]=$1} END {if (NR==0) {print "n/a"; exit} if (NR%2) print v[(NR+1)/2]; else printf "%.1f\n", (v[NR/2]+v[NR/2+1])/2}'; }
+# val setup suite run field: one run's value; cpu_ms_per_tunnel is the
+# responder's CPU time divided by the tunnels set up.
+val() {
+	local f="$WORK/raw/$1-$2-$3"
+	if [ "$4" = cpu_ms_per_tunnel ]; then
+		awk -v c="$(cat "$f.cpu")" -v n="$(field "$f.json" ok)" 'BEGIN { if (n > 0) printf "%.3f\n", c / n; else print "n/a" }'
+	else
+		field "$f.json" "$4"
+	fi
+}
+med() { # setup suite field
+	local run
+	for run in $(seq 1 "$RUNS"); do [ -e "$WORK/raw/$1-$2-$run.json" ] && val "$1" "$2" "$run" "$3"; done | grep -v n/a | median
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a=="n/a" || b=="n/a" || b==0) print "n/a"; else printf "%.2f", a/b }'; }
+
+{
+	echo "# Handshake rate: ikegw's load generator against strongSwan and ikegwd"
+	echo
+	echo "Generated by \`bench/handshake.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(cd "$REPO" && git rev-parse --short HEAD)."
+	echo
+	echo "## Machine"
+	echo
+	echo '```'
+	echo "nproc: $(nproc)"
+	lscpu | head -n 15
+	echo "kernel: $(uname -r)"
+	echo "charon: $("$CHARON" --version 2>&1 | head -1 || true)$(dpkg-query -W -f ' (Debian ${Version})' strongswan-charon 2>/dev/null || true)"
+	echo "go: $(go version)"
+	echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+	echo '```'
+	echo
+	echo "## Setup"
+	echo
+	echo "- Two network namespaces joined by a veth pair. The generator owns $MAXT addresses ($(local_range "$MAXT")) on lo; each tunnel uses its own, so the responder sees as many distinct peers as tunnels, one ISAKMP SA and one IPsec SA pair each."
+	for suite in $SUITES; do echo "- Tunnels per run for $suite: $(tunnels_for "$suite"), concurrency $CONC."; done
+	echo "- Per tunnel: IKEv1 Main Mode (PSK) + Quick Mode, ESP $ESP, no PFS, tunnel mode, selectors 10.200.0.0+i/32 <-> 10.99.0.0/24. Setup latency is from Initiate to the initiator installing the Quick Mode's pair."
+	echo "- Generator: \`ikeload\` (ikegw's engine as initiator, one engine/event loop, in-memory state, a data plane that only records installs), \`-encap\` so both responders do NAT-T (strongSwan's kernel-libipsec fakes a NAT anyway) and IKE floats to 4500."
+	echo "- (a) strongSwan: charon $("$CHARON" --version 2>&1 | head -1 | awk '{print $NF}'), kernel-libipsec (userspace ESP on a TUN), threads = 16, ikesa_table_size = 4096, ikesa_table_segments = 16, no DPD, log level 0, one connection with remote_addrs = 10.78.0.0/16."
+	echo "- (b) ikegwd: a single node, userspace data plane (TUN), state in bbolt under /tmp, log level warn, one connection with remote_addrs %any."
+	echo "- Responder CPU is the responder process's user + system time (/proc/PID/stat, $(getconf CLK_TCK) Hz ticks) from its start until the run ended, divided by the tunnels set up: it includes start-up, and it is the least noisy number on a shared machine."
+	echo "- Each run starts a fresh responder; runs alternate between the setups (a, b, a, b, ...). $RUNS runs per setup and suite; the generator and the responder share the machine's $(nproc) cores (and the machine is shared with other work: compare the ratios, not the absolute numbers)."
+	echo
+	echo "Commands per run (in the generator's namespace; PSKFILE is a 0600 file):"
+	echo
+	echo '```'
+	for suite in $SUITES; do echo "${LOADCMD[$suite]}"; done
+	echo '```'
+	echo
+	echo "## Medians"
+	echo
+	echo "| suite | responder | ok | tunnels/s | p50 ms | p99 ms | responder CPU ms/tunnel | tunnels/s vs strongSwan | CPU/tunnel strongSwan vs this |"
+	echo "|---|---|---|---|---|---|---|---|---|"
+	for suite in $SUITES; do
+		base=$(med strongswan "$suite" tunnels_per_s)
+		basecpu=$(med strongswan "$suite" cpu_ms_per_tunnel)
+		for setup in $SETUPS; do
+			[ "$setup" = ikegwd ] && [ "$HAVE_IKEGWD" != 1 ] && continue
+			tps=$(med "$setup" "$suite" tunnels_per_s)
+			cpu=$(med "$setup" "$suite" cpu_ms_per_tunnel)
+			echo "| $suite | $setup | $(med "$setup" "$suite" ok) of $(tunnels_for "$suite") | $tps | $(med "$setup" "$suite" p50_ms) | $(med "$setup" "$suite" p99_ms) | $cpu | $(ratio "$tps" "$base") | $(ratio "$basecpu" "$cpu") |"
+		done
+	done
+	echo
+	echo "## Raw runs"
+	echo
+	echo "| suite | responder | run | ok | failed | elapsed s | tunnels/s | p50 ms | p90 ms | p99 ms | max ms | initiator retransmits | responder IKE SAs after | responder CPU ms |"
+	echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+	for suite in $SUITES; do
+		for setup in $SETUPS; do
+			for run in $(seq 1 "$RUNS"); do
+				f="$WORK/raw/$setup-$suite-$run.json"
+				[ -e "$f" ] || continue
+				echo "| $suite | $setup | $run | $(field "$f" ok) | $(field "$f" failed) | $(field "$f" elapsed_s) | $(field "$f" tunnels_per_s) | $(field "$f" p50_ms) | $(field "$f" p90_ms) | $(field "$f" p99_ms) | $(field "$f" max_ms) | $(field "$f" retransmits) | $(cat "$WORK/raw/$setup-$suite-$run.sas") | $(cat "$WORK/raw/$setup-$suite-$run.cpu") |"
+			done
+		done
+	done
+	if [ "$HAVE_IKEGWD" != 1 ]; then
+		echo
+		echo "ikegwd did not build, so only strongSwan was measured:"
+		echo
+		echo '```'
+		cat "$WORK/ikegwd-build.log"
+		echo '```'
+	fi
+} >"$REPORT"
+echo "report written to $REPORT" >&2
