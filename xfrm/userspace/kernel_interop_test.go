@@ -4,11 +4,13 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -138,6 +140,7 @@ func kernelInterop(t *testing.T, pair [2]*sa.ChildSA) {
 	encapSocket(t, k.path())
 
 	// Userspace side.
+	u.capture = 3
 	u.listen(t)
 	e := u.start(t, uc)
 
@@ -149,6 +152,7 @@ func kernelInterop(t *testing.T, pair [2]*sa.ChildSA) {
 	}
 	st, _ := e.Stats(uc.ID())
 	t.Logf("engine %+v", st)
+	saveKernelPackets(t, &kc.Out, u)
 	if st.InPackets != count || st.OutPackets != count || st.AuthFailures+st.ReplayDrops+st.PolicyDrops != 0 {
 		t.Fatalf("engine counters %+v", st)
 	}
@@ -193,6 +197,43 @@ func kernelInterop(t *testing.T, pair [2]*sa.ChildSA) {
 	}
 	if kst := kernelStats(t, k.name, &kc.In); kst.replay+kst.replayWindow < 5 {
 		t.Fatalf("kernel counted no replays for sequence numbers that went back: %+v", kst)
+	}
+}
+
+// saveKernelPackets writes the ESP packets the kernel sent, with the keys
+// that sealed them, to $IKEGW_VM_OUT (set by scripts/vm/run.sh) for
+// xfrm/esp/testdata/kernel (copy them there by hand after a run with
+// IKEGW_VM_KEEP=1): wire bytes from a real peer.
+func saveKernelPackets(t *testing.T, d *sa.SADir, n *nsNode) {
+	dir := os.Getenv("IKEGW_VM_OUT")
+	if dir == "" {
+		return
+	}
+	n.capMu.Lock()
+	pkts := n.captured
+	n.capMu.Unlock()
+	type vector struct {
+		Kernel   string   `json:"kernel"`
+		SPI      uint32   `json:"spi"`
+		Encr     string   `json:"encr"`
+		EncrKey  string   `json:"encrKey"`
+		Integ    string   `json:"integ,omitempty"`
+		IntegKey string   `json:"integKey,omitempty"`
+		Trunc    uint16   `json:"truncBits"`
+		Inner    string   `json:"inner"` // what every packet carries: src>dst proto
+		Packets  []string `json:"packets"`
+	}
+	var uts unix.Utsname
+	unix.Uname(&uts)
+	v := vector{Kernel: unix.ByteSliceToString(uts.Release[:]), SPI: d.SPI, Encr: d.Encr, EncrKey: hex.EncodeToString(d.EncrKey),
+		Integ: d.Integ, IntegKey: hex.EncodeToString(d.IntegKey), Trunc: d.TruncBits, Inner: "10.1.0.1>10.2.0.1 icmp echo request"}
+	for _, p := range pkts {
+		v.Packets = append(v.Packets, hex.EncodeToString(p))
+	}
+	b, _ := json.MarshalIndent(v, "", " ")
+	name := strings.NewReplacer("(", "-", ")", "", "/", "-").Replace(strings.TrimSuffix(fmt.Sprintf("%s-%d-%s", d.Encr, len(d.EncrKey), d.Integ), "-")) + ".json"
+	if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+		t.Errorf("saving kernel packets: %v", err)
 	}
 }
 

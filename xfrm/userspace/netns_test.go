@@ -46,6 +46,10 @@ type nsNode struct {
 	conn   *net.UDPConn
 	engine atomic.Pointer[Engine]
 	wg     sync.WaitGroup
+
+	capMu    sync.Mutex
+	captured [][]byte // the first ESP datagrams received, when capture > 0
+	capture  int
 }
 
 func (n *nsNode) path() string { return "/var/run/netns/" + n.name }
@@ -74,6 +78,11 @@ func (n *nsNode) listen(t *testing.T) {
 			if err != nil {
 				return // closed
 			}
+			n.capMu.Lock()
+			if len(n.captured) < n.capture && IsESP(buf[:k]) {
+				n.captured = append(n.captured, append([]byte(nil), buf[:k]...))
+			}
+			n.capMu.Unlock()
 			if e := n.engine.Load(); e != nil && IsESP(buf[:k]) {
 				e.HandleInbound(buf[:k], from)
 			}
