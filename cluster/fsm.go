@@ -306,6 +306,7 @@ func (f *FSM) applyBatch(index uint64, body []byte) any {
 			return nil
 		}); err != nil {
 			res.Errs[i] = fmt.Errorf("cluster: apply group %d at index %d: %w", i, index, err)
+			f.log.Warn("cluster: group refused by the store", "index", index, "group", i, "err", err)
 		}
 	}
 	return res

@@ -137,6 +137,19 @@ func TestFSMCommands(t *testing.T) {
 			t.Errorf("%s: got %v, want %v", st.name, err, st.want)
 		}
 	}
+	if a, ok, err := ReadActive(db); err != nil || !ok || a != (ActiveBody{Node: "gw1", Term: 5}) {
+		t.Errorf("ReadActive: %+v %v %v", a, ok, err)
+	}
+	if v, d, err := ReadConfig(db); err != nil || v != 2 || string(d) != "psk=secret" {
+		t.Errorf("ReadConfig: %d %q %v", v, d, err)
+	}
+	empty := testDB(t, s)
+	if _, ok, err := ReadActive(empty); ok || err != nil {
+		t.Errorf("ReadActive on empty db: %v %v", ok, err)
+	}
+	if v, d, err := ReadConfig(empty); v != 0 || d != nil || err != nil {
+		t.Errorf("ReadConfig on empty db: %d %q %v", v, d, err)
+	}
 	err := db.View(func(tx *store.Tx) error {
 		if _, err := tx.IKE(testIKE(1).Cookies); err != nil {
 			t.Errorf("ike 1: %v", err)

@@ -128,3 +128,35 @@ func Open(cfg Config, f Files) (*Node, error) {
 // Store is the SA database, for reads (writes go through Commit). It is nil
 // for nodes built on a non-store Backend.
 func (n *Node) Store() *store.DB { return n.deps.DB }
+
+// ReadActive returns the active owner last committed with SetActive; ok is
+// false when none was.
+func ReadActive(db *store.DB) (a ActiveBody, ok bool, err error) {
+	err = db.View(func(tx *store.Tx) error {
+		raw, err := txWriter{tx}.Meta(metaActive)
+		if err != nil || raw == nil {
+			return err
+		}
+		if err := decMode.Unmarshal(raw, &a); err != nil {
+			return fmt.Errorf("cluster: stored active owner: %w", err)
+		}
+		ok = true
+		return nil
+	})
+	return a, ok, err
+}
+
+// ReadConfig returns the cluster configuration last committed with
+// ConfigApply (opaque bytes, possibly holding PSKs: never log them) and its
+// version; version 0 and nil data when none was.
+func ReadConfig(db *store.DB) (version uint64, data []byte, err error) {
+	err = db.View(func(tx *store.Tx) error {
+		w := txWriter{tx}
+		if version, err = readUint(w, metaConfigVersion); err != nil {
+			return err
+		}
+		data, err = w.SealedMeta(metaConfig)
+		return err
+	})
+	return version, data, err
+}
