@@ -164,27 +164,94 @@ func decodeConnections(list *yaml.Node, o options) (*Config, error) {
 		return nil, &Error{File: o.file, Line: list.Line, Field: "connections", Err: errf(ErrMissing, "the list is empty")}
 	}
 	cfg := &Config{}
-	lines := map[*Connection]int{}
+	pos := &positions{conns: map[string]keyPos{}, children: map[*Child]keyPos{}}
 	for i, item := range list.Content {
-		c, err := decodeConnection(i, item, o)
+		c, err := decodeConnection(i, item, o, pos)
 		if err != nil {
 			return nil, err
 		}
-		lines[c] = item.Line
 		cfg.Connections = append(cfg.Connections, c)
 	}
 	if err := cfg.Validate(); err != nil {
 		if e, ok := err.(*Error); ok {
 			e.File = o.file
-			if e.Line == 0 && e.Connection != "" {
-				if c := cfg.Connection(e.Connection); c != nil {
-					e.Line = lines[c]
-				}
-			}
+			pos.locate(cfg, e)
 		}
 		return nil, err
 	}
 	return cfg, nil
+}
+
+// keyPos is where a mapping (a connection or a child) and its keys are.
+type keyPos struct {
+	line int
+	keys map[string]*yaml.Node // value node of each key
+}
+
+func keyPosOf(n *yaml.Node) keyPos {
+	kp := keyPos{keys: map[string]*yaml.Node{}}
+	if n = resolve(n); n == nil || n.Kind != yaml.MappingNode {
+		return kp
+	}
+	kp.line = n.Line
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if k := resolve(n.Content[i]); k != nil {
+			kp.keys[k.Value] = n.Content[i+1]
+		}
+	}
+	return kp
+}
+
+// lineOf returns the line of a field such as "proposals[1]" or
+// "retransmit.base", or of the mapping when the key is not written.
+func (kp keyPos) lineOf(field string) int {
+	base, rest := field, ""
+	if i := strings.IndexAny(field, "[."); i >= 0 {
+		base, rest = field[:i], field[i:]
+	}
+	n := resolve(kp.keys[base])
+	if n == nil {
+		return kp.line
+	}
+	switch {
+	case strings.HasPrefix(rest, "[") && n.Kind == yaml.SequenceNode:
+		idx, err := strconv.Atoi(strings.TrimSuffix(rest[1:], "]"))
+		if err == nil && idx >= 0 && idx < len(n.Content) {
+			return n.Content[idx].Line
+		}
+	case strings.HasPrefix(rest, ".") && n.Kind == yaml.MappingNode:
+		return keyPosOf(n).lineOf(rest[1:])
+	}
+	return n.Line
+}
+
+// positions remembers where each connection and child was written, to put
+// lines on errors found by Validate.
+type positions struct {
+	conns    map[string]keyPos
+	children map[*Child]keyPos
+}
+
+func (p *positions) locate(cfg *Config, e *Error) {
+	cp, ok := p.conns[e.Connection]
+	if !ok {
+		return
+	}
+	kp := cp
+	if e.Child != "" {
+		c := cfg.Connection(e.Connection)
+		if c == nil {
+			return
+		}
+		ch := c.Child(e.Child)
+		if ch == nil {
+			return
+		}
+		if kp, ok = p.children[ch]; !ok {
+			return
+		}
+	}
+	e.Line = kp.lineOf(e.Field)
 }
 
 // connName returns the name of connection i for errors: its name if it has
@@ -196,7 +263,7 @@ func connName(i int, r *rawConn) string {
 	return "connections[" + strconv.Itoa(i) + "]"
 }
 
-func decodeConnection(i int, item *yaml.Node, o options) (*Connection, error) {
+func decodeConnection(i int, item *yaml.Node, o options, pos *positions) (*Connection, error) {
 	var r rawConn
 	// The name first, so that every later error can carry it.
 	if m := resolve(item); m != nil && m.Kind == yaml.MappingNode {
@@ -216,9 +283,9 @@ func decodeConnection(i int, item *yaml.Node, o options) (*Connection, error) {
 		return nil, &Error{File: o.file, Line: fe.line, Connection: name, Field: fe.field, Err: fe.err}
 	}
 	// fail builds an error at a field of this connection.
-	line := item.Line
+	kp := keyPosOf(item)
 	fail := func(field, value string, err error) error {
-		return &Error{File: o.file, Line: line, Connection: name, Field: field, Value: value, Err: err}
+		return &Error{File: o.file, Line: kp.lineOf(field), Connection: name, Field: field, Value: value, Err: err}
 	}
 	c := &Connection{}
 	if r.Name == nil {
@@ -227,6 +294,9 @@ func decodeConnection(i int, item *yaml.Node, o options) (*Connection, error) {
 	c.Name = *r.Name
 	if err := validName(c.Name); err != nil {
 		return nil, fail("name", clip(c.Name), err)
+	}
+	if _, dup := pos.conns[c.Name]; !dup {
+		pos.conns[c.Name] = kp
 	}
 	c.Legacy = r.Legacy != nil && *r.Legacy
 
@@ -379,6 +449,7 @@ func decodeConnection(i int, item *yaml.Node, o options) (*Connection, error) {
 		if err != nil {
 			return nil, err
 		}
+		pos.children[ch] = keyPosOf(item)
 		c.Children = append(c.Children, ch)
 	}
 	return c, nil
@@ -411,9 +482,9 @@ func decodeChild(c *Connection, j int, item *yaml.Node, o options) (*Child, erro
 			}
 		}
 	}
-	line := item.Line
+	kp := keyPosOf(item)
 	fail := func(field, value string, err error) error {
-		return &Error{File: o.file, Line: line, Connection: c.Name, Child: childName, Field: field, Value: value, Err: err}
+		return &Error{File: o.file, Line: kp.lineOf(field), Connection: c.Name, Child: childName, Field: field, Value: value, Err: err}
 	}
 	if fe := decodeStrict(item, &r); fe != nil {
 		return nil, &Error{File: o.file, Line: fe.line, Connection: c.Name, Child: childName, Field: fe.field, Err: fe.err}

@@ -522,7 +522,7 @@ func TestLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = Load(bad)
-	want := "config: " + bad + `:2: connection "dc2": proposals[0] "aes999-sha1-modp2048": unknown cipher "aes999"`
+	want := "config: " + bad + `:6: connection "dc2": proposals[0] "aes999-sha1-modp2048": unknown cipher "aes999"`
 	if err == nil || err.Error() != want {
 		t.Errorf("Load error\n %v\nwant\n %s", err, want)
 	}
@@ -532,6 +532,27 @@ func TestLoad(t *testing.T) {
 	}
 	_, err = Load(bad2)
 	want = "config: " + bad2 + `:8: connection "dc2": retransmit: unknown key "bsae" (did you mean "base"?)`
+	if err == nil || err.Error() != want {
+		t.Errorf("Load error\n %v\nwant\n %s", err, want)
+	}
+	// Errors found by Validate point at the key too.
+	bad3 := filepath.Join(dir, "bad3.yaml")
+	doc := "connections:\n  - name: dc2\n    psk_file: dc2.psk\n    remote_addrs: 198.51.100.20\n    children:\n      - name: a\n      - name: b\n        remote_ts:\n          - 10.0.0.0/8\n          - 2001:db8::/32\n"
+	if err := os.WriteFile(bad3, []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Load(bad3)
+	want = "config: " + bad3 + `:10: connection "dc2": child "b": remote_ts[1]: 2001:db8::/32 is IPv6 but local_ts (dynamic, same family as 198.51.100.20) is IPv4; all selectors of a child must be of one address family`
+	if err == nil || err.Error() != want {
+		t.Errorf("Load error\n %v\nwant\n %s", err, want)
+	}
+	bad4 := filepath.Join(dir, "bad4.yaml")
+	doc = "connections:\n  - name: dc2\n    psk_file: dc2.psk\n    remote_addrs: 198.51.100.20\n    retransmit: {tries: 3,\n      base: 20}\n    children: [{name: a}]\n"
+	if err := os.WriteFile(bad4, []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Load(bad4)
+	want = "config: " + bad4 + `:6: connection "dc2": retransmit.base: 20 is out of range 1..10`
 	if err == nil || err.Error() != want {
 		t.Errorf("Load error\n %v\nwant\n %s", err, want)
 	}
