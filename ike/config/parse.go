@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -145,8 +146,20 @@ func safeUnmarshal(data []byte, n *yaml.Node) (err error) {
 			err = errf(ErrInvalid, "YAML parser failed on this document: %v", r)
 		}
 	}()
-	if err := yaml.Unmarshal(data, n); err != nil {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(n); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil // empty document; the caller reports it
+		}
 		return errf(ErrInvalid, "%s", strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		line := extra.Line
+		if err != nil {
+			return errf(ErrInvalid, "%s", strings.TrimPrefix(err.Error(), "yaml: "))
+		}
+		return errf(ErrInvalid, "line %d: a second YAML document; the file must hold exactly one", line)
 	}
 	return nil
 }
@@ -410,7 +423,7 @@ func decodeConnection(i int, item *yaml.Node, o options, pos *positions) (*Conne
 	c.Keyingtries = DefaultKeyingtries
 	if r.Keyingtries != nil {
 		if *r.Keyingtries < 0 || *r.Keyingtries > 1<<20 {
-			return nil, fail("keyingtries", "", errf(ErrInvalid, "%d is out of range 0 (forever) ..%d", *r.Keyingtries, 1<<20))
+			return nil, fail("keyingtries", "", errf(ErrInvalid, "%d is out of range 0..%d (0 means forever)", *r.Keyingtries, 1<<20))
 		}
 		c.Keyingtries = int(*r.Keyingtries)
 	}

@@ -349,7 +349,7 @@ func TestParseErrors(t *testing.T) {
 		{conn("dpd_delay: 100ms"), ErrInvalid,
 			`config: connection "dc2": dpd_delay: 100ms is neither 0 (off) nor between 1s and 1h`},
 		{conn("keyingtries: -1"), ErrInvalid,
-			`config: connection "dc2": keyingtries: -1 is out of range 0 (forever) ..1048576`},
+			`config: connection "dc2": keyingtries: -1 is out of range 0..1048576 (0 means forever)`},
 		{conn("retransmit: {base: 0.5}"), ErrInvalid,
 			`config: connection "dc2": retransmit.base: 0.5 is out of range 1..10`},
 		{conn("retransmit: {base: .nan}"), ErrInvalid,
@@ -407,6 +407,9 @@ func TestParseErrors(t *testing.T) {
 		{[]byte("connections:\n  - <<: {name: a}\n"), ErrNotSupported, `config: connections[0]: <<: YAML merge keys are not supported; write the keys out`},
 		{[]byte("connections:\n  - [a, b]\n"), ErrInvalid, `config: connections[0]: expected a mapping of keys, found a list`},
 		{[]byte("connections: [\n"), ErrInvalid, `config: line 1: did not find expected node content`},
+		{append(conn(), "---\nconnections: []\n"...), ErrInvalid, `config: line 6: a second YAML document; the file must hold exactly one`},
+		{[]byte("# only a comment\n"), ErrMissing, `config: empty document; expected a ` + "`connections:`" + ` list`},
+		{[]byte("hello\n"), ErrInvalid, `config: line 1: expected a mapping of keys, found a value "hello"`},
 	}
 	for _, tt := range tests {
 		cfg, err := Parse(tt.doc)
