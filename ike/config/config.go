@@ -1,16 +1,3 @@
-// Package config owns the IKE connection configuration of ikegw: the
-// `connections:` part of ikegwd's YAML file, parsed strictly (unknown keys
-// are errors) into typed, validated, defaulted values the IKEv1 engine uses
-// as they are.
-//
-// Algorithms, identities and traffic selectors use strongSwan's spellings so
-// operators can carry their swanctl knowledge over. Every error names the
-// connection and the field it is about. Secrets (PSKs) are read from a
-// private file or the environment, never inline, and never appear in
-// errors, logs or any printed or encoded form of a Config (see Secret).
-//
-// The package does no I/O beyond reading the config and PSK files and the
-// environment, and imports nothing of ikegw except ike/sa.
 package config
 
 import (

@@ -704,3 +704,20 @@ func TestMulticastRefused(t *testing.T) {
 		t.Errorf("got %v, want %s", err, want)
 	}
 }
+
+// TestExampleShowsEveryKey keeps testdata/example.yaml a complete reference.
+func TestExampleShowsEveryKey(t *testing.T) {
+	ex, err := os.ReadFile("testdata/example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []any{rawDoc{}, rawConn{}, rawRetransmit{}, rawChild{}} {
+		rt := reflect.TypeOf(v)
+		for i := 0; i < rt.NumField(); i++ {
+			key, _, _ := strings.Cut(rt.Field(i).Tag.Get("yaml"), ",")
+			if !strings.Contains(string(ex), key+":") {
+				t.Errorf("testdata/example.yaml does not show key %q", key)
+			}
+		}
+	}
+}
