@@ -18,6 +18,9 @@ const (
 	maxRetransmit      = time.Minute
 	maxRetransmitTries = 30
 	maxRetransmitBase  = 10.0
+	// maxTransforms bounds the transforms of one proposal: IKEv1 numbers
+	// them in one byte, and every one makes the first message larger.
+	maxTransforms = 32
 )
 
 func validName(s string) error {
@@ -138,6 +141,9 @@ func (c *Connection) Validate() error {
 	}
 	if len(c.Proposals) == 0 {
 		return fail("proposals", errf(ErrMissing, "no IKE proposals"))
+	}
+	if len(c.Proposals) > maxTransforms {
+		return fail("proposals", errf(ErrInvalid, "%d transforms after expanding the proposals, at most %d", len(c.Proposals), maxTransforms))
 	}
 	for i, p := range c.Proposals {
 		if err := validIKEProposal(p, c.Legacy); err != nil {
@@ -282,9 +288,16 @@ func (c *Connection) validateChild(i int, ch *Child) error {
 	if len(ch.ESPProposals) == 0 {
 		return fail("esp_proposals", errf(ErrMissing, "no ESP proposals"))
 	}
+	if len(ch.ESPProposals) > maxTransforms {
+		return fail("esp_proposals", errf(ErrInvalid, "%d transforms after expanding the proposals, at most %d", len(ch.ESPProposals), maxTransforms))
+	}
 	for k, p := range ch.ESPProposals {
 		if err := validESPProposal(p, c.Legacy); err != nil {
 			return fail("esp_proposals["+strconv.Itoa(k)+"]", err)
+		}
+		// IKEv1 Quick Mode carries one KE payload: one PFS group for all.
+		if first := ch.ESPProposals[0]; p.PFSGroup != first.PFSGroup {
+			return fail("esp_proposals", errf(ErrInvalid, "%s and %s differ in PFS group; a Quick Mode carries one key exchange, so all proposals of a child must use the same group (or none)", first, p))
 		}
 	}
 	if err := lifetime(ch.RekeyTime); err != nil {
