@@ -28,6 +28,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"ikegw/ike/sa"
 	"ikegw/xfrm"
@@ -59,6 +60,15 @@ type Config struct {
 	// NetNSPath, when set, is the network namespace (e.g.
 	// /var/run/netns/NAME) to create the TUN device and routes in.
 	NetNSPath string
+	// RouteTable is the routing table that holds the routes through the
+	// TUN device, consulted before the main table through a policy rule
+	// of priority RulePriority (as strongSwan uses table 220). The main
+	// table is never touched, so the engine cannot clobber an operator's
+	// route, and each peer's address gets a "throw" route in the table so
+	// that ESP to a peer covered by a remote selector (0.0.0.0/0) does not
+	// loop through the TUN. Defaults DefaultRouteTable, DefaultRulePriority.
+	RouteTable   int
+	RulePriority int
 	// Logger for events; default slog.Default().
 	Logger *slog.Logger
 	// ExpiryBuffer is the capacity of the Expiries channel. Default 64.
@@ -69,8 +79,12 @@ type Config struct {
 	Now func() time.Time
 }
 
-// DefaultMTU is the TUN MTU when Config.MTU is zero.
-const DefaultMTU = 1400
+// Defaults of Config.
+const (
+	DefaultMTU          = 1400
+	DefaultRouteTable   = 4500
+	DefaultRulePriority = 4500
+)
 
 // Stats are the live counters of one installed pair.
 type Stats struct {
@@ -102,6 +116,8 @@ type Engine struct {
 	dev    Device
 	nl     *netlink.Handle // nil: routes not managed
 	link   netlink.Link
+	table  int
+	rules  []*netlink.Rule // installed by us, removed by Close
 	mtu    int
 	now    func() time.Time
 	tick   time.Duration
@@ -112,6 +128,7 @@ type Engine struct {
 	outSPIs  map[outKey]*child    // outbound SPI and peer
 	ordered  []*child             // install order, for the outbound lookup
 	routes   map[netip.Prefix]int // reference counts of our routes
+	throws   map[netip.Addr]int   // reference counts of the peers' throw routes
 
 	expMu     sync.Mutex
 	expClosed bool
@@ -157,7 +174,7 @@ func New(cfg Config) (*Engine, error) {
 	e := &Engine{
 		log: cfg.Logger, sender: cfg.Sender, mtu: cfg.MTU, now: cfg.Now, tick: cfg.LifetimeTick,
 		children: map[uint32]*child{}, outSPIs: map[outKey]*child{}, routes: map[netip.Prefix]int{},
-		done: make(chan struct{}),
+		throws: map[netip.Addr]int{}, done: make(chan struct{}),
 	}
 	if e.log == nil {
 		e.log = slog.Default()
@@ -223,7 +240,11 @@ func (e *Engine) createTUN(cfg Config) error {
 	if err == nil {
 		e.link, err = setUp(e.nl, tun.name, e.mtu)
 	}
+	if err == nil {
+		err = e.addRules(cfg)
+	}
 	if err != nil {
+		e.delRules()
 		tun.Close()
 		if e.nl != nil {
 			e.nl.Close()
@@ -232,6 +253,43 @@ func (e *Engine) createTUN(cfg Config) error {
 	}
 	e.dev = tun
 	return nil
+}
+
+// addRules makes every lookup consult our table before the main one, for
+// IPv4 and (when the host has it) IPv6. A rule that is already there (left
+// by an earlier run) is reused and removed by Close all the same.
+func (e *Engine) addRules(cfg Config) error {
+	e.table = cfg.RouteTable
+	if e.table == 0 {
+		e.table = DefaultRouteTable
+	}
+	prio := cfg.RulePriority
+	if prio == 0 {
+		prio = DefaultRulePriority
+	}
+	for _, family := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		r := netlink.NewRule()
+		r.Family, r.Table, r.Priority = family, e.table, prio
+		err := e.nl.RuleAdd(r)
+		switch {
+		case err == nil || errors.Is(err, syscall.EEXIST):
+			e.rules = append(e.rules, r)
+		case family == netlink.FAMILY_V6 && errors.Is(err, syscall.EAFNOSUPPORT):
+			e.log.Info("no IPv6 on this host: IPv6 selectors cannot be routed")
+		default:
+			return fmt.Errorf("policy rule lookup table %d priority %d: %w", e.table, prio, err)
+		}
+	}
+	return nil
+}
+
+func (e *Engine) delRules() {
+	for _, r := range e.rules {
+		if err := e.nl.RuleDel(r); err != nil && !errors.Is(err, syscall.ENOENT) {
+			e.log.Warn("removing policy rule", "table", r.Table, "priority", r.Priority, "err", err)
+		}
+	}
+	e.rules = nil
 }
 
 // Kind returns xfrm.KindUserspace.
@@ -326,21 +384,54 @@ func (e *Engine) addRoutes(c *sa.ChildSA) error {
 	if e.nl == nil {
 		return nil
 	}
-	var added []netip.Prefix
+	peer := c.Out.Dst
+	if e.throws[peer] == 0 {
+		if err := e.nl.RouteReplace(e.throwRoute(peer)); err != nil {
+			return fmt.Errorf("userspace: child spi=0x%08x: throw route for peer %s in table %d: %w", c.ID(), peer, e.table, err)
+		}
+	}
+	e.throws[peer]++
+	var taken []netip.Prefix
 	for _, ts := range c.RemoteTS {
 		p := ts.Prefix
 		if e.routes[p] == 0 {
 			if err := e.nl.RouteReplace(e.route(p, e.localSource(c, p.Addr().Is4()))); err != nil {
-				for _, a := range added {
+				for _, a := range taken {
 					e.delRoute(a)
 				}
-				return fmt.Errorf("userspace: child spi=0x%08x: route %s via %s: %w", c.ID(), p, e.dev.Name(), err)
+				e.delThrow(peer)
+				return fmt.Errorf("userspace: child spi=0x%08x: route %s via %s in table %d: %w", c.ID(), p, e.dev.Name(), e.table, err)
 			}
-			added = append(added, p)
 		}
 		e.routes[p]++
+		taken = append(taken, p)
 	}
 	return nil
+}
+
+// throwRoute sends lookups for a peer's address on to the next rule (the
+// main table), so ESP to the peer never enters the TUN device.
+func (e *Engine) throwRoute(peer netip.Addr) *netlink.Route {
+	return &netlink.Route{
+		Dst:   &net.IPNet{IP: peer.AsSlice(), Mask: net.CIDRMask(peer.BitLen(), peer.BitLen())},
+		Table: e.table,
+		Type:  unix.RTN_THROW,
+	}
+}
+
+// delThrow drops one reference to a peer's throw route. Called with e.mu
+// held.
+func (e *Engine) delThrow(peer netip.Addr) {
+	if e.nl == nil {
+		return
+	}
+	if e.throws[peer]--; e.throws[peer] > 0 {
+		return
+	}
+	delete(e.throws, peer)
+	if err := e.nl.RouteDel(e.throwRoute(peer)); err != nil && !errors.Is(err, syscall.ESRCH) {
+		e.log.Warn("removing throw route", "peer", peer, "table", e.table, "err", err)
+	}
 }
 
 func (e *Engine) route(p netip.Prefix, src netip.Addr) *netlink.Route {
@@ -348,6 +439,7 @@ func (e *Engine) route(p netip.Prefix, src netip.Addr) *netlink.Route {
 		LinkIndex: e.link.Attrs().Index,
 		Dst:       &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())},
 		Scope:     netlink.SCOPE_LINK,
+		Table:     e.table,
 	}
 	if src.IsValid() {
 		r.Src = src.AsSlice()
@@ -371,6 +463,9 @@ func (e *Engine) localSource(c *sa.ChildSA, v4 bool) netip.Addr {
 			continue
 		}
 		ip = ip.Unmap()
+		if ip.IsLoopback() || ip.IsLinkLocalUnicast() {
+			continue
+		}
 		if matchTS(c.LocalTS, ip, 0, 0, false) {
 			return ip
 		}
@@ -419,6 +514,9 @@ func (e *Engine) removeLocked(spi uint32) {
 	e.ordered = slices.DeleteFunc(e.ordered, func(x *child) bool { return x == ch })
 	for _, ts := range ch.rec.RemoteTS {
 		e.delRoute(ts.Prefix)
+	}
+	if e.nl != nil {
+		e.delThrow(ch.rec.Out.Dst)
 	}
 	e.log.Info("child deleted", "spi_in", spiHex(spi))
 }
@@ -518,6 +616,15 @@ func (e *Engine) Close() error {
 	e.closeOnce.Do(func() {
 		e.mu.Lock()
 		e.closed = true
+		if e.nl != nil {
+			// Routes through the device go with it; throw routes and
+			// rules do not.
+			for peer := range e.throws {
+				e.throws[peer] = 1
+				e.delThrow(peer)
+			}
+			e.delRules()
+		}
 		e.children, e.outSPIs, e.ordered = map[uint32]*child{}, map[outKey]*child{}, nil
 		e.mu.Unlock()
 		close(e.done)

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -43,6 +44,7 @@ type nsNode struct {
 	name   string // namespace name
 	outer  netip.Addr
 	inner  netip.Addr
+	veth   string
 	conn   *net.UDPConn
 	engine atomic.Pointer[Engine]
 	wg     sync.WaitGroup
@@ -133,7 +135,12 @@ func TestNetNSPingAndTakeover(t *testing.T) {
 	}
 }
 
-func netnsPingAndTakeover(t *testing.T, gcm bool) {
+// newLab makes two namespaces joined by a veth (outer addresses
+// 192.0.2.1/24 and .2), each with its protected address on lo (10.1.0.1,
+// 10.2.0.1) and a UDP socket on 4500 feeding its engine. Everything is
+// removed on cleanup. It skips when not root.
+func newLab(t *testing.T, listen bool) (a, b *nsNode) {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: creates network namespaces, veth and TUN devices")
 	}
@@ -148,27 +155,29 @@ func netnsPingAndTakeover(t *testing.T, gcm bool) {
 	var rnd [3]byte
 	rand.Read(rnd[:])
 	id := hex.EncodeToString(rnd[:])
-	a := &nsNode{name: "ikegw-ua-" + id, outer: outerA, inner: netip.MustParseAddr("10.1.0.1")}
-	b := &nsNode{name: "ikegw-ub-" + id, outer: outerB, inner: netip.MustParseAddr("10.2.0.1")}
-	vethA, vethB := "vua"+id, "vub"+id
+	a = &nsNode{name: "ikegw-ua-" + id, outer: outerA, inner: netip.MustParseAddr("10.1.0.1"), veth: "vua" + id}
+	b = &nsNode{name: "ikegw-ub-" + id, outer: outerB, inner: netip.MustParseAddr("10.2.0.1"), veth: "vub" + id}
 	for _, n := range []*nsNode{a, b} {
 		run(t, "ip", "netns", "add", n.name)
 		name := n.name
 		t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
 	}
-	run(t, "ip", "link", "add", vethA, "netns", a.name, "type", "veth", "peer", "name", vethB, "netns", b.name)
-	for _, x := range []struct {
-		n    *nsNode
-		veth string
-	}{{a, vethA}, {b, vethB}} {
-		ns := []string{"ip", "-n", x.n.name}
+	run(t, "ip", "link", "add", a.veth, "netns", a.name, "type", "veth", "peer", "name", b.veth, "netns", b.name)
+	for _, n := range []*nsNode{a, b} {
+		ns := []string{"ip", "-n", n.name}
 		run(t, append(ns, "link", "set", "lo", "up")...)
-		run(t, append(ns, "link", "set", x.veth, "up")...)
-		run(t, append(ns, "addr", "add", x.n.outer.String()+"/24", "dev", x.veth)...)
-		run(t, append(ns, "addr", "add", x.n.inner.String()+"/32", "dev", "lo")...)
-		x.n.listen(t)
+		run(t, append(ns, "link", "set", n.veth, "up")...)
+		run(t, append(ns, "addr", "add", n.outer.String()+"/24", "dev", n.veth)...)
+		run(t, append(ns, "addr", "add", n.inner.String()+"/32", "dev", "lo")...)
+		if listen {
+			n.listen(t)
+		}
 	}
+	return a, b
+}
 
+func netnsPingAndTakeover(t *testing.T, gcm bool) {
+	a, b := newLab(t, true)
 	ca, cb := pairFor(gcm)
 	ea := a.start(t, ca)
 	eb := b.start(t, cb)
@@ -220,5 +229,49 @@ func netnsPingAndTakeover(t *testing.T, gcm bool) {
 	}
 	if e := ea.EngineStats(); e.DeviceErrors != 0 {
 		t.Fatalf("A engine %+v", e)
+	}
+}
+
+// TestNetNSFullTunnel covers a remote selector of 0.0.0.0/0: the engine's
+// routes live in its own table (the main table is left exactly as it was),
+// the peer's address is thrown back to the main table so ESP does not loop
+// into the TUN device, and Close removes the policy rules and throw routes.
+func TestNetNSFullTunnel(t *testing.T) {
+	a, b := newLab(t, true)
+	ca, cb := pairFor(true)
+	ca.LocalTS = []sa.TrafficSelector{{Prefix: netip.MustParsePrefix("0.0.0.0/0")}}
+	cb.RemoteTS = ca.LocalTS
+	ip := func(args ...string) string {
+		out, err := exec.Command("ip", append([]string{"-n", b.name}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("ip %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	mainBefore := ip("route", "show", "table", "main")
+	a.start(t, ca)
+	eb := b.start(t, cb)
+	table := strconv.Itoa(DefaultRouteTable)
+	if got := ip("route", "show", "table", table); !strings.Contains(got, "default dev "+eb.DeviceName()) ||
+		!strings.Contains(got, "throw "+outerA.String()) {
+		t.Fatalf("table %s:\n%s", table, got)
+	}
+	if got := ip("route", "show", "table", "main"); got != mainBefore {
+		t.Fatalf("main table changed:\nbefore\n%s\nafter\n%s", mainBefore, got)
+	}
+	if got := a.ping(t, b.inner, 20); got != 20 {
+		t.Fatalf("%d of 20 replies through a full tunnel", got)
+	}
+	if err := eb.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := ip("rule", "show"); strings.Contains(got, "lookup "+table) {
+		t.Fatalf("policy rule left after Close:\n%s", got)
+	}
+	if got := ip("route", "show", "table", table); strings.TrimSpace(got) != "" {
+		t.Fatalf("routes left in table %s after Close:\n%s", table, got)
+	}
+	if got := ip("route", "show", "table", "main"); got != mainBefore {
+		t.Fatalf("main table changed after Close:\n%s", got)
 	}
 }
