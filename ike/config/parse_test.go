@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"gopkg.in/yaml.v3"
+
 	"ikegw/ike/sa"
 )
 
@@ -725,5 +727,36 @@ func TestExampleShowsEveryKey(t *testing.T) {
 				t.Errorf("testdata/example.yaml does not show key %q", key)
 			}
 		}
+	}
+}
+
+// TestDecodeConnections embeds the connections list in a larger document,
+// as ikegwd's config does.
+func TestDecodeConnections(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "k.psk"), []byte(testPSK), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var daemon struct {
+		Node        string    `yaml:"node"`
+		Connections yaml.Node `yaml:"connections"`
+	}
+	doc := "node: gw1\nconnections:\n  - name: a\n    remote_addrs: 198.51.100.1\n    psk_file: k.psk\n    children: [{name: n}]\n"
+	if err := yaml.Unmarshal([]byte(doc), &daemon); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := DecodeConnections(&daemon.Connections, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := cfg.Connection("a"); c == nil || string(c.PSK) != testPSK {
+		t.Errorf("connection a: %v", c)
+	}
+	_, err = DecodeConnections(&yaml.Node{Kind: yaml.ScalarNode, Value: "x", Line: 3}, dir)
+	if err == nil || err.Error() != `config: line 3: connections: expected a list of connections, found a value "x"` {
+		t.Errorf("scalar: %v", err)
+	}
+	if _, err := DecodeConnections(nil, dir); err == nil {
+		t.Error("nil node accepted")
 	}
 }

@@ -33,7 +33,9 @@ func TestSecretFmt(t *testing.T) {
 			t.Errorf("Sprintf(%q, secret) = %q, want <redacted>", verb, out)
 		}
 	}
-	if s.String() != "<redacted>" || s.GoString() != "<redacted>" {
+	txt, _ := s.MarshalText()
+	bin, _ := s.MarshalBinary()
+	if s.String() != "<redacted>" || s.GoString() != "<redacted>" || string(txt) != "<redacted>" || string(bin) != "<redacted>" {
 		t.Error("String/GoString")
 	}
 	if string(s) != testPSK {

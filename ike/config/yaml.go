@@ -55,8 +55,6 @@ type fieldErr struct {
 	err   error
 }
 
-func (f *fieldErr) Error() string { return f.field + ": " + f.err.Error() }
-
 // decodeStrict decodes mapping n into the struct out points to, one key at
 // a time: keys are the struct fields' yaml tags; an unknown, duplicated or
 // empty key is an error naming it. Fields of type *yaml.Node get the value
