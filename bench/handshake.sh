@@ -303,7 +303,7 @@ for suite in $SUITES; do
 	done
 done
 
-median() { sort -g | awk '{v[NR]=$1} END {if (NR==0) {print "n/a"; exit} if (NR%2) print v[(NR+1)/2]; else printf "%.1f\n", (v[NR/2]+v[NR/2+1])/2}'; }
+median() { sort -g | awk '{v[NR]=$1} END {if (NR==0) {print "n/a"; exit} if (NR%2) print v[(NR+1)/2]; else printf "%.4g\n", (v[NR/2]+v[NR/2+1])/2}'; }
 # val setup suite run field: one run's value; cpu_ms_per_tunnel is the
 # responder's CPU time divided by the tunnels set up.
 val() {
@@ -318,7 +318,32 @@ med() { # setup suite field
 	local run
 	for run in $(seq 1 "$RUNS"); do [ -e "$WORK/raw/$1-$2-$run.json" ] && val "$1" "$2" "$run" "$3"; done | grep -v n/a | median
 }
+# paired_ratio setup suite field: median over runs of this setup's value
+# divided by strongSwan's in the same (adjacent) run.
+paired_ratio() {
+	local run a b
+	for run in $(seq 1 "$RUNS"); do
+		[ -e "$WORK/raw/$1-$2-$run.json" ] && [ -e "$WORK/raw/strongswan-$2-$run.json" ] || continue
+		a=$(val "$1" "$2" "$run" "$3")
+		b=$(val strongswan "$2" "$run" "$3")
+		ratio "$a" "$b"
+		echo
+	done | grep -v n/a | median
+}
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a=="n/a" || b=="n/a" || b==0) print "n/a"; else printf "%.2f", a/b }'; }
+
+# In-process engine benchmarks (ike/ikev1/bench_test.go), RUNS times each.
+INPROC_CMD="go test -run '^\$' -bench 'Handshake|ResponderSplit' -benchmem -count $RUNS ./ike/ikev1/"
+if [ "${INPROC:-1}" = 1 ]; then
+	echo "in-process benchmarks: $INPROC_CMD" >&2
+	(cd "$REPO" && go test -run '^$' -bench 'Handshake|ResponderSplit' -benchmem -count "$RUNS" ./ike/ikev1/) >"$WORK/inproc.txt" 2>&1 ||
+		{ cat "$WORK/inproc.txt" >&2; die "in-process benchmarks failed"; }
+	# name median-ns median-B median-allocs
+	awk '/^Benchmark/ { n=$1; sub(/-[0-9]+$/, "", n); ns[n]=ns[n] " " $3; b[n]=b[n] " " $5; a[n]=a[n] " " $7; if (!(n in seen)) { seen[n]=1; order[++k]=n } }
+	function med(str,   v, m, i, j, t) { m=split(str, v, " "); for (i=1;i<=m;i++) for (j=i+1;j<=m;j++) if (v[j]+0 < v[i]+0) { t=v[i]; v[i]=v[j]; v[j]=t } return (m%2) ? v[(m+1)/2] : (v[m/2]+v[m/2+1])/2 }
+	END { for (i=1;i<=k;i++) print order[i], med(ns[order[i]]), med(b[order[i]]), med(a[order[i]]) }' "$WORK/inproc.txt" >"$WORK/inproc.med"
+fi
+inproc() { awk -v n="$1" -v c="$2" '$1==n { print $c }' "$WORK/inproc.med"; }
 
 {
 	echo "# Handshake rate: ikegw's load generator against strongSwan and ikegwd"
@@ -355,8 +380,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a=="n/a" || b=="n/a" || b==0) pri
 	echo
 	echo "## Medians"
 	echo
-	echo "| suite | responder | ok | tunnels/s | p50 ms | p99 ms | responder CPU ms/tunnel | tunnels/s vs strongSwan | CPU/tunnel strongSwan vs this |"
-	echo "|---|---|---|---|---|---|---|---|---|"
+	echo "| suite | responder | ok | tunnels/s | p50 ms | p99 ms | responder CPU ms/tunnel | tunnels/s vs strongSwan (ratio of medians) | tunnels/s vs strongSwan (median of per-run ratios) | CPU/tunnel, strongSwan's over this |"
+	echo "|---|---|---|---|---|---|---|---|---|---|"
 	for suite in $SUITES; do
 		base=$(med strongswan "$suite" tunnels_per_s)
 		basecpu=$(med strongswan "$suite" cpu_ms_per_tunnel)
@@ -364,23 +389,50 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a=="n/a" || b=="n/a" || b==0) pri
 			[ "$setup" = ikegwd ] && [ "$HAVE_IKEGWD" != 1 ] && continue
 			tps=$(med "$setup" "$suite" tunnels_per_s)
 			cpu=$(med "$setup" "$suite" cpu_ms_per_tunnel)
-			echo "| $suite | $setup | $(med "$setup" "$suite" ok) of $(tunnels_for "$suite") | $tps | $(med "$setup" "$suite" p50_ms) | $(med "$setup" "$suite" p99_ms) | $cpu | $(ratio "$tps" "$base") | $(ratio "$basecpu" "$cpu") |"
+			echo "| $suite | $setup | $(med "$setup" "$suite" ok) of $(tunnels_for "$suite") | $tps | $(med "$setup" "$suite" p50_ms) | $(med "$setup" "$suite" p99_ms) | $cpu | $(ratio "$tps" "$base") | $(paired_ratio "$setup" "$suite" tunnels_per_s) | $(ratio "$basecpu" "$cpu") |"
 		done
 	done
 	echo
 	echo "## Raw runs"
 	echo
-	echo "| suite | responder | run | ok | failed | elapsed s | tunnels/s | p50 ms | p90 ms | p99 ms | max ms | initiator retransmits | responder IKE SAs after | responder CPU ms |"
-	echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+	echo "| suite | responder | run | ok | failed | elapsed s | tunnels/s | p50 ms | p90 ms | p99 ms | max ms | initiator retransmits | responder IKE SAs after | responder CPU ms | generator CPU ms |"
+	echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 	for suite in $SUITES; do
 		for setup in $SETUPS; do
 			for run in $(seq 1 "$RUNS"); do
 				f="$WORK/raw/$setup-$suite-$run.json"
 				[ -e "$f" ] || continue
-				echo "| $suite | $setup | $run | $(field "$f" ok) | $(field "$f" failed) | $(field "$f" elapsed_s) | $(field "$f" tunnels_per_s) | $(field "$f" p50_ms) | $(field "$f" p90_ms) | $(field "$f" p99_ms) | $(field "$f" max_ms) | $(field "$f" retransmits) | $(cat "$WORK/raw/$setup-$suite-$run.sas") | $(cat "$WORK/raw/$setup-$suite-$run.cpu") |"
+				echo "| $suite | $setup | $run | $(field "$f" ok) | $(field "$f" failed) | $(field "$f" elapsed_s) | $(field "$f" tunnels_per_s) | $(field "$f" p50_ms) | $(field "$f" p90_ms) | $(field "$f" p99_ms) | $(field "$f" max_ms) | $(field "$f" retransmits) | $(cat "$WORK/raw/$setup-$suite-$run.sas") | $(cat "$WORK/raw/$setup-$suite-$run.cpu") | $(field "$f" initiator_cpu_ms) |"
 			done
 		done
 	done
+	if [ "${INPROC:-1}" = 1 ]; then
+		echo
+		echo "## In-process engine cost (no sockets, no persistence)"
+		echo
+		echo "One Main Mode + Quick Mode (PSK, ESP $ESP, no PFS) between two ikegw engines in memory; \"pair\" is both engines' work, \"responder\" only the responder's five HandlePacket calls (MM1, MM3, MM5, QM1, QM3). The split benchmarks redo the responder's share of each part on the inputs of a real exchange: dh = group GenerateKey + Shared, prf = every PRF derivation (SKEYID*, key, IVs, NAT-D, HASH_I/R, QM HASH(1..3), KEYMAT both ways), cbc = the five AES-CBC operations, codec = payload decode of the five received messages + encode of the four sent ones; \"rest\" is responder minus the four parts (records, clones, proposal and selector matching, timers). Medians of $RUNS runs:"
+		echo
+		echo '```'
+		echo "$INPROC_CMD"
+		echo '```'
+		echo
+		echo "| suite | pair µs | responder µs | dh µs | prf µs | cbc µs | codec µs | rest µs | responder allocs/exchange | responder B/exchange |"
+		echo "|---|---|---|---|---|---|---|---|---|---|"
+		for suite in $SUITES; do
+			[ -n "$(inproc "BenchmarkHandshake/$suite/responder" 2)" ] || continue
+			us() { awk -v v="$(inproc "$1" 2)" 'BEGIN { printf "%.1f", v / 1000 }'; }
+			rest=$(awk -v r="$(inproc "BenchmarkHandshake/$suite/responder" 2)" -v a="$(inproc "BenchmarkResponderSplit/$suite/dh" 2)" \
+				-v b="$(inproc "BenchmarkResponderSplit/$suite/prf" 2)" -v c="$(inproc "BenchmarkResponderSplit/$suite/cbc" 2)" \
+				-v d="$(inproc "BenchmarkResponderSplit/$suite/codec" 2)" 'BEGIN { x = r - a - b - c - d; if (x < 0.05 * r) printf "~0 (%.1f, within noise)", x / 1000; else printf "%.1f", x / 1000 }')
+			echo "| $suite | $(us "BenchmarkHandshake/$suite/pair") | $(us "BenchmarkHandshake/$suite/responder") | $(us "BenchmarkResponderSplit/$suite/dh") | $(us "BenchmarkResponderSplit/$suite/prf") | $(us "BenchmarkResponderSplit/$suite/cbc") | $(us "BenchmarkResponderSplit/$suite/codec") | $rest | $(inproc "BenchmarkHandshake/$suite/responder" 4) | $(inproc "BenchmarkHandshake/$suite/responder" 3) |"
+		done
+		echo
+		echo "Raw output:"
+		echo
+		echo '```'
+		grep -E '^(Benchmark|cpu|goos|goarch)' "$WORK/inproc.txt"
+		echo '```'
+	fi
 	if [ "$HAVE_IKEGWD" != 1 ]; then
 		echo
 		echo "ikegwd did not build, so only strongSwan was measured:"

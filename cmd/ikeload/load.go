@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -69,6 +70,9 @@ type Result struct {
 	Retransmits  uint64 `json:"retransmits"`
 	Phase1Failed uint64 `json:"phase1_failed"`
 	Phase2Failed uint64 `json:"phase2_failed"`
+	// InitiatorCPUms is the CPU time (user + system) this process used
+	// during the run: whether the generator itself was the bottleneck.
+	InitiatorCPUms float64 `json:"initiator_cpu_ms"`
 }
 
 // WriteTable prints the result as an aligned table.
@@ -343,6 +347,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		finished time.Time
 	}
 	outcomes := make([]outcome, o.Tunnels)
+	cpu0 := cpuTime()
 	next := make(chan int)
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -385,9 +390,10 @@ feed:
 	close(next)
 	wg.Wait()
 	end := time.Now()
+	cpu1 := cpuTime()
 
 	res := &Result{Target: o.Target.String(), Proposal: o.Proposal, ESP: o.ESP, Tunnels: o.Tunnels,
-		Concurrency: o.Concurrency, Engines: o.Engines, Encap: o.Encap}
+		Concurrency: o.Concurrency, Engines: o.Engines, Encap: o.Encap, InitiatorCPUms: ms(cpu1 - cpu0)}
 	var lats []time.Duration
 	last := start
 	for _, oc := range outcomes {
@@ -436,6 +442,15 @@ feed:
 		o.Log.Warn("run stopped before every tunnel was tried", "reason", context.Cause(ctx), "tried", res.OK+res.Failed, "tunnels", o.Tunnels)
 	}
 	return res, nil
+}
+
+// cpuTime is the process's user + system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // percentile returns the q-quantile of sorted (nearest rank).
