@@ -414,6 +414,28 @@ func TestPartitionedLeaderLosesAndCatchesUp(t *testing.T) {
 	_ = nl
 	c.commit(UpsertIKE(testIKE(2)), UpsertIKE(testIKE(3)))
 	waitFor(t, 5*time.Second, "old leader to step down", func() bool { return old.n.raft.State() != raft.Leader })
+	// Its leadership events: elected, ready, ..., lost (last).
+	var evs []LeadershipEvent
+	waitFor(t, 5*time.Second, "the lost-leadership event", func() bool {
+		for {
+			select {
+			case ev := <-old.n.LeadershipChanges():
+				evs = append(evs, ev)
+				continue
+			default:
+			}
+			return len(evs) > 0 && !evs[len(evs)-1].Leader
+		}
+	})
+	pair := false // an "elected" followed by "ready" of the same term
+	for i := 0; i+1 < len(evs); i++ {
+		if evs[i].Leader && !evs[i].Ready && evs[i+1].Leader && evs[i+1].Ready && evs[i+1].Term == evs[i].Term {
+			pair = true
+		}
+	}
+	if !pair {
+		t.Errorf("old leader's events %+v, want elected, ready, ..., lost", evs)
+	}
 	if !errors.Is(old.n.Commit(context.Background(), UpsertIKE(testIKE(98))), ErrNotLeader) {
 		t.Error("stepped-down leader did not answer ErrNotLeader")
 	}

@@ -414,9 +414,17 @@ func (n *Node) establish(ctx context.Context, term uint64) {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+	// Under leaderMu so that a concurrent stopLeading (leadership lost)
+	// cannot be overtaken by a stale "ready".
+	n.leaderMu.Lock()
+	if ctx.Err() != nil {
+		n.leaderMu.Unlock()
+		return
+	}
 	n.ready.Store(true)
-	n.log.Info("cluster: leader ready", "term", term, "applied_index", n.raft.AppliedIndex())
 	n.emit(LeadershipEvent{Leader: true, Ready: true, Term: term})
+	n.leaderMu.Unlock()
+	n.log.Info("cluster: leader ready", "term", term, "applied_index", n.raft.AppliedIndex())
 	if n.gossip != nil {
 		n.gossip.poke()
 	}
