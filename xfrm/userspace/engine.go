@@ -4,10 +4,17 @@
 // port 4500. It is modelled on strongSwan's kernel-libipsec and on
 // wireguard-go, and serves hosts whose kernel has no ESP.
 //
-// The engine owns its TUN device and the routes it adds through it, and
-// nothing else: it never opens a socket (the caller's Sender sends, and the
-// caller hands received ESP to HandleInbound) and never touches another
-// device, route, SA or policy. Only tunnel mode with UDP encapsulation is
+// The engine owns its TUN device, one routing table (Config.RouteTable) with
+// the routes through the device and the peers' throw routes, and the policy
+// rules that consult that table; nothing else: it never opens a socket (the
+// caller's Sender sends, and the caller hands received ESP to
+// HandleInbound) and never touches another device, table, rule, SA or
+// policy.
+//
+// When the process dies, its TUN device and the routes through it go with
+// it (ESP stops at once); the rules and throw routes stay, harmless but
+// stale. New removes them before it starts, and Cleanup removes them for a
+// cleanup step that runs after a daemon's death. Only tunnel mode with UDP encapsulation is
 // implemented; anything else is refused with xfrm.ErrUnsupported.
 package userspace
 
@@ -241,6 +248,13 @@ func (e *Engine) createTUN(cfg Config) error {
 		e.link, err = setUp(e.nl, tun.name, e.mtu)
 	}
 	if err == nil {
+		e.table = cfg.RouteTable
+		if e.table == 0 {
+			e.table = DefaultRouteTable
+		}
+		err = cleanup(e.nl, e.table, cfg.RulePriority)
+	}
+	if err == nil {
 		err = e.addRules(cfg)
 	}
 	if err != nil {
@@ -259,10 +273,6 @@ func (e *Engine) createTUN(cfg Config) error {
 // IPv4 and (when the host has it) IPv6. A rule that is already there (left
 // by an earlier run) is reused and removed by Close all the same.
 func (e *Engine) addRules(cfg Config) error {
-	e.table = cfg.RouteTable
-	if e.table == 0 {
-		e.table = DefaultRouteTable
-	}
 	prio := cfg.RulePriority
 	if prio == 0 {
 		prio = DefaultRulePriority
@@ -281,6 +291,80 @@ func (e *Engine) addRules(cfg Config) error {
 		}
 	}
 	return nil
+}
+
+// Cleanup removes what a dead engine configured with cfg left behind: the
+// policy rules of cfg.RulePriority that look up cfg.RouteTable, and every
+// route in that table. Only cfg.NetNSPath, RouteTable and RulePriority are
+// used. Run it from the cleanup step after a daemon's death, not while an
+// engine with the same table runs.
+func Cleanup(cfg Config) error {
+	ns := netns.None()
+	if cfg.NetNSPath != "" {
+		var err error
+		if ns, err = netns.GetFromPath(cfg.NetNSPath); err != nil {
+			return fmt.Errorf("userspace: cleanup: network namespace %s: %w", cfg.NetNSPath, err)
+		}
+		defer ns.Close()
+	}
+	var h *netlink.Handle
+	var err error
+	if ns.IsOpen() {
+		h, err = netlink.NewHandleAt(ns)
+	} else {
+		h, err = netlink.NewHandle()
+	}
+	if err != nil {
+		return fmt.Errorf("userspace: cleanup: netlink: %w", err)
+	}
+	defer h.Close()
+	table := cfg.RouteTable
+	if table == 0 {
+		table = DefaultRouteTable
+	}
+	if err := cleanup(h, table, cfg.RulePriority); err != nil {
+		return fmt.Errorf("userspace: cleanup: %w", err)
+	}
+	return nil
+}
+
+// cleanup removes our rules (lookup table at priority prio) and every
+// route in table.
+func cleanup(h *netlink.Handle, table, prio int) error {
+	if prio == 0 {
+		prio = DefaultRulePriority
+	}
+	var errs []error
+	for _, family := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		rules, err := h.RuleList(family)
+		if err != nil {
+			if family == netlink.FAMILY_V6 && errors.Is(err, syscall.EAFNOSUPPORT) {
+				continue
+			}
+			errs = append(errs, fmt.Errorf("listing rules: %w", err))
+			continue
+		}
+		for i := range rules {
+			r := &rules[i]
+			if r.Table != table || r.Priority != prio {
+				continue
+			}
+			if err := h.RuleDel(r); err != nil && !errors.Is(err, syscall.ENOENT) {
+				errs = append(errs, fmt.Errorf("removing rule priority %d lookup %d: %w", prio, table, err))
+			}
+		}
+		routes, err := h.RouteListFiltered(family, &netlink.Route{Table: table}, netlink.RT_FILTER_TABLE)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("listing table %d: %w", table, err))
+			continue
+		}
+		for i := range routes {
+			if err := h.RouteDel(&routes[i]); err != nil && !errors.Is(err, syscall.ESRCH) {
+				errs = append(errs, fmt.Errorf("removing route %s from table %d: %w", routes[i].Dst, table, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func (e *Engine) delRules() {

@@ -275,3 +275,65 @@ func TestNetNSFullTunnel(t *testing.T) {
 		t.Fatalf("main table changed after Close:\n%s", got)
 	}
 }
+
+// TestNetNSCleanup leaves what a killed engine leaves (rules, throw routes,
+// routes in the engine's table) and checks that Cleanup and New remove it,
+// and only it.
+func TestNetNSCleanup(t *testing.T) {
+	_, b := newLab(t, false)
+	table := strconv.Itoa(DefaultRouteTable)
+	ip := func(args ...string) string {
+		out, err := exec.Command("ip", append([]string{"-n", b.name}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("ip %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	leave := func() {
+		ip("rule", "add", "priority", strconv.Itoa(DefaultRulePriority), "lookup", table)
+		ip("route", "add", "throw", "203.0.113.9", "table", table)
+		ip("route", "add", "198.51.100.0/24", "dev", "lo", "table", table)
+	}
+	// Someone else's rule and table: never touched.
+	ip("rule", "add", "priority", "4600", "lookup", "4600")
+	ip("route", "add", "192.0.2.128/25", "dev", "lo", "table", "4600")
+	mainBefore := ip("route", "show", "table", "main")
+
+	gone := func(when string) {
+		t.Helper()
+		if got := ip("rule", "show"); strings.Contains(got, "lookup "+table) || !strings.Contains(got, "lookup 4600") {
+			t.Fatalf("%s: rules:\n%s", when, got)
+		}
+		if got := ip("route", "show", "table", table); strings.TrimSpace(got) != "" {
+			t.Fatalf("%s: table %s:\n%s", when, table, got)
+		}
+		if got := ip("route", "show", "table", "4600"); !strings.Contains(got, "192.0.2.128/25") {
+			t.Fatalf("%s: another table was touched:\n%s", when, got)
+		}
+		if got := ip("route", "show", "table", "main"); got != mainBefore {
+			t.Fatalf("%s: main table changed:\n%s", when, got)
+		}
+	}
+	leave()
+	if err := Cleanup(Config{NetNSPath: b.path()}); err != nil {
+		t.Fatal(err)
+	}
+	gone("after Cleanup")
+	if err := Cleanup(Config{NetNSPath: b.path()}); err != nil {
+		t.Fatalf("Cleanup with nothing to do: %v", err)
+	}
+
+	leave()
+	e, err := New(Config{Sender: &wire{}, NetNSPath: b.path(), Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ip("route", "show", "table", table); strings.TrimSpace(got) != "" {
+		t.Fatalf("New kept a dead engine's routes:\n%s", got)
+	}
+	if got := ip("rule", "show"); strings.Count(got, "lookup "+table) != 1 {
+		t.Fatalf("want exactly our one IPv4 rule:\n%s", got)
+	}
+	e.Close()
+	gone("after Close")
+}
