@@ -145,7 +145,7 @@ func kernelInterop(t *testing.T, pair [2]*sa.ChildSA) {
 	e := u.start(t, uc)
 
 	const count = 20
-	if got := k.ping(t, u.inner, count); got != count {
+	if got := k.ping(t, u.inner, count, 10); got != count {
 		st, _ := e.Stats(uc.ID())
 		out, _ := exec.Command("ip", "-n", k.name, "-s", "xfrm", "state").CombinedOutput()
 		t.Fatalf("%d of %d replies between kernel ESP and the engine\nengine %+v %+v\nkernel:\n%s", got, count, st, e.EngineStats(), out)
@@ -174,7 +174,7 @@ func kernelInterop(t *testing.T, pair [2]*sa.ChildSA) {
 	next.Counters = synced[uc.ID()]
 	next.Counters.OutSeq += margin
 	e2 := u.start(t, &next)
-	if got := k.ping(t, u.inner, count); got != count {
+	if got := k.ping(t, u.inner, count, 10); got != count {
 		t.Fatalf("after takeover: %d of %d replies", got, count)
 	}
 	kst := kernelStats(t, k.name, &kc.In)
@@ -192,7 +192,7 @@ func kernelInterop(t *testing.T, pair [2]*sa.ChildSA) {
 	restart := *uc
 	restart.Counters = sa.Counters{}
 	u.start(t, &restart)
-	if got := k.ping(t, u.inner, 5); got != 0 {
+	if got := k.ping(t, u.inner, 5, 2); got != 0 {
 		t.Fatalf("a restart from sequence 0 got %d replies through; the kernel should drop them as replays", got)
 	}
 	if kst := kernelStats(t, k.name, &kc.In); kst.replay+kst.replayWindow < 5 {
