@@ -650,6 +650,23 @@ func (e *Engine) Stats(spi uint32) (Stats, bool) {
 	}, true
 }
 
+// AllStats returns Stats of every installed pair, keyed by inbound SPI.
+func (e *Engine) AllStats() map[uint32]Stats {
+	e.mu.RLock()
+	spis := make([]uint32, 0, len(e.children))
+	for spi := range e.children {
+		spis = append(spis, spi)
+	}
+	e.mu.RUnlock()
+	m := make(map[uint32]Stats, len(spis))
+	for _, spi := range spis {
+		if st, ok := e.Stats(spi); ok {
+			m[spi] = st
+		}
+	}
+	return m
+}
+
 // EngineStats returns the drops that belong to no pair.
 func (e *Engine) EngineStats() EngineStats {
 	return EngineStats{NoSA: e.noSA.Load(), NoPolicy: e.noPolicy.Load(),

@@ -132,6 +132,9 @@ func TestRoundTripAndCounters(t *testing.T) {
 			if sa.ReplayDrops+sa.AuthFailures+sa.PolicyDrops+sa.SendErrors != 0 {
 				t.Fatalf("drops on A: %+v", sa)
 			}
+			if all := a.e.AllStats(); len(all) != 1 || all[ca.ID()] != sa {
+				t.Fatalf("AllStats %+v", all)
+			}
 		})
 	}
 }
