@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -173,13 +174,24 @@ func TestClusterNodeProcess(t *testing.T) {
 	}
 	// spec: name dir join
 	f := strings.Split(spec, "|")
-	name, dir, join := f[0], f[1], f[2]
+	if len(f) != 4 {
+		t.Fatalf("bad %s %q", helperEnv, spec)
+	}
+	name, dir, join, role := f[0], f[1], f[2], Role(f[3])
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	n, err := openTLSNode(dir, name, join, 3, log)
+	n, err := openTLSNode(dir, name, join, 3, log, func(c *Config) { c.Role = role })
 	if err != nil {
 		fmt.Printf("error %v\n", err)
 		os.Exit(1)
 	}
+	var timesReady atomic.Int64 // leaderships that reached "ready"
+	go func() {
+		for ev := range n.LeadershipChanges() {
+			if ev.Ready {
+				timesReady.Add(1)
+			}
+		}
+	}()
 	fmt.Printf("ready %s %s\n", n.Addr(), n.GossipAddr())
 	sc := bufio.NewScanner(os.Stdin)
 	for sc.Scan() {
@@ -190,7 +202,13 @@ func TestClusterNodeProcess(t *testing.T) {
 		switch w[0] {
 		case "status":
 			st := n.Stats()
-			fmt.Printf("status %v %s %d\n", st.LeaderReady, st.LeaderID, st.Term)
+			fmt.Printf("status %v %q %d %d\n", st.LeaderReady, st.LeaderID, st.Term, timesReady.Load())
+		case "transfer":
+			if err := n.TransferLeadership(w[1]); err != nil {
+				fmt.Printf("error %v\n", err)
+			} else {
+				fmt.Println("ok")
+			}
 		case "commit":
 			from, _ := strconv.Atoi(w[1])
 			cnt, _ := strconv.Atoi(w[2])
@@ -279,10 +297,10 @@ func (p *proc) ask(t *testing.T, line string) []string {
 	return strings.Fields(p.out.Text())
 }
 
-func startProc(t *testing.T, dir, name, join string) *proc {
+func startProc(t *testing.T, dir, name, join string, role Role) *proc {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestClusterNodeProcess$", "-test.count=1")
-	cmd.Env = append(os.Environ(), helperEnv+"="+name+"|"+dir+"|"+join)
+	cmd.Env = append(os.Environ(), helperEnv+"="+name+"|"+dir+"|"+join+"|"+string(role))
 	p := &proc{name: name, cmd: cmd, log: &syncBuf{}}
 	cmd.Stderr = p.log
 	var err error
@@ -363,9 +381,9 @@ func TestTLSProcessesKillLeader(t *testing.T) {
 	}
 	dir := t.TempDir()
 	labFiles(t, dir, "n1", "n2", "n3")
-	p1 := startProc(t, dir, "n1", "")
-	p2 := startProc(t, dir, "n2", p1.gsp)
-	p3 := startProc(t, dir, "n3", p1.gsp)
+	p1 := startProc(t, dir, "n1", "", RoleGateway)
+	p2 := startProc(t, dir, "n2", p1.gsp, RoleGateway)
+	p3 := startProc(t, dir, "n3", p1.gsp, RoleGateway)
 	ps := []*proc{p1, p2, p3}
 	l := commitOnLeader(t, ps, 0, 300)
 	if err := l.cmd.Process.Signal(syscall.SIGKILL); err != nil {
@@ -394,5 +412,58 @@ func TestTLSProcessesKillLeader(t *testing.T) {
 		waitFor(t, 10*time.Second, p.name+" to hold 350 records", func() bool {
 			return p.ask(t, "count")[1] == "350"
 		})
+	}
+}
+
+// TestTLSProcessesWitnessNeverStaysLeader runs two gateways and a witness as
+// processes over TLS. Whatever the elections do, while the witness and a
+// gateway are up a ready gateway ends up leading, also after the leading
+// gateway is SIGKILLed.
+func TestTLSProcessesWitnessNeverStaysLeader(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes; skipped with -short")
+	}
+	dir := t.TempDir()
+	labFiles(t, dir, "g1", "g2", "w1")
+	w := startProc(t, dir, "w1", "", RoleWitness)
+	g1 := startProc(t, dir, "g1", w.gsp, RoleGateway)
+	g2 := startProc(t, dir, "g2", w.gsp, RoleGateway)
+	all := []*proc{w, g1, g2}
+	gatewayLeads := func(ps []*proc) *proc {
+		var l *proc
+		waitFor(t, 30*time.Second, "a gateway to lead", func() bool {
+			l = leaderOf(t, ps)
+			return l != w
+		})
+		return l
+	}
+	gatewayLeads(all)
+	// Move leadership to the witness: it must hand it back to a gateway.
+	waitFor(t, 30*time.Second, "the witness to have led", func() bool {
+		if w.ask(t, "status")[4] != "0" {
+			return true
+		}
+		if l := leaderOf(t, all); l != w {
+			if got := l.ask(t, "transfer w1"); got[0] != "ok" {
+				t.Logf("transfer to the witness: %v (retrying)", got)
+			}
+		}
+		return false
+	})
+	commitOnLeader(t, all, 0, 20)
+	l := gatewayLeads(all)
+	if err := l.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = l.cmd.Wait()
+	var rest []*proc
+	for _, p := range all {
+		if p != l {
+			rest = append(rest, p)
+		}
+	}
+	nl := gatewayLeads(rest)
+	if nl.ask(t, "count")[1] != "20" {
+		t.Errorf("surviving gateway %s lost records", nl.name)
 	}
 }
