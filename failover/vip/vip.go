@@ -1,0 +1,461 @@
+// Package vip owns the virtual IP addresses of an ikegw gateway: it adds
+// them to and removes them from named interfaces through netlink (IPv4 and
+// IPv6; IPv6 with IFA_F_NODAD so an address is usable at once) and announces
+// a freshly claimed address to its link: gratuitous ARP (request and/or
+// reply, broadcast) for IPv4 and unsolicited Neighbor Advertisements (RFC
+// 4861 7.2.6: Override flag, to ff02::1) for IPv6, both sent through an
+// AF_PACKET socket.
+//
+// It only ever touches the addresses it was configured with: Release deletes
+// exactly those and nothing else, and is idempotent (an address or an
+// interface that is already gone is not an error). It never decides who may
+// hold the addresses: that is the role machine's business (failover/role).
+//
+// Caveat for IPv4: when the VIP is the primary address of its subnet on an
+// interface (it was added before the node's own address of that subnet),
+// deleting it also deletes the secondaries unless the interface has
+// net.ipv4.conf.IF.promote_secondaries=1. Give the node its own address
+// before the VIP, or set promote_secondaries.
+package vip
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Errors of this package.
+var (
+	// ErrBadVIP: a VIP is malformed (empty interface, bad address).
+	ErrBadVIP = errors.New("vip: bad virtual IP")
+	// ErrAdd: the kernel refused to add an address.
+	ErrAdd = errors.New("vip: cannot add address")
+	// ErrRemove: the kernel refused to remove an address.
+	ErrRemove = errors.New("vip: cannot remove address")
+	// ErrAnnounce: an announcement could not be sent.
+	ErrAnnounce = errors.New("vip: cannot announce address")
+	// ErrClosed: the manager was closed.
+	ErrClosed = errors.New("vip: manager closed")
+)
+
+// VIP is one virtual IP address on a named interface.
+type VIP struct {
+	Interface string
+	// Prefix is the address with the prefix length of its subnet, for
+	// example 192.0.2.10/24 or 2001:db8::10/64.
+	Prefix netip.Prefix
+}
+
+// Addr is the VIP's address.
+func (v VIP) Addr() netip.Addr { return v.Prefix.Addr() }
+
+func (v VIP) String() string { return v.Prefix.String() + " on " + v.Interface }
+
+// Parse builds a VIP from an interface name and an address with its prefix
+// length ("192.0.2.10/24"). A bare address gets a host prefix (/32, /128).
+func Parse(iface, prefix string) (VIP, error) {
+	v := VIP{Interface: iface}
+	p, err := netip.ParsePrefix(prefix)
+	if err != nil {
+		a, aerr := netip.ParseAddr(prefix)
+		if aerr != nil {
+			return VIP{}, fmt.Errorf("%w: address %q on %q: want an address with a prefix length such as 192.0.2.10/24", ErrBadVIP, prefix, iface)
+		}
+		if a.Zone() != "" {
+			return VIP{}, fmt.Errorf("%w: address %q on %q: an address with a zone cannot be a VIP", ErrBadVIP, prefix, iface)
+		}
+		p = netip.PrefixFrom(a, a.BitLen())
+	}
+	v.Prefix = p
+	if err := v.Validate(); err != nil {
+		return VIP{}, err
+	}
+	return v, nil
+}
+
+// Validate checks that the VIP names an interface and holds a unicast
+// address that is neither loopback nor link-local, without a zone, and not
+// an IPv4-mapped IPv6 address.
+func (v VIP) Validate() error {
+	if v.Interface == "" || len(v.Interface) >= unix.IFNAMSIZ {
+		return fmt.Errorf("%w: %s: interface name %q must have 1 to %d characters", ErrBadVIP, v.Prefix, v.Interface, unix.IFNAMSIZ-1)
+	}
+	a := v.Prefix.Addr()
+	switch {
+	case !v.Prefix.IsValid():
+		return fmt.Errorf("%w: on %q: no address", ErrBadVIP, v.Interface)
+	case a.Zone() != "":
+		return fmt.Errorf("%w: %s: an address with a zone cannot be a VIP", ErrBadVIP, v)
+	case a.Is4In6():
+		return fmt.Errorf("%w: %s: write an IPv4-mapped address as plain IPv4", ErrBadVIP, v)
+	case !a.IsGlobalUnicast() && !a.IsPrivate():
+		return fmt.Errorf("%w: %s: not a unicast address (loopback, multicast, link-local and unspecified addresses cannot be VIPs)", ErrBadVIP, v)
+	}
+	return nil
+}
+
+// ARPMode selects which gratuitous ARP packets announce an IPv4 VIP.
+type ARPMode int
+
+const (
+	// ARPBoth sends a request and a reply each round (the default): some
+	// devices only learn from one kind.
+	ARPBoth ARPMode = iota
+	// ARPRequest sends only requests (sender = target = VIP), like arping -U.
+	ARPRequest
+	// ARPReply sends only replies (target hardware = our MAC), like arping -A.
+	ARPReply
+)
+
+func (m ARPMode) String() string {
+	switch m {
+	case ARPBoth:
+		return "both"
+	case ARPRequest:
+		return "request"
+	case ARPReply:
+		return "reply"
+	}
+	return fmt.Sprintf("ARPMode(%d)", int(m))
+}
+
+// Announce configures the announcements sent after a claim.
+type Announce struct {
+	// Count is how many rounds are sent (default 3); -1 disables them.
+	Count int
+	// Interval separates rounds (default 100ms).
+	Interval time.Duration
+	// ARP selects the gratuitous ARP packets (default ARPBoth).
+	ARP ARPMode
+}
+
+// Defaults for Announce.
+const (
+	DefaultAnnounceCount    = 3
+	DefaultAnnounceInterval = 100 * time.Millisecond
+)
+
+// Config configures a Manager.
+type Config struct {
+	VIPs     []VIP
+	Announce Announce
+	// NetNS, when open, is the network namespace the interfaces live in;
+	// by default the namespace of the calling process.
+	NetNS netns.NsHandle
+	Log   *slog.Logger
+}
+
+// Manager adds, removes and announces a fixed set of VIPs. Its methods are
+// safe for concurrent use.
+type Manager struct {
+	vips     []VIP
+	announce Announce
+	ns       netns.NsHandle
+	log      *slog.Logger
+
+	// opMu serialises Claim, Release, Held and Close; it guards h, stopAnn
+	// and annDone.
+	opMu    sync.Mutex
+	h       *netlink.Handle
+	stopAnn context.CancelFunc
+	annDone chan struct{}
+
+	// mu guards what the background announcer touches.
+	mu       sync.Mutex
+	sock     int // AF_PACKET socket, -1 until first used
+	closed   bool
+	sentByIf map[string]int // announcement packets sent, by interface
+}
+
+// New validates cfg and opens a netlink handle in the configured namespace.
+// It does not touch any address.
+func New(cfg Config) (*Manager, error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	seen := map[netip.Addr]VIP{}
+	for i, v := range cfg.VIPs {
+		if err := v.Validate(); err != nil {
+			return nil, fmt.Errorf("vip: vips[%d]: %w", i, err)
+		}
+		if o, dup := seen[v.Addr()]; dup {
+			return nil, fmt.Errorf("%w: vips[%d]: %s: address already configured as %s", ErrBadVIP, i, v, o)
+		}
+		seen[v.Addr()] = v
+	}
+	a := cfg.Announce
+	if a.Count == 0 {
+		a.Count = DefaultAnnounceCount
+	}
+	if a.Interval == 0 {
+		a.Interval = DefaultAnnounceInterval
+	}
+	if a.Count < -1 || a.Interval < 0 {
+		return nil, fmt.Errorf("vip: announce: count %d and interval %v: want count >= 1 (or -1 for none) and a positive interval", a.Count, a.Interval)
+	}
+	if a.ARP < ARPBoth || a.ARP > ARPReply {
+		return nil, fmt.Errorf("vip: announce: unknown ARP mode %d", int(a.ARP))
+	}
+	var (
+		h   *netlink.Handle
+		err error
+	)
+	if cfg.NetNS.IsOpen() {
+		h, err = netlink.NewHandleAt(cfg.NetNS, unix.NETLINK_ROUTE)
+	} else {
+		h, err = netlink.NewHandle(unix.NETLINK_ROUTE)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("vip: open netlink: %w", err)
+	}
+	return &Manager{
+		vips:     slices.Clone(cfg.VIPs),
+		announce: a,
+		ns:       cfg.NetNS,
+		log:      cfg.Log,
+		h:        h,
+		sock:     -1,
+		sentByIf: map[string]int{},
+	}, nil
+}
+
+// VIPs returns the configured VIPs.
+func (m *Manager) VIPs() []VIP { return slices.Clone(m.vips) }
+
+// Claim adds every VIP (an address already present is fine) and sends the
+// first round of announcements before it returns; the remaining rounds are
+// sent in the background until they are done or Release is called. It
+// returns an error wrapping ErrAdd if an address could not be added (the
+// others stay: call Release). Announcement failures are logged and counted,
+// not returned: the address works anyway once neighbours ask for it again.
+func (m *Manager) Claim(ctx context.Context) error {
+	m.opMu.Lock()
+	defer m.opMu.Unlock()
+	if m.isClosed() {
+		return ErrClosed
+	}
+	m.stopAnnouncing()
+	var errs []error
+	for _, v := range m.vips {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("vip: claim: %w", err)
+		}
+		if err := m.addLocked(v); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	if m.announce.Count < 0 || len(m.vips) == 0 {
+		return nil
+	}
+	targets := m.targetsLocked()
+	m.mu.Lock()
+	m.announceRoundLocked(targets)
+	m.mu.Unlock()
+	if m.announce.Count > 1 && len(targets) > 0 {
+		actx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		m.stopAnn, m.annDone = cancel, done
+		go m.announceLoop(actx, done, targets, m.announce.Count-1)
+	}
+	return nil
+}
+
+func (m *Manager) addLocked(v VIP) error {
+	link, err := m.h.LinkByName(v.Interface)
+	if err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrAdd, v, err)
+	}
+	a := &netlink.Addr{IPNet: prefixNet(v.Prefix)}
+	if v.Addr().Is6() {
+		a.Flags = unix.IFA_F_NODAD
+	}
+	if err := m.h.AddrReplace(link, a); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrAdd, v, err)
+	}
+	m.log.Info("vip: added", "vip", v.String())
+	return nil
+}
+
+// Release stops the announcements and deletes every VIP. A VIP that is not
+// present, or whose interface no longer exists, is skipped: Release is
+// idempotent. It only touches the configured addresses.
+func (m *Manager) Release(ctx context.Context) error {
+	m.opMu.Lock()
+	defer m.opMu.Unlock()
+	if m.isClosed() {
+		return ErrClosed
+	}
+	m.stopAnnouncing()
+	var errs []error
+	for _, v := range m.vips {
+		if err := m.removeLocked(v); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (m *Manager) removeLocked(v VIP) error {
+	link, err := m.h.LinkByName(v.Interface)
+	if err != nil {
+		if _, ok := err.(netlink.LinkNotFoundError); ok {
+			return nil
+		}
+		return fmt.Errorf("%w: %s: %w", ErrRemove, v, err)
+	}
+	err = m.h.AddrDel(link, &netlink.Addr{IPNet: prefixNet(v.Prefix)})
+	switch {
+	case err == nil:
+		m.log.Info("vip: removed", "vip", v.String())
+		return nil
+	case errors.Is(err, unix.EADDRNOTAVAIL), errors.Is(err, unix.ENODEV), errors.Is(err, unix.ENOENT):
+		return nil
+	}
+	return fmt.Errorf("%w: %s: %w", ErrRemove, v, err)
+}
+
+// Held reports which configured VIPs are present on their interfaces now
+// (whoever added them), in configuration order. A VIP counts as held when
+// its address is on its interface, whatever the prefix length.
+func (m *Manager) Held() ([]VIP, error) {
+	m.opMu.Lock()
+	defer m.opMu.Unlock()
+	if m.isClosed() {
+		return nil, ErrClosed
+	}
+	h := m.h
+	byIf := map[string]map[netip.Addr]bool{}
+	var out []VIP
+	for _, v := range m.vips {
+		addrs, ok := byIf[v.Interface]
+		if !ok {
+			var err error
+			addrs, err = listAddrs(h, v.Interface)
+			if err != nil {
+				return nil, err
+			}
+			byIf[v.Interface] = addrs
+		}
+		if addrs[v.Addr()] {
+			out = append(out, v)
+		}
+	}
+	return out, nil
+}
+
+func listAddrs(h *netlink.Handle, iface string) (map[netip.Addr]bool, error) {
+	link, err := h.LinkByName(iface)
+	if err != nil {
+		if _, ok := err.(netlink.LinkNotFoundError); ok {
+			return map[netip.Addr]bool{}, nil
+		}
+		return nil, fmt.Errorf("vip: held: interface %q: %w", iface, err)
+	}
+	var list []netlink.Addr
+	for try := 0; ; try++ {
+		list, err = h.AddrList(link, netlink.FAMILY_ALL)
+		if err == nil || !errors.Is(err, netlink.ErrDumpInterrupted) || try == 4 {
+			break
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("vip: held: list addresses of %q: %w", iface, err)
+	}
+	out := map[netip.Addr]bool{}
+	for _, a := range list {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok {
+			out[ip.Unmap()] = true
+		}
+	}
+	return out, nil
+}
+
+// Close stops the announcements and closes the netlink handle and socket.
+// It does not remove any address (call Release first for that).
+func (m *Manager) Close() error {
+	m.opMu.Lock()
+	defer m.opMu.Unlock()
+	if m.isClosed() {
+		return nil
+	}
+	m.stopAnnouncing()
+	m.h.Close()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.closed = true
+	if m.sock >= 0 {
+		err := unix.Close(m.sock)
+		m.sock = -1
+		if err != nil {
+			return fmt.Errorf("vip: close socket: %w", err)
+		}
+	}
+	return nil
+}
+
+func (m *Manager) isClosed() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.closed
+}
+
+// stopAnnouncing cancels the background announcements and waits for them:
+// no announcement leaves after it returns. Called with opMu held.
+func (m *Manager) stopAnnouncing() {
+	if m.stopAnn == nil {
+		return
+	}
+	m.stopAnn()
+	<-m.annDone
+	m.stopAnn, m.annDone = nil, nil
+}
+
+func (m *Manager) announceLoop(ctx context.Context, done chan struct{}, targets []target, rounds int) {
+	defer close(done)
+	t := time.NewTicker(m.announce.Interval)
+	defer t.Stop()
+	for range rounds {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		m.mu.Lock()
+		// stopAnnouncing cancels before it waits: a round that sees the
+		// cancel here sends nothing, one already sending finishes first.
+		if ctx.Err() == nil && !m.closed {
+			m.announceRoundLocked(targets)
+		}
+		m.mu.Unlock()
+	}
+}
+
+// Sent reports how many announcement packets went out on each interface
+// since the manager was created.
+func (m *Manager) Sent() map[string]int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[string]int, len(m.sentByIf))
+	for k, v := range m.sentByIf {
+		out[k] = v
+	}
+	return out
+}
+
+func prefixNet(p netip.Prefix) *net.IPNet {
+	a := p.Addr()
+	return &net.IPNet{IP: net.IP(a.AsSlice()), Mask: net.CIDRMask(p.Bits(), a.BitLen())}
+}
