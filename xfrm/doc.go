@@ -2,7 +2,9 @@
 // implementations, the Linux kernel through netlink XFRM (xfrm/kernel) and a
 // userspace ESP engine on a TUN device (xfrm/userspace). It imports nothing
 // of ikegw but the shared SA types (ike/sa), and it never touches an SA,
-// policy, device or route it did not create.
+// policy, device or route it did not create. Package xfrmtest holds the
+// contract test every implementation runs; packages esp and replay are the
+// userspace engine's ESP codec and anti-replay window.
 //
 // # Replay bitmap
 //
