@@ -187,21 +187,28 @@ func (g *gossip) poke() {
 	}
 }
 
-func (g *gossip) stop() error {
-	close(g.stp)
-	<-g.done
+// leave announces a permanent departure (the leader then removes this
+// node's voter) and leaves the gossip pool.
+func (g *gossip) leave() error {
 	g.mu.Lock()
 	g.meta.Leaving = true
 	g.mu.Unlock()
 	if err := g.ml.UpdateNode(time.Second); err != nil {
 		g.n.log.Warn("cluster: could not announce leaving; others will see a failure", "err", err)
 	}
-	err := g.ml.Leave(time.Second)
-	if err2 := g.ml.Shutdown(); err == nil {
-		err = err2
-	}
-	if err != nil {
+	if err := g.ml.Leave(time.Second); err != nil {
 		return fmt.Errorf("cluster: gossip leave: %w", err)
+	}
+	return nil
+}
+
+// stop ends the reconcile loop and gossip without leaving: the others see
+// this node fail (a restart, not a departure).
+func (g *gossip) stop() error {
+	close(g.stp)
+	<-g.done
+	if err := g.ml.Shutdown(); err != nil {
+		return fmt.Errorf("cluster: gossip shutdown: %w", err)
 	}
 	return nil
 }

@@ -14,27 +14,6 @@ import (
 	"ikegw/store"
 )
 
-// hardStop stops a node the way a crash would: no memberlist leave, no
-// leadership transfer.
-func (n *Node) hardStop() {
-	n.closeOnce.Do(func() {
-		if n.gossip != nil {
-			close(n.gossip.stp)
-			<-n.gossip.done
-			_ = n.gossip.ml.Shutdown()
-		}
-		close(n.shutdown)
-		_ = n.raft.Shutdown().Error()
-		n.wg.Wait()
-		if c, ok := n.trans.(interface{ Close() error }); ok {
-			_ = c.Close()
-		}
-		if n.deps.Close != nil {
-			_ = n.deps.Close()
-		}
-	})
-}
-
 func memberByID(t *testing.T, n *Node, id string) (Member, bool) {
 	t.Helper()
 	ms, err := n.Members()
@@ -78,7 +57,7 @@ func TestMembershipJoinLeaveReap(t *testing.T) {
 		if err != nil {
 			t.Fatalf("start %s: %v", name, err)
 		}
-		t.Cleanup(func() { n.hardStop() })
+		t.Cleanup(func() { _ = n.Shutdown() })
 		nodes = append(nodes, n)
 		return n
 	}
@@ -115,8 +94,8 @@ func TestMembershipJoinLeaveReap(t *testing.T) {
 	})
 	waitFor(t, 10*time.Second, "n4 to hold the Raft configuration", func() bool { return n4.hasRaftState() })
 
-	// It leaves gracefully: the leader removes it.
-	if err := n4.Shutdown(); err != nil {
+	// It leaves for good: the leader removes it.
+	if err := n4.Leave(); err != nil {
 		t.Fatal(err)
 	}
 	nodes[3] = nil
@@ -130,7 +109,7 @@ func TestMembershipJoinLeaveReap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { n5.hardStop() })
+	t.Cleanup(func() { _ = n5.Shutdown() })
 	if err := n5.Join(nodes[0].GossipAddr()); err == nil {
 		t.Error("join with a wrong gossip key succeeded")
 	}
@@ -144,7 +123,7 @@ func TestMembershipJoinLeaveReap(t *testing.T) {
 		m, ok := memberByID(t, readyLeader(t, nodes), "n6")
 		return ok && m.Voter
 	})
-	n6.hardStop()
+	_ = n6.Shutdown()
 	nodes[len(nodes)-1] = nil
 	waitFor(t, 30*time.Second, "failed n6 to be reaped", func() bool {
 		m, ok := memberByID(t, readyLeader(t, nodes), "n6")
@@ -163,7 +142,7 @@ func TestMembershipJoinLeaveReap(t *testing.T) {
 		}
 	}
 	vid := nodes[victim].ID()
-	nodes[victim].hardStop()
+	_ = nodes[victim].Shutdown()
 	nodes[victim] = nil
 	waitFor(t, 30*time.Second, vid+" seen failed for 3 reap periods", func() bool {
 		m, ok := memberByID(t, readyLeader(t, nodes), vid)

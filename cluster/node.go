@@ -753,9 +753,28 @@ func (n *Node) Members() ([]Member, error) {
 	return out, nil
 }
 
-// Shutdown leaves membership gracefully, stops Raft and closes the stores.
-// It does not hand leadership over first: call TransferLeadership for a
-// planned stop.
+// Leave removes this node from the cluster for good: it hands leadership
+// over if it leads, announces its departure (the leader then removes its
+// voter), and shuts down. For a restart or upgrade use Shutdown, which keeps
+// the node a voter.
+func (n *Node) Leave() error {
+	var errs []error
+	if n.raft.State() == raft.Leader {
+		if err := n.TransferLeadership(""); err != nil {
+			n.log.Warn("cluster: leaving without handing leadership over", "err", err)
+		}
+	}
+	if n.gossip != nil {
+		errs = append(errs, n.gossip.leave())
+	}
+	errs = append(errs, n.Shutdown())
+	return errors.Join(errs...)
+}
+
+// Shutdown stops membership and Raft and closes the stores, without
+// leaving the cluster: the others see this node fail and keep it a voter
+// (a restart, an upgrade, a crash). It does not hand leadership over first:
+// call TransferLeadership for a planned stop.
 func (n *Node) Shutdown() error {
 	var errs []error
 	n.closeOnce.Do(func() {
