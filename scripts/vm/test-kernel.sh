@@ -11,7 +11,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 cd "$repo"
 mkdir -p .cache/vm/bin
-bin=.cache/vm/bin/xfrm-kernel.test
+# One binary per run, so concurrent runs never replace a running binary.
+bin=$(mktemp .cache/vm/bin/xfrm-kernel.XXXXXX.test)
+trap 'rm -f "$bin"' EXIT
 echo "test-kernel: go test -c -o $bin ./xfrm/kernel/"
 go test -c -o "$bin" ./xfrm/kernel/
 args=("$@")
@@ -20,4 +22,4 @@ if [ ${#args[@]} -eq 0 ]; then
 fi
 cd xfrm/kernel
 export IKEGW_VM_TIMEOUT=${IKEGW_VM_TIMEOUT:-360}
-exec "$here/run.sh" "$repo/$bin" "${args[@]}"
+"$here/run.sh" "$repo/$bin" "${args[@]}"

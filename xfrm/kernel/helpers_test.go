@@ -201,14 +201,15 @@ func (d *DataPlane) ourPolicies(ctx context.Context) (int, error) {
 }
 
 // newVethPair creates namespaces A and B joined by a veth: vA 192.0.2.1/24
-// in A, vB 192.0.2.2/24 in B.
+// and 2001:db8::1/64 in A, vB 192.0.2.2/24 and 2001:db8::2/64 in B.
 func newVethPair(t testing.TB) (nsA, pathA, nsB, pathB string) {
 	t.Helper()
 	nsA, pathA = newNamedNS(t)
 	nsB, pathB = newNamedNS(t)
 	run(t, "ip", "-n", nsA, "link", "add", "vA", "type", "veth", "peer", "name", "vB", "netns", nsB)
-	for _, x := range []struct{ ns, dev, addr string }{{nsA, "vA", "192.0.2.1/24"}, {nsB, "vB", "192.0.2.2/24"}} {
+	for _, x := range []struct{ ns, dev, addr, addr6 string }{{nsA, "vA", "192.0.2.1/24", "2001:db8::1/64"}, {nsB, "vB", "192.0.2.2/24", "2001:db8::2/64"}} {
 		run(t, "ip", "-n", x.ns, "addr", "add", x.addr, "dev", x.dev)
+		run(t, "ip", "-n", x.ns, "addr", "add", x.addr6, "dev", x.dev, "nodad")
 		run(t, "ip", "-n", x.ns, "link", "set", x.dev, "up")
 	}
 	return nsA, pathA, nsB, pathB

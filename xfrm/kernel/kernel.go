@@ -507,6 +507,20 @@ func (d *DataPlane) installFresh(ctx context.Context, ps []*pair) []error {
 		d.policies[pr.spec.key()] = &policyEntry{spec: pr.spec}
 	}
 
+	// A pair whose policy could not be installed by an earlier pair of the
+	// batch (it belongs to someone else) fails as well.
+	for _, p := range ps {
+		if failed[p] != nil {
+			continue
+		}
+		for _, sp := range p.policies {
+			if d.policies[sp.key()] == nil {
+				failed[p] = fmt.Errorf("%w: %s is not this node's", xfrm.ErrConflict, sp.key())
+				break
+			}
+		}
+	}
+
 	// Register the pairs that made it; roll back the others.
 	var errs []error
 	for _, p := range ps {
