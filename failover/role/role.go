@@ -1,0 +1,558 @@
+// Package role is the active/standby role machine of an ikegw gateway. It
+// decides when this node holds the virtual IPs: only while it is the Raft
+// leader, has applied every committed entry (Ready), is a gateway (a
+// witness never activates), the takeover callback succeeded, and a quorum
+// confirmed its leadership less than one lease ago. It never talks Raft,
+// netlink or IKE itself: it drives the interfaces below (cluster adapter in
+// package failover, VIP manager in failover/vip, callbacks from the daemon),
+// so its tests run on fakes.
+//
+// # States
+//
+//	standby    -> activating  leader and ready, gateway, not held off
+//	activating -> active      OnActivate succeeded, quorum confirmed within
+//	                          the lease; VIPs claimed and announced, OnActive
+//	activating -> standby     OnActivate or the claim failed: VIPs released,
+//	                          OnStandby, leadership handed to another gateway,
+//	                          retry after a backoff if still leader
+//	active     -> standby     leadership lost (event, poll, or a quorum check
+//	                          answered "not leader"): VIPs released FIRST,
+//	                          then OnStandby
+//	active     -> fencing     no quorum confirmation for a whole lease: VIPs
+//	                          released at once, then OnStandby
+//	fencing    -> activating  a quorum confirms leadership again (same leader)
+//	fencing    -> standby     leadership lost
+//
+// OnStandby is called once after every OnActivate call, whatever its
+// outcome, before the next OnActivate. OnActivate must be idempotent (it may
+// run again after a fence without a change of leader) and must return soon
+// after its context is cancelled.
+//
+// # Self-fencing: the timing argument
+//
+// While not in standby the machine calls VerifyQuorum every CheckInterval
+// (hashicorp/raft VerifyLeader: a heartbeat round that a quorum must
+// acknowledge). Let s be the start of the last call that succeeded. Every
+// voter of that quorum heard from this leader at a time >= s. A hashicorp
+// raft follower that knows a leader refuses to vote for anybody else until
+// its heartbeat timer fires, at the earliest HeartbeatTimeout after it last
+// heard from the leader; any election quorum shares a voter with the quorum
+// that confirmed s. So no other node can become leader (let alone Ready and
+// active) before s + HeartbeatTimeout. The machine fences (releases the
+// VIPs) when s + Lease passes without a newer confirmation; releasing is a
+// few netlink calls (under a millisecond each). With the defaults, Lease =
+// LeaderLeaseTimeout = 500ms and HeartbeatTimeout = ElectionTimeout = 1s,
+// the VIPs are gone at s + 500ms + (timer latency + release), leaving about
+// 500ms of margin before the earliest possible new leader. Config.Lease must
+// therefore stay well below the cluster's HeartbeatTimeout.
+//
+// Raft's own lease check steps the leader down when no quorum was in contact
+// for LeaderLeaseTimeout; contact is counted from when each follower's
+// reply arrived, which is later than s, so raft's step-down comes at about
+// the same time or a little after the fence. The machine reacts to
+// whichever comes first. A planned leadership transfer skips the vote
+// refusal above, so Handover releases the VIPs before it asks Raft to
+// transfer.
+//
+// The machine also claims only with a fresh confirmation (younger than half
+// a lease), so a leader that was cut off while OnActivate ran never claims.
+package role
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// State is the machine's state.
+type State int32
+
+// States.
+const (
+	Standby State = iota
+	Activating
+	Active
+	Fencing
+)
+
+func (s State) String() string {
+	switch s {
+	case Standby:
+		return "standby"
+	case Activating:
+		return "activating"
+	case Active:
+		return "active"
+	case Fencing:
+		return "fencing"
+	}
+	return fmt.Sprintf("State(%d)", int32(s))
+}
+
+// Event is a change of this node's leadership, as the cluster reports it.
+type Event struct {
+	Leader bool
+	// Ready: the leader applied every committed entry (Barrier done).
+	Ready bool
+	Term  uint64
+}
+
+// Leadership is the cluster seen from the role machine.
+type Leadership interface {
+	// Subscribe delivers this node's leadership changes until ctx ends.
+	// Events may be dropped; the machine re-reads LeaderReady every
+	// CheckInterval. Called once, by Run.
+	Subscribe(ctx context.Context) <-chan Event
+	// LeaderReady reports whether this node is leader now and Ready, and
+	// the current term.
+	LeaderReady() (ready bool, term uint64)
+	// VerifyQuorum returns nil once a quorum has confirmed this node's
+	// leadership after the call began, an error when this node is not (or
+	// stops being) the leader, and ctx's error when ctx ends first.
+	VerifyQuorum(ctx context.Context) error
+	// StepDown hands leadership to another gateway; an error when none can
+	// take it.
+	StepDown() error
+}
+
+// VIPs claims and releases this node's virtual IPs (failover/vip.Manager).
+type VIPs interface {
+	// Claim adds the VIPs and announces them.
+	Claim(ctx context.Context) error
+	// Release removes the VIPs; idempotent; it must be fast.
+	Release(ctx context.Context) error
+}
+
+// Callbacks are the daemon's hooks. Nil hooks are skipped.
+type Callbacks struct {
+	// OnActivate prepares the takeover (installs SAs, ...) before the VIPs
+	// are claimed. Its context ends when leadership is lost.
+	OnActivate func(ctx context.Context) error
+	// OnActive runs once the VIPs are claimed and announced.
+	OnActive func()
+	// OnStandby runs after the VIPs are released, once per OnActivate.
+	OnStandby func()
+}
+
+// Config configures a Machine.
+type Config struct {
+	// Witness nodes never activate.
+	Witness bool
+	// Lease: without a quorum confirmation for this long the active node
+	// fences itself. Use the cluster's LeaderLeaseTimeout (default 500ms);
+	// it must be well below its HeartbeatTimeout.
+	Lease time.Duration
+	// CheckInterval separates quorum checks and leadership polls (default
+	// Lease/10).
+	CheckInterval time.Duration
+	// RetryBackoff is the first wait before activating again after a failed
+	// activation (default 1s; doubles up to 30s, reset by a success).
+	RetryBackoff time.Duration
+	// HandoverHold is how long the machine stays standby after Handover
+	// even if it is still leader (default 3s).
+	HandoverHold time.Duration
+	// ReleaseTimeout bounds a release (default 5s).
+	ReleaseTimeout time.Duration
+	Log            *slog.Logger
+}
+
+// Errors.
+var (
+	// ErrNotRunning: Handover was called while Run is not running.
+	ErrNotRunning = errors.New("role: machine not running")
+	// ErrConfig: a bad Config.
+	ErrConfig = errors.New("role: bad config")
+)
+
+// Machine is the role machine. Create it with New and drive it with Run.
+type Machine struct {
+	cfg  Config
+	lead Leadership
+	vips VIPs
+	cb   Callbacks
+	log  *slog.Logger
+
+	state    atomic.Int32
+	running  atomic.Bool
+	handover chan chan error
+
+	// loop-owned
+	gen           uint64
+	lastConfirmed time.Time
+	verifyCancel  context.CancelFunc
+	verifyRes     chan verifyResult
+	actCancel     context.CancelFunc
+	actDone       chan actResult
+	activated     bool // OnActivate of this generation succeeded
+	needStandby   bool // OnActivate was called and OnStandby not yet
+	vipsDirty     bool // VIPs may be held (claimed, or a release failed)
+	holdUntil     time.Time
+	backoff       time.Duration
+	fence         *time.Timer
+	term          uint64
+	wg            sync.WaitGroup
+}
+
+type verifyResult struct {
+	gen   uint64
+	start time.Time
+	err   error
+}
+
+type actResult struct {
+	gen uint64
+	err error
+}
+
+// New checks cfg and returns a machine in standby.
+func New(cfg Config, lead Leadership, vips VIPs, cb Callbacks) (*Machine, error) {
+	if lead == nil || vips == nil {
+		return nil, fmt.Errorf("%w: leadership source and VIP manager are required", ErrConfig)
+	}
+	if cfg.Lease == 0 {
+		cfg.Lease = 500 * time.Millisecond
+	}
+	if cfg.CheckInterval == 0 {
+		cfg.CheckInterval = cfg.Lease / 10
+	}
+	if cfg.RetryBackoff == 0 {
+		cfg.RetryBackoff = time.Second
+	}
+	if cfg.HandoverHold == 0 {
+		cfg.HandoverHold = 3 * time.Second
+	}
+	if cfg.ReleaseTimeout == 0 {
+		cfg.ReleaseTimeout = 5 * time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.Lease < 0 || cfg.CheckInterval <= 0 || cfg.CheckInterval >= cfg.Lease || cfg.RetryBackoff < 0 || cfg.HandoverHold < 0 || cfg.ReleaseTimeout < 0 {
+		return nil, fmt.Errorf("%w: lease %v, check interval %v: want 0 < check interval < lease, and no negative durations", ErrConfig, cfg.Lease, cfg.CheckInterval)
+	}
+	return &Machine{
+		cfg:       cfg,
+		lead:      lead,
+		vips:      vips,
+		cb:        cb,
+		log:       cfg.Log,
+		handover:  make(chan chan error),
+		verifyRes: make(chan verifyResult, 4),
+		actDone:   make(chan actResult, 1),
+		backoff:   cfg.RetryBackoff,
+		// A previous run may have left the VIPs: release before anything.
+		vipsDirty: true,
+	}, nil
+}
+
+// State is the current state.
+func (m *Machine) State() State { return State(m.state.Load()) }
+
+// Handover gives up the active role for a planned failover: it releases the
+// VIPs and calls OnStandby (if active), then asks the cluster to hand
+// leadership to another gateway, and stays standby for HandoverHold. It
+// returns StepDown's error.
+func (m *Machine) Handover(ctx context.Context) error {
+	if !m.running.Load() {
+		return ErrNotRunning
+	}
+	reply := make(chan error, 1)
+	select {
+	case m.handover <- reply:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-reply:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Run drives the machine until ctx ends; then it releases the VIPs (if it
+// held them), calls OnStandby as needed, and returns. Call it once.
+func (m *Machine) Run(ctx context.Context) error {
+	if !m.running.CompareAndSwap(false, true) {
+		return errors.New("role: Run called twice")
+	}
+	defer m.running.Store(false)
+	events := m.lead.Subscribe(ctx)
+	poll := time.NewTicker(m.cfg.CheckInterval)
+	defer poll.Stop()
+	m.fence = time.NewTimer(time.Hour)
+	m.fence.Stop()
+	defer m.fence.Stop()
+	if m.cfg.Witness {
+		m.log.Info("role: witness: never active")
+	}
+	m.tryActivate(ctx, "start")
+	for {
+		select {
+		case <-ctx.Done():
+			m.standDown("shutting down")
+			m.wg.Wait()
+			return nil
+		case ev := <-events:
+			m.onEvent(ctx, ev)
+		case <-poll.C:
+			m.onPoll(ctx)
+		case r := <-m.verifyRes:
+			m.onVerify(ctx, r)
+		case r := <-m.actDone:
+			m.onActivated(ctx, r)
+		case <-m.fence.C:
+			m.onFenceTimer()
+		case reply := <-m.handover:
+			m.standDown("handover")
+			m.holdUntil = time.Now().Add(m.cfg.HandoverHold)
+			err := m.lead.StepDown()
+			if err != nil {
+				m.log.Warn("role: handover: leadership transfer failed", "err", err)
+			}
+			reply <- err
+		}
+	}
+}
+
+func (m *Machine) setState(s State, reason string) {
+	old := State(m.state.Swap(int32(s)))
+	if old != s {
+		m.log.Info("role: state", "from", old.String(), "to", s.String(), "reason", reason, "term", m.term)
+	}
+}
+
+func (m *Machine) onEvent(ctx context.Context, ev Event) {
+	switch {
+	case !ev.Leader:
+		m.standDown("leadership lost")
+	case m.State() != Standby && ev.Term != m.term:
+		// Another term without a loss in between (events dropped).
+		m.standDown("new term")
+	}
+	if ev.Leader && ev.Ready {
+		m.tryActivate(ctx, "leader ready")
+	}
+}
+
+func (m *Machine) onPoll(ctx context.Context) {
+	leader, term := m.lead.LeaderReady()
+	st := m.State()
+	switch {
+	case st != Standby && (!leader || term != m.term):
+		m.standDown("not leader in this term (poll)")
+	case leader && st == Standby:
+		m.tryActivate(ctx, "leader ready (poll)")
+	case st == Standby && m.vipsDirty:
+		m.release("retry release")
+	}
+}
+
+// tryActivate starts an activation when the node may be active.
+func (m *Machine) tryActivate(ctx context.Context, reason string) {
+	if m.cfg.Witness || m.State() != Standby || ctx.Err() != nil {
+		return
+	}
+	leader, term := m.lead.LeaderReady()
+	if !leader || time.Now().Before(m.holdUntil) {
+		return
+	}
+	m.term = term
+	if m.vipsDirty && !m.release("before activation") {
+		return
+	}
+	m.setState(Activating, reason)
+	m.gen++
+	m.lastConfirmed = time.Time{}
+	m.startVerifier(ctx)
+	m.startActivation(ctx)
+}
+
+func (m *Machine) startVerifier(ctx context.Context) {
+	vctx, cancel := context.WithCancel(ctx)
+	m.verifyCancel = cancel
+	gen := m.gen
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		t := time.NewTicker(m.cfg.CheckInterval)
+		defer t.Stop()
+		for {
+			start := time.Now()
+			err := m.lead.VerifyQuorum(vctx)
+			if vctx.Err() != nil {
+				return
+			}
+			select {
+			case m.verifyRes <- verifyResult{gen: gen, start: start, err: err}:
+			case <-vctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+			select {
+			case <-t.C:
+			case <-vctx.Done():
+				return
+			}
+		}
+	}()
+}
+
+func (m *Machine) startActivation(ctx context.Context) {
+	m.activated = false
+	m.needStandby = true
+	actx, cancel := context.WithCancel(ctx)
+	m.actCancel = cancel
+	gen := m.gen
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		var err error
+		if m.cb.OnActivate != nil {
+			err = m.cb.OnActivate(actx)
+		}
+		m.actDone <- actResult{gen: gen, err: err}
+	}()
+}
+
+func (m *Machine) onActivated(ctx context.Context, r actResult) {
+	m.actCancel()
+	m.actCancel = nil
+	if r.gen != m.gen || m.State() != Activating {
+		return
+	}
+	if r.err != nil {
+		m.failActivation(fmt.Errorf("takeover callback: %w", r.err))
+		return
+	}
+	m.activated = true
+	m.maybeClaim(ctx)
+}
+
+func (m *Machine) onVerify(ctx context.Context, r verifyResult) {
+	if r.gen != m.gen || m.State() == Standby {
+		return
+	}
+	if r.err != nil {
+		m.standDown("quorum check: " + r.err.Error())
+		return
+	}
+	if r.start.After(m.lastConfirmed) {
+		m.lastConfirmed = r.start
+		m.fence.Reset(time.Until(m.lastConfirmed.Add(m.cfg.Lease)))
+	}
+	switch m.State() {
+	case Activating:
+		m.maybeClaim(ctx)
+	case Fencing:
+		if leader, term := m.lead.LeaderReady(); leader && term == m.term {
+			m.setState(Activating, "quorum confirmed again")
+			m.startActivation(ctx)
+		}
+	}
+}
+
+// maybeClaim claims the VIPs once OnActivate succeeded and a quorum
+// confirmed leadership within half a lease.
+func (m *Machine) maybeClaim(ctx context.Context) {
+	if !m.activated || m.lastConfirmed.IsZero() || time.Since(m.lastConfirmed) >= m.cfg.Lease/2 {
+		return
+	}
+	m.vipsDirty = true
+	if err := m.vips.Claim(ctx); err != nil {
+		m.failActivation(fmt.Errorf("claim VIPs: %w", err))
+		return
+	}
+	m.backoff = m.cfg.RetryBackoff
+	m.setState(Active, "takeover done")
+	if m.cb.OnActive != nil {
+		m.cb.OnActive()
+	}
+}
+
+func (m *Machine) onFenceTimer() {
+	if m.State() != Active {
+		return
+	}
+	since := time.Since(m.lastConfirmed)
+	if since < m.cfg.Lease {
+		m.fence.Reset(m.cfg.Lease - since)
+		return
+	}
+	m.setState(Fencing, fmt.Sprintf("no quorum confirmation for %v (lease %v)", since.Round(time.Millisecond), m.cfg.Lease))
+	m.release("fencing")
+	m.callStandby()
+}
+
+// failActivation undoes a failed activation and hands leadership on.
+func (m *Machine) failActivation(err error) {
+	m.log.Error("role: activation failed; stepping down", "err", err, "retry_in", m.backoff)
+	m.standDown("activation failed")
+	m.holdUntil = time.Now().Add(m.backoff)
+	m.backoff = min(2*m.backoff, 30*time.Second)
+	if err := m.lead.StepDown(); err != nil {
+		m.log.Warn("role: cannot hand leadership to another gateway", "err", err)
+	}
+}
+
+// standDown returns to standby: stop the quorum checks, cancel and wait for
+// an activation in progress, release the VIPs first, then OnStandby.
+func (m *Machine) standDown(reason string) {
+	if m.State() == Standby {
+		if m.vipsDirty {
+			m.release(reason)
+		}
+		return
+	}
+	m.gen++
+	if m.verifyCancel != nil {
+		m.verifyCancel()
+		m.verifyCancel = nil
+	}
+	m.fence.Stop()
+	m.lastConfirmed = time.Time{}
+	if m.actCancel != nil {
+		// Activation in progress (the VIPs are not claimed before it
+		// ends): wait for the callback to return.
+		m.actCancel()
+		<-m.actDone
+		m.actCancel = nil
+	}
+	m.release(reason)
+	m.callStandby()
+	m.activated = false
+	m.setState(Standby, reason)
+}
+
+// release removes the VIPs; it reports success. A failure leaves vipsDirty
+// set so that the next poll tries again.
+func (m *Machine) release(reason string) bool {
+	if !m.vipsDirty && m.State() != Active && m.State() != Activating {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.ReleaseTimeout)
+	defer cancel()
+	if err := m.vips.Release(ctx); err != nil {
+		m.vipsDirty = true
+		m.log.Error("role: cannot release VIPs; retrying", "reason", reason, "err", err)
+		return false
+	}
+	m.vipsDirty = false
+	return true
+}
+
+func (m *Machine) callStandby() {
+	if !m.needStandby {
+		return
+	}
+	m.needStandby = false
+	if m.cb.OnStandby != nil {
+		m.cb.OnStandby()
+	}
+}

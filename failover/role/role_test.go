@@ -1,0 +1,498 @@
+package role
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// recorder keeps the order of every call the machine makes.
+type recorder struct {
+	mu    sync.Mutex
+	calls []string
+}
+
+func (r *recorder) add(s string) {
+	r.mu.Lock()
+	r.calls = append(r.calls, s)
+	r.mu.Unlock()
+}
+
+func (r *recorder) all() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.calls)
+}
+
+func (r *recorder) count(s string) int {
+	n := 0
+	for _, c := range r.all() {
+		if c == s {
+			n++
+		}
+	}
+	return n
+}
+
+// since returns the calls after the first n.
+func (r *recorder) since(n int) []string { return r.all()[n:] }
+
+type verifyMode int
+
+const (
+	verifyOK verifyMode = iota
+	verifyBlock
+	verifyNotLeader
+)
+
+type fakeLead struct {
+	rec     *recorder
+	events  chan Event
+	mu      sync.Mutex
+	ready   bool
+	term    uint64
+	mode    verifyMode
+	unblock chan struct{}
+	stepErr error
+}
+
+func newFakeLead(rec *recorder) *fakeLead {
+	return &fakeLead{rec: rec, events: make(chan Event, 16), unblock: make(chan struct{})}
+}
+
+func (f *fakeLead) Subscribe(ctx context.Context) <-chan Event { return f.events }
+
+func (f *fakeLead) LeaderReady() (bool, uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.ready, f.term
+}
+
+func (f *fakeLead) VerifyQuorum(ctx context.Context) error {
+	f.mu.Lock()
+	mode, unblock := f.mode, f.unblock
+	f.mu.Unlock()
+	switch mode {
+	case verifyNotLeader:
+		return errors.New("not leader")
+	case verifyBlock:
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-unblock:
+			return nil
+		}
+	}
+	return nil
+}
+
+func (f *fakeLead) StepDown() error {
+	f.rec.add("stepdown")
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.stepErr
+}
+
+// elect makes this node leader and ready in term, with or without telling
+// the machine through an event.
+func (f *fakeLead) elect(term uint64, event bool) {
+	f.mu.Lock()
+	f.ready, f.term = true, term
+	f.mu.Unlock()
+	if event {
+		f.events <- Event{Leader: true, Term: term}
+		f.events <- Event{Leader: true, Ready: true, Term: term}
+	}
+}
+
+func (f *fakeLead) lose(event bool) {
+	f.mu.Lock()
+	f.ready = false
+	term := f.term
+	f.mu.Unlock()
+	if event {
+		f.events <- Event{Leader: false, Term: term}
+	}
+}
+
+func (f *fakeLead) setVerify(m verifyMode) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.mode == verifyBlock && m != verifyBlock {
+		close(f.unblock)
+		f.unblock = make(chan struct{})
+	}
+	f.mode = m
+}
+
+type fakeVIPs struct {
+	rec      *recorder
+	mu       sync.Mutex
+	held     bool
+	claimErr error
+}
+
+func (v *fakeVIPs) Claim(ctx context.Context) error {
+	v.rec.add("claim")
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.claimErr != nil {
+		v.held = true // a partial claim
+		return v.claimErr
+	}
+	v.held = true
+	return nil
+}
+
+func (v *fakeVIPs) Release(ctx context.Context) error {
+	v.rec.add("release")
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.held = false
+	return nil
+}
+
+func (v *fakeVIPs) isHeld() bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.held
+}
+
+type harness struct {
+	t        *testing.T
+	rec      *recorder
+	lead     *fakeLead
+	vips     *fakeVIPs
+	m        *Machine
+	cancel   context.CancelFunc
+	done     chan error
+	stopOnce sync.Once
+}
+
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+const testLease = 100 * time.Millisecond
+
+func start(t *testing.T, cfg Config, onActivate func(ctx context.Context) error) *harness {
+	t.Helper()
+	rec := &recorder{}
+	h := &harness{t: t, rec: rec, lead: newFakeLead(rec), vips: &fakeVIPs{rec: rec}, done: make(chan error, 1)}
+	if cfg.Lease == 0 {
+		cfg.Lease = testLease
+	}
+	if cfg.RetryBackoff == 0 {
+		cfg.RetryBackoff = 50 * time.Millisecond
+	}
+	cfg.Log = quiet()
+	cb := Callbacks{
+		OnActivate: func(ctx context.Context) error {
+			rec.add("activate")
+			if onActivate != nil {
+				return onActivate(ctx)
+			}
+			return nil
+		},
+		OnActive:  func() { rec.add("active") },
+		OnStandby: func() { rec.add("standby") },
+	}
+	m, err := New(cfg, h.lead, h.vips, cb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.m = m
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel = cancel
+	go func() { h.done <- m.Run(ctx) }()
+	t.Cleanup(h.stop)
+	// The leftover release at start.
+	h.waitCalls("initial release", func(c []string) bool { return slices.Contains(c, "release") })
+	return h
+}
+
+func (h *harness) stop() {
+	h.stopOnce.Do(func() {
+		h.cancel()
+		select {
+		case <-h.done:
+		case <-time.After(10 * time.Second):
+			h.t.Error("Run did not return after cancel")
+		}
+	})
+}
+
+func (h *harness) waitState(s State) {
+	h.t.Helper()
+	waitFor(h.t, "state "+s.String(), func() bool { return h.m.State() == s })
+}
+
+func (h *harness) waitCalls(what string, cond func([]string) bool) {
+	h.t.Helper()
+	waitFor(h.t, what, func() bool { return cond(h.rec.all()) })
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func wantCalls(t *testing.T, got []string, want ...string) {
+	t.Helper()
+	if !slices.Equal(got, want) {
+		t.Fatalf("calls %v, want %v", got, want)
+	}
+}
+
+func TestActivateThenLoseLeadership(t *testing.T) {
+	h := start(t, Config{}, nil)
+	n := len(h.rec.all())
+	h.lead.elect(1, true)
+	h.waitState(Active)
+	wantCalls(t, h.rec.since(n), "activate", "claim", "active")
+	if !h.vips.isHeld() {
+		t.Fatal("active without VIPs")
+	}
+	n = len(h.rec.all())
+	h.lead.lose(true)
+	h.waitState(Standby)
+	// VIPs released first, then the standby hook.
+	wantCalls(t, h.rec.since(n), "release", "standby")
+	if h.vips.isHeld() {
+		t.Fatal("standby still holds VIPs")
+	}
+}
+
+func TestLeaderNotReadyStaysStandby(t *testing.T) {
+	h := start(t, Config{}, nil)
+	h.lead.events <- Event{Leader: true, Term: 3} // elected, Barrier not done
+	// Several poll intervals: nothing may happen.
+	time.Sleep(5 * testLease / 10 * 3)
+	if h.m.State() != Standby || h.rec.count("activate") != 0 {
+		t.Fatalf("activated before Ready: state %v, calls %v", h.m.State(), h.rec.all())
+	}
+	h.lead.elect(3, true)
+	h.waitState(Active)
+}
+
+func TestWitnessNeverActivates(t *testing.T) {
+	h := start(t, Config{Witness: true}, nil)
+	h.lead.elect(1, true)
+	time.Sleep(3 * testLease)
+	if h.m.State() != Standby || h.rec.count("activate") != 0 || h.rec.count("claim") != 0 || h.vips.isHeld() {
+		t.Fatalf("witness acted: state %v, calls %v", h.m.State(), h.rec.all())
+	}
+}
+
+func TestActivationFailureStepsDownAndRetries(t *testing.T) {
+	var mu sync.Mutex
+	fail := true
+	h := start(t, Config{}, func(ctx context.Context) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if fail {
+			return errors.New("install SAs: boom")
+		}
+		return nil
+	})
+	n := len(h.rec.all())
+	h.lead.elect(1, true)
+	h.waitCalls("step down", func(c []string) bool { return slices.Contains(c[n:], "stepdown") })
+	got := h.rec.since(n)
+	wantCalls(t, got[:4], "activate", "release", "standby", "stepdown")
+	if h.vips.isHeld() {
+		t.Fatal("VIPs held after a failed takeover")
+	}
+	// Still leader (the transfer did not happen): it retries after the
+	// backoff and succeeds.
+	mu.Lock()
+	fail = false
+	mu.Unlock()
+	h.waitState(Active)
+	if h.rec.count("activate") < 2 {
+		t.Fatalf("no retry: %v", h.rec.all())
+	}
+}
+
+func TestClaimFailureReleasesAndStepsDown(t *testing.T) {
+	h := start(t, Config{RetryBackoff: time.Hour}, nil)
+	h.vips.mu.Lock()
+	h.vips.claimErr = errors.New("netlink: no such device")
+	h.vips.mu.Unlock()
+	n := len(h.rec.all())
+	h.lead.elect(1, true)
+	h.waitCalls("step down", func(c []string) bool { return slices.Contains(c[n:], "stepdown") })
+	wantCalls(t, h.rec.since(n), "activate", "claim", "release", "standby", "stepdown")
+	if h.vips.isHeld() || h.m.State() != Standby {
+		t.Fatalf("after a failed claim: held %v, state %v", h.vips.isHeld(), h.m.State())
+	}
+}
+
+func TestFencingWithoutQuorum(t *testing.T) {
+	h := start(t, Config{}, nil)
+	h.lead.elect(1, true)
+	h.waitState(Active)
+	n := len(h.rec.all())
+	// Quorum unreachable; Raft has not stepped down (still says leader).
+	h.lead.setVerify(verifyBlock)
+	h.waitState(Fencing)
+	wantCalls(t, h.rec.since(n), "release", "standby")
+	if h.vips.isHeld() {
+		t.Fatal("fenced node holds VIPs")
+	}
+	// Contact comes back while still leader: active again.
+	n = len(h.rec.all())
+	h.lead.setVerify(verifyOK)
+	h.waitState(Active)
+	wantCalls(t, h.rec.since(n), "activate", "claim", "active")
+	// Then Raft steps down after all.
+	n = len(h.rec.all())
+	h.lead.lose(true)
+	h.waitState(Standby)
+	wantCalls(t, h.rec.since(n), "release", "standby")
+}
+
+func TestFencedThenLeadershipLost(t *testing.T) {
+	h := start(t, Config{}, nil)
+	h.lead.elect(1, true)
+	h.waitState(Active)
+	h.lead.setVerify(verifyBlock)
+	h.waitState(Fencing)
+	n := len(h.rec.all())
+	h.lead.lose(true)
+	h.waitState(Standby)
+	// OnStandby ran at the fence already: not twice.
+	for _, c := range h.rec.since(n) {
+		if c != "release" {
+			t.Fatalf("after fence, loss made calls %v", h.rec.since(n))
+		}
+	}
+}
+
+func TestNoClaimWithoutFreshConfirmation(t *testing.T) {
+	h := start(t, Config{}, nil)
+	h.lead.setVerify(verifyBlock)
+	h.lead.elect(1, true)
+	h.waitCalls("activate", func(c []string) bool { return slices.Contains(c, "activate") })
+	time.Sleep(2 * testLease)
+	if h.rec.count("claim") != 0 || h.m.State() != Activating {
+		t.Fatalf("claimed without quorum confirmation: state %v, calls %v", h.m.State(), h.rec.all())
+	}
+	h.lead.setVerify(verifyOK)
+	h.waitState(Active)
+}
+
+func TestQuorumCheckNotLeaderStandsDown(t *testing.T) {
+	h := start(t, Config{}, nil)
+	h.lead.elect(1, true)
+	h.waitState(Active)
+	n := len(h.rec.all())
+	h.lead.mu.Lock()
+	h.lead.mode = verifyNotLeader
+	h.lead.ready = false // raft agrees, but no event is sent
+	h.lead.mu.Unlock()
+	h.waitState(Standby)
+	wantCalls(t, h.rec.since(n), "release", "standby")
+}
+
+func TestLeadershipLostDuringActivation(t *testing.T) {
+	ctxSeen := make(chan context.Context, 1)
+	h := start(t, Config{}, func(ctx context.Context) error {
+		ctxSeen <- ctx
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	h.lead.elect(1, true)
+	actx := <-ctxSeen
+	n := len(h.rec.all())
+	h.lead.lose(true)
+	h.waitState(Standby)
+	if actx.Err() == nil {
+		t.Fatal("activation context not cancelled on leadership loss")
+	}
+	wantCalls(t, h.rec.since(n), "release", "standby")
+	if h.rec.count("claim") != 0 {
+		t.Fatalf("claimed: %v", h.rec.all())
+	}
+}
+
+func TestPollCoversDroppedEvents(t *testing.T) {
+	h := start(t, Config{}, nil)
+	h.lead.elect(1, false) // no event at all
+	h.waitState(Active)
+	// A new term without any event: stand down and take over again.
+	n := len(h.rec.all())
+	h.lead.elect(2, false)
+	h.waitCalls("reactivation", func(c []string) bool { return slices.Contains(c[n:], "active") })
+	got := h.rec.since(n)
+	wantCalls(t, got[:5], "release", "standby", "activate", "claim", "active")
+	n = len(h.rec.all())
+	h.lead.lose(false)
+	h.waitState(Standby)
+	wantCalls(t, h.rec.since(n), "release", "standby")
+}
+
+func TestHandover(t *testing.T) {
+	h := start(t, Config{HandoverHold: time.Hour}, nil)
+	h.lead.elect(1, true)
+	h.waitState(Active)
+	n := len(h.rec.all())
+	if err := h.m.Handover(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	wantCalls(t, h.rec.since(n), "release", "standby", "stepdown")
+	// Still leader (the fake never transfers), but held off.
+	time.Sleep(3 * testLease)
+	if h.m.State() != Standby || h.vips.isHeld() {
+		t.Fatalf("re-activated during the hold: %v", h.rec.all())
+	}
+	// The transfer error is reported.
+	h.lead.mu.Lock()
+	h.lead.stepErr = errors.New("no gateway to take over")
+	h.lead.mu.Unlock()
+	if err := h.m.Handover(context.Background()); err == nil || !strings.Contains(err.Error(), "no gateway") {
+		t.Fatalf("handover error %v", err)
+	}
+}
+
+func TestRunReleasesOnExit(t *testing.T) {
+	h := start(t, Config{}, nil)
+	h.lead.elect(1, true)
+	h.waitState(Active)
+	n := len(h.rec.all())
+	h.stop()
+	wantCalls(t, h.rec.since(n), "release", "standby")
+	if h.vips.isHeld() {
+		t.Fatal("VIPs held after Run returned")
+	}
+	if err := h.m.Handover(context.Background()); err != ErrNotRunning {
+		t.Fatalf("handover after Run: %v", err)
+	}
+}
+
+func TestNewRefusesBadConfig(t *testing.T) {
+	rec := &recorder{}
+	lead, vips := newFakeLead(rec), &fakeVIPs{rec: rec}
+	for _, c := range []Config{
+		{Lease: time.Second, CheckInterval: time.Second},
+		{Lease: -time.Second},
+		{RetryBackoff: -1},
+	} {
+		if _, err := New(c, lead, vips, Callbacks{}); !errors.Is(err, ErrConfig) {
+			t.Errorf("New(%+v) = %v, want ErrConfig", c, err)
+		}
+	}
+	if _, err := New(Config{}, nil, vips, Callbacks{}); !errors.Is(err, ErrConfig) {
+		t.Errorf("nil leadership: %v", err)
+	}
+}
