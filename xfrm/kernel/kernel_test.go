@@ -585,3 +585,21 @@ func TestClosed(t *testing.T) {
 		t.Errorf("InstallChild after Close: %v", err)
 	}
 }
+
+func TestInstallCancelled(t *testing.T) {
+	needRoot(t)
+	_, path := newNamedNS(t)
+	d := newDP(t, path)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	c, _ := mirrored(suites[0], 0x50000010, 0x50000011, addrA, addrB, tsA, tsB, 1)
+	if err := d.InstallChild(ctx, c); !errors.Is(err, context.Canceled) {
+		t.Errorf("InstallChild with a cancelled context: %v, want context.Canceled", err)
+	}
+	if ids, _ := d.Installed(context.Background()); len(ids) != 0 {
+		t.Errorf("Installed after a cancelled install = %x", ids)
+	}
+	if n, _ := d.ourPolicies(context.Background()); n != 0 {
+		t.Errorf("%d policies after a cancelled install", n)
+	}
+}

@@ -2,6 +2,9 @@ package kernel
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"net/netip"
 	"runtime"
@@ -15,16 +18,22 @@ import (
 
 // Probe tells whether this kernel can hold ESP states: it adds an
 // AES-CBC/HMAC-SHA2-256 SA and an AES-GCM SA with UDP encapsulation in a
-// throwaway network namespace (which vanishes with them). nil means the
-// kernel data plane can work; otherwise the error says why not, with the
-// kernel's words (on a kernel without ESP: "Requested type not found" or
-// "protocol not supported"). Needs CAP_SYS_ADMIN and CAP_NET_ADMIN.
+// throwaway network namespace (which vanishes with them). Without the
+// right to create one (no CAP_SYS_ADMIN) it adds them in the caller's
+// namespace instead, between TEST-NET-1 addresses (RFC 5737) with random
+// SPIs, and deletes them at once. nil means the kernel data plane can
+// work; otherwise the error says why not, with the kernel's words (on a
+// kernel without ESP: "protocol not supported", kernel: "Requested type
+// not found"). Needs CAP_NET_ADMIN.
 func Probe(ctx context.Context) error {
 	ns, err := newNetNS()
-	if err != nil {
+	if errors.Is(err, unix.EPERM) {
+		ns = netns.None() // the caller's namespace
+	} else if err != nil {
 		return fmt.Errorf("xfrm/kernel: probe: %w", err)
+	} else {
+		defer ns.Close()
 	}
-	defer ns.Close()
 	c, err := dial(ns, 0)
 	if err != nil {
 		return fmt.Errorf("xfrm/kernel: probe: %w", err)
@@ -32,17 +41,26 @@ func Probe(ctx context.Context) error {
 	defer c.close()
 	a, b := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
 	key := make([]byte, 64)
-	cbc := &stateSpec{src: a, dst: b, spi: 0x100, reqid: 1, mode: modeTunnel, encr: sa.EncrAESCBC, encrKey: key[:16],
+	var rnd [4]byte
+	_, _ = rand.Read(rnd[:])
+	spi := 0x10000000 | binary.BigEndian.Uint32(rnd[:])&0x0ffffffe
+	cbc := &stateSpec{src: a, dst: b, spi: spi, reqid: 1, mode: modeTunnel, encr: sa.EncrAESCBC, encrKey: key[:16],
 		integ: sa.IntegSHA256, integKey: key[:32], truncBits: 128}
-	gcm := &stateSpec{src: b, dst: a, spi: 0x101, reqid: 1, mode: modeTunnel, encr: sa.EncrAESGCM, encrKey: key[:20],
+	gcm := &stateSpec{src: b, dst: a, spi: spi + 1, reqid: 1, mode: modeTunnel, encr: sa.EncrAESGCM, encrKey: key[:20],
 		truncBits: 128, aead: true, encapSport: 4500, encapDport: 4500}
-	var reqs []request
+	var reqs, undo []request
 	for _, s := range []*stateSpec{cbc, gcm} {
 		s.lft = nl.XfrmLifetimeCfg{SoftByteLimit: xfrmInf, HardByteLimit: xfrmInf, SoftPacketLimit: xfrmInf, HardPacketLimit: xfrmInf}
+		id := saID{s.dst, s.spi}
 		reqs = append(reqs, request{typ: nl.XFRM_MSG_NEWSA, flags: unix.NLM_F_CREATE | unix.NLM_F_EXCL, body: s.newSA(),
-			op: fmt.Sprintf("add test SA %s with %s", saID{s.dst, s.spi}, s.encr)})
+			op: fmt.Sprintf("add test SA %s with %s", id, s.encr)})
+		undo = append(undo, request{typ: nl.XFRM_MSG_DELSA, body: id.usersaID(), op: "delete test SA " + id.String()})
 	}
-	for _, r := range c.exchange(ctx, reqs) {
+	res := c.exchange(ctx, reqs)
+	if !ns.IsOpen() {
+		c.exchange(context.WithoutCancel(ctx), undo)
+	}
+	for _, r := range res {
 		if r.err != nil {
 			return fmt.Errorf("xfrm/kernel: this kernel cannot hold ESP states: %w", r.err)
 		}
