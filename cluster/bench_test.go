@@ -21,7 +21,7 @@ func startTLSCluster(tb testing.TB, tune ...func(*Config)) []*Node {
 	var nodes []*Node
 	join := ""
 	for _, name := range []string{"n1", "n2", "n3"} {
-		n, err := openTLSNode(dir, name, join, 3, benchLog, tune...)
+		n, err := openTLSNode(dir, name, join, "127.0.0.1:0", 3, benchLog, tune...)
 		if err != nil {
 			tb.Fatal(err)
 		}

@@ -40,6 +40,10 @@ type GossipConfig struct {
 	// ReapFailedAfter is how long a failed member stays a voter before the
 	// leader removes it (default 72h, as Consul).
 	ReapFailedAfter time.Duration
+	// DeadNodeReclaimTime is how long a failed member's name stays bound
+	// to its old address; after it, the node may come back on another
+	// address or port (default 30s).
+	DeadNodeReclaimTime time.Duration
 	// LocalTimings uses memberlist's loopback timings (fast failure
 	// detection); for tests and the single-host lab.
 	LocalTimings bool
@@ -141,6 +145,10 @@ func startGossip(n *Node, cfg GossipConfig) (*gossip, error) {
 		return nil, fmt.Errorf("cluster: gossip keyring: %w", err)
 	}
 	mc.Keyring = kr
+	mc.DeadNodeReclaimTime = cfg.DeadNodeReclaimTime
+	if mc.DeadNodeReclaimTime == 0 {
+		mc.DeadNodeReclaimTime = 30 * time.Second
+	}
 	mc.GossipVerifyIncoming = true
 	mc.GossipVerifyOutgoing = true
 	mc.Delegate = g

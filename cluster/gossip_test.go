@@ -53,7 +53,7 @@ func TestMembershipJoinLeaveReap(t *testing.T) {
 		if len(nodes) > 0 {
 			join = nodes[0].GossipAddr()
 		}
-		n, err := openTLSNode(dir, name, join, expect, quietLog(), append([]func(*Config){fast}, tune...)...)
+		n, err := openTLSNode(dir, name, join, "127.0.0.1:0", expect, quietLog(), append([]func(*Config){fast}, tune...)...)
 		if err != nil {
 			t.Fatalf("start %s: %v", name, err)
 		}
@@ -105,7 +105,7 @@ func TestMembershipJoinLeaveReap(t *testing.T) {
 	})
 
 	// A node with another gossip key cannot join.
-	n5, err := openTLSNode(dir, "n5", "", 0, quietLog(), func(c *Config) { c.Gossip.SecretKey = bytes.Repeat([]byte{0x17}, 32) })
+	n5, err := openTLSNode(dir, "n5", "", "127.0.0.1:0", 0, quietLog(), func(c *Config) { c.Gossip.SecretKey = bytes.Repeat([]byte{0x17}, 32) })
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -174,12 +174,16 @@ func TestClusterNodeProcess(t *testing.T) {
 	}
 	// spec: name dir join
 	f := strings.Split(spec, "|")
-	if len(f) != 4 {
+	if len(f) != 6 {
 		t.Fatalf("bad %s %q", helperEnv, spec)
 	}
-	name, dir, join, role := f[0], f[1], f[2], Role(f[3])
+	name, dir, join, role, raftBind := f[0], f[1], f[2], Role(f[3]), f[4]
+	gossipPort, _ := strconv.Atoi(f[5])
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	n, err := openTLSNode(dir, name, join, 3, log, func(c *Config) { c.Role = role })
+	n, err := openTLSNode(dir, name, join, raftBind, 3, log, func(c *Config) {
+		c.Role = role
+		c.Gossip.BindPort = gossipPort
+	})
 	if err != nil {
 		fmt.Printf("error %v\n", err)
 		os.Exit(1)
@@ -256,7 +260,7 @@ func commitRange(n *Node, from, cnt int) string {
 }
 
 // openTLSNode opens a production node on loopback with gossip bootstrap.
-func openTLSNode(dir, name, join string, expect int, log *slog.Logger, tune ...func(*Config)) (*Node, error) {
+func openTLSNode(dir, name, join, raftBind string, expect int, log *slog.Logger, tune ...func(*Config)) (*Node, error) {
 	cfg := Config{
 		NodeID: name, Role: RoleGateway, Log: log,
 		Gossip: &GossipConfig{
@@ -272,7 +276,7 @@ func openTLSNode(dir, name, join string, expect int, log *slog.Logger, tune ...f
 	}
 	return Open(cfg, Files{
 		DataDir: filepath.Join(dir, name), ClusterKey: filepath.Join(dir, "cluster.key"),
-		TLS: certs.NodeFiles(dir, name), RaftBind: "127.0.0.1:0",
+		TLS: certs.NodeFiles(dir, name), RaftBind: raftBind,
 	})
 }
 
@@ -298,9 +302,15 @@ func (p *proc) ask(t *testing.T, line string) []string {
 }
 
 func startProc(t *testing.T, dir, name, join string, role Role) *proc {
+	return startProcAt(t, dir, name, join, role, "127.0.0.1:0", 0)
+}
+
+// startProcAt starts a node process on the given Raft and gossip ports
+// (a restart on the same ports, as in production).
+func startProcAt(t *testing.T, dir, name, join string, role Role, raftBind string, gossipPort int) *proc {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestClusterNodeProcess$", "-test.count=1")
-	cmd.Env = append(os.Environ(), helperEnv+"="+name+"|"+dir+"|"+join+"|"+string(role))
+	cmd.Env = append(os.Environ(), helperEnv+"="+strings.Join([]string{name, dir, join, string(role), raftBind, strconv.Itoa(gossipPort)}, "|"))
 	p := &proc{name: name, cmd: cmd, log: &syncBuf{}}
 	cmd.Stderr = p.log
 	var err error
@@ -413,6 +423,17 @@ func TestTLSProcessesKillLeader(t *testing.T) {
 			return p.ask(t, "count")[1] == "350"
 		})
 	}
+	// The killed node restarts on its data and its ports, and catches up.
+	_, gport, _ := net.SplitHostPort(l.gsp)
+	gp, _ := strconv.Atoi(gport)
+	back := startProcAt(t, dir, l.name, rest[0].gsp, RoleGateway, l.raft, gp)
+	waitFor(t, 20*time.Second, back.name+" to catch up after kill -9 and restart", func() bool {
+		return back.ask(t, "count")[1] == "350"
+	})
+	commitOnLeader(t, []*proc{back, rest[0], rest[1]}, 350, 10)
+	waitFor(t, 10*time.Second, back.name+" to hold 360 records", func() bool {
+		return back.ask(t, "count")[1] == "360"
+	})
 }
 
 // TestTLSProcessesWitnessNeverStaysLeader runs two gateways and a witness as
