@@ -86,3 +86,24 @@ func TestLoadErrors(t *testing.T) {
 		t.Error("Load of missing node files succeeded")
 	}
 }
+
+func TestLab(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "certs")
+	got, err := Lab(dir, "lab", []Node{{Name: "gw1", IPs: []net.IP{net.ParseIP("10.0.0.1")}}, {Name: "w1"}})
+	if err != nil || len(got) != 2 {
+		t.Fatalf("first run: %v %v", got, err)
+	}
+	got, err = Lab(dir, "lab", []Node{{Name: "gw1"}, {Name: "gw2"}})
+	if err != nil || len(got) != 1 || got[0] != "gw2" {
+		t.Fatalf("second run: %v %v", got, err)
+	}
+	for _, n := range []string{"gw1", "gw2", "w1"} {
+		if _, _, err := NodeFiles(dir, n).Load(); err != nil {
+			t.Errorf("%s: %v", n, err)
+		}
+	}
+	st, err := os.Stat(dir)
+	if err != nil || st.Mode().Perm() != 0o700 {
+		t.Errorf("dir mode %v %v", st.Mode().Perm(), err)
+	}
+}
