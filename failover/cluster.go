@@ -1,0 +1,97 @@
+package failover
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"ikegw/cluster"
+	"ikegw/failover/role"
+)
+
+// ErrNoGateway: no other healthy gateway voter can take leadership.
+var ErrNoGateway = errors.New("failover: no other healthy gateway voter to hand leadership to")
+
+// Leadership adapts a cluster.Node to role.Leadership.
+type Leadership struct {
+	node *cluster.Node
+}
+
+var _ role.Leadership = (*Leadership)(nil)
+
+// NewLeadership adapts node. Only one role machine may use it: it consumes
+// node.LeadershipChanges.
+func NewLeadership(node *cluster.Node) *Leadership { return &Leadership{node: node} }
+
+// Subscribe forwards the node's leadership events until ctx ends.
+func (l *Leadership) Subscribe(ctx context.Context) <-chan role.Event {
+	out := make(chan role.Event, 64)
+	in := l.node.LeadershipChanges()
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case ev := <-in:
+				select {
+				case out <- role.Event{Leader: ev.Leader, Ready: ev.Ready, Term: ev.Term}:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	return out
+}
+
+// LeaderReady reports whether the node is leader and ready, and the term.
+func (l *Leadership) LeaderReady() (bool, uint64) {
+	ready := l.node.IsLeaderReady()
+	return ready, l.node.Raft().CurrentTerm()
+}
+
+// VerifyQuorum runs raft's VerifyLeader: a heartbeat round that a quorum
+// must acknowledge. Raft answers only when the quorum did or when the node
+// stops being leader (under a partition that is its lease step-down), so
+// ctx bounds the wait; the goroutine waiting for raft ends with it.
+func (l *Leadership) VerifyQuorum(ctx context.Context) error {
+	f := l.node.Raft().VerifyLeader()
+	errc := make(chan error, 1)
+	go func() { errc <- f.Error() }()
+	select {
+	case err := <-errc:
+		if err != nil {
+			return fmt.Errorf("failover: verify leadership: %w", err)
+		}
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// StepDown hands leadership to another healthy gateway voter, trying each
+// in name order.
+func (l *Leadership) StepDown() error {
+	ms, err := l.node.Members()
+	if err != nil {
+		return fmt.Errorf("failover: step down: %w", err)
+	}
+	var errs []error
+	for _, m := range ms {
+		if m.ID == l.node.ID() || !m.Voter || m.Role != cluster.RoleGateway {
+			continue
+		}
+		if m.Status != "alive" && m.Status != "raft-only" {
+			continue
+		}
+		err := l.node.TransferLeadership(m.ID)
+		if err == nil {
+			return nil
+		}
+		errs = append(errs, err)
+	}
+	if len(errs) == 0 {
+		return ErrNoGateway
+	}
+	return fmt.Errorf("%w: %w", ErrNoGateway, errors.Join(errs...))
+}
