@@ -14,7 +14,10 @@
 # Usage: bench/handshake.sh [report.md]      (default bench/RESULTS-handshake.md)
 # Environment: TUNNELS (2000), TUNNELS_<suite> per suite (TUNNELS_modp2048
 #              500: its DH is ~50x dearer), CONC (64), RUNS (5), SUITES ("ecp256 modp2048"),
-#              SETUPS ("strongswan ikegwd"), KEEP=1 keeps the work directory.
+#              SETUPS ("strongswan ikegwd"), INPROC=0 skips the in-process
+#              benchmarks, KEEP=1 keeps the work directory, PERF_DIR=dir
+#              records each responder with perf during its load run and
+#              writes perf reports (flat, by symbol) there.
 set -euo pipefail
 
 TUNNELS=${TUNNELS:-2000}
@@ -270,6 +273,22 @@ stop_resp() {
 
 declare -A LOADCMD
 run_load() { # setup suite run
+	local perfpid=""
+	if [ -n "${PERF_DIR:-}" ]; then
+		mkdir -p "$PERF_DIR"
+		perf record -q -F 999 -g -p "$RESP_PID" -o "$WORK/perf-$1-$2-$3.data" >/dev/null 2>&1 &
+		perfpid=$!
+		PIDS+=("$perfpid")
+		sleep 0.5
+	fi
+	run_load_inner "$@"
+	if [ -n "$perfpid" ]; then
+		kill -INT "$perfpid" 2>/dev/null || true
+		wait "$perfpid" 2>/dev/null || true
+		perf report -i "$WORK/perf-$1-$2-$3.data" --stdio --no-children --sort dso,symbol 2>/dev/null | grep -v '^$' | grep -E '^ +[0-9]' | head -60 >"$PERF_DIR/$1-$2-$3.txt" || true
+	fi
+}
+run_load_inner() { # setup suite run
 	local out="$WORK/raw/$1-$2-$3.json" n LOCAL
 	n=$(tunnels_for "$2")
 	LOCAL=$(local_range "$n")
@@ -347,9 +366,13 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a=="n/a" || b=="n/a" || b==0) pri
 
 # In-process engine benchmarks (ike/ikev1/bench_test.go), RUNS times each.
 INPROC_CMD="go test -run '^\$' -bench 'Handshake|ResponderSplit' -benchmem -count $RUNS ./ike/ikev1/"
+SCALE_CMD="go test -run '^\$' -bench ResponderScale -benchtime 200x -benchmem -count $RUNS ./ike/ikev1/"
 if [ "${INPROC:-1}" = 1 ]; then
 	echo "in-process benchmarks: $INPROC_CMD" >&2
 	(cd "$REPO" && go test -run '^$' -bench 'Handshake|ResponderSplit' -benchmem -count "$RUNS" ./ike/ikev1/) >"$WORK/inproc.txt" 2>&1 ||
+		{ cat "$WORK/inproc.txt" >&2; die "in-process benchmarks failed"; }
+	echo "in-process benchmarks: $SCALE_CMD" >&2
+	(cd "$REPO" && go test -run '^$' -bench ResponderScale -benchtime 200x -benchmem -count "$RUNS" ./ike/ikev1/) >>"$WORK/inproc.txt" 2>&1 ||
 		{ cat "$WORK/inproc.txt" >&2; die "in-process benchmarks failed"; }
 	# name median-ns median-B median-allocs
 	awk '/^Benchmark/ { n=$1; sub(/-[0-9]+$/, "", n); ns[n]=ns[n] " " $3; b[n]=b[n] " " $5; a[n]=a[n] " " $7; if (!(n in seen)) { seen[n]=1; order[++k]=n } }
@@ -439,6 +462,16 @@ inproc() { awk -v n="$1" -v c="$2" '$1==n { print $c }' "$WORK/inproc.med"; }
 				-v d="$(inproc "BenchmarkResponderSplit/$suite/codec" 2)" 'BEGIN { x = r - a - b - c - d; if (x < 0.05 * r) printf "~0 (%.1f, within noise)", x / 1000; else printf "%.1f", x / 1000 }')
 			echo "| $suite | $(us "BenchmarkHandshake/$suite/pair") | $(us "BenchmarkHandshake/$suite/responder") | $(us "BenchmarkResponderSplit/$suite/dh") | $(us "BenchmarkResponderSplit/$suite/prf") | $(us "BenchmarkResponderSplit/$suite/cbc") | $(us "BenchmarkResponderSplit/$suite/codec") | $rest | $(inproc "BenchmarkHandshake/$suite/responder" 4) | $(inproc "BenchmarkHandshake/$suite/responder" 3) |"
 		done
+		echo
+		echo "Responder cost of one more exchange (ecp256) while it holds N established tunnels from N peers (each new tunnel is deleted again, untimed, so N stays fixed); medians of $RUNS runs:"
+		echo
+		echo '```'
+		echo "$SCALE_CMD"
+		echo '```'
+		echo
+		echo "| established tunnels | responder µs/exchange | B/exchange | allocs/exchange |"
+		echo "|---|---|---|---|"
+		awk '$1 ~ /^BenchmarkResponderScale\// { n = $1; sub(/.*established=/, "", n); printf "| %s | %.1f | %s | %s |\n", n, $2 / 1000, $3, $4 }' "$WORK/inproc.med"
 		echo
 		echo "Raw output:"
 		echo

@@ -13,6 +13,7 @@ package ikev1_test
 import (
 	"crypto/rand"
 	"encoding/binary"
+	"fmt"
 	"net/netip"
 	"testing"
 	"time"
@@ -448,6 +449,74 @@ func TestBenchExchange(t *testing.T) {
 			}
 			w.codec(t)
 			w.cbc(t)
+		})
+	}
+}
+
+// scaleResponder is a responder for any peer: each initiator brings its
+// own /32 inside 172.16.0.0/12.
+func scaleResponder(tb testing.TB, ike, esp string) *ikev1.Engine {
+	tb.Helper()
+	c := benchConn(tb, benchRespAddr, netip.Addr{}, ike, esp, "10.99.0.0/24", "172.16.0.0/12")
+	c.RemoteID = config.Identity{Type: config.IDAny}
+	resp, err := ikev1.New(ikev1.Config{Connections: []*config.Connection{c}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return resp
+}
+
+// scaleInitiator is peer i: source address 10.(i>>16).(i>>8).i+1 and
+// selector 172.16.0.0 + i.
+func scaleInitiator(tb testing.TB, i int, ike, esp string) *ikev1.Engine {
+	tb.Helper()
+	src := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i) + 1})
+	ts := netip.AddrFrom4([4]byte{172, 16 + byte(i>>16), byte(i >> 8), byte(i)})
+	c := benchConn(tb, src, benchRespAddr, ike, esp, netip.PrefixFrom(ts, 32).String(), "10.99.0.0/24")
+	ini, err := ikev1.New(ikev1.Config{Connections: []*config.Connection{c}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return ini
+}
+
+// terminate deletes the initiator's SAs and delivers its DELETEs to the
+// responder.
+func terminate(tb testing.TB, ini, resp *ikev1.Engine) {
+	tb.Helper()
+	acts, err := ini.Terminate(benchNow, "bench")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, a := range acts {
+		if s, ok := a.(ikev1.Send); ok && !s.Keepalive {
+			resp.HandlePacket(benchNow, ikev1.Packet{Local: s.Remote, Remote: s.Local, Data: s.Data})
+		}
+	}
+}
+
+// BenchmarkResponderScale is the responder's cost of one more MM + QM
+// (ecp256) when it already holds N established tunnels from N distinct
+// peers: the per-tunnel cost should not grow with N. Each new tunnel is
+// deleted again (untimed) so the responder stays at N.
+func BenchmarkResponderScale(b *testing.B) {
+	s := benchSuites[0]
+	for _, n := range []int{0, 1000, 4000} {
+		b.Run(fmt.Sprintf("%s/established=%d", s.name, n), func(b *testing.B) {
+			b.StopTimer()
+			resp := scaleResponder(b, s.ike, s.esp)
+			for i := range n {
+				runExchange(b, scaleInitiator(b, i, s.ike, s.esp), resp, nil, false)
+			}
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				ini := scaleInitiator(b, n+i, s.ike, s.esp)
+				runExchange(b, ini, resp, b, true)
+				terminate(b, ini, resp)
+			}
+			if got := len(resp.ChildSAs()); got != n {
+				b.Fatalf("responder holds %d IPsec SA pairs after the run, want %d (the deletes did not work)", got, n)
+			}
 		})
 	}
 }
