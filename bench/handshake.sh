@@ -285,7 +285,7 @@ run_load() { # setup suite run
 	if [ -n "$perfpid" ]; then
 		kill -INT "$perfpid" 2>/dev/null || true
 		wait "$perfpid" 2>/dev/null || true
-		perf report -i "$WORK/perf-$1-$2-$3.data" --stdio --no-children --sort dso,symbol 2>/dev/null | grep -v '^$' | grep -E '^ +[0-9]' | head -60 >"$PERF_DIR/$1-$2-$3.txt" || true
+		perf report -i "$WORK/perf-$1-$2-$3.data" --stdio --no-children -g none --sort dso,symbol 2>/dev/null | grep -v '^$' | grep -E '^ +[0-9]' | head -60 >"$PERF_DIR/$1-$2-$3.txt" || true
 	fi
 }
 run_load_inner() { # setup suite run
