@@ -21,9 +21,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+func isRoot() bool { return os.Geteuid() == 0 }
+
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
+	if !isRoot() {
 		t.Skip("needs root: creates network namespaces and interfaces")
 	}
 }
@@ -31,7 +33,9 @@ func requireRoot(t *testing.T) {
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 // suffix is a random tag that keeps names of concurrent runs apart.
-func suffix(t *testing.T) string {
+func suffix(t testing.TB) string { return suffixB(t) }
+
+func suffixB(t testing.TB) string {
 	b := make([]byte, 3)
 	if _, err := rand.Read(b); err != nil {
 		t.Fatal(err)
@@ -39,7 +43,7 @@ func suffix(t *testing.T) string {
 	return hex.EncodeToString(b)
 }
 
-func sh(t *testing.T, args ...string) string {
+func sh(t testing.TB, args ...string) string {
 	t.Helper()
 	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
 	if err != nil {
@@ -50,7 +54,7 @@ func sh(t *testing.T, args ...string) string {
 
 // newNS creates a named network namespace, removed (with everything in it)
 // when the test ends.
-func newNS(t *testing.T, name string) netns.NsHandle {
+func newNS(t testing.TB, name string) netns.NsHandle {
 	t.Helper()
 	sh(t, "ip", "netns", "add", name)
 	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
@@ -354,4 +358,13 @@ func TestNoAnnouncementKeepsStaleEntry(t *testing.T) {
 	if mac, _ := l.neighMAC(t, vip.Addr()); mac.String() != l.macA.String() {
 		t.Fatalf("without announcements the peer's entry is %v, want still A's %v", mac, l.macA)
 	}
+}
+
+// newNSB is newNS with a veth pair eth0/eth0p, both up.
+func newNSB(t testing.TB, name string) netns.NsHandle {
+	h := newNS(t, name)
+	sh(t, "ip", "-n", name, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p")
+	sh(t, "ip", "-n", name, "link", "set", "eth0p", "up")
+	sh(t, "ip", "-n", name, "link", "set", "eth0", "up")
+	return h
 }
