@@ -1,0 +1,379 @@
+package gwlab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"ikegw/deploy/lab"
+)
+
+// Kind is a way for the active gateway to go away.
+type Kind string
+
+// The failures the lab can inflict on the active gateway.
+const (
+	// DaemonDeath: SIGKILL of ikegwd alone; the machine (and the
+	// supervisor) lives on.
+	DaemonDeath Kind = "daemon-death"
+	// NodeDeath: the machine dies: cables cut, every process killed.
+	NodeDeath Kind = "node-death"
+	// Planned: SIGTERM to the active ikegwd, which hands over.
+	Planned Kind = "planned"
+)
+
+// SeqFailure is what strongSwan logs when an ESP packet's sequence number
+// fails replay checking (a new active restarted its outbound counter).
+const SeqFailure = "ESP sequence number verification failed"
+
+// PeerState is the peer's view of its one tunnel.
+type PeerState struct {
+	UniqueID     uint32
+	InitiatorSPI string // cookies, hex
+	ResponderSPI string
+	ChildSPIIn   string // the peer's inbound SPI, hex
+	ChildSPIOut  string
+}
+
+func (p PeerState) String() string {
+	return fmt.Sprintf("IKE SA #%d %s_i %s_r, child in %s out %s", p.UniqueID, p.InitiatorSPI, p.ResponderSPI, p.ChildSPIIn, p.ChildSPIOut)
+}
+
+// PeerSAs returns the peer's IKE SAs with their children.
+func (l *Lab) PeerSAs(ctx context.Context) ([]lab.IKESA, error) { return l.swan.ListSAs(ctx) }
+
+// peerStateOf returns the state when the peer has exactly one established
+// IKE SA with an installed child "net".
+func peerStateOf(sas []lab.IKESA) (PeerState, bool) {
+	var est []lab.IKESA
+	for _, s := range sas {
+		if s.State == "ESTABLISHED" {
+			est = append(est, s)
+		}
+	}
+	if len(est) != 1 {
+		return PeerState{}, false
+	}
+	s := est[0]
+	var kids []lab.ChildSA
+	for _, c := range s.Children {
+		if c.Name == "net" && c.State == "INSTALLED" {
+			kids = append(kids, c)
+		}
+	}
+	if len(kids) != 1 {
+		return PeerState{}, false
+	}
+	return PeerState{UniqueID: s.UniqueID, InitiatorSPI: s.InitiatorSPI, ResponderSPI: s.ResponderSPI,
+		ChildSPIIn: kids[0].SPIIn, ChildSPIOut: kids[0].SPIOut}, true
+}
+
+// peerState waits until the peer has one established IKE SA with one
+// installed child and returns it.
+func (l *Lab) peerState(ctx context.Context) (PeerState, error) {
+	var st PeerState
+	_, err := l.swan.WaitFor(ctx, func(sas []lab.IKESA) bool {
+		var ok bool
+		st, ok = peerStateOf(sas)
+		return ok
+	})
+	if err != nil {
+		return PeerState{}, fmt.Errorf("gwlab: the peer has no single established tunnel: %w", err)
+	}
+	return st, nil
+}
+
+// PeerState returns the peer's current tunnel (one established IKE SA with
+// one installed child), waiting for it until ctx ends.
+func (l *Lab) PeerState(ctx context.Context) (PeerState, error) { return l.peerState(ctx) }
+
+// waitReply waits for a ping reply to a request sent at or after since.
+func (l *Lab) waitReply(ctx context.Context, since time.Time) error {
+	for {
+		rec := l.pinger.Snapshot()
+		for i := len(rec.Replies) - 1; i >= 0; i-- {
+			if !rec.Replies[i].Sent.Before(since) {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("gwlab: ping %s -> %s: no reply to a request sent since %s: %w (sent %d, received %d, send error: %v)",
+				HostInside.Addr(), PeerProtected, since.Format("15:04:05.000"), ctx.Err(), rec.Sent, rec.Received(), l.pinger.SendError())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// Outage is what the ping saw around one failure.
+type Outage struct {
+	// Gap is the largest time between consecutive replies from the last
+	// reply before the failure to the end of the window; a reply to a
+	// request sent before the failure but received after it (in flight)
+	// does not end the outage.
+	Gap time.Duration
+	// Lost is the number of requests, from the one after the last reply
+	// before the failure to the last one answered in the window (the last
+	// one sent when none was), that got no reply.
+	Lost int
+	// Resumed is whether a request sent after the failure was answered
+	// within the window.
+	Resumed bool
+}
+
+// MeasureOutage computes the Outage of rec for a failure at at, looking
+// at replies received up to end.
+func MeasureOutage(rec lab.PingRecord, at, end time.Time) Outage {
+	// Replies in arrival order, without those in flight at the failure.
+	var rs []lab.Reply
+	for _, r := range rec.Replies {
+		if r.Received.After(end) {
+			continue
+		}
+		if r.Sent.Before(at) && r.Received.After(at) {
+			continue
+		}
+		rs = append(rs, r)
+	}
+	slices.SortFunc(rs, func(a, b lab.Reply) int { return a.Received.Compare(b.Received) })
+	prev := rec.Start
+	prevSeq := -1
+	start := 0
+	for i, r := range rs {
+		if r.Received.After(at) {
+			break
+		}
+		prev, prevSeq, start = r.Received, r.Seq, i+1
+	}
+	var o Outage
+	answered := map[int]bool{}
+	maxSeq := -1
+	for _, r := range rs[start:] {
+		if d := r.Received.Sub(prev); d > o.Gap {
+			o.Gap = d
+		}
+		prev = r.Received
+		if !r.Sent.Before(at) {
+			o.Resumed = true
+		}
+		answered[r.Seq] = true
+		maxSeq = max(maxSeq, r.Seq)
+	}
+	if d := end.Sub(prev); d > o.Gap {
+		o.Gap = d
+	}
+	// Requests answered in flight were not lost either.
+	for _, r := range rec.Replies {
+		if !r.Received.After(end) {
+			answered[r.Seq] = true
+		}
+	}
+	if maxSeq < 0 {
+		maxSeq = rec.Sent // never resumed: everything after the last reply was lost
+	}
+	for s := prevSeq + 1; s < maxSeq; s++ {
+		if !answered[s] {
+			o.Lost++
+		}
+	}
+	return o
+}
+
+// Report is the outcome of one failover.
+type Report struct {
+	Kind      Kind
+	Killed    string    // the gateway that was active
+	NewActive string    // the gateway active afterwards ("" if none)
+	At        time.Time // when the failure was inflicted
+	// Takeover is the time from the failure until the new active's admin
+	// API reported the role.
+	Takeover time.Duration
+	Outage
+	Sent int // requests sent in the window
+	// Before and After are the peer's tunnel around the failure.
+	Before, After PeerState
+	// PeerSAUnchanged: same IKE SA (uniqueid, cookies); SPIsUnchanged:
+	// same child SPIs.
+	PeerSAUnchanged bool
+	SPIsUnchanged   bool
+	// ActiveAgrees: the new active lists the peer's IKE SA and child.
+	ActiveAgrees bool
+	// SeqFailures counts new SeqFailure lines in the peer's log.
+	SeqFailures int
+}
+
+// OK reports whether the failover was seamless: the ping resumed, the
+// peer kept its SAs and saw no replayed sequence numbers.
+func (r Report) OK() bool {
+	return r.Resumed && r.PeerSAUnchanged && r.SPIsUnchanged && r.SeqFailures == 0 && r.NewActive != ""
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+// String is a multi-line human summary.
+func (r Report) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "failover (%s) of %s -> %s\n", r.Kind, r.Killed, orNone(r.NewActive))
+	fmt.Fprintf(&b, "  outage:            %d ms (largest gap between ping replies)\n", r.Gap.Milliseconds())
+	fmt.Fprintf(&b, "  lost pings:        %d (of %d sent in the window)\n", r.Lost, r.Sent)
+	fmt.Fprintf(&b, "  ping resumed:      %s\n", yesNo(r.Resumed))
+	fmt.Fprintf(&b, "  new active after:  %d ms\n", r.Takeover.Milliseconds())
+	fmt.Fprintf(&b, "  peer IKE SA same:  %s (%s_i %s_r #%d)\n", yesNo(r.PeerSAUnchanged), r.After.InitiatorSPI, r.After.ResponderSPI, r.After.UniqueID)
+	fmt.Fprintf(&b, "  child SPIs same:   %s (in %s out %s)\n", yesNo(r.SPIsUnchanged), r.After.ChildSPIIn, r.After.ChildSPIOut)
+	fmt.Fprintf(&b, "  active agrees:     %s\n", yesNo(r.ActiveAgrees))
+	fmt.Fprintf(&b, "  ESP seq failures:  %d\n", r.SeqFailures)
+	return b.String()
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
+}
+
+// settle is how long Failover keeps watching after the ping resumed.
+const settle = time.Second
+
+// Failover makes the active gateway go away (kind), waits for another
+// gateway to become active and the ping to resume, watches one more second
+// and reports. The report is filled as far as it got also on error. The
+// dead node stays dead: call Restart to bring it back.
+func (l *Lab) Failover(ctx context.Context, kind Kind) (Report, error) {
+	r := Report{Kind: kind}
+	active, err := l.Active(ctx)
+	if err != nil {
+		return r, err
+	}
+	r.Killed = active
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	r.Before, err = l.peerState(pctx)
+	cancel()
+	if err != nil {
+		return r, err
+	}
+	seqBefore := strings.Count(l.swan.Log(), SeqFailure)
+	sentBefore := l.pinger.Snapshot().Sent
+	n, err := l.Node(active)
+	if err != nil {
+		return r, err
+	}
+	r.At = time.Now()
+	switch kind {
+	case DaemonDeath:
+		err = l.KillDaemon(active)
+	case NodeDeath:
+		err = l.KillNode(active)
+	case Planned:
+		var pid int
+		if pid, err = l.daemonPid(n); err == nil {
+			if pid == 0 {
+				err = fmt.Errorf("gwlab: %s: no ikegwd is running", active)
+			} else if kerr := syscall.Kill(pid, syscall.SIGTERM); kerr != nil {
+				err = fmt.Errorf("gwlab: %s: SIGTERM to pid %d: %w", active, pid, kerr)
+			}
+		}
+	default:
+		err = fmt.Errorf("%w: failover kind %q: want %s, %s or %s", ErrOptions, kind, DaemonDeath, NodeDeath, Planned)
+	}
+	if err != nil {
+		return r, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	var errs []error
+	if r.NewActive, err = l.waitActive(wctx, active); err != nil {
+		errs = append(errs, err)
+	} else {
+		r.Takeover = time.Since(r.At)
+	}
+	if err := l.waitReply(wctx, r.At); err != nil {
+		errs = append(errs, err)
+	}
+	select {
+	case <-time.After(settle):
+	case <-ctx.Done():
+	}
+	end := time.Now()
+	rec := l.pinger.Snapshot()
+	r.Outage = MeasureOutage(rec, r.At, end)
+	r.Sent = rec.Sent - sentBefore
+	sas, err := l.swan.ListSAs(wctx)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	after, ok := peerStateOf(sas)
+	if !ok {
+		errs = append(errs, fmt.Errorf("gwlab: after the failover the peer has no single established tunnel: %+v", sas))
+	}
+	r.After = after
+	r.PeerSAUnchanged = ok && after.UniqueID == r.Before.UniqueID && after.InitiatorSPI == r.Before.InitiatorSPI && after.ResponderSPI == r.Before.ResponderSPI
+	r.SPIsUnchanged = ok && after.ChildSPIIn == r.Before.ChildSPIIn && after.ChildSPIOut == r.Before.ChildSPIOut
+	r.SeqFailures = strings.Count(l.swan.Log(), SeqFailure) - seqBefore
+	if r.NewActive != "" && ok {
+		agree, err := l.agrees(wctx, r.NewActive, after)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		r.ActiveAgrees = agree
+	}
+	l.log.Info("gwlab: failover", "kind", kind, "killed", r.Killed, "new_active", r.NewActive,
+		"outage_ms", r.Gap.Milliseconds(), "lost", r.Lost, "sa_unchanged", r.PeerSAUnchanged, "spis_unchanged", r.SPIsUnchanged, "seq_failures", r.SeqFailures)
+	return r, errors.Join(errs...)
+}
+
+// agrees reports whether gateway name lists the peer's IKE SA (cookies)
+// and its child (crossed SPIs).
+func (l *Lab) agrees(ctx context.Context, name string, p PeerState) (bool, error) {
+	n, err := l.Node(name)
+	if err != nil {
+		return false, err
+	}
+	var g GatewaySAs
+	if err := adminGet(ctx, n.Socket, "/v1/sas", &g); err != nil {
+		return false, err
+	}
+	ike, child := false, false
+	for _, s := range g.IKE {
+		if s.ICookie == p.InitiatorSPI && s.RCookie == p.ResponderSPI {
+			ike = true
+		}
+	}
+	for _, c := range g.Children {
+		if c.SPIIn == p.ChildSPIOut && c.SPIOut == p.ChildSPIIn {
+			child = true
+		}
+	}
+	return ike && child, nil
+}
+
+// GatewaySAs returns what gateway name's admin API lists.
+func (l *Lab) GatewaySAs(ctx context.Context, name string) (GatewaySAs, error) {
+	n, err := l.Node(name)
+	if err != nil {
+		return GatewaySAs{}, err
+	}
+	var g GatewaySAs
+	err = adminGet(ctx, n.Socket, "/v1/sas", &g)
+	return g, err
+}
+
+// NodeAdminStatus returns gateway name's /v1/status.
+func (l *Lab) NodeAdminStatus(ctx context.Context, name string) (Status, error) {
+	n, err := l.Node(name)
+	if err != nil {
+		return Status{}, err
+	}
+	var s Status
+	err = adminGet(ctx, n.Socket, "/v1/status", &s)
+	return s, err
+}

@@ -1,0 +1,192 @@
+package gwlab
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"ikegw/deploy/lab"
+)
+
+// testWriter sends slog lines to t.Log.
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// buildT builds a lab for a test (root only; skips when ikegwd has no
+// clustered mode) and removes it at cleanup; when the test failed it first
+// logs the end of every process's output and of the peer's log.
+func buildT(t *testing.T, o Options) *Lab {
+	t.Helper()
+	lab.RequireRoot(t)
+	clusteredIkegwd(t)
+	if err := lab.Cleanup(lab.DefaultPrefix); err != nil {
+		t.Logf("removing leftovers of earlier runs: %v", err)
+	}
+	o.Bin = ikegwdBin
+	o.Dir = t.TempDir()
+	o.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	dumped := false
+	dump := func() {
+		if dumped {
+			return
+		}
+		dumped = true
+		logs, _ := filepath.Glob(filepath.Join(o.Dir, "logs", "*.log"))
+		swan, _ := filepath.Glob(filepath.Join(o.Dir, "logs", "*", "charon.log"))
+		files := append(logs, swan...)
+		sort.Strings(files)
+		for _, f := range files {
+			b, _ := os.ReadFile(f)
+			t.Logf("--- %s (tail) ---\n%s", filepath.Base(filepath.Dir(f))+"/"+filepath.Base(f), tail(string(b), 6000))
+		}
+	}
+	l, err := Build(ctx, o)
+	if err != nil {
+		dump()
+		t.Fatalf("building the lab: %v", err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			dump()
+		}
+		if err := l.Close(); err != nil {
+			t.Errorf("closing the lab: %v", err)
+		}
+	})
+	return l
+}
+
+// TestFailover is issue 5's acceptance scenario: 2 gateways + witness, the
+// active dies 5 times in a row (daemon death and node death alternating,
+// the dead node restarted as standby between rounds); each time the peer
+// keeps its IKE SA and SPIs, sees no replayed ESP sequence number, and the
+// ping resumes. Then a Quick Mode rekey started by the peer and DPD work
+// against the new active, and a planned failover (SIGTERM) loses at most
+// one ping.
+func TestFailover(t *testing.T) {
+	l := buildT(t, Options{Gateways: 2, Witness: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 170*time.Second)
+	defer cancel()
+	if !l.Supervised() {
+		t.Log("ikegwd has no supervise subcommand: gateways run `ikegwd run` directly")
+	}
+
+	for round := range 5 {
+		kind := DaemonDeath
+		if round%2 == 1 {
+			kind = NodeDeath
+		}
+		r, err := l.Failover(ctx, kind)
+		t.Logf("round %d: %s outage %d ms, lost %d of %d, new active after %d ms (%s -> %s)",
+			round+1, kind, r.Gap.Milliseconds(), r.Lost, r.Sent, r.Takeover.Milliseconds(), r.Killed, r.NewActive)
+		if err != nil {
+			t.Fatalf("round %d: %v\n%s", round+1, err, r)
+		}
+		if !r.OK() || !r.ActiveAgrees {
+			t.Fatalf("round %d: not seamless:\n%s\nbefore: %s\nafter:  %s", round+1, r, r.Before, r.After)
+		}
+		if err := l.Restart(ctx, r.Killed); err != nil {
+			t.Fatalf("round %d: restarting %s: %v", round+1, r.Killed, err)
+		}
+	}
+
+	active, err := l.Active(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Run("rekey", func(t *testing.T) {
+		before, err := l.PeerState(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Swan().RekeyChild(ctx, "net"); err != nil {
+			t.Fatal(err)
+		}
+		wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		var after PeerState
+		for {
+			sas, err := l.PeerSAs(wctx)
+			if err == nil {
+				if s, ok := peerStateOf(sas); ok && s.ChildSPIIn != before.ChildSPIIn {
+					after = s
+					break
+				}
+			}
+			select {
+			case <-wctx.Done():
+				t.Fatalf("the peer's rekey of child net did not complete against %s (last SAs %+v, err %v)", active, sas, err)
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+		if after.UniqueID != before.UniqueID || after.InitiatorSPI != before.InitiatorSPI || after.ResponderSPI != before.ResponderSPI {
+			t.Fatalf("phase 1 changed during the rekey: %s -> %s", before, after)
+		}
+		mark := time.Now()
+		if err := l.waitReply(wctx, mark); err != nil {
+			t.Fatalf("no ping through the rekeyed child: %v", err)
+		}
+		for !agreeNow(wctx, l, active, after) {
+			select {
+			case <-wctx.Done():
+				t.Fatalf("%s does not list the rekeyed child %s", active, after)
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	})
+
+	t.Run("dpd", func(t *testing.T) {
+		st, err := l.NodeAdminStatus(ctx, active)
+		if err != nil {
+			t.Fatal(err)
+		}
+		acked := st.Engine["dpd_acked"]
+		deadline := time.Now().Add(2*l.opts.DPDDelay + 5*time.Second)
+		for {
+			st, err = l.NodeAdminStatus(ctx, active)
+			if err == nil && st.Engine["dpd_acked"] > acked {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no R-U-THERE of %s acknowledged by the peer within %v (engine %+v, err %v)", active, 2*l.opts.DPDDelay+5*time.Second, st.Engine, err)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if log := l.Swan().Log(); strings.Contains(log, "DPD check timed out") {
+			t.Errorf("the peer's DPD timed out")
+		}
+	})
+
+	t.Run("planned", func(t *testing.T) {
+		r, err := l.Failover(ctx, Planned)
+		t.Logf("planned failover: outage %d ms, lost %d of %d (%s -> %s)", r.Gap.Milliseconds(), r.Lost, r.Sent, r.Killed, r.NewActive)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, r)
+		}
+		if !r.OK() {
+			t.Fatalf("planned failover not seamless:\n%s", r)
+		}
+		if r.Lost > 1 {
+			t.Errorf("planned failover lost %d pings, want at most 1:\n%s", r.Lost, r)
+		}
+	})
+	if strings.Contains(l.Swan().Log(), SeqFailure) {
+		t.Errorf("the peer's log has %q", SeqFailure)
+	}
+}
+
+func agreeNow(ctx context.Context, l *Lab, node string, p PeerState) bool {
+	ok, err := l.agrees(ctx, node, p)
+	return err == nil && ok
+}
