@@ -159,7 +159,6 @@ func startGossip(n *Node, cfg GossipConfig) (*gossip, error) {
 		return nil, fmt.Errorf("cluster: gossip on %s:%d: %w", cfg.BindAddr, cfg.BindPort, err)
 	}
 	g.ml = ml
-	go g.run()
 	return g, nil
 }
 

@@ -290,17 +290,19 @@ func New(cfg Config, deps Deps) (*Node, error) {
 			return nil, err
 		}
 	}
-	n.wg.Add(2)
-	go n.leadershipLoop()
-	go n.committer()
+	// Membership starts before the goroutines that read n.gossip.
 	if cfg.Gossip != nil {
 		g, err := startGossip(n, *cfg.Gossip)
 		if err != nil {
-			n.Shutdown()
+			r.Shutdown()
 			return nil, err
 		}
 		n.gossip = g
+		go g.run()
 	}
+	n.wg.Add(2)
+	go n.leadershipLoop()
+	go n.committer()
 	return n, nil
 }
 
