@@ -59,6 +59,10 @@ trap cleanup EXIT
 	printf '\n'
 } >"$rundir/cmd.sh"
 mkdir -p "$rundir/out"
+{
+	echo "$PWD"
+	case "$1" in /*) dirname "$1" ;; esac
+} >"$rundir/keep"
 
 echo "vm: kernel $KVER, $cpus cpu, ${mem} MiB, timeout ${timeout_s}s"
 echo "vm: running in $PWD: $*"

@@ -4,7 +4,7 @@
 # Builds the xfrm/kernel test binary on the host and runs it as root in the
 # VM (scripts/vm/run.sh), where the kernel has ESP and IKEGW_IN_VM=1 makes a
 # missing ESP a failure instead of a skip. Default flags: -test.v
-# -test.count=1 -test.timeout=4m. Benchmarks, for example:
+# -test.count=1 -test.timeout=5m. Benchmarks, for example:
 #   scripts/vm/test-kernel.sh -test.run '^$' -test.bench Install -test.benchtime 1x
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -18,8 +18,8 @@ echo "test-kernel: go test -c -o $bin ./xfrm/kernel/"
 go test -c -o "$bin" ./xfrm/kernel/
 args=("$@")
 if [ ${#args[@]} -eq 0 ]; then
-	args=(-test.v -test.count=1 -test.timeout=4m)
+	args=(-test.v -test.count=1 -test.timeout=5m)
 fi
 cd xfrm/kernel
-export IKEGW_VM_TIMEOUT=${IKEGW_VM_TIMEOUT:-360}
+export IKEGW_VM_TIMEOUT=${IKEGW_VM_TIMEOUT:-420}
 "$here/run.sh" "$repo/$bin" "${args[@]}"
