@@ -150,10 +150,11 @@ type Config struct {
 	// Lease/10).
 	CheckInterval time.Duration
 	// RetryBackoff is the first wait before activating again after a failed
-	// activation (default 1s; doubles up to 30s, reset by a success).
+	// activation while still leader in the same term (default 1s; doubles
+	// up to 30s, reset by a success).
 	RetryBackoff time.Duration
 	// HandoverHold is how long the machine stays standby after Handover
-	// even if it is still leader (default 3s).
+	// while it is still leader in the same term (default 3s).
 	HandoverHold time.Duration
 	// ReleaseTimeout bounds a release (default 5s).
 	ReleaseTimeout time.Duration
@@ -187,10 +188,11 @@ type Machine struct {
 	verifyRes     chan verifyResult
 	actCancel     context.CancelFunc
 	actDone       chan actResult
-	activated     bool // OnActivate of this generation succeeded
-	needStandby   bool // OnActivate was called and OnStandby not yet
-	vipsDirty     bool // VIPs may be held (claimed, or a release failed)
-	holdUntil     time.Time
+	activated     bool      // OnActivate of this generation succeeded
+	needStandby   bool      // OnActivate was called and OnStandby not yet
+	vipsDirty     bool      // VIPs may be held (claimed, or a release failed)
+	holdUntil     time.Time // no activation before this, in term holdTerm
+	holdTerm      uint64
 	backoff       time.Duration
 	fence         *time.Timer
 	term          uint64
@@ -309,7 +311,7 @@ func (m *Machine) Run(ctx context.Context) error {
 			m.onFenceTimer()
 		case reply := <-m.handover:
 			m.standDown("handover")
-			m.holdUntil = time.Now().Add(m.cfg.HandoverHold)
+			m.hold(m.cfg.HandoverHold)
 			err := m.lead.StepDown()
 			if err != nil {
 				m.log.Warn("role: handover: leadership transfer failed", "err", err)
@@ -358,7 +360,7 @@ func (m *Machine) tryActivate(ctx context.Context, reason string) {
 		return
 	}
 	leader, term := m.lead.LeaderReady()
-	if !leader || time.Now().Before(m.holdUntil) {
+	if !leader || (term == m.holdTerm && time.Now().Before(m.holdUntil)) {
 		return
 	}
 	m.term = term
@@ -494,11 +496,19 @@ func (m *Machine) onFenceTimer() {
 func (m *Machine) failActivation(err error) {
 	m.log.Error("role: activation failed; stepping down", "err", err, "retry_in", m.backoff)
 	m.standDown("activation failed")
-	m.holdUntil = time.Now().Add(m.backoff)
+	m.hold(m.backoff)
 	m.backoff = min(2*m.backoff, 30*time.Second)
 	if err := m.lead.StepDown(); err != nil {
 		m.log.Warn("role: cannot hand leadership to another gateway", "err", err)
 	}
+}
+
+// hold keeps the machine from activating again for d while leadership
+// stays in the current term (a transfer in flight, a backoff); leadership
+// won again in a later term is a fresh start.
+func (m *Machine) hold(d time.Duration) {
+	_, term := m.lead.LeaderReady()
+	m.holdUntil, m.holdTerm = time.Now().Add(d), term
 }
 
 // standDown returns to standby: stop the quorum checks, cancel and wait for

@@ -496,3 +496,17 @@ func TestNewRefusesBadConfig(t *testing.T) {
 		t.Errorf("nil leadership: %v", err)
 	}
 }
+
+func TestHoldEndsWithTheTerm(t *testing.T) {
+	h := start(t, Config{HandoverHold: time.Hour, RetryBackoff: time.Hour}, nil)
+	h.lead.elect(1, true)
+	h.waitState(Active)
+	if err := h.m.Handover(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// Leadership moved away and came back in a later term: a fresh start,
+	// the hold of term 1 does not apply.
+	h.lead.lose(true)
+	h.lead.elect(2, true)
+	h.waitState(Active)
+}
