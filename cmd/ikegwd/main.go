@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"syscall"
 
@@ -27,7 +28,7 @@ func root() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: false,
 	}
-	cmd.AddCommand(runCmd(), checkCmd(), keygenCmd(), versionCmd())
+	cmd.AddCommand(runCmd(), superviseCmd(), cleanupCmd(), checkCmd(), keygenCmd(), versionCmd())
 	return cmd
 }
 
@@ -54,6 +55,9 @@ func runCmd() *cobra.Command {
 			for {
 				select {
 				case <-ctx.Done():
+					if err := n.Handover(""); err != nil {
+						log.Warn("handover before stopping failed", "err", err)
+					}
 					log.Info("stopping (SAs stay persisted; no DELETE is sent)")
 					n.Stop()
 					return nil
@@ -61,6 +65,74 @@ func runCmd() *cobra.Command {
 					if err := n.Reload(context.Background(), path); err != nil {
 						log.Error("reload failed; the running configuration is unchanged", "err", err)
 					}
+				}
+			}
+		},
+	}
+	c.Flags().StringVarP(&path, "config", "c", "/etc/ikegw/ikegwd.yaml", "configuration file")
+	return c
+}
+
+func cleanupCmd() *cobra.Command {
+	var path string
+	c := &cobra.Command{
+		Use:   "cleanup",
+		Short: "Remove what a dead ikegwd left behind: its VIPs and owned kernel SAs",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := daemon.LoadConfig(path)
+			if err != nil {
+				return err
+			}
+			return daemon.Cleanup(context.Background(), cfg, daemon.NewLogger(cfg.Log))
+		},
+	}
+	c.Flags().StringVarP(&path, "config", "c", "/etc/ikegw/ikegwd.yaml", "configuration file")
+	return c
+}
+
+// superviseCmd runs `ikegwd run` as a child and cleans up the moment it
+// dies, however it dies (SIGKILL included): the VIPs and kernel SAs of a
+// dead daemon must not compete with the new active node.
+func superviseCmd() *cobra.Command {
+	var path string
+	c := &cobra.Command{
+		Use:   "supervise",
+		Short: "Run the daemon as a child and remove its VIPs and SAs when it dies",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := daemon.LoadConfig(path)
+			if err != nil {
+				return err
+			}
+			log := daemon.NewLogger(cfg.Log).With("component", "supervisor")
+			self, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			if err := daemon.Cleanup(context.Background(), cfg, log); err != nil {
+				log.Warn("cleanup before start", "err", err)
+			}
+			child := exec.Command(self, "run", "-c", path)
+			child.Stdout, child.Stderr = os.Stdout, os.Stderr
+			if err := child.Start(); err != nil {
+				return err
+			}
+			sigs := make(chan os.Signal, 4)
+			signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+			done := make(chan error, 1)
+			go func() { done <- child.Wait() }()
+			for {
+				select {
+				case s := <-sigs:
+					child.Process.Signal(s)
+				case err := <-done:
+					log.Warn("ikegwd exited; cleaning up", "err", err)
+					if cerr := daemon.Cleanup(context.Background(), cfg, log); cerr != nil {
+						log.Error("cleanup after exit failed", "err", cerr)
+					}
+					if ee, ok := err.(*exec.ExitError); ok {
+						os.Exit(max(ee.ExitCode(), 1))
+					}
+					return err
 				}
 			}
 		},

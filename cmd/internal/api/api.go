@@ -41,7 +41,39 @@ type Status struct {
 	Runtime    map[string]uint64 `json:"runtime"`
 	StartedAt  time.Time         `json:"started_at"`
 	Connection []string          `json:"connections"`
+	Cluster    *ClusterStatus    `json:"cluster,omitempty"`
 }
+
+// ClusterStatus is the node's Raft view.
+type ClusterStatus struct {
+	State        string    `json:"state"`
+	Term         uint64    `json:"term"`
+	CommitIndex  uint64    `json:"commit_index"`
+	AppliedIndex uint64    `json:"applied_index"`
+	LastIndex    uint64    `json:"last_index"`
+	Leader       string    `json:"leader"`
+	LeaderReady  bool      `json:"leader_ready"`
+	LastTakeover *Takeover `json:"last_takeover,omitempty"`
+}
+
+// Takeover splits this node's last activation.
+type Takeover struct {
+	Started   time.Time `json:"started"`
+	LoadMS    float64   `json:"load_ms"`
+	CommitMS  float64   `json:"commit_ms"`
+	InstallMS float64   `json:"install_ms"`
+	EngineMS  float64   `json:"engine_ms"`
+	IKESAs    int       `json:"ike_sas"`
+	ChildSAs  int       `json:"child_sas"`
+}
+
+// Roles a node reports.
+const (
+	RoleStandalone = "standalone"
+	RoleActive     = "active"
+	RoleStandby    = "standby"
+	RoleWitness    = "witness"
+)
 
 // IKESA is the view of an ISAKMP SA.
 type IKESA struct {

@@ -88,24 +88,66 @@ func writeErr(w http.ResponseWriter, code int, err error) {
 	writeJSON(w, code, api.Error{Error: err.Error()})
 }
 
+// records returns the SAs: the running engine's view on an active or
+// standalone node, the replicated store's on a standby.
+func (h *adminHandler) records(ctx context.Context) ([]sa.IKESA, []sa.ChildSA, error) {
+	if rt := h.n.runtime(); rt != nil {
+		return rt.Snapshot(ctx)
+	}
+	db := h.n.store()
+	if db == nil {
+		return nil, nil, errors.New("this node holds no SA database")
+	}
+	ikes, kids, err := loadAll(db)
+	if err != nil {
+		return nil, nil, err
+	}
+	out1 := make([]sa.IKESA, len(ikes))
+	for i, r := range ikes {
+		out1[i] = *r
+	}
+	out2 := make([]sa.ChildSA, len(kids))
+	for i, c := range kids {
+		out2[i] = *c
+	}
+	return out1, out2, nil
+}
+
 func (h *adminHandler) status(w http.ResponseWriter, r *http.Request) {
-	ikes, kids, err := h.n.rt.Snapshot(r.Context())
+	ikes, kids, err := h.records(r.Context())
 	if err != nil {
 		writeErr(w, http.StatusServiceUnavailable, err)
 		return
 	}
-	var es ikev1.Stats
-	h.n.rt.Do(r.Context(), func(_ time.Time, e *ikev1.Engine) ([]ikev1.Action, error) { es = e.Stats(); return nil, nil })
-	rs := h.n.rt.Stats()
 	st := api.Status{
-		Node: h.n.cfg.Node.Name, Version: Version, Dataplane: h.n.dp.Kind(), Role: "standalone",
+		Node: h.n.cfg.Node.Name, Version: Version, Role: h.n.role(),
 		IKESAs: len(ikes), ChildSAs: len(kids), StartedAt: h.n.started.UTC(),
-		Engine: map[string]uint64{"received": es.Received, "sent": es.Sent, "malformed": es.Malformed, "dropped": es.Dropped,
+	}
+	if h.n.dp != nil {
+		st.Dataplane = h.n.dp.Kind()
+	}
+	if rt := h.n.runtime(); rt != nil {
+		var es ikev1.Stats
+		rt.Do(r.Context(), func(_ time.Time, e *ikev1.Engine) ([]ikev1.Action, error) { es = e.Stats(); return nil, nil })
+		rs := rt.Stats()
+		st.Engine = map[string]uint64{"received": es.Received, "sent": es.Sent, "malformed": es.Malformed, "dropped": es.Dropped,
 			"retransmits": es.Retransmits, "answered_from_cache": es.AnsweredFromCache, "phase1_done": es.Phase1Done,
 			"phase1_failed": es.Phase1Failed, "phase2_done": es.Phase2Done, "phase2_failed": es.Phase2Failed,
-			"dpd_sent": es.DPDSent, "dpd_acked": es.DPDAcked, "dpd_timeouts": es.DPDTimeouts, "deletes": es.Deletes},
-		Runtime: map[string]uint64{"persist_calls": rs.PersistCalls, "persist_errors": rs.PersistErrors, "send_errors": rs.SendErrors,
-			"install_errors": rs.InstallErrors, "esp_packets": rs.ESPPackets, "keepalives": rs.Keepalives},
+			"dpd_sent": es.DPDSent, "dpd_acked": es.DPDAcked, "dpd_timeouts": es.DPDTimeouts, "deletes": es.Deletes}
+		st.Runtime = map[string]uint64{"persist_calls": rs.PersistCalls, "persist_errors": rs.PersistErrors, "send_errors": rs.SendErrors,
+			"install_errors": rs.InstallErrors, "esp_packets": rs.ESPPackets, "keepalives": rs.Keepalives}
+	}
+	if h.n.cnode != nil {
+		cs := h.n.cnode.Stats()
+		st.Cluster = &api.ClusterStatus{State: cs.State, Term: cs.Term, CommitIndex: cs.CommitIndex, AppliedIndex: cs.AppliedIndex,
+			LastIndex: cs.LastIndex, Leader: cs.LeaderID, LeaderReady: cs.LeaderReady}
+		if h.n.mem != nil {
+			t := h.n.mem.takeover()
+			if !t.Started.IsZero() {
+				st.Cluster.LastTakeover = &api.Takeover{Started: t.Started.UTC(), LoadMS: ms(t.Load), CommitMS: ms(t.Commit),
+					InstallMS: ms(t.Install), EngineMS: ms(t.Engine), IKESAs: t.IKESAs, ChildSAs: t.ChildSAs}
+			}
+		}
 	}
 	for _, c := range h.n.cfg.Connections {
 		st.Connection = append(st.Connection, c.Name)
@@ -113,8 +155,10 @@ func (h *adminHandler) status(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, st)
 }
 
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
 func (h *adminHandler) sas(w http.ResponseWriter, r *http.Request) {
-	ikes, kids, err := h.n.rt.Snapshot(r.Context())
+	ikes, kids, err := h.records(r.Context())
 	if err != nil {
 		writeErr(w, http.StatusServiceUnavailable, err)
 		return
@@ -132,7 +176,12 @@ func (h *adminHandler) sas(w http.ResponseWriter, r *http.Request) {
 func (h *adminHandler) do(w http.ResponseWriter, r *http.Request, fn func(now time.Time, e *ikev1.Engine) ([]ikev1.Action, error)) {
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
-	if err := h.n.rt.Do(ctx, fn); err != nil {
+	rt := h.n.runtime()
+	if rt == nil {
+		writeErr(w, http.StatusConflict, errNotActive)
+		return
+	}
+	if err := rt.Do(ctx, fn); err != nil {
 		code := http.StatusInternalServerError
 		if errors.Is(err, ikev1.ErrUnknownConnection) || errors.Is(err, ikev1.ErrNoSA) {
 			code = http.StatusNotFound

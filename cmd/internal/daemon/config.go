@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -24,6 +25,10 @@ type Config struct {
 	Dataplane DataplaneConfig `yaml:"dataplane"`
 	Log       LogConfig       `yaml:"log"`
 	Admin     AdminConfig     `yaml:"admin"`
+	// Cluster, when present, makes the node a cluster member; without it
+	// ikegwd runs standalone (persisting to its own SA database).
+	Cluster  *ClusterConfig `yaml:"cluster"`
+	Failover FailoverConfig `yaml:"failover"`
 	// Connections is parsed by ike/config.
 	Connections []*config.Connection `yaml:"-"`
 	// Raw is the file as read (the cluster replicates it).
@@ -66,6 +71,42 @@ type LogConfig struct {
 // AdminConfig places the admin API.
 type AdminConfig struct {
 	Socket string `yaml:"socket"`
+}
+
+// ClusterConfig makes the node a member of an ikegw cluster.
+type ClusterConfig struct {
+	Role            string   `yaml:"role"`      // gateway | witness
+	RaftBind        string   `yaml:"raft_bind"` // host:port
+	RaftAdvertise   string   `yaml:"raft_advertise"`
+	GossipBind      string   `yaml:"gossip_bind"` // host:port
+	GossipKeyFile   string   `yaml:"gossip_key_file"`
+	Join            []string `yaml:"join"`
+	BootstrapExpect int      `yaml:"bootstrap_expect"`
+	TLS             struct {
+		CA   string `yaml:"ca"`
+		Cert string `yaml:"cert"`
+		Key  string `yaml:"key"`
+	} `yaml:"tls"`
+	// LocalTimings uses fast failure detection (one host, the lab).
+	LocalTimings     bool          `yaml:"local_timings"`
+	HeartbeatTimeout time.Duration `yaml:"heartbeat_timeout"`
+	ElectionTimeout  time.Duration `yaml:"election_timeout"`
+	LeaderLease      time.Duration `yaml:"leader_lease"`
+}
+
+// VIPConfig is one virtual IP address.
+type VIPConfig struct {
+	Interface string `yaml:"interface"`
+	Address   string `yaml:"address"` // prefix, e.g. 192.0.2.10/24
+}
+
+// FailoverConfig lists the virtual IPs the active node holds.
+type FailoverConfig struct {
+	VIPs     []VIPConfig `yaml:"vips"`
+	Announce struct {
+		Count    int           `yaml:"count"`
+		Interval time.Duration `yaml:"interval"`
+	} `yaml:"announce"`
 }
 
 // Defaults.
@@ -192,6 +233,58 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Admin.Socket == "" {
 		c.Admin.Socket = DefaultSocket
+	}
+	if err := c.Cluster.check(); err != nil {
+		return err
+	}
+	for i, v := range c.Failover.VIPs {
+		if v.Interface == "" {
+			return fmt.Errorf("config: failover.vips[%d]: interface is required", i)
+		}
+		if _, err := netip.ParsePrefix(v.Address); err != nil {
+			return fmt.Errorf("config: failover.vips[%d].address %q: want a prefix such as 192.0.2.10/24", i, v.Address)
+		}
+	}
+	if len(c.Failover.VIPs) > 0 && c.Cluster == nil {
+		return errors.New("config: failover.vips needs a cluster section (a standalone node has no standby to fail over to)")
+	}
+	if c.Failover.Announce.Count == 0 {
+		c.Failover.Announce.Count = 3
+	}
+	if c.Failover.Announce.Interval == 0 {
+		c.Failover.Announce.Interval = 100 * time.Millisecond
+	}
+	return nil
+}
+
+func (cc *ClusterConfig) check() error {
+	if cc == nil {
+		return nil
+	}
+	switch cc.Role {
+	case "":
+		cc.Role = "gateway"
+	case "gateway", "witness":
+	default:
+		return fmt.Errorf("config: cluster.role %q: want gateway or witness", cc.Role)
+	}
+	if _, _, err := net.SplitHostPort(cc.RaftBind); err != nil {
+		return fmt.Errorf("config: cluster.raft_bind %q: want host:port", cc.RaftBind)
+	}
+	if _, _, err := net.SplitHostPort(cc.GossipBind); err != nil {
+		return fmt.Errorf("config: cluster.gossip_bind %q: want host:port", cc.GossipBind)
+	}
+	if cc.GossipKeyFile == "" {
+		return errors.New("config: cluster.gossip_key_file is required (memberlist traffic is encrypted)")
+	}
+	if cc.TLS.CA == "" || cc.TLS.Cert == "" || cc.TLS.Key == "" {
+		return errors.New("config: cluster.tls.ca, cert and key are required (Raft traffic uses mutual TLS)")
+	}
+	if cc.BootstrapExpect == 2 {
+		return errors.New("config: cluster.bootstrap_expect 2: two voters without a witness cannot survive the loss of either node; add a third gateway or a witness (bootstrap_expect: 3)")
+	}
+	if cc.BootstrapExpect < 0 {
+		return fmt.Errorf("config: cluster.bootstrap_expect %d is negative", cc.BootstrapExpect)
 	}
 	return nil
 }

@@ -13,11 +13,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"ikegw/cluster"
+	"ikegw/cmd/internal/api"
 	"ikegw/ike/ikev1"
 	"ikegw/ike/runtime"
 	"ikegw/ike/sa"
 	"ikegw/store"
 	"ikegw/xfrm"
+	"ikegw/xfrm/kernel"
 	"ikegw/xfrm/userspace"
 )
 
@@ -28,12 +31,58 @@ var Version = "dev"
 type Node struct {
 	cfg     *Config
 	log     *slog.Logger
-	db      *store.DB
+	db      *store.DB // standalone: the node's own SA database
 	dp      xfrm.DataPlane
-	rt      *runtime.Runtime
-	eng     *ikev1.Engine
+	rt      *runtime.Runtime // standalone
+	eng     *ikev1.Engine    // standalone
 	admin   *adminServer
 	started time.Time
+
+	sockHook func(*net.UDPConn, bool) error // set by the kernel data plane
+
+	cnode *cluster.Node // clustered
+	mem   *member       // clustered gateway
+	roles *roleLoop     // clustered gateway
+}
+
+// runtime returns the running IKE runtime: always for a standalone node,
+// only while active for a cluster gateway.
+func (n *Node) runtime() *runtime.Runtime {
+	if n.mem != nil {
+		return n.mem.runtime()
+	}
+	return n.rt
+}
+
+// role names what this node is doing now.
+func (n *Node) role() string {
+	switch {
+	case n.cnode == nil:
+		return api.RoleStandalone
+	case n.mem == nil:
+		return api.RoleWitness
+	case n.roles != nil && n.roles.active.Load():
+		return api.RoleActive
+	}
+	return api.RoleStandby
+}
+
+// Handover moves the active role to another gateway before this node stops
+// (planned failover, SIGTERM). A standby or standalone node has nothing to
+// hand over. No DELETE is sent to any peer.
+func (n *Node) Handover(to string) error {
+	if n.roles == nil {
+		return nil
+	}
+	return n.roles.handover(to)
+}
+
+// store returns the SA database (replicated when clustered).
+func (n *Node) store() *store.DB {
+	if n.cnode != nil {
+		return n.cnode.Store()
+	}
+	return n.db
 }
 
 // lateSender lets the userspace data plane send through the runtime that
@@ -61,10 +110,11 @@ func NewLogger(c LogConfig) *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, opts))
 }
 
-// Start opens the state, restores every persisted SA, binds the sockets
-// and starts the runtime and the admin API. Stop undoes it.
-func Start(ctx context.Context, cfg *Config, log *slog.Logger) (n *Node, err error) {
-	n = &Node{cfg: cfg, log: log, started: time.Now()}
+// Start opens the state, starts the data plane, the IKE runtime (standalone)
+// or the cluster membership and role machine (clustered), and the admin API.
+// Stop undoes it.
+func Start(ctx context.Context, cfg *Config, log *slog.Logger) (_ *Node, err error) {
+	n := &Node{cfg: cfg, log: log, started: time.Now()}
 	defer func() {
 		if err != nil {
 			n.Stop()
@@ -73,56 +123,126 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger) (n *Node, err err
 	if err := os.MkdirAll(cfg.Node.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("state directory: %w", err)
 	}
-	key, err := store.LoadClusterKey(cfg.Node.ClusterKeyFile)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("%w (create one with `ikegwd keygen --out %s`)", err, cfg.Node.ClusterKeyFile)
-		}
-		return nil, err
+	if cfg.Cluster != nil {
+		err = n.startClustered(ctx)
+	} else {
+		err = n.startStandalone(ctx)
 	}
-	sealer, err := store.NewSealer(key)
 	if err != nil {
 		return nil, err
 	}
-	n.db, err = store.Open(filepath.Join(cfg.Node.StateDir, "sa.db"), sealer)
+	n.admin, err = startAdmin(cfg.Admin.Socket, n, log.With("component", "admin"))
 	if err != nil {
 		return nil, err
 	}
-	n.eng, err = ikev1.New(ikev1.Config{Connections: cfg.Connections, Log: log.With("component", "ike")})
-	if err != nil {
-		return nil, err
+	notifyReady(log)
+	kind := "none"
+	if n.dp != nil {
+		kind = n.dp.Kind()
 	}
-	sender := &lateSender{}
-	var esp runtime.ESPReceiver
+	log.Info("ikegwd started", "node", cfg.Node.Name, "version", Version, "dataplane", kind,
+		"clustered", cfg.Cluster != nil, "connections", len(cfg.Connections))
+	return n, nil
+}
+
+// newDataplane builds the configured data plane and flushes what a previous
+// run of this node left in it (DESIGN.md "Daemon death is not node death").
+// With the kernel data plane it also sets n.sockHook, which makes the IKE
+// sockets bypass IPsec policies and the NAT-T socket decapsulate ESP.
+func (n *Node) newDataplane(ctx context.Context, sender *lateSender) (xfrm.DataPlane, runtime.ESPReceiver, error) {
+	cfg, log := n.cfg, n.log
 	kind := cfg.Dataplane.Kind
 	if kind == "auto" {
-		kind = "userspace"
-		log.Info("data plane selected", "kind", kind, "reason", "the kernel data plane is not available in this build")
+		if err := kernel.Probe(ctx); err != nil {
+			kind = "userspace"
+			log.Info("data plane selected", "kind", kind, "reason", "the kernel cannot hold an ESP state", "probe", err.Error())
+		} else {
+			kind = "kernel"
+			log.Info("data plane selected", "kind", kind, "reason", "the kernel holds ESP states")
+		}
 	}
 	switch kind {
+	case "kernel":
+		if err := kernel.Probe(ctx); err != nil {
+			return nil, nil, fmt.Errorf("kernel data plane: %w", err)
+		}
+		k, err := kernel.New(ctx, kernel.Config{Logger: log.With("component", "dataplane")})
+		if err != nil {
+			return nil, nil, fmt.Errorf("kernel data plane: %w", err)
+		}
+		if err := k.Flush(ctx); err != nil {
+			k.Close()
+			return nil, nil, fmt.Errorf("data plane flush at start: %w", err)
+		}
+		n.sockHook = func(conn *net.UDPConn, natt bool) error {
+			if natt {
+				if err := kernel.EnableESPInUDP(conn); err != nil {
+					return err
+				}
+			}
+			return kernel.BypassPolicy(conn)
+		}
+		return k, nil, nil
 	case "userspace":
 		if err := userspace.Probe(); err != nil {
-			return nil, fmt.Errorf("userspace data plane: %w", err)
+			return nil, nil, fmt.Errorf("userspace data plane: %w", err)
 		}
 		u, err := userspace.New(userspace.Config{Sender: sender, Name: cfg.Dataplane.TUN, MTU: cfg.Dataplane.MTU,
 			Logger: log.With("component", "dataplane")})
 		if err != nil {
-			return nil, fmt.Errorf("userspace data plane: %w", err)
+			return nil, nil, fmt.Errorf("userspace data plane: %w", err)
 		}
-		n.dp, esp = u, u
-	default:
-		return nil, fmt.Errorf("dataplane.kind %q is not available in this build", kind)
+		if err := u.Flush(ctx); err != nil {
+			u.Close()
+			return nil, nil, fmt.Errorf("data plane flush at start: %w", err)
+		}
+		// The userspace data plane carries ESP only inside UDP (RFC 3948),
+		// so every connection encapsulates, as strongSwan's kernel-libipsec
+		// does.
+		for _, c := range cfg.Connections {
+			if !c.ForceEncap {
+				c.ForceEncap = true
+				log.Info("connection forced to UDP-encapsulate ESP (userspace data plane)", "conn", c.Name)
+			}
+		}
+		return u, u, nil
 	}
-	if err := n.dp.Flush(ctx); err != nil {
-		return nil, fmt.Errorf("data plane flush at start: %w", err)
+	return nil, nil, fmt.Errorf("dataplane.kind %q: want auto, kernel or userspace", kind)
+}
+
+func (n *Node) startStandalone(ctx context.Context) error {
+	cfg, log := n.cfg, n.log
+	key, err := store.LoadClusterKey(cfg.Node.ClusterKeyFile)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("%w (create one with `ikegwd keygen --out %s`)", err, cfg.Node.ClusterKeyFile)
+		}
+		return err
+	}
+	sealer, err := store.NewSealer(key)
+	if err != nil {
+		return err
+	}
+	n.db, err = store.Open(filepath.Join(cfg.Node.StateDir, "sa.db"), sealer)
+	if err != nil {
+		return err
+	}
+	sender := &lateSender{}
+	var esp runtime.ESPReceiver
+	if n.dp, esp, err = n.newDataplane(ctx, sender); err != nil {
+		return err
+	}
+	n.eng, err = ikev1.New(ikev1.Config{Connections: cfg.Connections, Log: log.With("component", "ike")})
+	if err != nil {
+		return err
 	}
 	n.rt, err = runtime.New(runtime.Config{
 		Engine: n.eng, Listen: cfg.ListenAddrs(), Port: cfg.IKE.Port, NATTPort: cfg.IKE.NATTPort, FreeBind: cfg.IKE.FreeBind,
-		Persister: storePersister{n.db}, DataPlane: n.dp, ESP: esp, CounterSync: cfg.Dataplane.CounterSync,
+		Persister: storePersister{n.db}, DataPlane: n.dp, ESP: esp, CounterSync: cfg.Dataplane.CounterSync, SocketHook: n.sockHook,
 		Log: log.With("component", "runtime"),
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	sender.rt.Store(n.rt)
 	go func() {
@@ -130,17 +250,9 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger) (n *Node, err err
 			log.Error("runtime stopped", "err", err)
 		}
 	}()
-	go func() {
-		for ev := range n.dp.Expiries() {
-			n.rt.HandleExpiry(ev.SPI, ev.Hard)
-		}
-	}()
+	go n.forwardExpiries()
 	if err := n.restore(ctx); err != nil {
-		return nil, err
-	}
-	n.admin, err = startAdmin(cfg.Admin.Socket, n, log.With("component", "admin"))
-	if err != nil {
-		return nil, err
+		return err
 	}
 	for _, c := range cfg.Connections {
 		if c.Initiate {
@@ -149,9 +261,42 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger) (n *Node, err err
 			}
 		}
 	}
-	notifyReady(log)
-	log.Info("ikegwd started", "node", cfg.Node.Name, "version", Version, "dataplane", n.dp.Kind(), "connections", len(cfg.Connections))
-	return n, nil
+	return nil
+}
+
+// forwardExpiries feeds the data plane's lifetime events to whichever
+// runtime is running.
+func (n *Node) forwardExpiries() {
+	for ev := range n.dp.Expiries() {
+		if rt := n.runtime(); rt != nil {
+			rt.HandleExpiry(ev.SPI, ev.Hard)
+		}
+	}
+}
+
+func (n *Node) startClustered(ctx context.Context) error {
+	var err error
+	if n.cnode, err = openCluster(n.cfg, n.log); err != nil {
+		return err
+	}
+	if n.cnode.Role() == cluster.RoleWitness {
+		n.log.Info("witness: Raft voter only; no IKE, no data plane, no VIP")
+		return nil
+	}
+	sender := &lateSender{}
+	dp, esp, err := n.newDataplane(ctx, sender)
+	if err != nil {
+		return err
+	}
+	n.dp = dp
+	n.mem = &member{cfg: n.cfg, log: n.log, node: n.cnode, dp: dp, esp: esp, sender: sender, sockHook: n.sockHook}
+	go n.forwardExpiries()
+	vips, err := newVIPs(n.cfg, n.log)
+	if err != nil {
+		return err
+	}
+	n.roles, err = startRoleLoop(n, vips)
+	return err
 }
 
 // restore resumes every persisted SA: the pairs are re-installed with their
@@ -199,8 +344,14 @@ func (n *Node) Stop() {
 	if n.admin != nil {
 		n.admin.close()
 	}
+	if n.roles != nil {
+		n.roles.stop()
+	}
 	if n.rt != nil {
 		n.rt.Close()
+	}
+	if n.cnode != nil {
+		n.cnode.Shutdown()
 	}
 	if n.dp != nil {
 		n.dp.Close()

@@ -1,0 +1,74 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+
+	"ikegw/cluster"
+	"ikegw/cluster/certs"
+	"ikegw/ike/ikev1"
+	"ikegw/store"
+)
+
+// clusterPersister commits engine records through Raft: Persist returns
+// once a quorum has the entry and it is applied locally (DESIGN.md
+// invariant 1, commit before send).
+type clusterPersister struct{ node *cluster.Node }
+
+func (p clusterPersister) Persist(ctx context.Context, ps ikev1.Persist) error {
+	cmds := make([]cluster.Command, 0, len(ps.IKE)+len(ps.Children)+len(ps.DeleteIKE)+len(ps.DeleteChildren)+1)
+	for _, r := range ps.IKE {
+		cmds = append(cmds, cluster.UpsertIKE(r))
+	}
+	for _, c := range ps.Children {
+		cmds = append(cmds, cluster.UpsertChild(c))
+	}
+	for _, c := range ps.DeleteIKE {
+		cmds = append(cmds, cluster.DeleteIKE(c))
+	}
+	for _, s := range ps.DeleteChildren {
+		cmds = append(cmds, cluster.DeleteChild(s))
+	}
+	if len(ps.Counters) > 0 {
+		cmds = append(cmds, cluster.CountersBatch(ps.Counters))
+	}
+	return p.node.Commit(ctx, cmds...)
+}
+
+// openCluster starts this node's cluster membership.
+func openCluster(cfg *Config, log *slog.Logger) (*cluster.Node, error) {
+	cc := cfg.Cluster
+	gkey, err := store.LoadClusterKey(cc.GossipKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("cluster.gossip_key_file: %w", err)
+	}
+	host, portS, err := net.SplitHostPort(cc.GossipBind)
+	if err != nil {
+		return nil, fmt.Errorf("cluster.gossip_bind: %w", err)
+	}
+	port, err := strconv.Atoi(portS)
+	if err != nil {
+		return nil, fmt.Errorf("cluster.gossip_bind: port %q: %w", portS, err)
+	}
+	role := cluster.RoleGateway
+	if cc.Role == "witness" {
+		role = cluster.RoleWitness
+	}
+	n, err := cluster.Open(cluster.Config{
+		NodeID: cfg.Node.Name, Role: role, Log: log.With("component", "cluster"),
+		Gossip: &cluster.GossipConfig{BindAddr: host, BindPort: port, SecretKey: gkey, Join: cc.Join,
+			BootstrapExpect: cc.BootstrapExpect, Version: Version, LocalTimings: cc.LocalTimings},
+		HeartbeatTimeout: cc.HeartbeatTimeout, ElectionTimeout: cc.ElectionTimeout, LeaderLeaseTimeout: cc.LeaderLease,
+	}, cluster.Files{
+		DataDir: cfg.Node.StateDir, ClusterKey: cfg.Node.ClusterKeyFile,
+		TLS:      certs.TLSFiles{CA: cc.TLS.CA, Cert: cc.TLS.Cert, Key: cc.TLS.Key},
+		RaftBind: cc.RaftBind, RaftAdvertise: cc.RaftAdvertise,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return n, nil
+}
