@@ -144,9 +144,9 @@ func TestMembershipJoinLeaveReap(t *testing.T) {
 	vid := nodes[victim].ID()
 	_ = nodes[victim].Shutdown()
 	nodes[victim] = nil
-	waitFor(t, 30*time.Second, vid+" seen failed for 3 reap periods", func() bool {
+	waitFor(t, 30*time.Second, vid+" seen failed for 2 reap periods", func() bool {
 		m, ok := memberByID(t, readyLeader(t, nodes), vid)
-		return ok && m.Status == "failed" && time.Since(m.FailedSince) > 3*time.Second
+		return ok && m.Status == "failed" && time.Since(m.FailedSince) > 2*time.Second
 	})
 	if m, _ := memberByID(t, readyLeader(t, nodes), vid); !m.InRaft || !m.Voter {
 		t.Errorf("failed %s was reaped down to two voters: %+v", vid, m)
