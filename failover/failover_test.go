@@ -5,12 +5,15 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"io"
 	"log/slog"
 	"net/netip"
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -124,4 +127,67 @@ func TestCleanup(t *testing.T) {
 	if !errors.Is(err, vip.ErrBadVIP) || flushed != 1 {
 		t.Fatalf("cleanup with a bad VIP: %v, flushes %d", err, flushed)
 	}
+}
+
+// TestCleanupAfterSIGKILL models a daemon-only death: a process claims the
+// VIPs and is killed with SIGKILL; the addresses stay behind (the kernel
+// keeps them, the node would still answer ARP for them) until Cleanup.
+func TestCleanupAfterSIGKILL(t *testing.T) {
+	requireRoot(t)
+	name := "ikfo-" + suffix(t)
+	ns := newNS(t, name)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperClaimAndWait$")
+	cmd.Env = append(os.Environ(), "IKFO_HELPER_NS="+name)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	line := make([]byte, 8)
+	if _, err := io.ReadFull(out, line); err != nil || string(line) != "claimed\n" {
+		t.Fatalf("helper: %q, %v", line, err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	a := addrs(t, ns)
+	if !a["192.0.2.100/24"] || !a["2001:db8::100/64"] {
+		t.Fatalf("the killed process's VIPs are gone already (%v): the test would prove nothing", a)
+	}
+	start := time.Now()
+	if err := cleanup(context.Background(), vip.Config{VIPs: testVIPs, NetNS: ns, Log: quiet()}, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("cleanup took %v", time.Since(start).Round(time.Microsecond))
+	a = addrs(t, ns)
+	if a["192.0.2.100/24"] || a["2001:db8::100/64"] {
+		t.Fatalf("VIPs left after cleanup: %v", a)
+	}
+}
+
+// TestHelperClaimAndWait is the "daemon" of TestCleanupAfterSIGKILL; it
+// does nothing unless run by it.
+func TestHelperClaimAndWait(t *testing.T) {
+	name := os.Getenv("IKFO_HELPER_NS")
+	if name == "" {
+		t.Skip("helper process for TestCleanupAfterSIGKILL")
+	}
+	ns, err := netns.GetFromName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := vip.New(vip.Config{VIPs: testVIPs, NetNS: ns, Log: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Claim(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	os.Stdout.WriteString("claimed\n")
+	time.Sleep(time.Minute) // killed long before
 }

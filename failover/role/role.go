@@ -26,7 +26,10 @@
 // OnStandby is called once after every OnActivate call, whatever its
 // outcome, before the next OnActivate. OnActivate must be idempotent (it may
 // run again after a fence without a change of leader) and must return soon
-// after its context is cancelled.
+// after its context is cancelled. OnActive and OnStandby run on the
+// machine's goroutine: they must return quickly (start work, do not wait
+// for it), because a fence that falls due while they run waits for them. A
+// callback slower than a tenth of the lease is logged.
 //
 // # Self-fencing: the timing argument
 //
@@ -474,7 +477,7 @@ func (m *Machine) maybeClaim(ctx context.Context) {
 	m.backoff = m.cfg.RetryBackoff
 	m.setState(Active, "takeover done")
 	if m.cb.OnActive != nil {
-		m.cb.OnActive()
+		m.timed("OnActive", m.cb.OnActive)
 	}
 }
 
@@ -563,6 +566,15 @@ func (m *Machine) callStandby() {
 	}
 	m.needStandby = false
 	if m.cb.OnStandby != nil {
-		m.cb.OnStandby()
+		m.timed("OnStandby", m.cb.OnStandby)
+	}
+}
+
+// timed runs a callback and logs it when it held the machine up.
+func (m *Machine) timed(name string, f func()) {
+	t0 := time.Now()
+	f()
+	if d := time.Since(t0); d > m.cfg.Lease/10 {
+		m.log.Warn("role: slow callback holds up the role machine (and the fence)", "callback", name, "took", d.Round(time.Millisecond), "lease", m.cfg.Lease)
 	}
 }

@@ -186,7 +186,7 @@ func New(cfg Config) (*Manager, error) {
 	seen := map[netip.Addr]VIP{}
 	for i, v := range cfg.VIPs {
 		if err := v.Validate(); err != nil {
-			return nil, fmt.Errorf("vip: vips[%d]: %w", i, err)
+			return nil, fmt.Errorf("vips[%d]: %w", i, err)
 		}
 		if o, dup := seen[v.Addr()]; dup {
 			return nil, fmt.Errorf("%w: vips[%d]: %s: address already configured as %s", ErrBadVIP, i, v, o)
