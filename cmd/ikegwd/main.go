@@ -55,7 +55,7 @@ func runCmd() *cobra.Command {
 			for {
 				select {
 				case <-ctx.Done():
-					if err := n.Handover(""); err != nil {
+					if err := n.Handover(); err != nil {
 						log.Warn("handover before stopping failed", "err", err)
 					}
 					log.Info("stopping (SAs stay persisted; no DELETE is sent)")

@@ -22,8 +22,11 @@ func Cleanup(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		v, err := newVIPs(cfg, log)
 		if err != nil {
 			errs = append(errs, err)
-		} else if err := v.Release(); err != nil {
-			errs = append(errs, fmt.Errorf("releasing VIPs: %w", err))
+		} else {
+			if err := v.Release(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("releasing VIPs: %w", err))
+			}
+			v.Close()
 		}
 	}
 	if cfg.Dataplane.Kind == "kernel" || (cfg.Dataplane.Kind == "auto" && kernel.Probe(ctx) == nil) {

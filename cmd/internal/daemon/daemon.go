@@ -42,7 +42,7 @@ type Node struct {
 
 	cnode *cluster.Node // clustered
 	mem   *member       // clustered gateway
-	roles *roleLoop     // clustered gateway
+	roles *roles        // clustered gateway
 }
 
 // runtime returns the running IKE runtime: always for a standalone node,
@@ -61,7 +61,7 @@ func (n *Node) role() string {
 		return api.RoleStandalone
 	case n.mem == nil:
 		return api.RoleWitness
-	case n.roles != nil && n.roles.active.Load():
+	case n.roles != nil && n.roles.active():
 		return api.RoleActive
 	}
 	return api.RoleStandby
@@ -70,11 +70,11 @@ func (n *Node) role() string {
 // Handover moves the active role to another gateway before this node stops
 // (planned failover, SIGTERM). A standby or standalone node has nothing to
 // hand over. No DELETE is sent to any peer.
-func (n *Node) Handover(to string) error {
+func (n *Node) Handover() error {
 	if n.roles == nil {
 		return nil
 	}
-	return n.roles.handover(to)
+	return n.roles.handover()
 }
 
 // store returns the SA database (replicated when clustered).
@@ -291,11 +291,7 @@ func (n *Node) startClustered(ctx context.Context) error {
 	n.dp = dp
 	n.mem = &member{cfg: n.cfg, log: n.log, node: n.cnode, dp: dp, esp: esp, sender: sender, sockHook: n.sockHook}
 	go n.forwardExpiries()
-	vips, err := newVIPs(n.cfg, n.log)
-	if err != nil {
-		return err
-	}
-	n.roles, err = startRoleLoop(n, vips)
+	n.roles, err = startRoles(n)
 	return err
 }
 

@@ -53,7 +53,7 @@ func (m *member) activate(ctx context.Context) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.rt != nil {
-		return nil
+		return nil // idempotent: already active (e.g. after a fence)
 	}
 	t := TakeoverTimes{Started: time.Now()}
 	ikes, kids, err := loadAll(m.node.Store())
@@ -141,12 +141,13 @@ func (m *member) activate(ctx context.Context) error {
 func (m *member) deactivate() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.rt == nil {
-		return
+	if m.rt != nil {
+		m.rt.Close()
+		m.rt = nil
+		m.sender.rt.Store(nil)
 	}
-	m.rt.Close()
-	m.rt = nil
-	m.sender.rt.Store(nil)
+	// Always flush: a takeover that failed half way may have installed
+	// pairs before it gave up.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := m.dp.Flush(ctx); err != nil {
