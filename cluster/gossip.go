@@ -102,6 +102,7 @@ type gossip struct {
 	members      map[string]*memberState
 	joined       bool
 	bootstrapped bool
+	lastView     string // bootstrap candidates seen on the previous step
 }
 
 func startGossip(n *Node, cfg GossipConfig) (*gossip, error) {
@@ -312,6 +313,19 @@ func (g *gossip) maybeBootstrap() {
 	})
 	cands = cands[:expect]
 	if cands[0].ID != g.n.cfg.NodeID {
+		return
+	}
+	// Require the same view on two consecutive steps (a reconcile interval
+	// apart), so that a member that bootstrapped a moment ago has had time
+	// to announce it. This narrows, but cannot close, the window in which
+	// two nodes bootstrap two clusters; keep bootstrap_expect equal on all
+	// nodes and start them together.
+	key := ""
+	for _, c := range cands {
+		key += c.ID + "=" + c.Address + ","
+	}
+	if g.lastView != key {
+		g.lastView = key
 		return
 	}
 	if err := checkVoters(cands); err != nil {
