@@ -12,10 +12,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"ikegw/cluster/certs"
 	"ikegw/cmd/internal/api"
@@ -220,6 +226,7 @@ func (cb *clusterBed) dump() {
 // gateway (daemon death, then node death) with the same IKE SA and SPIs,
 // no replayed sequence numbers, and traffic resumes.
 func TestClusterFailover(t *testing.T) {
+	t.Parallel()
 	cb := newClusterBed(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
@@ -259,6 +266,23 @@ func TestClusterFailover(t *testing.T) {
 			must(t, act.ns.SetLink(ctx, "out0", false))
 			must(t, act.ns.SetLink(ctx, "in0", false))
 			must(t, killAll(ctx, act.ns))
+		}
+		if kind == "daemon" {
+			// The supervisor removes what the dead daemon left: within a
+			// second the node holds no VIP and no SA (its TUN is gone).
+			deadline := time.Now().Add(time.Second)
+			for {
+				out, _ := act.ns.Run(ctx, "ip", "-o", "addr", "show")
+				links, _ := act.ns.Run(ctx, "ip", "-o", "link", "show")
+				if !strings.Contains(out, vipOut.Addr().String()+"/") && !strings.Contains(out, vipIn.Addr().String()+"/") && !strings.Contains(links, "ikegw") {
+					break
+				}
+				if time.Now().After(deadline) {
+					cb.dump()
+					t.Fatalf("1 s after the daemon died, %s still holds a VIP or its data plane:\n%s\n%s", act.name, out, links)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
 		}
 		next := cb.waitActive(ctx, act)
 		// Wait for traffic to resume.
@@ -351,4 +375,134 @@ func killChild(supervisor int) error {
 	var pid int
 	fmt.Sscan(f[0], &pid)
 	return syscall.Kill(pid, syscall.SIGKILL)
+}
+
+// vipSampler reads, in each gateway's namespace, whether it holds the
+// outside VIP, through a netlink socket opened inside that namespace.
+type vipSampler struct {
+	names []string
+	hs    []*netlink.Handle
+}
+
+func newVIPSampler(t *testing.T, nodes []*gwNode) *vipSampler {
+	s := &vipSampler{}
+	for _, n := range nodes {
+		h, err := netns.GetFromName(n.ns.Name())
+		must(t, err)
+		nh, err := netlink.NewHandleAt(h, unix.NETLINK_ROUTE)
+		h.Close()
+		must(t, err)
+		t.Cleanup(nh.Close)
+		s.names = append(s.names, n.name)
+		s.hs = append(s.hs, nh)
+	}
+	return s
+}
+
+// holders returns the nodes holding addr now.
+func (s *vipSampler) holders(addr netip.Addr) []string {
+	var out []string
+	for i, h := range s.hs {
+		as, err := h.AddrList(nil, unix.AF_INET)
+		if err != nil {
+			continue
+		}
+		for _, a := range as {
+			if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap() == addr {
+				out = append(out, s.names[i])
+			}
+		}
+	}
+	return out
+}
+
+// TestClusterPartition: the active is cut off from the other nodes. VIP
+// ownership sampled every 5 ms never overlaps, the cut node holds no VIP
+// once its lease is over, and another gateway takes over.
+func TestClusterPartition(t *testing.T) {
+	t.Parallel()
+	cb := newClusterBed(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	act := cb.waitActive(ctx, nil)
+	must(t, cb.swan.Initiate(ctx, "net"))
+	if _, err := cb.swan.WaitFor(ctx, swanUp); err != nil {
+		cb.dump()
+		t.Fatal(err)
+	}
+	s := newVIPSampler(t, cb.nodes[:2])
+	stop := make(chan struct{})
+	overlaps := make(chan string, 1)
+	samples := 0
+	var cutSince time.Time
+	var cutHeldAfterLease time.Duration
+	var mu sync.Mutex
+	go func() {
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				close(overlaps)
+				return
+			case <-tick.C:
+			}
+			h := s.holders(vipOut.Addr())
+			mu.Lock()
+			samples++
+			if len(h) > 1 {
+				select {
+				case overlaps <- fmt.Sprintf("%v hold %s at once", h, vipOut.Addr()):
+				default:
+				}
+			}
+			if !cutSince.IsZero() && slices.Contains(h, act.name) {
+				cutHeldAfterLease = time.Since(cutSince)
+			}
+			mu.Unlock()
+		}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	// Cut the active from both other nodes (Raft and gossip), in its own
+	// namespace; the peer still reaches it.
+	var faults []*lab.Fault
+	for _, o := range cb.nodes {
+		if o == act {
+			continue
+		}
+		f, err := act.ns.DropAll(ctx, act.addr.Addr(), o.addr.Addr())
+		must(t, err)
+		faults = append(faults, f)
+	}
+	mu.Lock()
+	cutSince = time.Now()
+	mu.Unlock()
+	next := cb.waitActive(ctx, act)
+	t.Logf("%s active %v after the cut", next.name, time.Since(cutSince))
+	if os.Getenv("IKEGW_TEST_DUMP") != "" {
+		cb.dump()
+	}
+	time.Sleep(2 * time.Second)
+	close(stop)
+	if msg, ok := <-overlaps; ok && msg != "" {
+		cb.dump()
+		t.Fatalf("VIP overlap: %s", msg)
+	}
+	mu.Lock()
+	held, n := cutHeldAfterLease, samples
+	mu.Unlock()
+	// Lease 150 ms plus one check interval and the release itself.
+	if held > 400*time.Millisecond {
+		cb.dump()
+		t.Fatalf("the cut node still held the VIP %v after the cut (lease 150 ms)", held)
+	}
+	t.Logf("partition: %s cut, %s took over; %d samples, the cut node dropped the VIP within %v, no overlap", act.name, next.name, n, held)
+	for _, f := range faults {
+		f.Remove()
+	}
+	// Healed: the old active rejoins as standby, still one active.
+	time.Sleep(2 * time.Second)
+	if a := cb.waitActive(ctx, nil); a != next {
+		t.Fatalf("after healing %s is active, want %s", a.name, next.name)
+	}
 }
