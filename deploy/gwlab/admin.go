@@ -22,6 +22,30 @@ type Status struct {
 	ChildSAs  int               `json:"child_sas"`
 	Engine    map[string]uint64 `json:"engine"`
 	Runtime   map[string]uint64 `json:"runtime"`
+	Cluster   *ClusterStatus    `json:"cluster,omitempty"`
+}
+
+// ClusterStatus is a member's Raft view.
+type ClusterStatus struct {
+	State        string    `json:"state"`
+	Term         uint64    `json:"term"`
+	CommitIndex  uint64    `json:"commit_index"`
+	AppliedIndex uint64    `json:"applied_index"`
+	LastIndex    uint64    `json:"last_index"`
+	Leader       string    `json:"leader"`
+	LeaderReady  bool      `json:"leader_ready"`
+	LastTakeover *Takeover `json:"last_takeover,omitempty"`
+}
+
+// Takeover splits a gateway's last activation into its steps.
+type Takeover struct {
+	Started   time.Time `json:"started"`
+	LoadMS    float64   `json:"load_ms"`
+	CommitMS  float64   `json:"commit_ms"`
+	InstallMS float64   `json:"install_ms"`
+	EngineMS  float64   `json:"engine_ms"`
+	IKESAs    int       `json:"ike_sas"`
+	ChildSAs  int       `json:"child_sas"`
 }
 
 // Active reports whether the status says the node is the active gateway.

@@ -204,6 +204,9 @@ type Report struct {
 	ActiveAgrees bool
 	// SeqFailures counts new SeqFailure lines in the peer's log.
 	SeqFailures int
+	// Split is the new active's own account of its takeover (nil if it
+	// gave none).
+	Split *Takeover
 }
 
 // OK reports whether the failover was seamless: the ping resumed, the
@@ -231,6 +234,10 @@ func (r Report) String() string {
 	fmt.Fprintf(&b, "  child SPIs same:   %s (in %s out %s)\n", yesNo(r.SPIsUnchanged), r.After.ChildSPIIn, r.After.ChildSPIOut)
 	fmt.Fprintf(&b, "  active agrees:     %s\n", yesNo(r.ActiveAgrees))
 	fmt.Fprintf(&b, "  ESP seq failures:  %d\n", r.SeqFailures)
+	if s := r.Split; s != nil {
+		fmt.Fprintf(&b, "  takeover on %s:   load %.1f ms, commit %.1f ms, install %.1f ms, engine %.1f ms (%d IKE SAs, %d children)\n",
+			orNone(r.NewActive), s.LoadMS, s.CommitMS, s.InstallMS, s.EngineMS, s.IKESAs, s.ChildSAs)
+	}
 	return b.String()
 }
 
@@ -325,6 +332,9 @@ func (l *Lab) Failover(ctx context.Context, kind Kind) (Report, error) {
 			errs = append(errs, err)
 		}
 		r.ActiveAgrees = agree
+		if st, err := l.NodeAdminStatus(wctx, r.NewActive); err == nil && st.Cluster != nil {
+			r.Split = st.Cluster.LastTakeover
+		}
 	}
 	l.log.Info("gwlab: failover", "kind", kind, "killed", r.Killed, "new_active", r.NewActive,
 		"outage_ms", r.Gap.Milliseconds(), "lost", r.Lost, "sa_unchanged", r.PeerSAUnchanged, "spis_unchanged", r.SPIsUnchanged, "seq_failures", r.SeqFailures)

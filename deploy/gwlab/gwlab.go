@@ -571,7 +571,7 @@ func (l *Lab) waitActive(ctx context.Context, not string) (string, error) {
 			return "", err
 		}
 		if !l.anyGatewayRunning(not) {
-			return "", fmt.Errorf("gwlab: waiting for an active gateway (not %q): every gateway's ikegwd has exited (nodes: %s)", not, l.describe(context.Background()))
+			return "", fmt.Errorf("gwlab: waiting for an active gateway (not %q): every gateway's ikegwd process has exited (nodes: %s)", not, l.describe(context.Background()))
 		}
 		select {
 		case <-ctx.Done():
@@ -582,14 +582,14 @@ func (l *Lab) waitActive(ctx context.Context, not string) (string, error) {
 }
 
 // anyGatewayRunning reports whether a gateway other than not still has
-// its ikegwd (the daemon itself, not only a supervisor) running.
+// its top process (supervisor or daemon) running.
 func (l *Lab) anyGatewayRunning(not string) bool {
 	for _, n := range l.nodes {
 		if n.Witness || n.Name == not {
 			continue
 		}
-		if pid, err := l.daemonPid(n); err != nil || pid != 0 {
-			return true // unsure counts as running
+		if p := n.Proc(); p != nil && !p.Exited() {
+			return true
 		}
 	}
 	return false
@@ -704,8 +704,10 @@ func killWait(pid int, where string) error {
 }
 
 // KillNode models the death of the whole machine: the node's cables are
-// cut (its bridge ports go down) and every process in its namespace gets
-// SIGKILL. Restart brings it back.
+// cut (its bridge ports go down), every process in its namespace gets
+// SIGKILL and its own links go down too (a dead kernel sends nothing more:
+// downing them drops what its neighbour queues still held). Restart brings
+// it back.
 func (l *Lab) KillNode(name string) error {
 	n, err := l.Node(name)
 	if err != nil {
@@ -731,6 +733,11 @@ func (l *Lab) KillNode(name string) error {
 			errs = append(errs, err)
 		}
 	}
+	for _, ifn := range n.ifaces() {
+		if err := n.NS.SetLink(ctx, ifn, false); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if p := n.Proc(); p != nil {
 		select {
 		case <-p.Done():
@@ -739,6 +746,14 @@ func (l *Lab) KillNode(name string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// ifaces are the node's own interfaces on the segments.
+func (n *Node) ifaces() []string {
+	if n.Witness {
+		return []string{IfCluster}
+	}
+	return []string{IfCluster, IfOutside, IfInside}
 }
 
 func nsPids(ctx context.Context, ns string) ([]int, error) {
@@ -759,8 +774,9 @@ func nsPids(ctx context.Context, ns string) ([]int, error) {
 
 // Restart brings a dead (or planned-stopped) node back: what is left of
 // its processes is stopped; after KillNode the machine "reboots" (the VIP
-// addresses a dead kernel held are gone, like after a real reboot) and its
-// cables are plugged back in; then ikegwd starts again. It returns once the
+// addresses the dead kernel held are gone, like after a real reboot, and
+// its links come up again) and its cables are plugged back in; then ikegwd
+// starts again. It returns once the
 // node answers on its admin socket and reports a role (a gateway: not
 // active, i.e. it rejoined as standby).
 func (l *Lab) Restart(ctx context.Context, name string) error {
@@ -782,10 +798,16 @@ func (l *Lab) Restart(ctx context.Context, name string) error {
 				ifn  string
 				addr netip.Prefix
 			}{{IfOutside, OutsideVIP}, {IfInside, InsideVIP}} {
-				// Absent after a clean release: only "not found" is fine.
-				if err := n.NS.DelAddr(ctx, v.ifn, v.addr); err != nil && !strings.Contains(err.Error(), "Cannot assign requested address") {
+				// Absent when it was released in time: only that is fine.
+				if err := n.NS.DelAddr(ctx, v.ifn, v.addr); err != nil && !strings.Contains(err.Error(), "Address not found") &&
+					!strings.Contains(err.Error(), "Cannot assign requested address") {
 					return err
 				}
+			}
+		}
+		for _, ifn := range n.ifaces() {
+			if err := n.NS.SetLink(ctx, ifn, true); err != nil {
+				return err
 			}
 		}
 		for _, p := range n.ports {
@@ -803,20 +825,31 @@ func (l *Lab) Restart(ctx context.Context, name string) error {
 	return l.waitRejoined(ctx, n)
 }
 
-// waitRejoined waits until n answers with a role and, for a gateway, is
-// not active.
+// waitRejoined waits until n answers with a role (a gateway: not active),
+// knows the leader, and has applied every entry the cluster had committed
+// when the wait began (it caught up and could take over).
 func (l *Lab) waitRejoined(ctx context.Context, n *Node) error {
+	var target uint64
+	for _, s := range l.Status(ctx) {
+		if s.Err == nil && s.Name != n.Name && s.Status.Cluster != nil {
+			target = max(target, s.Status.Cluster.CommitIndex)
+		}
+	}
 	var last string
 	for {
 		var st Status
 		err := adminGet(ctx, n.Socket, "/v1/status", &st)
-		if err == nil && st.Role != "" && !strings.EqualFold(st.Role, "starting") && (n.Witness || !st.Active()) {
-			return nil
-		}
-		if err != nil {
+		switch {
+		case err != nil:
 			last = err.Error()
-		} else {
+		case st.Cluster == nil:
+			last = "role " + st.Role + ", no cluster status"
+		case st.Role == "" || (!n.Witness && st.Active()):
 			last = "role " + st.Role
+		case st.Cluster.Leader == "" || st.Cluster.AppliedIndex < target:
+			last = fmt.Sprintf("role %s, leader %q, applied index %d < %d", st.Role, st.Cluster.Leader, st.Cluster.AppliedIndex, target)
+		default:
+			return nil
 		}
 		p := n.Proc()
 		select {
