@@ -44,6 +44,9 @@ fuzz-long:
 # kernel: this host's kernel has no ESP (TESTBED.md).
 test-kernel: deps
 	scripts/vm/test-kernel.sh
+	@mkdir -p .cache/vm/bin
+	$(GO) test -c -o .cache/vm/bin/userspace.test ./xfrm/userspace/
+	cd xfrm/userspace && IKEGW_VM_TIMEOUT=$${IKEGW_VM_TIMEOUT:-300} ../../scripts/vm/run.sh ../../.cache/vm/bin/userspace.test -test.v -test.count=1 -test.run KernelInterop
 
 # The whole suite, as CI runs it.
 test: lint test-unit test-race test-kernel fuzz

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -33,6 +34,21 @@ type Config struct {
 	Connections []*config.Connection `yaml:"-"`
 	// Raw is the file as read (the cluster replicates it).
 	Raw []byte `yaml:"-"`
+
+	connMu sync.Mutex // guards Connections after start (reload)
+}
+
+// connections returns the current connection set.
+func (c *Config) connections() []*config.Connection {
+	c.connMu.Lock()
+	defer c.connMu.Unlock()
+	return c.Connections
+}
+
+func (c *Config) setConnections(conns []*config.Connection) {
+	c.connMu.Lock()
+	c.Connections = conns
+	c.connMu.Unlock()
 }
 
 // NodeConfig names the node and where it keeps its state.
@@ -118,8 +134,11 @@ const (
 )
 
 // ParseConfig parses and validates a configuration file's contents. Every
-// error names the field.
-func ParseConfig(data []byte) (*Config, error) {
+// error names the field. Relative psk_file paths are relative to the
+// working directory.
+func ParseConfig(data []byte) (*Config, error) { return parseConfig(data, "") }
+
+func parseConfig(data []byte, baseDir string) (*Config, error) {
 	var doc struct {
 		Config      `yaml:",inline"`
 		Connections yaml.Node `yaml:"connections"`
@@ -129,14 +148,10 @@ func ParseConfig(data []byte) (*Config, error) {
 	if err := dec.Decode(&doc); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	c := doc.Config
+	c := &doc.Config
 	c.Raw = data
 	if doc.Connections.Kind != 0 {
-		sub, err := yaml.Marshal(map[string]*yaml.Node{"connections": &doc.Connections})
-		if err != nil {
-			return nil, fmt.Errorf("config: connections: %w", err)
-		}
-		cc, err := config.Parse(sub)
+		cc, err := config.DecodeConnections(&doc.Connections, baseDir)
 		if err != nil {
 			return nil, err
 		}
@@ -145,16 +160,17 @@ func ParseConfig(data []byte) (*Config, error) {
 	if err := c.setDefaults(); err != nil {
 		return nil, err
 	}
-	return &c, nil
+	return c, nil
 }
 
-// LoadConfig reads and parses a configuration file.
+// LoadConfig reads and parses a configuration file; relative psk_file
+// paths are relative to the file's directory.
 func LoadConfig(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	c, err := ParseConfig(data)
+	c, err := parseConfig(data, filepath.Dir(path))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}

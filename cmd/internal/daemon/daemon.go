@@ -15,6 +15,7 @@ import (
 
 	"ikegw/cluster"
 	"ikegw/cmd/internal/api"
+	"ikegw/ike/config"
 	"ikegw/ike/ikev1"
 	"ikegw/ike/runtime"
 	"ikegw/ike/sa"
@@ -357,20 +358,36 @@ func (n *Node) Stop() {
 	}
 }
 
-// Reload re-reads the configuration file's connections.
+// Reload re-reads the configuration file's connections and applies them
+// (SIGHUP). A bad file changes nothing.
 func (n *Node) Reload(ctx context.Context, path string) error {
 	c, err := LoadConfig(path)
 	if err != nil {
 		return err
 	}
-	err = n.rt.Do(ctx, func(_ time.Time, e *ikev1.Engine) ([]ikev1.Action, error) {
-		return nil, e.Reconfigure(c.Connections)
-	})
-	if err == nil {
-		n.cfg.Connections = c.Connections
-		n.log.Info("configuration reloaded", "connections", len(c.Connections))
+	return n.ApplyConnections(ctx, c.Connections)
+}
+
+// ApplyConnections replaces the connection set: the running engine (if
+// this node is active or standalone) reconfigures at once; a standby uses
+// the new set at its next takeover. SAs of a removed connection run until
+// they expire or are deleted.
+func (n *Node) ApplyConnections(ctx context.Context, conns []*config.Connection) error {
+	if n.dp != nil && n.dp.Kind() == xfrm.KindUserspace {
+		for _, c := range conns {
+			c.ForceEncap = true
+		}
 	}
-	return err
+	if rt := n.runtime(); rt != nil {
+		if err := rt.Do(ctx, func(_ time.Time, e *ikev1.Engine) ([]ikev1.Action, error) {
+			return nil, e.Reconfigure(conns)
+		}); err != nil {
+			return err
+		}
+	}
+	n.cfg.setConnections(conns)
+	n.log.Info("configuration applied", "connections", len(conns))
+	return nil
 }
 
 // notifyReady tells systemd (Type=notify) that the node is up.

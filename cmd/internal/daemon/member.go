@@ -89,7 +89,8 @@ func (m *member) activate(ctx context.Context) error {
 	}
 	t.Install = time.Since(mark)
 	mark = time.Now()
-	eng, err := ikev1.New(ikev1.Config{Connections: m.cfg.Connections, Log: m.log.With("component", "ike")})
+	conns := m.cfg.connections()
+	eng, err := ikev1.New(ikev1.Config{Connections: conns, Log: m.log.With("component", "ike")})
 	if err != nil {
 		return err
 	}
@@ -117,7 +118,7 @@ func (m *member) activate(ctx context.Context) error {
 	m.log.Info("takeover complete", "ike_sas", len(ikes), "child_sas", len(live),
 		"load", t.Load, "commit", t.Commit, "install", t.Install, "engine", t.Engine, "total", time.Since(t.Started))
 	// Connections this node should start and that have no SA yet.
-	for _, c := range m.cfg.Connections {
+	for _, c := range conns {
 		if !c.Initiate {
 			continue
 		}
