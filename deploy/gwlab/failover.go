@@ -257,7 +257,11 @@ const settle = time.Second
 // dead node stays dead: call Restart to bring it back.
 func (l *Lab) Failover(ctx context.Context, kind Kind) (Report, error) {
 	r := Report{Kind: kind}
-	active, err := l.Active(ctx)
+	// The cluster may still be settling (a node that just rejoined); wait
+	// for one active gateway, but not for long.
+	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	active, err := l.waitActive(actx, "")
+	cancel()
 	if err != nil {
 		return r, err
 	}

@@ -97,9 +97,12 @@ func TestFailover(t *testing.T) {
 			t.Fatalf("round %d: not seamless:\n%s\nbefore: %s\nafter:  %s", round+1, r, r.Before, r.After)
 		}
 		seq := strings.Count(l.Swan().Log(), SeqFailure)
+		restartAt := time.Now()
 		if err := l.Restart(ctx, r.Killed); err != nil {
 			t.Fatalf("round %d: restarting %s: %v", round+1, r.Killed, err)
 		}
+		t.Logf("round %d: %s rejoined in %d ms; largest ping gap meanwhile %d ms", round+1, r.Killed,
+			time.Since(restartAt).Milliseconds(), MeasureOutage(l.Pinger().Snapshot(), restartAt, time.Now()).Gap.Milliseconds())
 		if n := strings.Count(l.Swan().Log(), SeqFailure) - seq; n != 0 {
 			t.Fatalf("round %d: the peer logged %q %d times while %s restarted", round+1, SeqFailure, n, r.Killed)
 		}

@@ -14,10 +14,16 @@ import (
 	"ikegw/deploy/lab"
 )
 
-// ikegwdBin is built once by TestMain for every test of the package.
+// ikegwdBin is the ikegwd binary every test of the package uses.
 var ikegwdBin string
 
+// TestMain builds ikegwd from this tree, or uses the binary named by
+// $IKEGW_LAB_IKEGWD (e.g. one built from another checkout).
 func TestMain(m *testing.M) {
+	if bin := os.Getenv("IKEGW_LAB_IKEGWD"); bin != "" {
+		ikegwdBin = bin
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "gwlab-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
