@@ -83,6 +83,28 @@ func TestInstallChildrenBatch(t *testing.T) {
 	if err := d.InstallChildren(ctx, append(cs[:150:150], cs[151:]...)); err != nil {
 		t.Errorf("reinstalling the batch: %v", err)
 	}
+	// Again with higher outbound sequence numbers: a standby's takeover
+	// jump, raised in one pipelined pass.
+	var jumped []*sa.ChildSA
+	for i, c := range cs {
+		if i != 150 {
+			j := cloneChild(c)
+			j.Counters.OutSeq = 777
+			jumped = append(jumped, j)
+		}
+	}
+	if err := d.InstallChildren(ctx, jumped); err != nil {
+		t.Fatalf("jumping the batch: %v", err)
+	}
+	cnt, err = d.Counters(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range jumped {
+		if got := cnt[c.In.SPI].OutSeq; got != 777 {
+			t.Fatalf("pair 0x%08x: outbound sequence %d after the jump, want 777", c.In.SPI, got)
+		}
+	}
 }
 
 // TestSharedPolicies: two pairs on the same selectors (a rekey with a new

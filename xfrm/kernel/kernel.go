@@ -241,15 +241,14 @@ func (d *DataPlane) InstallChildren(ctx context.Context, cs []*sa.ChildSA) error
 	}
 	defer d.mu.Unlock()
 	var fresh []*pair
+	var raises []raise
 	for _, p := range todo {
 		if old := d.pairs[p.in.spi]; old != nil {
 			if !xfrm.SamePair(old.child, p.child) {
 				errs = append(errs, fmt.Errorf("%w: pair spi=0x%08x is installed with different parameters", xfrm.ErrConflict, p.in.spi))
 				continue
 			}
-			if err := d.raiseOutSeq(ctx, old, p.child.Counters.OutSeq); err != nil {
-				errs = append(errs, err)
-			}
+			raises = append(raises, raise{old, p.child.Counters.OutSeq})
 			continue
 		}
 		if other := d.byState[p.in]; other != nil {
@@ -262,6 +261,7 @@ func (d *DataPlane) InstallChildren(ctx context.Context, cs []*sa.ChildSA) error
 		}
 		fresh = append(fresh, p)
 	}
+	errs = append(errs, d.raiseOutSeqs(ctx, raises)...)
 	errs = append(errs, d.installFresh(ctx, fresh)...)
 	return errors.Join(errs...)
 }
@@ -691,26 +691,62 @@ func (d *DataPlane) getAE(ctx context.Context, id saID, src netip.Addr) (aevent,
 	return ev, nil
 }
 
-// raiseOutSeq lifts the outbound sequence number of an installed pair to
-// seq when it is lower (XFRM_MSG_NEWAE); it never lowers it.
-func (d *DataPlane) raiseOutSeq(ctx context.Context, p *pair, seq uint64) error {
-	if p.hard {
-		return fmt.Errorf("xfrm/kernel: pair spi=0x%08x reached its hard lifetime; delete and install it anew", p.in.spi)
+// raise asks for the outbound sequence number of an installed pair to be
+// at least seq.
+type raise struct {
+	p   *pair
+	seq uint64
+}
+
+// raiseOutSeqs lifts the outbound sequence numbers of installed pairs where
+// they are lower (pipelined XFRM_MSG_GETAE, then XFRM_MSG_NEWAE for those
+// behind); it never lowers one.
+func (d *DataPlane) raiseOutSeqs(ctx context.Context, rs []raise) []error {
+	var errs []error
+	var live []raise
+	var reqs []request
+	for _, r := range rs {
+		if r.p.hard {
+			errs = append(errs, fmt.Errorf("xfrm/kernel: pair spi=0x%08x reached its hard lifetime; delete and install it anew", r.p.in.spi))
+			continue
+		}
+		live = append(live, r)
+		reqs = append(reqs, request{typ: nl.XFRM_MSG_GETAE, body: r.p.out.aeventID(r.p.child.Out.Src, aeRVal|aeLVal, 0), reply: true, op: "read counters of SA " + r.p.out.String()})
 	}
-	ev, err := d.getAE(ctx, p.out, p.child.Out.Src)
-	if err != nil {
-		return err
+	res := d.c.exchange(ctx, reqs)
+	var sets []request
+	type change struct {
+		sa       string
+		from, to uint64
 	}
-	if uint64(ev.replay.OSeq) >= seq {
-		return nil
+	var changes []change
+	for i, r := range live {
+		if res[i].err != nil {
+			errs = append(errs, res[i].err)
+			continue
+		}
+		ev, err := parseAevent(res[i].body)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("xfrm/kernel: read counters of SA %s: %w", r.p.out, err))
+			continue
+		}
+		if uint64(ev.replay.OSeq) >= r.seq {
+			continue
+		}
+		rp := ev.replay
+		rp.OSeq = uint32(r.seq)
+		sets = append(sets, request{typ: nl.XFRM_MSG_NEWAE, flags: unix.NLM_F_REPLACE, body: r.p.out.newAE(r.p.child.Out.Src, r.p.reqid, rp),
+			op: fmt.Sprintf("raise sequence number of SA %s from %d to %d", r.p.out, ev.replay.OSeq, r.seq)})
+		changes = append(changes, change{r.p.out.String(), uint64(ev.replay.OSeq), r.seq})
 	}
-	r := ev.replay
-	r.OSeq = uint32(seq)
-	res := d.c.exchange(ctx, []request{{typ: nl.XFRM_MSG_NEWAE, flags: unix.NLM_F_REPLACE, body: p.out.newAE(p.child.Out.Src, p.reqid, r), op: "raise sequence number of SA " + p.out.String()}})
-	if res[0].err == nil {
-		d.log.Info("raised outbound sequence number", "spi", fmt.Sprintf("0x%08x", p.out.spi), "from", ev.replay.OSeq, "to", seq)
+	for i, r := range d.c.exchange(ctx, sets) {
+		if r.err != nil {
+			errs = append(errs, r.err)
+		} else {
+			d.log.Info("raised outbound sequence number", "sa", changes[i].sa, "from", changes[i].from, "to", changes[i].to)
+		}
 	}
-	return res[0].err
+	return errs
 }
 
 // DeleteChild removes a pair and the policies no other pair uses. See
