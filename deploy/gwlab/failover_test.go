@@ -204,3 +204,43 @@ func agreeNow(ctx context.Context, l *Lab, node string, p PeerState) bool {
 	ok, err := l.agrees(ctx, node, p)
 	return err == nil && ok
 }
+
+// TestFailoverThreeGateways: the variant without a witness (`ikegw-lab run
+// --gateways 3 --no-witness`): the active node dies and one of the two
+// other gateways takes over seamlessly.
+func TestFailoverThreeGateways(t *testing.T) {
+	l := buildT(t, Options{Gateways: 3})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if n := len(l.Nodes()); n != 3 {
+		t.Fatalf("%d nodes, want 3", n)
+	}
+	for _, n := range l.Nodes() {
+		if n.Witness {
+			t.Fatalf("%s is a witness", n.Name)
+		}
+	}
+	r, err := l.Failover(ctx, NodeDeath)
+	t.Logf("node death: outage %d ms, lost %d (%s -> %s)", r.Gap.Milliseconds(), r.Lost, r.Killed, r.NewActive)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, r)
+	}
+	if !r.OK() || !r.ActiveAgrees {
+		t.Fatalf("not seamless:\n%s", r)
+	}
+	if err := l.Restart(ctx, r.Killed); err != nil {
+		t.Fatal(err)
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer wcancel()
+	if a, err := l.waitActive(wctx, ""); err != nil {
+		t.Errorf("after the restart: %v", err)
+	} else {
+		t.Logf("after %s rejoined, %s is active", r.Killed, a)
+	}
+	for _, s := range l.Status(ctx) {
+		if s.Err != nil {
+			t.Errorf("%s: %v", s.Name, s.Err)
+		}
+	}
+}
