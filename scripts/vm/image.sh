@@ -35,37 +35,60 @@ dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'install ok in
 	die "the initramfs needs a static busybox: install the Debian package busybox-static"
 PATH=$PATH:/sbin:/usr/sbin
 
+newest_pkg() {
+	apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-/ {print $2; exit}'
+}
 pkg=${IKEGW_VM_KERNEL:-}
 if [ -z "$pkg" ]; then
-	pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-/ {print $2; exit}')
+	pkg=$(newest_pkg)
 	if [ -z "$pkg" ]; then
 		say "apt-cache does not know linux-image-amd64; running apt-get update"
 		apt-get update -qq >&2 || die "apt-get update failed"
-		pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/ {print $2; exit}')
+		pkg=$(newest_pkg)
 	fi
 fi
 [ -n "$pkg" ] || die "cannot find the kernel package (set IKEGW_VM_KERNEL=linux-image-<version>-amd64)"
-kver=${pkg#linux-image-}
-kdir="$cache/$kver"
 
 exec 9>"$cache/.lock"
 flock 9
 
-if [ ! -f "$kdir/.done" ]; then
-	say "fetching $pkg into $kdir"
+# fetch PKG: download and unpack it into $cache/<version> unless there.
+fetch() {
+	local kv=${1#linux-image-} tmp
+	[ -f "$cache/$kv/.done" ] && return 0
+	say "fetching $1 into $cache/$kv"
 	tmp=$(mktemp -d "$cache/.dl.XXXXXX")
-	trap 'rm -rf "$tmp"' EXIT
-	(cd "$tmp" && apt-get download "$pkg" >&2 2>/dev/null) ||
-		(cd "$tmp" && apt-get update -qq >&2 && apt-get download "$pkg" >&2) ||
-		die "apt-get download $pkg failed"
-	dpkg -x "$tmp"/linux-image-*.deb "$tmp/root"
-	depmod -b "$tmp/root" "$kver" || die "depmod for $kver failed"
-	rm -rf "$kdir"
-	mv -T "$tmp/root" "$kdir"
-	touch "$kdir/.done"
+	if ! (cd "$tmp" && apt-get download "$1" >&2); then
+		rm -rf "$tmp"
+		return 1
+	fi
+	dpkg -x "$tmp"/linux-image-*.deb "$tmp/root" && depmod -b "$tmp/root" "$kv" || {
+		rm -rf "$tmp"
+		die "unpacking $1 failed"
+	}
+	rm -rf "${cache:?}/$kv"
+	mv -T "$tmp/root" "$cache/$kv"
+	touch "$cache/$kv/.done"
 	rm -rf "$tmp"
-	trap - EXIT
+}
+if ! fetch "$pkg"; then
+	say "apt-get download $pkg failed; updating the package lists"
+	apt-get update -qq >&2 || true
+	if [ -n "${IKEGW_VM_KERNEL:-}" ]; then
+		fetch "$pkg" || die "cannot download $pkg (IKEGW_VM_KERNEL)"
+	else
+		pkg=$(newest_pkg)
+		if [ -z "$pkg" ] || ! fetch "$pkg"; then
+			# Offline or the mirror moved on: the newest kernel already cached.
+			cached=$(ls -d "$cache"/*/.done 2>/dev/null | sed 's#/.done$##' | sort -V | tail -n 1)
+			[ -n "$cached" ] || die "cannot download a kernel package and none is cached in $cache"
+			pkg=linux-image-$(basename "$cached")
+			say "WARNING: using the cached $pkg"
+		fi
+	fi
 fi
+kver=${pkg#linux-image-}
+kdir="$cache/$kver"
 kernel="$kdir/boot/vmlinuz-$kver"
 [ -f "$kernel" ] || die "$kernel missing from $pkg"
 
