@@ -393,6 +393,18 @@ func TestCloseAndCleanup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Start returns once `ip netns exec` is forked, maybe before it entered
+	// the namespace: wait until the namespace holds the process, or
+	// Cleanup cannot see it (a race of the test, not of Cleanup).
+	for {
+		if pids, err := nsPids(stale); err == nil && len(pids) > 0 {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal("the orphan never appeared in its namespace")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	must(t, Cleanup(prefix))
 	if _, err := os.Stat(filepath.Join(netnsDir, stale)); !os.IsNotExist(err) {
 		t.Errorf("stale namespace %s not removed: %v", stale, err)
