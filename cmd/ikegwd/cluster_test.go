@@ -311,6 +311,26 @@ func TestClusterFailover(t *testing.T) {
 			cb.dump()
 			t.Fatalf("round %d: the peer saw replayed ESP sequence numbers", round)
 		}
+		// The new active holds the peer's IKE SA and runs DPD on it.
+		var sasNow api.SAs
+		must(t, next.client.get(api.PathSAs, &sasNow))
+		if len(sasNow.IKE) != 1 || sasNow.IKE[0].ICookie != first.InitiatorSPI {
+			cb.dump()
+			t.Fatalf("round %d: the new active's IKE SAs: %+v", round, sasNow.IKE)
+		}
+		must(t, next.client.post(api.PathDPD, "ike="+sasNow.IKE[0].ICookie+"_"+sasNow.IKE[0].RCookie))
+		dpdDeadline := time.Now().Add(5 * time.Second)
+		for {
+			st, _ := cb.status(next)
+			if st.Engine["dpd_acked"] > 0 {
+				break
+			}
+			if time.Now().After(dpdDeadline) {
+				cb.dump()
+				t.Fatalf("round %d: DPD from the new active not acknowledged: %+v", round, st.Engine)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
 		// Bring the dead node back as a standby.
 		if kind == "node" {
 			// A rebooted machine has none of the dead daemon's addresses.
