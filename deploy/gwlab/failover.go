@@ -207,12 +207,18 @@ type Report struct {
 	// Split is the new active's own account of its takeover (nil if it
 	// gave none).
 	Split *Takeover
+	// DeadClean (daemon death only) is how long after the kill the dead
+	// daemon's node last held a VIP or a TUN device; -1 if it still did
+	// when the report was made.
+	DeadClean time.Duration
 }
 
 // OK reports whether the failover was seamless: the ping resumed, the
-// peer kept its SAs and saw no replayed sequence numbers.
+// peer kept its SAs and saw no replayed sequence numbers, and (daemon
+// death) the dead daemon's node let go of its VIPs and TUN device.
 func (r Report) OK() bool {
-	return r.Resumed && r.PeerSAUnchanged && r.SPIsUnchanged && r.SeqFailures == 0 && r.NewActive != ""
+	return r.Resumed && r.PeerSAUnchanged && r.SPIsUnchanged && r.SeqFailures == 0 && r.NewActive != "" &&
+		(r.Kind != DaemonDeath || r.DeadClean >= 0)
 }
 
 func yesNo(b bool) string {
@@ -234,6 +240,13 @@ func (r Report) String() string {
 	fmt.Fprintf(&b, "  child SPIs same:   %s (in %s out %s)\n", yesNo(r.SPIsUnchanged), r.After.ChildSPIIn, r.After.ChildSPIOut)
 	fmt.Fprintf(&b, "  active agrees:     %s\n", yesNo(r.ActiveAgrees))
 	fmt.Fprintf(&b, "  ESP seq failures:  %d\n", r.SeqFailures)
+	if r.Kind == DaemonDeath {
+		if r.DeadClean >= 0 {
+			fmt.Fprintf(&b, "  dead node clean:   after %d ms (no VIP, no TUN)\n", r.DeadClean.Milliseconds())
+		} else {
+			fmt.Fprintf(&b, "  dead node clean:   NO (still holds a VIP or a TUN device)\n")
+		}
+	}
 	if s := r.Split; s != nil {
 		fmt.Fprintf(&b, "  takeover on %s:   load %.1f ms, commit %.1f ms, install %.1f ms, engine %.1f ms (%d IKE SAs, %d children)\n",
 			orNone(r.NewActive), s.LoadMS, s.CommitMS, s.InstallMS, s.EngineMS, s.IKESAs, s.ChildSAs)
@@ -279,9 +292,14 @@ func (l *Lab) Failover(ctx context.Context, kind Kind) (Report, error) {
 		return r, err
 	}
 	r.At = time.Now()
+	var clean chan time.Duration
 	switch kind {
 	case DaemonDeath:
 		err = l.KillDaemon(active)
+		if err == nil {
+			clean = make(chan time.Duration, 1)
+			go func() { clean <- l.waitClean(ctx, n, r.At) }()
+		}
 	case NodeDeath:
 		err = l.KillNode(active)
 	case Planned:
@@ -340,9 +358,37 @@ func (l *Lab) Failover(ctx context.Context, kind Kind) (Report, error) {
 			r.Split = st.Cluster.LastTakeover
 		}
 	}
+	if clean != nil {
+		r.DeadClean = <-clean
+		if r.DeadClean < 0 {
+			errs = append(errs, fmt.Errorf("gwlab: %s still holds a VIP or a TUN device %v after its daemon was killed", r.Killed, cleanTimeout))
+		}
+	}
 	l.log.Info("gwlab: failover", "kind", kind, "killed", r.Killed, "new_active", r.NewActive,
 		"outage_ms", r.Gap.Milliseconds(), "lost", r.Lost, "sa_unchanged", r.PeerSAUnchanged, "spis_unchanged", r.SPIsUnchanged, "seq_failures", r.SeqFailures)
 	return r, errors.Join(errs...)
+}
+
+// cleanTimeout bounds waiting for a dead daemon's leftovers to go.
+const cleanTimeout = 5 * time.Second
+
+// waitClean polls n until it holds no VIP and no TUN device and returns
+// the time since at; -1 after cleanTimeout.
+func (l *Lab) waitClean(ctx context.Context, n *Node, at time.Time) time.Duration {
+	ctx, cancel := context.WithTimeout(ctx, cleanTimeout)
+	defer cancel()
+	for {
+		vips, tuns, err := n.HeldVIPs(ctx)
+		if err == nil && len(vips) == 0 && len(tuns) == 0 {
+			return time.Since(at)
+		}
+		select {
+		case <-ctx.Done():
+			l.log.Warn("gwlab: dead daemon's leftovers", "node", n.Name, "vips", vips, "tuns", tuns, "err", err)
+			return -1
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
 }
 
 // agrees reports whether gateway name lists the peer's IKE SA (cookies)

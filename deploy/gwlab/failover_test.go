@@ -90,6 +90,9 @@ func TestFailover(t *testing.T) {
 		r, err := l.Failover(ctx, kind)
 		t.Logf("round %d: %s outage %d ms, lost %d of %d, new active after %d ms (%s -> %s)",
 			round+1, kind, r.Gap.Milliseconds(), r.Lost, r.Sent, r.Takeover.Milliseconds(), r.Killed, r.NewActive)
+		if kind == DaemonDeath {
+			t.Logf("round %d: the dead daemon's VIPs and TUN were gone %d ms after the kill", round+1, r.DeadClean.Milliseconds())
+		}
 		if err != nil {
 			t.Fatalf("round %d: %v\n%s", round+1, err, r)
 		}

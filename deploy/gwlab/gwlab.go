@@ -748,6 +748,37 @@ func (l *Lab) KillNode(name string) error {
 	return errors.Join(errs...)
 }
 
+// HeldVIPs returns the VIPs (outside, inside) configured on the node's
+// interfaces right now, and any TUN device left in its namespace (the
+// userspace data plane's). A dead daemon's node must hold neither.
+func (n *Node) HeldVIPs(ctx context.Context) (vips []netip.Prefix, tuns []string, err error) {
+	out, err := exec.CommandContext(ctx, "ip", "-n", n.NS.Name(), "-o", "addr", "show").CombinedOutput()
+	if err != nil {
+		return nil, nil, fmt.Errorf("gwlab: %s: ip addr show: %w: %s", n.Name, err, strings.TrimSpace(string(out)))
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		for i := 0; i+1 < len(f); i++ {
+			if f[i] != "inet" && f[i] != "inet6" {
+				continue
+			}
+			if p, err := netip.ParsePrefix(f[i+1]); err == nil && (p == OutsideVIP || p == InsideVIP) {
+				vips = append(vips, p)
+			}
+		}
+	}
+	out, err = exec.CommandContext(ctx, "ip", "-n", n.NS.Name(), "-o", "link", "show", "type", "tun").CombinedOutput()
+	if err != nil {
+		return nil, nil, fmt.Errorf("gwlab: %s: ip link show type tun: %w: %s", n.Name, err, strings.TrimSpace(string(out)))
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 {
+			tuns = append(tuns, strings.TrimSuffix(f[1], ":"))
+		}
+	}
+	return vips, tuns, nil
+}
+
 // ifaces are the node's own interfaces on the segments.
 func (n *Node) ifaces() []string {
 	if n.Witness {
