@@ -9,7 +9,7 @@ PKGS     := ./...
 RACE_PKGS := ./cluster/... ./store/... ./failover/... ./xfrm/... ./ike/runtime/...
 FUZZTIME ?= 20s
 
-.PHONY: all build test test-unit test-race test-kernel lint fuzz fuzz-long bench deps clean
+.PHONY: all build test test-unit test-race test-kernel lint fuzz fuzz-long bench deps clean run stop failover
 
 all: build
 
@@ -54,6 +54,21 @@ test: lint test-unit test-race test-kernel fuzz
 bench: build
 	@scripts/deps.sh test bench
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 $(PKGS)
+
+# The local lab (network namespaces, as root): 2 gateways + a witness
+# (LAB_FLAGS="--gateways 3 --no-witness" for three gateways), a strongSwan
+# peer, and a ping every 10 ms through the tunnel. Runs in the foreground
+# until Ctrl-C or `make stop`; `make failover` (another terminal) kills the
+# active gateway and prints the outage.
+run: build
+	@scripts/deps.sh test
+	$(BIN)/ikegw-lab run --bin $(BIN)/ikegwd $(LAB_FLAGS)
+
+failover:
+	$(BIN)/ikegw-lab failover $(FAILOVER_FLAGS)
+
+stop:
+	$(BIN)/ikegw-lab stop
 
 clean:
 	rm -rf $(BIN)
