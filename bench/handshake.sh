@@ -382,12 +382,14 @@ if [ "${INPROC:-1}" = 1 ]; then
 		(cd "$REPO" && go test -run '^$' -bench ResponderScale -benchtime 200x -benchmem -count 1 ./ike/ikev1/) >>"$WORK/inproc.txt" 2>&1 ||
 			{ cat "$WORK/inproc.txt" >&2; die "in-process benchmarks failed"; }
 	done
-	# name median-ns median-B median-allocs
-	awk '/^Benchmark/ { n=$1; sub(/-[0-9]+$/, "", n); ns[n]=ns[n] " " $3; b[n]=b[n] " " $5; a[n]=a[n] " " $7; if (!(n in seen)) { seen[n]=1; order[++k]=n } }
-	function med(str,   v, m, i, j, t) { m=split(str, v, " "); for (i=1;i<=m;i++) for (j=i+1;j<=m;j++) if (v[j]+0 < v[i]+0) { t=v[i]; v[i]=v[j]; v[j]=t } return (m%2) ? v[(m+1)/2] : (v[m/2]+v[m/2+1])/2 }
-	END { for (i=1;i<=k;i++) print order[i], med(ns[order[i]]), med(b[order[i]]), med(a[order[i]]) }' "$WORK/inproc.txt" >"$WORK/inproc.med"
+	# One line per benchmark and unit: name unit median.
+	awk '/^Benchmark/ { n = $1; sub(/-[0-9]+$/, "", n); for (i = 3; i < NF; i += 2) { k = n SUBSEP $(i+1); v[k] = v[k] " " $i; if (!(k in seen)) { seen[k] = 1; order[++m] = k } } }
+	function med(str,   x, c, i, j, t) { c = split(str, x, " "); for (i = 1; i <= c; i++) for (j = i + 1; j <= c; j++) if (x[j] + 0 < x[i] + 0) { t = x[i]; x[i] = x[j]; x[j] = t } return (c % 2) ? x[(c + 1) / 2] : (x[c / 2] + x[c / 2 + 1]) / 2 }
+	END { for (i = 1; i <= m; i++) { split(order[i], p, SUBSEP); print p[1], p[2], med(v[order[i]]) } }' "$WORK/inproc.txt" >"$WORK/inproc.med"
 fi
-inproc() { awk -v n="$1" -v c="$2" '$1==n { print $c }' "$WORK/inproc.med"; }
+# inproc benchmark unit: the median
+inproc() { awk -v n="$1" -v u="$2" '$1 == n && $2 == u { print $3 }' "$WORK/inproc.med"; }
+us() { awk -v v="$(inproc "$1" "$2")" 'BEGIN { if (v == "") print "n/a"; else printf "%.1f", v / 1000 }'; }
 
 {
 	echo "# Handshake rate: ikegw's load generator against strongSwan and ikegwd"
@@ -454,21 +456,18 @@ inproc() { awk -v n="$1" -v c="$2" '$1==n { print $c }' "$WORK/inproc.med"; }
 		echo
 		echo "## In-process engine cost (no sockets, no persistence)"
 		echo
-		echo "One Main Mode + Quick Mode (PSK, ESP $ESP, no PFS) between two ikegw engines in memory; \"pair\" is both engines' work, \"responder\" only the responder's five HandlePacket calls (MM1, MM3, MM5, QM1, QM3). The split benchmarks redo the responder's share of each part on the inputs of a real exchange: dh = group GenerateKey + Shared, prf = every PRF derivation (SKEYID*, key, IVs, NAT-D, HASH_I/R, QM HASH(1..3), KEYMAT both ways), cbc = the five AES-CBC operations, codec = payload decode of the five received messages + encode of the four sent ones; \"rest\" is responder minus the four parts (records, clones, proposal and selector matching, timers). Medians of $RUNS runs:"
+		echo "One Main Mode + Quick Mode (PSK, ESP $ESP, no PFS) between two ikegw engines in memory. BenchmarkHandshake (wall time): \"pair\" is both engines' work, \"responder\" only the responder's five HandlePacket calls (MM1, MM3, MM5, QM1, QM3), with the allocations of those calls. BenchmarkResponderSplit measures, in the same loop iteration and in thread CPU time (robust to other load on the machine), the responder's HandlePacket calls and then each part redone on the inputs of a real exchange: dh = group GenerateKey + Shared, prf = every PRF derivation (SKEYID*, key, IVs, NAT-D, HASH_I/R, QM HASH(1..3), KEYMAT both ways), cbc = the five AES-CBC operations, codec = payload decode of the five received messages + encode of the four sent ones; rest = responder minus the parts (records, clones, proposal and selector matching, timers). Medians of $RUNS rounds:"
 		echo
 		echo '```'
 		echo "$INPROC_CMD"
 		echo '```'
 		echo
-		echo "| suite | pair µs | responder µs | dh µs | prf µs | cbc µs | codec µs | rest µs | responder allocs/exchange | responder B/exchange |"
-		echo "|---|---|---|---|---|---|---|---|---|---|"
+		echo "| suite | pair µs (wall) | responder µs (wall) | responder allocs/exchange | responder B/exchange | responder µs (CPU) | dh | prf | cbc | codec | rest |"
+		echo "|---|---|---|---|---|---|---|---|---|---|---|"
 		for suite in $SUITES; do
-			[ -n "$(inproc "BenchmarkHandshake/$suite/responder" 2)" ] || continue
-			us() { awk -v v="$(inproc "$1" 2)" 'BEGIN { printf "%.1f", v / 1000 }'; }
-			rest=$(awk -v r="$(inproc "BenchmarkHandshake/$suite/responder" 2)" -v a="$(inproc "BenchmarkResponderSplit/$suite/dh" 2)" \
-				-v b="$(inproc "BenchmarkResponderSplit/$suite/prf" 2)" -v c="$(inproc "BenchmarkResponderSplit/$suite/cbc" 2)" \
-				-v d="$(inproc "BenchmarkResponderSplit/$suite/codec" 2)" 'BEGIN { x = r - a - b - c - d; if (x < 0.05 * r) printf "~0 (%.1f, within noise)", x / 1000; else printf "%.1f", x / 1000 }')
-			echo "| $suite | $(us "BenchmarkHandshake/$suite/pair") | $(us "BenchmarkHandshake/$suite/responder") | $(us "BenchmarkResponderSplit/$suite/dh") | $(us "BenchmarkResponderSplit/$suite/prf") | $(us "BenchmarkResponderSplit/$suite/cbc") | $(us "BenchmarkResponderSplit/$suite/codec") | $rest | $(inproc "BenchmarkHandshake/$suite/responder" 4) | $(inproc "BenchmarkHandshake/$suite/responder" 3) |"
+			[ -n "$(inproc "BenchmarkHandshake/$suite/responder" ns/op)" ] || continue
+			sp="BenchmarkResponderSplit/$suite"
+			echo "| $suite | $(us "BenchmarkHandshake/$suite/pair" ns/op) | $(us "BenchmarkHandshake/$suite/responder" ns/op) | $(inproc "BenchmarkHandshake/$suite/responder" allocs/op) | $(inproc "BenchmarkHandshake/$suite/responder" B/op) | $(us "$sp" resp-cpu-ns/op) | $(us "$sp" dh-cpu-ns/op) | $(us "$sp" prf-cpu-ns/op) | $(us "$sp" cbc-cpu-ns/op) | $(us "$sp" codec-cpu-ns/op) | $(us "$sp" rest-cpu-ns/op) |"
 		done
 		echo
 		echo "Responder cost of one more exchange (ecp256) while it holds N established tunnels from N peers (each new tunnel is deleted again, untimed, so N stays fixed); medians of $RUNS runs:"
@@ -477,9 +476,12 @@ inproc() { awk -v n="$1" -v c="$2" '$1==n { print $c }' "$WORK/inproc.med"; }
 		echo "$SCALE_CMD"
 		echo '```'
 		echo
-		echo "| established tunnels | responder µs/exchange | B/exchange | allocs/exchange |"
-		echo "|---|---|---|---|"
-		awk '$1 ~ /^BenchmarkResponderScale\// { n = $1; sub(/.*established=/, "", n); printf "| %s | %.1f | %s | %s |\n", n, $2 / 1000, $3, $4 }' "$WORK/inproc.med"
+		echo "| established tunnels | responder µs/exchange (wall) | responder µs/exchange (CPU) | B/exchange | allocs/exchange |"
+		echo "|---|---|---|---|---|"
+		for n in $(awk '$1 ~ /^BenchmarkResponderScale\// && $2 == "ns/op" { sub(/.*established=/, "", $1); print $1 }' "$WORK/inproc.med"); do
+			b="BenchmarkResponderScale/ecp256/established=$n"
+			echo "| $n | $(us "$b" ns/op) | $(us "$b" resp-cpu-ns/op) | $(inproc "$b" B/op) | $(inproc "$b" allocs/op) |"
+		done
 		echo
 		echo "Raw output:"
 		echo

@@ -15,8 +15,11 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"runtime"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"ikegw/ike/config"
 	"ikegw/ike/ikecrypto"
@@ -84,10 +87,9 @@ type exchangeLog struct {
 }
 
 // runExchange runs one Main Mode + Quick Mode between fresh engines until
-// no packet is left. When respOnly is set, only the responder's
-// HandlePacket calls run with the benchmark timer on (the timer must be
-// off on entry and is off on return).
-func runExchange(tb testing.TB, ini, resp *ikev1.Engine, b *testing.B, respOnly bool) exchangeLog {
+// no packet is left. meter, if not nil, wraps each of the responder's
+// HandlePacket calls (to time only those).
+func runExchange(tb testing.TB, ini, resp *ikev1.Engine, meter func(func())) exchangeLog {
 	type flight struct {
 		toResp bool
 		p      ikev1.Packet
@@ -136,12 +138,11 @@ func runExchange(tb testing.TB, ini, resp *ikev1.Engine, b *testing.B, respOnly 
 		in := ikev1.Packet{Local: f.p.Remote, Remote: f.p.Local, Data: f.p.Data}
 		if f.toResp {
 			log.toResp = append(log.toResp, f.p.Data)
-			if respOnly {
-				b.StartTimer()
-			}
-			acts := resp.HandlePacket(benchNow, in)
-			if respOnly {
-				b.StopTimer()
+			var acts []ikev1.Action
+			if meter != nil {
+				meter(func() { acts = resp.HandlePacket(benchNow, in) })
+			} else {
+				acts = resp.HandlePacket(benchNow, in)
 			}
 			collect(acts, true)
 		} else {
@@ -156,6 +157,15 @@ func runExchange(tb testing.TB, ini, resp *ikev1.Engine, b *testing.B, respOnly 
 	return log
 }
 
+// timerOn runs f with the benchmark timer on (it is off around it).
+func timerOn(b *testing.B) func(func()) {
+	return func(f func()) {
+		b.StartTimer()
+		f()
+		b.StopTimer()
+	}
+}
+
 // BenchmarkHandshake measures one complete Main Mode + Quick Mode (PSK,
 // no PFS): "pair" is both engines' work, "responder" only the responder's
 // five HandlePacket calls (MM1, MM3, MM5, QM1, QM3). -benchmem reports the
@@ -168,7 +178,7 @@ func BenchmarkHandshake(b *testing.B) {
 				b.StopTimer()
 				ini, resp := benchEngines(b, s.ike, s.esp)
 				b.StartTimer()
-				runExchange(b, ini, resp, b, false)
+				runExchange(b, ini, resp, nil)
 			}
 		})
 		b.Run(s.name+"/responder", func(b *testing.B) {
@@ -176,7 +186,7 @@ func BenchmarkHandshake(b *testing.B) {
 			b.StopTimer()
 			for i := 0; i < b.N; i++ {
 				ini, resp := benchEngines(b, s.ike, s.esp)
-				runExchange(b, ini, resp, b, true)
+				runExchange(b, ini, resp, timerOn(b))
 			}
 		})
 	}
@@ -239,7 +249,7 @@ func firstOf[T isakmp.Payload](tb testing.TB, d isakmp.Decoded, what string) (T,
 // responder's keys, so that the split benchmarks work on real sizes.
 func prepareRespWork(tb testing.TB, ike, esp string) *respWork {
 	ini, resp := benchEngines(tb, ike, esp)
-	log := runExchange(tb, ini, resp, nil, false)
+	log := runExchange(tb, ini, resp, nil)
 	r := log.respIKE
 	if r == nil || len(r.EncKey) == 0 {
 		tb.Fatal("the responder persisted no keyed ISAKMP SA")
@@ -386,10 +396,27 @@ func (w *respWork) codec(tb testing.TB) {
 	}
 }
 
+// threadCPU is the calling thread's CPU time: unlike wall time it does not
+// count the time other processes of a shared machine run instead of us.
+func threadCPU() time.Duration {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts); err != nil {
+		return 0
+	}
+	return time.Duration(ts.Nano())
+}
+
 // BenchmarkResponderSplit splits the responder's cost of one MM + QM
-// exchange (BenchmarkHandshake/*/responder) into its parts. What remains
-// of the responder total after dh+prf+cbc+codec is the engine's own
-// bookkeeping (records, clones, timers, proposal matching, logging).
+// exchange into its parts. Every iteration runs a whole exchange between
+// fresh engines and then each part once, timing the responder's
+// HandlePacket calls and each part in thread CPU time (the goroutine is
+// locked to its thread), so the whole and its parts are measured side by
+// side and a loaded machine skews them alike. Metrics per exchange:
+// resp-cpu-ns (the responder's five HandlePacket calls), dh-cpu-ns (group
+// GenerateKey + Shared), prf-cpu-ns (every PRF derivation), cbc-cpu-ns
+// (five AES-CBC operations), codec-cpu-ns (decode of the five received,
+// encode of the four sent messages) and rest-cpu-ns (resp minus the parts:
+// the engine's own bookkeeping).
 func BenchmarkResponderSplit(b *testing.B) {
 	for _, s := range benchSuites {
 		w := prepareRespWork(b, s.ike, s.esp)
@@ -401,29 +428,30 @@ func BenchmarkResponderSplit(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		b.Run(s.name+"/dh", func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				w.dh(b)
+		b.Run(s.name, func(b *testing.B) {
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			var resp, dh, prf, cbc, codec time.Duration
+			part := func(acc *time.Duration, f func()) {
+				t0 := threadCPU()
+				f()
+				*acc += threadCPU() - t0
 			}
-		})
-		b.Run(s.name+"/prf", func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				w.derive(gxy)
+			for i := 0; i < b.N; i++ {
+				ini, r := benchEngines(b, s.ike, s.esp)
+				runExchange(b, ini, r, func(f func()) { part(&resp, f) })
+				part(&dh, func() { w.dh(b) })
+				part(&prf, func() { w.derive(gxy) })
+				part(&cbc, func() { w.cbc(b) })
+				part(&codec, func() { w.codec(b) })
 			}
-		})
-		b.Run(s.name+"/cbc", func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				w.cbc(b)
-			}
-		})
-		b.Run(s.name+"/codec", func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				w.codec(b)
-			}
+			n := float64(b.N)
+			b.ReportMetric(float64(resp)/n, "resp-cpu-ns/op")
+			b.ReportMetric(float64(dh)/n, "dh-cpu-ns/op")
+			b.ReportMetric(float64(prf)/n, "prf-cpu-ns/op")
+			b.ReportMetric(float64(cbc)/n, "cbc-cpu-ns/op")
+			b.ReportMetric(float64(codec)/n, "codec-cpu-ns/op")
+			b.ReportMetric(float64(resp-dh-prf-cbc-codec)/n, "rest-cpu-ns/op")
 		})
 	}
 }
@@ -498,7 +526,8 @@ func terminate(tb testing.TB, ini, resp *ikev1.Engine) {
 // BenchmarkResponderScale is the responder's cost of one more MM + QM
 // (ecp256) when it already holds N established tunnels from N distinct
 // peers: the per-tunnel cost should not grow with N. Each new tunnel is
-// deleted again (untimed) so the responder stays at N.
+// deleted again (untimed) so the responder stays at N. resp-cpu-ns is the
+// same in thread CPU time.
 func BenchmarkResponderScale(b *testing.B) {
 	s := benchSuites[0]
 	for _, n := range []int{0, 1000, 4000} {
@@ -506,14 +535,25 @@ func BenchmarkResponderScale(b *testing.B) {
 			b.StopTimer()
 			resp := scaleResponder(b, s.ike, s.esp)
 			for i := range n {
-				runExchange(b, scaleInitiator(b, i, s.ike, s.esp), resp, nil, false)
+				runExchange(b, scaleInitiator(b, i, s.ike, s.esp), resp, nil)
 			}
 			b.ReportAllocs()
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			var cpu time.Duration
+			meter := func(f func()) {
+				b.StartTimer()
+				t0 := threadCPU()
+				f()
+				cpu += threadCPU() - t0
+				b.StopTimer()
+			}
 			for i := 0; i < b.N; i++ {
 				ini := scaleInitiator(b, n+i, s.ike, s.esp)
-				runExchange(b, ini, resp, b, true)
+				runExchange(b, ini, resp, meter)
 				terminate(b, ini, resp)
 			}
+			b.ReportMetric(float64(cpu)/float64(b.N), "resp-cpu-ns/op")
 			if got := len(resp.ChildSAs()); got != n {
 				b.Fatalf("responder holds %d IPsec SA pairs after the run, want %d (the deletes did not work)", got, n)
 			}
