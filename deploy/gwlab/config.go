@@ -89,6 +89,9 @@ type configParams struct {
 	DPDDelay  time.Duration
 	LogLevel  string
 	Members   []nodePlan
+	// Raft timings (cluster.heartbeat_timeout, election_timeout,
+	// leader_lease).
+	Heartbeat, Election, Lease time.Duration
 }
 
 // nodeConfig renders the ikegwd configuration file of member self.
@@ -123,12 +126,13 @@ func nodeConfig(p configParams, self nodePlan) string {
   bootstrap_expect: %d
   tls: {ca: %s, cert: %s, key: %s}
   local_timings: true
-  heartbeat_timeout: 200ms
-  election_timeout: 200ms
-  leader_lease: 100ms
+  heartbeat_timeout: %s
+  election_timeout: %s
+  leader_lease: %s
 `, role, self.Cluster, RaftPort, self.Cluster, GossipPort, q(filepath.Join(p.Dir, "gossip.key")),
 		strings.Join(join, ", "), len(p.Members),
-		q(filepath.Join(certs, "ca.pem")), q(filepath.Join(certs, self.Name+".pem")), q(filepath.Join(certs, self.Name+"-key.pem")))
+		q(filepath.Join(certs, "ca.pem")), q(filepath.Join(certs, self.Name+".pem")), q(filepath.Join(certs, self.Name+"-key.pem")),
+		p.Heartbeat, p.Election, p.Lease)
 	if self.Witness {
 		return b.String()
 	}

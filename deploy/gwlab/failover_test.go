@@ -247,3 +247,36 @@ func TestFailoverThreeGateways(t *testing.T) {
 		}
 	}
 }
+
+// TestFailoverKernelVM is the SIGKILL scenario with the kernel data plane
+// (XFRM states and policies instead of the userspace engine). The host
+// kernel has no ESP, so it runs only inside the VM (scripts/vm/run.sh sets
+// IKEGW_IN_VM=1), with slower Raft timings for TCG:
+//
+//	go test -c -o /tmp/gwlab.test ./deploy/gwlab && go build -o /tmp/ikegwd ./cmd/ikegwd
+//	IKEGW_LAB_IKEGWD=/tmp/ikegwd IKEGW_VM_ENV=IKEGW_LAB_IKEGWD \
+//	  scripts/vm/run.sh /tmp/gwlab.test -test.run KernelVM -test.v
+func TestFailoverKernelVM(t *testing.T) {
+	if os.Getenv("IKEGW_IN_VM") != "1" {
+		t.Skip("kernel data plane: the host kernel has no ESP; runs inside the VM (IKEGW_IN_VM=1, scripts/vm/run.sh)")
+	}
+	l := buildT(t, Options{Gateways: 2, Witness: true, Dataplane: "kernel", StartTimeout: 3 * time.Minute,
+		HeartbeatTimeout: time.Second, ElectionTimeout: time.Second, LeaderLease: 500 * time.Millisecond, PingInterval: 20 * time.Millisecond})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	for i, kind := range []Kind{DaemonDeath, NodeDeath} {
+		r, err := l.Failover(ctx, kind)
+		t.Logf("kernel data plane, %s: outage %d ms, lost %d (%s -> %s)", kind, r.Gap.Milliseconds(), r.Lost, r.Killed, r.NewActive)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, r)
+		}
+		if !r.OK() || !r.ActiveAgrees {
+			t.Fatalf("not seamless:\n%s", r)
+		}
+		if i == 0 {
+			if err := l.Restart(ctx, r.Killed); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}

@@ -84,6 +84,10 @@ type Options struct {
 	StartTimeout time.Duration
 	// StopTimeout is how long a process gets after SIGTERM; 5 s if zero.
 	StopTimeout time.Duration
+	// HeartbeatTimeout, ElectionTimeout and LeaderLease are the members'
+	// Raft timings; 200 ms, 200 ms and 100 ms if zero (one fast host).
+	// Slow hosts (the TCG VM) need longer ones.
+	HeartbeatTimeout, ElectionTimeout, LeaderLease time.Duration
 }
 
 func (o *Options) setDefaults() error {
@@ -137,6 +141,17 @@ func (o *Options) setDefaults() error {
 	}
 	if o.StopTimeout == 0 {
 		o.StopTimeout = 5 * time.Second
+	}
+	for _, d := range []struct {
+		v   *time.Duration
+		def time.Duration
+	}{{&o.HeartbeatTimeout, 200 * time.Millisecond}, {&o.ElectionTimeout, 200 * time.Millisecond}, {&o.LeaderLease, 100 * time.Millisecond}} {
+		if *d.v == 0 {
+			*d.v = d.def
+		}
+		if *d.v < 5*time.Millisecond {
+			return fmt.Errorf("%w: Raft timing %v: want at least 5ms", ErrOptions, *d.v)
+		}
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -313,7 +328,8 @@ func (l *Lab) writeFiles(ctx context.Context, members []nodePlan) error {
 	if err != nil {
 		return fmt.Errorf("gwlab: %w", err)
 	}
-	p := configParams{Dir: l.dir, Dataplane: l.opts.Dataplane, DPDDelay: l.opts.DPDDelay, LogLevel: l.opts.LogLevel, Members: members}
+	p := configParams{Dir: l.dir, Dataplane: l.opts.Dataplane, DPDDelay: l.opts.DPDDelay, LogLevel: l.opts.LogLevel, Members: members,
+		Heartbeat: l.opts.HeartbeatTimeout, Election: l.opts.ElectionTimeout, Lease: l.opts.LeaderLease}
 	for _, m := range members {
 		if err := ca.IssueNode(certDir, m.Name, nil, []net.IP{m.Cluster.AsSlice()}); err != nil {
 			return fmt.Errorf("gwlab: %w", err)

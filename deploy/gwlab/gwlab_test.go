@@ -73,7 +73,8 @@ func TestConfigsPassCheckConfig(t *testing.T) {
 			if want := 3; len(members) != want {
 				t.Fatalf("%d members, want %d", len(members), want)
 			}
-			p := configParams{Dir: dir, Dataplane: "userspace", DPDDelay: 10 * time.Second, LogLevel: "info", Members: members}
+			p := configParams{Dir: dir, Dataplane: "userspace", DPDDelay: 10 * time.Second, LogLevel: "info", Members: members,
+				Heartbeat: 200 * time.Millisecond, Election: 200 * time.Millisecond, Lease: 100 * time.Millisecond}
 			for _, m := range members {
 				cfg := nodeConfig(p, m)
 				if err := os.WriteFile(m.Config, []byte(cfg), 0o600); err != nil {
@@ -82,7 +83,7 @@ func TestConfigsPassCheckConfig(t *testing.T) {
 				if err := CheckConfig(context.Background(), ikegwdBin, m.Config); err != nil {
 					t.Fatalf("%v\nconfig:\n%s", err, cfg)
 				}
-				for _, want := range []string{"bootstrap_expect: 3", fmt.Sprintf("raft_bind: %s:%d", m.Cluster, RaftPort)} {
+				for _, want := range []string{"bootstrap_expect: 3", fmt.Sprintf("raft_bind: %s:%d", m.Cluster, RaftPort), "heartbeat_timeout: 200ms", "leader_lease: 100ms"} {
 					if !strings.Contains(cfg, want) {
 						t.Errorf("%s: config lacks %q:\n%s", m.Name, want, cfg)
 					}
@@ -137,6 +138,7 @@ func TestOptionsErrors(t *testing.T) {
 		{Options{Witness: true, Bin: ikegwdBin, Dataplane: "dpdk"}, `Dataplane "dpdk"`},
 		{Options{Witness: true, Bin: ikegwdBin, LogLevel: "loud"}, `LogLevel "loud"`},
 		{Options{Witness: true, Bin: ikegwdBin, DPDDelay: time.Millisecond}, "DPDDelay"},
+		{Options{Witness: true, Bin: ikegwdBin, LeaderLease: time.Millisecond}, "Raft timing 1ms"},
 	} {
 		_, err := Build(context.Background(), tc.o)
 		if !errors.Is(err, ErrOptions) || !strings.Contains(err.Error(), tc.want) {
