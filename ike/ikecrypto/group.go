@@ -85,7 +85,7 @@ func init() {
 			panic("ikecrypto: bad built-in MODP prime for group " + fmt.Sprint(id))
 		}
 		p := new(big.Int).SetBytes(b)
-		groups[id] = &modpGroup{id: id, p: p, pMinus1: new(big.Int).Sub(p, big.NewInt(1)), size: len(b)}
+		groups[id] = &modpGroup{id: id, p: p, pMinus1: new(big.Int).Sub(p, big.NewInt(1)), size: len(b), expBits: modpExponentBits(len(b) * 8)}
 	}
 	groups[GroupECP256] = &ecpGroup{id: GroupECP256, curve: ecdh.P256(), coord: 32}
 	groups[GroupECP384] = &ecpGroup{id: GroupECP384, curve: ecdh.P384(), coord: 48}
@@ -115,6 +115,24 @@ type modpGroup struct {
 	p       *big.Int
 	pMinus1 *big.Int
 	size    int // prime length in bytes
+	expBits int // length of the private exponents we generate
+}
+
+// modpExponentBits is the private exponent length for a safe-prime MODP
+// group: at least twice the group's security strength (NIST SP 800-56A
+// Rev. 3 §5.6.1.1.1 for safe-prime groups; strengths from SP 800-57
+// Part 1 Table 2), rounded up, never under 256 bits. A full-length
+// exponent adds no security and costs 4 to 16 times the work.
+func modpExponentBits(primeBits int) int {
+	switch {
+	case primeBits <= 2048:
+		return 256 // 1024: 80-bit, 1536: 96-bit, 2048: 112-bit strength
+	case primeBits <= 3072:
+		return 320 // 128-bit strength
+	case primeBits <= 4096:
+		return 384 // about 152-bit strength
+	}
+	return 512
 }
 
 var (
@@ -139,8 +157,9 @@ func (g *modpGroup) privInt(priv []byte) (*big.Int, error) {
 }
 
 func (g *modpGroup) GenerateKey(rand io.Reader) (priv, pub []byte, err error) {
-	// x uniform in [2, p-2]: rejection sampling over the prime's bit length.
-	buf := make([]byte, g.size)
+	// x uniform in [2, 2^expBits): far below p-1, so in range (the
+	// exponent is encoded over the prime's length like any other).
+	buf := make([]byte, g.expBits/8)
 	for range 1000 {
 		if _, err := io.ReadFull(rand, buf); err != nil {
 			return nil, nil, fmt.Errorf("group %s: reading random private key: %w", g, err)
