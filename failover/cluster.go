@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/hashicorp/raft"
+
 	"ikegw/cluster"
 	"ikegw/failover/role"
 )
@@ -70,8 +72,12 @@ func (l *Leadership) VerifyQuorum(ctx context.Context) error {
 }
 
 // StepDown hands leadership to another healthy gateway voter, trying each
-// in name order.
+// in name order. On a node that is not the leader there is nothing to hand
+// over and it returns nil.
 func (l *Leadership) StepDown() error {
+	if l.node.Raft().State() != raft.Leader {
+		return nil
+	}
 	ms, err := l.node.Members()
 	if err != nil {
 		return fmt.Errorf("failover: step down: %w", err)

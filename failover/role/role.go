@@ -170,6 +170,8 @@ var (
 	ErrNotRunning = errors.New("role: machine not running")
 	// ErrConfig: a bad Config.
 	ErrConfig = errors.New("role: bad config")
+	// ErrVIPsLeft: Run ended but the VIPs could not be released.
+	ErrVIPsLeft = errors.New("role: stopped, but the VIPs could not be released (see the log); run the cleanup")
 )
 
 // Machine is the role machine. Create it with New and drive it with Run.
@@ -280,7 +282,8 @@ func (m *Machine) Handover(ctx context.Context) error {
 }
 
 // Run drives the machine until ctx ends; then it releases the VIPs (if it
-// held them), calls OnStandby as needed, and returns. Call it once.
+// held them), calls OnStandby as needed, and returns: nil, or ErrVIPsLeft
+// when the last release failed (run failover.Cleanup). Call it once.
 func (m *Machine) Run(ctx context.Context) error {
 	if !m.running.CompareAndSwap(false, true) {
 		return errors.New("role: Run called twice")
@@ -301,6 +304,9 @@ func (m *Machine) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			m.standDown("shutting down")
 			m.wg.Wait()
+			if m.vipsDirty {
+				return ErrVIPsLeft
+			}
 			return nil
 		case ev := <-events:
 			m.onEvent(ctx, ev)
@@ -475,10 +481,10 @@ func (m *Machine) maybeClaim(ctx context.Context) {
 		return
 	}
 	m.backoff = m.cfg.RetryBackoff
-	m.setState(Active, "takeover done")
 	if m.cb.OnActive != nil {
 		m.timed("OnActive", m.cb.OnActive)
 	}
+	m.setState(Active, "takeover done")
 }
 
 func (m *Machine) onFenceTimer() {
@@ -490,9 +496,9 @@ func (m *Machine) onFenceTimer() {
 		m.fence.Reset(m.cfg.Lease - since)
 		return
 	}
-	m.setState(Fencing, fmt.Sprintf("no quorum confirmation for %v (lease %v)", since.Round(time.Millisecond), m.cfg.Lease))
 	m.release("fencing")
 	m.callStandby()
+	m.setState(Fencing, fmt.Sprintf("no quorum confirmation for %v (lease %v); VIPs released", since.Round(time.Millisecond), m.cfg.Lease))
 }
 
 // failActivation undoes a failed activation and hands leadership on.

@@ -3,6 +3,7 @@ package role
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"slices"
@@ -247,6 +248,14 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// waitSeq waits until exactly len(want) calls followed the first n, then
+// checks them.
+func (h *harness) waitSeq(n int, want ...string) {
+	h.t.Helper()
+	h.waitCalls(fmt.Sprintf("calls %v", want), func(c []string) bool { return len(c)-n >= len(want) })
+	wantCalls(h.t, h.rec.since(n), want...)
+}
+
 func wantCalls(t *testing.T, got []string, want ...string) {
 	t.Helper()
 	if !slices.Equal(got, want) {
@@ -259,7 +268,7 @@ func TestActivateThenLoseLeadership(t *testing.T) {
 	n := len(h.rec.all())
 	h.lead.elect(1, true)
 	h.waitState(Active)
-	wantCalls(t, h.rec.since(n), "activate", "claim", "active")
+	h.waitSeq(n, "activate", "claim", "active")
 	if !h.vips.isHeld() {
 		t.Fatal("active without VIPs")
 	}
@@ -267,7 +276,7 @@ func TestActivateThenLoseLeadership(t *testing.T) {
 	h.lead.lose(true)
 	h.waitState(Standby)
 	// VIPs released first, then the standby hook.
-	wantCalls(t, h.rec.since(n), "release", "standby")
+	h.waitSeq(n, "release", "standby")
 	if h.vips.isHeld() {
 		t.Fatal("standby still holds VIPs")
 	}
@@ -332,7 +341,7 @@ func TestClaimFailureReleasesAndStepsDown(t *testing.T) {
 	n := len(h.rec.all())
 	h.lead.elect(1, true)
 	h.waitCalls("step down", func(c []string) bool { return slices.Contains(c[n:], "stepdown") })
-	wantCalls(t, h.rec.since(n), "activate", "claim", "release", "standby", "stepdown")
+	h.waitSeq(n, "activate", "claim", "release", "standby", "stepdown")
 	if h.vips.isHeld() || h.m.State() != Standby {
 		t.Fatalf("after a failed claim: held %v, state %v", h.vips.isHeld(), h.m.State())
 	}
@@ -346,7 +355,7 @@ func TestFencingWithoutQuorum(t *testing.T) {
 	// Quorum unreachable; Raft has not stepped down (still says leader).
 	h.lead.setVerify(verifyBlock)
 	h.waitState(Fencing)
-	wantCalls(t, h.rec.since(n), "release", "standby")
+	h.waitSeq(n, "release", "standby")
 	if h.vips.isHeld() {
 		t.Fatal("fenced node holds VIPs")
 	}
@@ -354,21 +363,23 @@ func TestFencingWithoutQuorum(t *testing.T) {
 	n = len(h.rec.all())
 	h.lead.setVerify(verifyOK)
 	h.waitState(Active)
-	wantCalls(t, h.rec.since(n), "activate", "claim", "active")
+	h.waitSeq(n, "activate", "claim", "active")
 	// Then Raft steps down after all.
 	n = len(h.rec.all())
 	h.lead.lose(true)
 	h.waitState(Standby)
-	wantCalls(t, h.rec.since(n), "release", "standby")
+	h.waitSeq(n, "release", "standby")
 }
 
 func TestFencedThenLeadershipLost(t *testing.T) {
 	h := start(t, Config{}, nil)
 	h.lead.elect(1, true)
 	h.waitState(Active)
+	n := len(h.rec.all())
 	h.lead.setVerify(verifyBlock)
 	h.waitState(Fencing)
-	n := len(h.rec.all())
+	h.waitSeq(n, "release", "standby")
+	n += 2
 	h.lead.lose(true)
 	h.waitState(Standby)
 	// OnStandby ran at the fence already: not twice.
@@ -402,7 +413,7 @@ func TestQuorumCheckNotLeaderStandsDown(t *testing.T) {
 	h.lead.ready = false // raft agrees, but no event is sent
 	h.lead.mu.Unlock()
 	h.waitState(Standby)
-	wantCalls(t, h.rec.since(n), "release", "standby")
+	h.waitSeq(n, "release", "standby")
 }
 
 func TestLeadershipLostDuringActivation(t *testing.T) {
@@ -420,7 +431,7 @@ func TestLeadershipLostDuringActivation(t *testing.T) {
 	if actx.Err() == nil {
 		t.Fatal("activation context not cancelled on leadership loss")
 	}
-	wantCalls(t, h.rec.since(n), "release", "standby")
+	h.waitSeq(n, "release", "standby")
 	if h.rec.count("claim") != 0 {
 		t.Fatalf("claimed: %v", h.rec.all())
 	}
@@ -439,7 +450,7 @@ func TestPollCoversDroppedEvents(t *testing.T) {
 	n = len(h.rec.all())
 	h.lead.lose(false)
 	h.waitState(Standby)
-	wantCalls(t, h.rec.since(n), "release", "standby")
+	h.waitSeq(n, "release", "standby")
 }
 
 func TestHandover(t *testing.T) {
@@ -450,7 +461,7 @@ func TestHandover(t *testing.T) {
 	if err := h.m.Handover(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	wantCalls(t, h.rec.since(n), "release", "standby", "stepdown")
+	h.waitSeq(n, "release", "standby", "stepdown")
 	// Still leader (the fake never transfers), but held off.
 	time.Sleep(3 * testLease)
 	if h.m.State() != Standby || h.vips.isHeld() {
@@ -471,7 +482,7 @@ func TestRunReleasesOnExit(t *testing.T) {
 	h.waitState(Active)
 	n := len(h.rec.all())
 	h.stop()
-	wantCalls(t, h.rec.since(n), "release", "standby")
+	h.waitSeq(n, "release", "standby")
 	if h.vips.isHeld() {
 		t.Fatal("VIPs held after Run returned")
 	}

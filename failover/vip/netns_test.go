@@ -137,8 +137,26 @@ func TestManagerAddHeldRelease(t *testing.T) {
 		t.Fatalf("held before claim: %v", held)
 	}
 	ctx := context.Background()
+	// 2 rounds x (2 ARP per IPv4 VIP on out0 + 1 NA) = 10 on out0,
+	// 2 x (2 + 1) = 6 on in0, per claim.
+	waitSent := func(out0, in0 int) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			s := m.Sent()
+			if s["out0"] == out0 && s["in0"] == in0 {
+				return
+			}
+			if time.Now().After(deadline) || s["out0"] > out0 || s["in0"] > in0 {
+				t.Fatalf("announcements sent %v, want out0:%d in0:%d", s, out0, in0)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
 	must(t, m.Claim(ctx))
-	must(t, m.Claim(ctx)) // again: idempotent
+	waitSent(10, 6)
+	must(t, m.Claim(ctx)) // again: idempotent, announces again
+	waitSent(20, 12)
 	held, err = m.Held()
 	must(t, err)
 	if !slices.Equal(held, vips) {
@@ -165,20 +183,6 @@ func TestManagerAddHeldRelease(t *testing.T) {
 	})
 	if err != nil {
 		t.Errorf("bind to the IPv6 VIP right after claim: %v", err)
-	}
-
-	// Wait for the background rounds: 2 rounds x (2 ARP per IPv4 VIP on
-	// out0 + 1 NA) = 10 on out0, 2 x (2 + 1) = 6 on in0.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		s := m.Sent()
-		if s["out0"] == 10 && s["in0"] == 6 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("announcements sent %v, want out0:10 in0:6", s)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 
 	must(t, m.Release(ctx))
