@@ -179,7 +179,10 @@ func (s *Swan) Swanctl(ctx context.Context, args ...string) (string, error) {
 	if s.proc.Exited() {
 		return "", fmt.Errorf("lab: netns %s: swanctl %s: charon (pid %d) has exited", s.ns.name, strings.Join(args, " "), s.proc.Pid())
 	}
-	nsArgs := append([]string{"-t", strconv.Itoa(s.proc.Pid()), "-m", "-n", "swanctl"}, args...)
+	// -r: entering a mount namespace resets the root to the namespace's
+	// root mount; keep charon's root instead (they differ under a chroot,
+	// such as the VM's, where swanctl lives only in the chroot).
+	nsArgs := append([]string{"-t", strconv.Itoa(s.proc.Pid()), "-m", "-n", "-r", "swanctl"}, args...)
 	return runCmd(ctx, "", []string{"STRONGSWAN_CONF=" + s.confPth}, "nsenter", nsArgs...)
 }
 
