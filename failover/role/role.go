@@ -57,6 +57,20 @@
 // refusal above, so Handover releases the VIPs before it asks Raft to
 // transfer.
 //
+// One caveat: raft counts a successful AppendEntries that was already in
+// flight when VerifyLeader was called, so the follower may have heard from
+// the leader up to one network delay before s. The margin HeartbeatTimeout -
+// Lease (500ms with the defaults) covers that delay, the timer latency and
+// the release.
+//
+// Measured (go test -v -run TestPartitionedLeaderNeverOverlaps
+// ./failover/, in-memory Raft transport, defaults, real VIPs in network
+// namespaces, 4 cuts): the cut leader released its VIPs 472-498ms after the
+// cut, raft's step-down event came at 493-508ms (the fence was first in 3
+// of 4 cuts, a tie in the other), and the next gateway claimed the VIPs
+// 1.4-2.6s after the cut. Releasing 2 VIPs takes about 0.2ms, 16 VIPs 1ms
+// (BenchmarkRelease in failover/vip).
+//
 // The machine also claims only with a fresh confirmation (younger than half
 // a lease), so a leader that was cut off while OnActivate ran never claims.
 package role

@@ -6,6 +6,16 @@
 // 4861 7.2.6: Override flag, to ff02::1) for IPv6, both sent through an
 // AF_PACKET socket.
 //
+// A gratuitous ARP request carries sender = target = the VIP and a zero
+// target MAC; a reply carries our MAC as target MAC too (Linux treats a
+// broadcast reply as gratuitous only then). An unsolicited NA goes from the
+// VIP itself (an address of the interface, as RFC 4861 7.2.6 asks, and one
+// that needs no link-local address to be ready) to ff02::1 with hop limit
+// 255, Override set, Solicited clear, Router set when IPv6 forwarding is on
+// for the interface, and a Target Link-Layer Address option. Linux peers
+// update an existing neighbour entry on either (tested in this package
+// between network namespaces on a bridge).
+//
 // It only ever touches the addresses it was configured with: Release deletes
 // exactly those and nothing else, and is idempotent (an address or an
 // interface that is already gone is not an error). It never decides who may
