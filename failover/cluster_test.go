@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
-	"github.com/vishvananda/netns"
 
 	"ikegw/cluster"
 	"ikegw/failover/role"
@@ -106,15 +105,15 @@ func (l *lossLog) firstLossAfter(t0 time.Time) time.Time {
 }
 
 type gw struct {
-	id    string
-	role  cluster.Role
-	ns    netns.NsHandle
-	trans *raft.InmemTransport
-	node  *cluster.Node
-	mgr   *vip.Manager
-	hold  *holdLog
-	lead  *lossLog
-	m     *role.Machine
+	id     string
+	role   cluster.Role
+	nsPath string
+	trans  *raft.InmemTransport
+	node   *cluster.Node
+	mgr    *vip.Manager
+	hold   *holdLog
+	lead   *lossLog
+	m      *role.Machine
 }
 
 // gwCluster is a cluster of real Raft nodes over the in-memory transport,
@@ -168,7 +167,9 @@ func newGWCluster(t *testing.T, roles []cluster.Role, cb func(*gw) role.Callback
 	for i, r := range roles {
 		id := fmt.Sprintf("g%d", i+1)
 		peers = append(peers, cluster.Peer{ID: id, Address: id, Role: r})
-		c.gws = append(c.gws, &gw{id: id, role: r, ns: newNS(t, fmt.Sprintf("ikfo-%s-%d", s, i+1))})
+		name := fmt.Sprintf("ikfo-%s-%d", s, i+1)
+		newNS(t, name)
+		c.gws = append(c.gws, &gw{id: id, role: r, nsPath: "/var/run/netns/" + name})
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var runs sync.WaitGroup
@@ -199,7 +200,7 @@ func newGWCluster(t *testing.T, roles []cluster.Role, cb func(*gw) role.Callback
 		if err != nil {
 			t.Fatal(err)
 		}
-		g.mgr, err = vip.New(vip.Config{VIPs: testVIPs, NetNS: g.ns, Log: quiet()})
+		g.mgr, err = vip.New(vip.Config{VIPs: testVIPs, NetNS: g.nsPath, Log: quiet()})
 		if err != nil {
 			t.Fatal(err)
 		}

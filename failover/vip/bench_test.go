@@ -15,7 +15,7 @@ func benchManager(b *testing.B, n int, ann Announce) *Manager {
 		b.Skip("needs root: creates a network namespace")
 	}
 	ns := "ikfo-" + suffixB(b)
-	h := newNSB(b, ns)
+	newNSB(b, ns)
 	var vips []VIP
 	for i := range n {
 		p := netip.MustParsePrefix(fmt.Sprintf("192.0.2.%d/24", 10+i))
@@ -24,7 +24,7 @@ func benchManager(b *testing.B, n int, ann Announce) *Manager {
 		}
 		vips = append(vips, VIP{"eth0", p})
 	}
-	m, err := New(Config{VIPs: vips, NetNS: h, Announce: ann, Log: quiet()})
+	m, err := New(Config{VIPs: vips, NetNS: nsPath(ns), Announce: ann, Log: quiet()})
 	if err != nil {
 		b.Fatal(err)
 	}

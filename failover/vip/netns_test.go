@@ -67,6 +67,9 @@ func newNS(t testing.TB, name string) netns.NsHandle {
 	return h
 }
 
+// nsPath is where `ip netns add` puts a namespace.
+func nsPath(name string) string { return "/var/run/netns/" + name }
+
 func nlIn(t *testing.T, ns netns.NsHandle) *netlink.Handle {
 	t.Helper()
 	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
@@ -128,7 +131,7 @@ func TestManagerAddHeldRelease(t *testing.T) {
 		{"in0", netip.MustParsePrefix("10.9.0.1/16")},
 		{"in0", netip.MustParsePrefix("fd00:9::1/64")},
 	}
-	m := newManager(t, Config{VIPs: vips, NetNS: h, Announce: Announce{Count: 2, Interval: 10 * time.Millisecond}})
+	m := newManager(t, Config{VIPs: vips, NetNS: nsPath(ns), Announce: Announce{Count: 2, Interval: 10 * time.Millisecond}})
 	nh := nlIn(t, h)
 
 	held, err := m.Held()
@@ -255,15 +258,16 @@ func newLAN(t *testing.T, vips func(iface string) []VIP, ann Announce) *lan {
 	must(t, err)
 	l.bridgeIdx = br.Attrs().Index
 	for _, x := range []struct {
-		h   netns.NsHandle
-		mac *net.HardwareAddr
-		m   **Manager
-	}{{l.aH, &l.macA, &l.aMgr}, {l.bH, &l.macB, &l.bMgr}} {
+		name string
+		h    netns.NsHandle
+		mac  *net.HardwareAddr
+		m    **Manager
+	}{{l.a, l.aH, &l.macA, &l.aMgr}, {l.b, l.bH, &l.macB, &l.bMgr}} {
 		nh := nlIn(t, x.h)
 		link, err := nh.LinkByName("eth0")
 		must(t, err)
 		*x.mac = link.Attrs().HardwareAddr
-		*x.m = newManager(t, Config{VIPs: vips("eth0"), NetNS: x.h, Announce: ann})
+		*x.m = newManager(t, Config{VIPs: vips("eth0"), NetNS: nsPath(x.name), Announce: ann})
 	}
 	return l
 }

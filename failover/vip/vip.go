@@ -159,9 +159,10 @@ const (
 type Config struct {
 	VIPs     []VIP
 	Announce Announce
-	// NetNS, when open, is the network namespace the interfaces live in;
-	// by default the namespace of the calling process.
-	NetNS netns.NsHandle
+	// NetNS is the path of the network namespace the interfaces live in
+	// (for example /var/run/netns/NAME); empty for the namespace of the
+	// calling process.
+	NetNS string
 	Log   *slog.Logger
 }
 
@@ -220,18 +221,26 @@ func New(cfg Config) (*Manager, error) {
 		h   *netlink.Handle
 		err error
 	)
-	if cfg.NetNS.IsOpen() {
-		h, err = netlink.NewHandleAt(cfg.NetNS, unix.NETLINK_ROUTE)
+	ns := netns.None()
+	if cfg.NetNS != "" {
+		ns, err = netns.GetFromPath(cfg.NetNS)
+		if err != nil {
+			return nil, fmt.Errorf("vip: network namespace %q: %w", cfg.NetNS, err)
+		}
+		h, err = netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 	} else {
 		h, err = netlink.NewHandle(unix.NETLINK_ROUTE)
 	}
 	if err != nil {
+		if ns.IsOpen() {
+			ns.Close()
+		}
 		return nil, fmt.Errorf("vip: open netlink: %w", err)
 	}
 	return &Manager{
 		vips:     slices.Clone(cfg.VIPs),
 		announce: a,
-		ns:       cfg.NetNS,
+		ns:       ns,
 		log:      cfg.Log,
 		h:        h,
 		sock:     -1,
@@ -403,6 +412,9 @@ func (m *Manager) Close() error {
 	}
 	m.stopAnnouncing()
 	m.h.Close()
+	if m.ns.IsOpen() {
+		m.ns.Close()
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.closed = true

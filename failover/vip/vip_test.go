@@ -207,3 +207,20 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestNewNamespace(t *testing.T) {
+	// The calling process's namespace by default: opens, touches nothing.
+	m, err := New(Config{Log: quiet()})
+	if err != nil {
+		t.Fatalf("New in the current namespace: %v", err)
+	}
+	if held, err := m.Held(); err != nil || len(held) != 0 {
+		t.Fatalf("Held with no VIPs: %v, %v", held, err)
+	}
+	must(t, m.Close())
+	must(t, m.Close())
+	_, err = New(Config{NetNS: "/nonexistent/netns/x"})
+	if err == nil || !strings.Contains(err.Error(), `network namespace "/nonexistent/netns/x"`) {
+		t.Fatalf("New with a missing namespace: %v", err)
+	}
+}
