@@ -36,6 +36,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -99,6 +100,10 @@ func Parse(iface, prefix string) (VIP, error) {
 func (v VIP) Validate() error {
 	if v.Interface == "" || len(v.Interface) >= unix.IFNAMSIZ {
 		return fmt.Errorf("%w: %s: interface name %q must have 1 to %d characters", ErrBadVIP, v.Prefix, v.Interface, unix.IFNAMSIZ-1)
+	}
+	// The kernel's rules for a device name (dev_valid_name).
+	if v.Interface == "." || v.Interface == ".." || strings.ContainsAny(v.Interface, "/: \t\n\r\v\f") {
+		return fmt.Errorf("%w: %s: %q is not a valid interface name", ErrBadVIP, v.Prefix, v.Interface)
 	}
 	a := v.Prefix.Addr()
 	switch {

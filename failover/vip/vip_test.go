@@ -34,6 +34,10 @@ func TestParse(t *testing.T) {
 	}{
 		{"", "192.0.2.10/24", "interface name"},
 		{"averyveryverylongname", "192.0.2.10/24", "interface name"},
+		{"..", "192.0.2.10/24", "not a valid interface name"},
+		{"eth0/x", "192.0.2.10/24", "not a valid interface name"},
+		{"eth0:1", "192.0.2.10/24", "not a valid interface name"},
+		{"eth 0", "192.0.2.10/24", "not a valid interface name"},
 		{"eth0", "192.0.2.300/24", "want an address with a prefix length"},
 		{"eth0", "", "want an address"},
 		{"eth0", "127.0.0.1/8", "not a unicast"},
