@@ -6,8 +6,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/vishvananda/netns"
-
 	"ikegw/cluster"
 	"ikegw/failover"
 	"ikegw/failover/role"
@@ -96,6 +94,6 @@ func newVIPs(cfg *Config, log *slog.Logger) (*vip.Manager, error) {
 		}
 		vips = append(vips, p)
 	}
-	return vip.New(vip.Config{VIPs: vips, Log: log.With("component", "vip"), NetNS: netns.None(),
+	return vip.New(vip.Config{VIPs: vips, Log: log.With("component", "vip"),
 		Announce: vip.Announce{Count: cfg.Failover.Announce.Count, Interval: cfg.Failover.Announce.Interval}})
 }
