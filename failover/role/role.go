@@ -201,21 +201,22 @@ type Machine struct {
 	handover chan chan error
 
 	// loop-owned
-	gen           uint64
-	lastConfirmed time.Time
-	verifyCancel  context.CancelFunc
-	verifyRes     chan verifyResult
-	actCancel     context.CancelFunc
-	actDone       chan actResult
-	activated     bool      // OnActivate of this generation succeeded
-	needStandby   bool      // OnActivate was called and OnStandby not yet
-	vipsDirty     bool      // VIPs may be held (claimed, or a release failed)
-	holdUntil     time.Time // no activation before this, in term holdTerm
-	holdTerm      uint64
-	backoff       time.Duration
-	fence         *time.Timer
-	term          uint64
-	wg            sync.WaitGroup
+	gen             uint64
+	lastConfirmed   time.Time
+	verifyCancel    context.CancelFunc
+	verifyRes       chan verifyResult
+	actCancel       context.CancelFunc
+	actDone         chan actResult
+	activated       bool      // OnActivate of this generation succeeded
+	needStandby     bool      // OnActivate was called and OnStandby not yet
+	vipsDirty       bool      // VIPs may be held (claimed, or a release failed)
+	releaseFailures int       // consecutive failed releases
+	holdUntil       time.Time // no activation before this, in term holdTerm
+	holdTerm        uint64
+	backoff         time.Duration
+	fence           *time.Timer
+	term            uint64
+	wg              sync.WaitGroup
 }
 
 type verifyResult struct {
@@ -572,9 +573,18 @@ func (m *Machine) release(reason string) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.ReleaseTimeout)
 	defer cancel()
 	if err := m.vips.Release(ctx); err != nil {
+		m.releaseFailures++
+		lvl := slog.LevelDebug
+		if m.releaseFailures == 1 || m.releaseFailures%100 == 0 {
+			lvl = slog.LevelError
+		}
 		m.vipsDirty = true
-		m.log.Error("role: cannot release VIPs; retrying", "reason", reason, "err", err)
+		m.log.Log(ctx, lvl, "role: cannot release VIPs; retrying", "reason", reason, "failures", m.releaseFailures, "err", err)
 		return false
+	}
+	if m.releaseFailures > 0 {
+		m.log.Info("role: VIPs released after failures", "failures", m.releaseFailures)
+		m.releaseFailures = 0
 	}
 	m.vipsDirty = false
 	return true

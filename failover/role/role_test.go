@@ -133,10 +133,11 @@ func (f *fakeLead) setVerify(m verifyMode) {
 }
 
 type fakeVIPs struct {
-	rec      *recorder
-	mu       sync.Mutex
-	held     bool
-	claimErr error
+	rec         *recorder
+	mu          sync.Mutex
+	held        bool
+	claimErr    error
+	failRelease int // how many releases fail next
 }
 
 func (v *fakeVIPs) Claim(ctx context.Context) error {
@@ -155,6 +156,10 @@ func (v *fakeVIPs) Release(ctx context.Context) error {
 	v.rec.add("release")
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	if v.failRelease > 0 {
+		v.failRelease--
+		return errors.New("netlink: resource busy")
+	}
 	v.held = false
 	return nil
 }
@@ -518,6 +523,27 @@ func TestHoldEndsWithTheTerm(t *testing.T) {
 	// Leadership moved away and came back in a later term: a fresh start,
 	// the hold of term 1 does not apply.
 	h.lead.lose(true)
+	h.lead.elect(2, true)
+	h.waitState(Active)
+}
+
+func TestFailedReleaseIsRetried(t *testing.T) {
+	h := start(t, Config{}, nil)
+	h.lead.elect(1, true)
+	h.waitState(Active)
+	h.vips.mu.Lock()
+	h.vips.failRelease = 3
+	h.vips.mu.Unlock()
+	n := len(h.rec.all())
+	h.lead.lose(true)
+	h.waitState(Standby)
+	// Retried on the polls until it works.
+	waitFor(t, "VIPs released", func() bool { return !h.vips.isHeld() })
+	got := h.rec.since(n)
+	if len(got) < 5 || got[0] != "release" || got[1] != "standby" || got[2] != "release" || got[3] != "release" || got[4] != "release" {
+		t.Fatalf("calls %v, want release, standby, then three more releases", got)
+	}
+	// Leader again with the VIPs cleared: activates normally.
 	h.lead.elect(2, true)
 	h.waitState(Active)
 }

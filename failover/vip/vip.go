@@ -260,8 +260,8 @@ func (m *Manager) VIPs() []VIP { return slices.Clone(m.vips) }
 // first round of announcements before it returns; the remaining rounds are
 // sent in the background until they are done or Release is called. It
 // returns an error wrapping ErrAdd if an address could not be added (the
-// others stay: call Release). Announcement failures are logged and counted,
-// not returned: the address works anyway once neighbours ask for it again.
+// others stay: call Release). Announcement failures are logged, not
+// returned: the address works anyway once neighbours ask for it again.
 func (m *Manager) Claim(ctx context.Context) error {
 	m.opMu.Lock()
 	defer m.opMu.Unlock()
