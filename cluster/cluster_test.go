@@ -302,7 +302,30 @@ func TestCommitContextAndShutdown(t *testing.T) {
 	if err := l.n.Commit(context.Background()); err != nil {
 		t.Errorf("empty commit: %v", err)
 	}
+	// Committers running while the leader shuts down all return (no
+	// context deadline: a lost answer would hang them).
+	var wg sync.WaitGroup
+	ln := l.n
+	for i := range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := 0; ; j++ {
+				if err := ln.Commit(context.Background(), UpsertIKE(ikeN(i*1000+j))); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	time.Sleep(50 * time.Millisecond)
 	c.stop(l)
+	finished := make(chan struct{})
+	go func() { wg.Wait(); close(finished) }()
+	select {
+	case <-finished:
+	case <-time.After(20 * time.Second):
+		t.Fatal("committers still blocked 20s after the leader shut down")
+	}
 	for _, tn := range c.nodes {
 		if tn.n == nil {
 			continue

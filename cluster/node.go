@@ -121,13 +121,15 @@ type Node struct {
 	deps  Deps
 	trans raft.Transport
 
-	notifyCh  chan bool
-	commitCh  chan *pending
-	events    chan LeadershipEvent
-	ready     atomic.Bool
-	shutdown  chan struct{}
-	closeOnce sync.Once
-	wg        sync.WaitGroup
+	notifyCh chan bool
+	commitCh chan *pending
+	// committerDone is closed when the committer has stopped.
+	committerDone chan struct{}
+	events        chan LeadershipEvent
+	ready         atomic.Bool
+	shutdown      chan struct{}
+	closeOnce     sync.Once
+	wg            sync.WaitGroup
 
 	rolesMu sync.RWMutex
 	roles   map[string]Role
@@ -245,15 +247,16 @@ func New(cfg Config, deps Deps) (*Node, error) {
 		return nil, fmt.Errorf("cluster: node %q: missing dependency (backend, sealer, raft stores and transport are all required)", cfg.NodeID)
 	}
 	n := &Node{
-		cfg:      cfg,
-		log:      cfg.Log.With("node", cfg.NodeID),
-		deps:     deps,
-		trans:    deps.Transport,
-		notifyCh: make(chan bool, 8),
-		commitCh: make(chan *pending, 1024),
-		events:   make(chan LeadershipEvent, 64),
-		shutdown: make(chan struct{}),
-		roles:    map[string]Role{cfg.NodeID: cfg.Role},
+		cfg:           cfg,
+		log:           cfg.Log.With("node", cfg.NodeID),
+		deps:          deps,
+		trans:         deps.Transport,
+		notifyCh:      make(chan bool, 8),
+		commitCh:      make(chan *pending, 1024),
+		committerDone: make(chan struct{}),
+		events:        make(chan LeadershipEvent, 64),
+		shutdown:      make(chan struct{}),
+		roles:         map[string]Role{cfg.NodeID: cfg.Role},
 	}
 	for _, p := range cfg.Peers {
 		n.roles[p.ID] = p.Role
@@ -568,6 +571,14 @@ func (n *Node) Commit(ctx context.Context, cmds ...Command) error {
 		return err
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-n.committerDone:
+		// The committer answered everything it took before it stopped.
+		select {
+		case err := <-p.done:
+			return err
+		default:
+			return ErrShutdown
+		}
 	}
 }
 
@@ -577,6 +588,7 @@ func (n *Node) Commit(ctx context.Context, cmds ...Command) error {
 // order.
 func (n *Node) committer() {
 	defer n.wg.Done()
+	defer close(n.committerDone)
 	var queue []*pending
 	inflight := 0
 	done := make(chan struct{}, n.cfg.MaxInflight)
