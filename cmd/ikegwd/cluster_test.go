@@ -53,6 +53,7 @@ type clusterBed struct {
 	peer  *lab.NS
 	swan  *lab.Swan
 	pprot netip.Addr
+	out   *lab.Bridge
 }
 
 func newClusterBed(t *testing.T) *clusterBed {
@@ -63,6 +64,7 @@ func newClusterBed(t *testing.T) *clusterBed {
 	cb := &clusterBed{t: t, lab: l, dir: t.TempDir()}
 	br, err := l.NewBridge(ctx, "out")
 	must(t, err)
+	cb.out = br
 	in, err := l.NewBridge(ctx, "in")
 	must(t, err)
 	if cb.peer, err = l.NewNS(ctx, "peer"); err != nil {
@@ -145,6 +147,13 @@ connections:
     dpd_delay: 10s
     children:
       - {name: net, local_ts: [%[14]s], remote_ts: [%[15]s], esp_proposals: [aes256-sha256]}
+  - name: load
+    local_addrs: %[3]s
+    psk_file: %[2]s/psk
+    proposals: [aes128-sha256-ecp256]
+    dpd_delay: 0s
+    children:
+      - {name: net, local_ts: [%[14]s], remote_ts: [10.200.0.0/16], esp_proposals: [aes128-sha256]}
 `, n.name, cb.dir, vipOut.Addr(), n.sock, role, n.addr.Addr(), strings.Join(join, ", "), tls.CA, tls.Cert, tls.Key,
 			vipOut, vipIn, peerOut.Addr(), gwNet, peerNet)
 		n.cfg = filepath.Join(cb.dir, n.name+".yaml")
