@@ -270,3 +270,30 @@ func libraryInstall(h *netlink.Handle, d *DataPlane, c *sa.ChildSA) error {
 	}
 	return nil
 }
+
+// BenchmarkCounters reads the counters of 10,000 installed pairs (two
+// pipelined GETAE per pair), the periodic sync of the active node.
+func BenchmarkCounters(b *testing.B) {
+	needESP(b)
+	n := benchPairs(10000)
+	cs := manyPairs(n, 0x48000000, netip.MustParsePrefix("10.1.0.1/32"))
+	_, path := newNamedNS(b)
+	d, err := New(context.Background(), Config{NetNS: path})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer d.Close()
+	ctx := context.Background()
+	if err := d.InstallChildren(ctx, cs); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = d.Flush(ctx) }()
+	b.ResetTimer()
+	for range b.N {
+		m, err := d.Counters(ctx)
+		if err != nil || len(m) != n {
+			b.Fatalf("%d pairs, %v", len(m), err)
+		}
+	}
+	b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "pairs/s")
+}

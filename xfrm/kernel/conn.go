@@ -3,9 +3,9 @@ package kernel
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"syscall"
+	"time"
 
 	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
@@ -68,6 +68,15 @@ type conn struct {
 	seq    uint32
 	window int
 	buf    []byte
+	rbuf   []byte
+	msgs   []message
+}
+
+// message is one netlink message of a received datagram; Data aliases the
+// receive buffer until the next recv.
+type message struct {
+	Header unix.NlMsghdr
+	Data   []byte
 }
 
 func dial(ns netns.NsHandle, window int) (*conn, error) {
@@ -87,14 +96,68 @@ func dial(ns netns.NsHandle, window int) (*conn, error) {
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, rcvBufBytes); err != nil {
 		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, rcvBufBytes)
 	}
-	if err := s.SetReceiveTimeout(&unix.Timeval{Sec: 30}); err != nil {
-		s.Close()
-		return nil, fmt.Errorf("xfrm/kernel: netlink receive timeout: %w", err)
-	}
 	if window <= 0 {
 		window = defaultWindow
 	}
-	return &conn{s: s, window: window}, nil
+	return &conn{s: s, window: window, rbuf: make([]byte, 1<<16)}, nil
+}
+
+// recvTimeout bounds the wait for one datagram from the kernel.
+const recvTimeout = 30 * time.Second
+
+// recv reads one datagram from the kernel into the connection's buffer
+// (the library's Receive allocates 64 KiB per call, which dominated
+// pipelined exchanges) and splits it into messages.
+func (c *conn) recv() ([]message, error) {
+	fd := c.s.GetFd()
+	deadline := time.Now().Add(recvTimeout)
+	for {
+		n, from, err := unix.Recvfrom(fd, c.rbuf, 0)
+		if err == unix.EAGAIN || err == unix.EINTR {
+			left := time.Until(deadline)
+			if left <= 0 {
+				return nil, fmt.Errorf("no answer from the kernel within %v", recvTimeout)
+			}
+			_, perr := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, int(left/time.Millisecond)+1)
+			if perr != nil && perr != unix.EINTR {
+				return nil, fmt.Errorf("poll: %w", perr)
+			}
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if sa, ok := from.(*unix.SockaddrNetlink); !ok || sa.Pid != nl.PidKernel {
+			continue
+		}
+		if n > len(c.rbuf) {
+			n = len(c.rbuf)
+		}
+		return c.split(c.rbuf[:n])
+	}
+}
+
+func (c *conn) split(b []byte) ([]message, error) {
+	c.msgs = c.msgs[:0]
+	for len(b) >= unix.NLMSG_HDRLEN {
+		h := unix.NlMsghdr{
+			Len:   native.Uint32(b),
+			Type:  native.Uint16(b[4:]),
+			Flags: native.Uint16(b[6:]),
+			Seq:   native.Uint32(b[8:]),
+			Pid:   native.Uint32(b[12:]),
+		}
+		if h.Len < unix.NLMSG_HDRLEN || int(h.Len) > len(b) {
+			return nil, fmt.Errorf("malformed netlink message: length %d in %d bytes", h.Len, len(b))
+		}
+		c.msgs = append(c.msgs, message{Header: h, Data: b[unix.NLMSG_HDRLEN:h.Len]})
+		next := nlmsgAlign(int(h.Len))
+		if next >= len(b) {
+			break
+		}
+		b = b[next:]
+	}
+	return c.msgs, nil
 }
 
 func (c *conn) close() { c.s.Close() }
@@ -157,20 +220,14 @@ func (c *conn) collect(reqs []request, out []response, base uint32) {
 	left := len(reqs)
 	done := make([]bool, len(reqs))
 	for left > 0 {
-		msgs, from, err := c.s.Receive()
+		msgs, err := c.recv()
 		if err != nil {
-			if errors.Is(err, unix.EAGAIN) {
-				err = errors.New("no answer from the kernel within 30s")
-			}
 			for i := range reqs {
 				if !done[i] {
 					out[i].err = fmt.Errorf("xfrm/kernel: %s: receive: %w", reqs[i].op, err)
 				}
 			}
 			return
-		}
-		if from.Pid != nl.PidKernel {
-			continue
 		}
 		for _, m := range msgs {
 			i := int(m.Header.Seq - base)
@@ -212,12 +269,9 @@ func (c *conn) dump(ctx context.Context, typ uint16, body []byte, op string) ([]
 		intr := false
 	recv:
 		for {
-			msgs, from, err := c.s.Receive()
+			msgs, err := c.recv()
 			if err != nil {
 				return nil, fmt.Errorf("xfrm/kernel: %s: receive: %w", op, err)
-			}
-			if from.Pid != nl.PidKernel {
-				continue
 			}
 			for _, m := range msgs {
 				if m.Header.Seq != seq {
@@ -239,6 +293,7 @@ func (c *conn) dump(ctx context.Context, typ uint16, body []byte, op string) ([]
 				}
 			}
 		}
+		clear(c.rbuf) // a dump of SAs carries their keys
 		if !intr || attempt >= 4 {
 			if intr {
 				return nil, fmt.Errorf("xfrm/kernel: %s: dump kept being interrupted by concurrent changes", op)
