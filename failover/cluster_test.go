@@ -6,12 +6,17 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
+	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"ikegw/cluster"
 	"ikegw/failover/role"
@@ -106,6 +111,7 @@ func (l *lossLog) firstLossAfter(t0 time.Time) time.Time {
 
 type gw struct {
 	id     string
+	mac    string // of eth0
 	role   cluster.Role
 	nsPath string
 	trans  *raft.InmemTransport
@@ -119,8 +125,9 @@ type gw struct {
 // gwCluster is a cluster of real Raft nodes over the in-memory transport,
 // each with a role machine and real VIPs in a namespace of its own.
 type gwCluster struct {
-	t   *testing.T
-	gws []*gw
+	t      *testing.T
+	gws    []*gw
+	peerNS string // the peer on the outside segment (bridge br0)
 
 	smu                       sync.Mutex
 	samples, skipped, overlap int
@@ -162,14 +169,35 @@ func newGWCluster(t *testing.T, roles []cluster.Role, cb func(*gw) role.Callback
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &gwCluster{t: t}
+	c := &gwCluster{t: t, peerNS: "ikfo-" + s + "-p"}
+	// The outside segment: a bridge in the peer's namespace, every
+	// gateway's eth0 plugged into it.
+	newNS(t, c.peerNS)
+	sh(t, "ip", "-n", c.peerNS, "link", "del", "eth0")
+	sh(t, "ip", "-n", c.peerNS, "link", "add", "br0", "type", "bridge")
+	sh(t, "ip", "-n", c.peerNS, "addr", "add", "192.0.2.1/24", "dev", "br0")
+	sh(t, "ip", "-n", c.peerNS, "addr", "add", "2001:db8::1/64", "dev", "br0", "nodad")
+	sh(t, "ip", "-n", c.peerNS, "link", "set", "br0", "up")
 	var peers []cluster.Peer
 	for i, r := range roles {
 		id := fmt.Sprintf("g%d", i+1)
 		peers = append(peers, cluster.Peer{ID: id, Address: id, Role: r})
 		name := fmt.Sprintf("ikfo-%s-%d", s, i+1)
-		newNS(t, name)
-		c.gws = append(c.gws, &gw{id: id, role: r, nsPath: "/var/run/netns/" + name})
+		ns := newNS(t, name)
+		port := "p" + id
+		sh(t, "ip", "-n", name, "link", "set", "eth0p", "netns", c.peerNS, "name", port)
+		sh(t, "ip", "-n", c.peerNS, "link", "set", port, "master", "br0")
+		sh(t, "ip", "-n", c.peerNS, "link", "set", port, "up")
+		nh, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+		if err != nil {
+			t.Fatal(err)
+		}
+		link, err := nh.LinkByName("eth0")
+		nh.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.gws = append(c.gws, &gw{id: id, role: r, nsPath: "/var/run/netns/" + name, mac: link.Attrs().HardwareAddr.String()})
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var runs sync.WaitGroup
@@ -481,4 +509,76 @@ func durOrNone(x, t0 time.Time) string {
 		return "none"
 	}
 	return x.Sub(t0).Round(time.Millisecond).String()
+}
+
+// peerNeigh is the peer's neighbour entry (MAC) for ip on br0.
+func (c *gwCluster) peerNeigh(ip netip.Addr) string {
+	c.t.Helper()
+	ns, err := netns.GetFromName(c.peerNS)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer h.Close()
+	br, err := h.LinkByName("br0")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	fam := netlink.FAMILY_V4
+	if ip.Is6() {
+		fam = netlink.FAMILY_V6
+	}
+	list, err := h.NeighList(br.Attrs().Index, fam)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	for _, n := range list {
+		if a, ok := netip.AddrFromSlice(n.IP); ok && a.Unmap() == ip && n.HardwareAddr != nil {
+			return n.HardwareAddr.String()
+		}
+	}
+	return ""
+}
+
+func (c *gwCluster) ping(ip netip.Addr) error {
+	out, err := exec.Command("ip", "netns", "exec", c.peerNS, "ping", "-c", "1", "-W", "2", ip.String()).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("ping %s from the peer: %v\n%s", ip, err, out)
+	}
+	return nil
+}
+
+// TestTakeoverReachesPeer is the point of the announcements, driven by the
+// whole machinery: the peer talks to the active gateway's VIPs; the active
+// is cut off from the cluster; once the next gateway takes over, the peer's
+// ARP and neighbour entries name the new gateway's MAC and its pings reach
+// it.
+func TestTakeoverReachesPeer(t *testing.T) {
+	requireRoot(t)
+	c := newGWCluster(t, []cluster.Role{cluster.RoleGateway, cluster.RoleGateway, cluster.RoleGateway}, nil)
+	old := c.waitActive("one active node", nil)
+	for _, v := range testVIPs {
+		if err := c.ping(v.Addr()); err != nil {
+			t.Fatal(err)
+		}
+		if mac := c.peerNeigh(v.Addr()); mac != old.mac {
+			t.Fatalf("peer's entry for %s is %q, want the active %s's %s", v.Addr(), mac, old.id, old.mac)
+		}
+	}
+	c.isolate(old)
+	next := c.waitActive("another node to become active", old)
+	for _, v := range testVIPs {
+		c.waitFor(fmt.Sprintf("peer's entry for %s to name %s", v.Addr(), next.id), 5*time.Second, func() bool {
+			return c.peerNeigh(v.Addr()) == next.mac
+		})
+		if err := c.ping(v.Addr()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("peer's entries moved from %s (%s) to %s (%s)", old.id, old.mac, next.id, next.mac)
+	c.finish()
 }
