@@ -607,8 +607,9 @@ func (d *DataPlane) syncPolicies(ctx context.Context, keys []policyKey) []error 
 
 // takeOverState handles an SA of a fresh pair that already exists in the
 // kernel. One of ours (a reqid in our range: left by an earlier process)
-// is replaced, keeping the higher outbound sequence number; anything else
-// is a conflict.
+// is replaced, keeping whichever is further of its sequence or replay state
+// and the record's, and the higher traffic counters; anything else is a
+// conflict.
 func (d *DataPlane) takeOverState(ctx context.Context, p *pair, inbound bool) error {
 	id, src := p.out, p.child.Out.Src
 	spec := 1
@@ -629,7 +630,13 @@ func (d *DataPlane) takeOverState(ctx context.Context, p *pair, inbound bool) er
 		if ev.replay.OSeq > st.replay.OSeq {
 			st.replay.OSeq = ev.replay.OSeq
 		}
+	} else if ev.replay.Seq > st.replay.Seq {
+		// The leftover has seen more: keep its window, so nothing it
+		// accepted is accepted again.
+		st.replay.Seq, st.replay.BitMap = ev.replay.Seq, ev.replay.BitMap
 	}
+	st.ltime.Bytes = max(st.ltime.Bytes, ev.ltime.Bytes)
+	st.ltime.Packets = max(st.ltime.Packets, ev.ltime.Packets)
 	d.log.Info("replacing an SA left by an earlier run", "sa", id.String(), "reqid", ev.reqid)
 	res := d.c.exchange(ctx, []request{
 		{typ: nl.XFRM_MSG_DELSA, body: id.usersaID(), op: "delete stale SA " + id.String()},

@@ -610,3 +610,44 @@ func TestInstallCancelled(t *testing.T) {
 		t.Errorf("%d policies after a cancelled install", n)
 	}
 }
+
+// TestTakeOverLeftovers: SAs and policies of ours left by an earlier
+// process (same reqid range) are taken over by a new data plane installing
+// the same pair, and the outbound sequence number never goes back.
+func TestTakeOverLeftovers(t *testing.T) {
+	needESP(t)
+	_, path := newNamedNS(t)
+	ctx := ctxT(t)
+	c, _ := mirrored(suites[8], 0x60000010, 0x60000011, addrA, addrB, tsA, tsB, 2)
+	c.Counters.OutSeq, c.Counters.InSeq, c.Counters.ReplayBitmap = 5000, 90, []uint64{0b101}
+	old := newDP(t, path)
+	if err := old.InstallChild(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Close(); err != nil { // the old process dies; its SAs stay
+		t.Fatal(err)
+	}
+	d := newDP(t, path)
+	stale := cloneChild(c)
+	stale.Counters.OutSeq = 100 // an older sync
+	stale.Counters.InSeq = 40
+	stale.Counters.ReplayBitmap = nil
+	if err := d.InstallChild(ctx, stale); err != nil {
+		t.Fatal(err)
+	}
+	if ev, err := d.getAE(ctx, saID{addrB, c.Out.SPI}, addrA); err != nil || ev.replay.OSeq != 5000 {
+		t.Errorf("outbound sequence after the takeover: %d (%v), want the leftover's 5000", ev.replay.OSeq, err)
+	}
+	if ev, err := d.getAE(ctx, saID{addrA, c.In.SPI}, addrB); err != nil || ev.replay.Seq != 90 || ev.replay.BitMap != 0b101 {
+		t.Errorf("inbound replay after the takeover: seq %d bitmap %#b (%v), want the leftover's 90 and 0b101", ev.replay.Seq, ev.replay.BitMap, err)
+	}
+	if n, _ := d.ourPolicies(ctx); n != 3 {
+		t.Errorf("%d policies, want 3", n)
+	}
+	if err := d.DeleteChild(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := d.ourPolicies(ctx); n != 0 {
+		t.Errorf("%d policies after delete", n)
+	}
+}
