@@ -271,15 +271,15 @@ const settle = time.Second
 func (l *Lab) Failover(ctx context.Context, kind Kind) (Report, error) {
 	r := Report{Kind: kind}
 	// The cluster may still be settling (a node that just rejoined); wait
-	// for one active gateway, but not for long.
-	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	// for one active gateway, up to WaitTimeout.
+	actx, cancel := context.WithTimeout(ctx, l.opts.WaitTimeout)
 	active, err := l.waitActive(actx, "")
 	cancel()
 	if err != nil {
 		return r, err
 	}
 	r.Killed = active
-	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	pctx, cancel := context.WithTimeout(ctx, l.opts.WaitTimeout)
 	r.Before, err = l.peerState(pctx)
 	cancel()
 	if err != nil {
@@ -317,7 +317,7 @@ func (l *Lab) Failover(ctx context.Context, kind Kind) (Report, error) {
 	if err != nil {
 		return r, err
 	}
-	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	wctx, cancel := context.WithTimeout(ctx, l.opts.WaitTimeout)
 	defer cancel()
 	var errs []error
 	if r.NewActive, err = l.waitActive(wctx, active); err != nil {

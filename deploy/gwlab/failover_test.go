@@ -34,8 +34,7 @@ func buildT(t *testing.T, o Options) *Lab {
 	o.Bin = ikegwdBin
 	o.Dir = t.TempDir()
 	o.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
+	ctx := context.Background() // Build applies o.StartTimeout (60 s by default)
 	dumped := false
 	dump := func() {
 		if dumped {
@@ -260,9 +259,10 @@ func TestFailoverKernelVM(t *testing.T) {
 	if os.Getenv("IKEGW_IN_VM") != "1" {
 		t.Skip("kernel data plane: the host kernel has no ESP; runs inside the VM (IKEGW_IN_VM=1, scripts/vm/run.sh)")
 	}
-	l := buildT(t, Options{Gateways: 2, Witness: true, Dataplane: "kernel", StartTimeout: 3 * time.Minute,
-		HeartbeatTimeout: time.Second, ElectionTimeout: time.Second, LeaderLease: 500 * time.Millisecond, PingInterval: 20 * time.Millisecond})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	l := buildT(t, Options{Gateways: 2, Witness: true, Dataplane: "kernel", StartTimeout: 5 * time.Minute,
+		HeartbeatTimeout: time.Second, ElectionTimeout: time.Second, LeaderLease: 500 * time.Millisecond, PingInterval: 20 * time.Millisecond,
+		WaitTimeout: 90 * time.Second})
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	for i, kind := range []Kind{DaemonDeath, NodeDeath} {
 		r, err := l.Failover(ctx, kind)

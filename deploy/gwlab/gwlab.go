@@ -84,6 +84,9 @@ type Options struct {
 	StartTimeout time.Duration
 	// StopTimeout is how long a process gets after SIGTERM; 5 s if zero.
 	StopTimeout time.Duration
+	// WaitTimeout bounds each wait of a failover (for a settled active
+	// before, for the new active and the ping after); 20 s if zero.
+	WaitTimeout time.Duration
 	// HeartbeatTimeout, ElectionTimeout and LeaderLease are the members'
 	// Raft timings; 200 ms, 200 ms and 100 ms if zero (one fast host).
 	// Slow hosts (the TCG VM) need longer ones.
@@ -141,6 +144,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.StopTimeout == 0 {
 		o.StopTimeout = 5 * time.Second
+	}
+	if o.WaitTimeout == 0 {
+		o.WaitTimeout = 20 * time.Second
 	}
 	for _, d := range []struct {
 		v   *time.Duration
@@ -422,6 +428,9 @@ func (l *Lab) buildNetwork(ctx context.Context, members []nodePlan) error {
 				return err
 			}
 		}
+		if err := l.addRoutes(ctx, n); err != nil {
+			return err
+		}
 		if !m.Witness {
 			for _, kv := range [][2]string{{"net.ipv4.ip_forward", "1"}, {"net.ipv4.conf.all.rp_filter", "0"}, {"net.ipv4.conf.default.rp_filter", "0"}} {
 				if err := ns.Sysctl(ctx, kv[0], kv[1]); err != nil {
@@ -453,6 +462,17 @@ func (l *Lab) buildNetwork(ctx context.Context, members []nodePlan) error {
 		return err
 	}
 	return l.Host.AddRoute(ctx, netip.MustParsePrefix("0.0.0.0/0"), InsideVIP.Addr(), "")
+}
+
+// addRoutes adds a gateway's static routes. The kernel data plane only
+// adds XFRM policies: a forwarded packet needs a route before the policy
+// lookup (the userspace one routes the peer's net into its TUN itself). A
+// real gateway has its upstream route; here the peer is the upstream.
+func (l *Lab) addRoutes(ctx context.Context, n *Node) error {
+	if n.Witness || l.opts.Dataplane == "userspace" {
+		return nil
+	}
+	return n.NS.AddRoute(ctx, PeerNet, PeerOutside.Addr(), IfOutside)
 }
 
 // start starts the node's ikegwd (under the supervisor when available).
@@ -856,6 +876,9 @@ func (l *Lab) Restart(ctx context.Context, name string) error {
 			if err := n.NS.SetLink(ctx, ifn, true); err != nil {
 				return err
 			}
+		}
+		if err := l.addRoutes(ctx, n); err != nil {
+			return err
 		}
 		for _, p := range n.ports {
 			if err := p.br.NS.SetLink(ctx, p.port, true); err != nil {
