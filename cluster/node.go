@@ -443,16 +443,29 @@ func (n *Node) handoff(ctx context.Context) {
 	t := time.NewTicker(n.cfg.HandoffInterval)
 	defer t.Stop()
 	for {
-		for _, s := range n.gatewayVoters() {
-			if ctx.Err() != nil {
-				return
-			}
+		gws := n.gatewayVoters()
+		switch {
+		case ctx.Err() != nil:
+			return
+		case len(gws) == 1:
+			s := gws[0]
 			n.log.Info("cluster: witness is leader; handing leadership to a gateway", "to", s.ID)
 			err := n.raft.LeadershipTransferToServer(s.ID, s.Address).Error()
 			if err == nil {
 				return
 			}
 			n.log.Warn("cluster: leadership hand-off failed", "to", s.ID, "err", err)
+		case len(gws) > 1:
+			// Several candidates, one of them maybe dead or cut off while
+			// gossip still calls it alive (right after a failure): a
+			// transfer to it would block until the transport times out.
+			// Let raft pick the most up-to-date voter, a live one.
+			n.log.Info("cluster: witness is leader; handing leadership to the most up-to-date voter", "gateways", len(gws))
+			err := n.raft.LeadershipTransfer().Error()
+			if err == nil {
+				return
+			}
+			n.log.Warn("cluster: leadership hand-off failed", "err", err)
 		}
 		select {
 		case <-ctx.Done():

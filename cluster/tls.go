@@ -192,7 +192,10 @@ func NewTLSTransport(s *TLSStreamLayer, log *slog.Logger) *raft.NetworkTransport
 	return raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  s,
 		MaxPool: 3,
-		Timeout: 10 * time.Second,
+		// Per-RPC I/O deadline (raft scales it for snapshots). Short: a
+		// dead or cut-off peer must not hold a dial or a leadership
+		// transfer for long on a LAN cluster.
+		Timeout: 2 * time.Second,
 		Logger:  newHCLog(log, "raft-net"),
 	})
 }
