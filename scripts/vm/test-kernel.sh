@@ -12,7 +12,7 @@ repo=$(cd "$here/../.." && pwd)
 cd "$repo"
 mkdir -p .cache/vm/bin
 # One binary per run, so concurrent runs never replace a running binary.
-bin=$(mktemp .cache/vm/bin/xfrm-kernel.XXXXXX.test)
+bin=$(mktemp "$repo/.cache/vm/bin/xfrm-kernel.XXXXXX.test")
 trap 'rm -f "$bin"' EXIT
 echo "test-kernel: go test -c -o $bin ./xfrm/kernel/"
 go test -c -o "$bin" ./xfrm/kernel/
@@ -22,4 +22,4 @@ if [ ${#args[@]} -eq 0 ]; then
 fi
 cd xfrm/kernel
 export IKEGW_VM_TIMEOUT=${IKEGW_VM_TIMEOUT:-420}
-"$here/run.sh" "$repo/$bin" "${args[@]}"
+"$here/run.sh" "$bin" "${args[@]}"
