@@ -51,9 +51,11 @@ test-kernel: deps
 # The whole suite, as CI runs it.
 test: lint test-unit test-race test-kernel fuzz
 
+# Every benchmark, in one run, on this machine (root: namespaces, VM);
+# raw results in bench/results/, quoted in BENCHMARKS.md.
 bench: build
-	@scripts/deps.sh test bench
-	$(GO) test -run '^$$' -bench . -benchmem -count 5 $(PKGS)
+	@scripts/deps.sh test kernel bench
+	scripts/bench.sh
 
 # The local lab (network namespaces, as root): 2 gateways + a witness
 # (LAB_FLAGS="--gateways 3 --no-witness" for three gateways), a strongSwan

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# make bench: every benchmark of ikegw on this machine, in one run, raw
+# results under bench/results/ (BENCHMARKS.md quotes them with their
+# commands). Needs root for the namespace and VM parts.
+#   1. Go micro-benchmarks (codec, crypto, engine, ESP, replay, store,
+#      cluster commit), 5 counts each, summarised with benchstat.
+#   2. bench/handshake.sh: handshake rate of ikeload against strongSwan
+#      5.9.8 and against ikegwd, side by side, medians of 5 runs.
+#   3. Failover outages in the cluster lab (deploy/gwlab TestFailover).
+#   4. Kernel SA install rate in the VM (xfrm/kernel).
+# Environment: SKIP="micro handshake failover kernel" skips parts.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=bench/results
+mkdir -p "$out"
+skip=" ${SKIP:-} "
+{
+	echo "machine: $(nproc) cores, $(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2; exit}'), kernel $(uname -r)"
+	echo "go: $(go version)"
+	echo "date: $(date -u +%FT%TZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+	echo "load: $(cut -d' ' -f1-3 /proc/loadavg)"
+} > "$out/machine.txt"
+cat "$out/machine.txt"
+
+if [[ $skip != *" micro "* ]]; then
+	echo "bench: Go micro-benchmarks (5 counts)"
+	go test -run '^$' -bench . -benchmem -count 5 \
+		./ike/isakmp ./ike/ikecrypto ./ike/ikev1 ./xfrm/esp ./xfrm/replay ./store ./cluster \
+		> "$out/micro.txt"
+	if GOFLAGS= go run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da "$out/micro.txt" > "$out/micro-benchstat.txt" 2>/dev/null; then
+		echo "bench: summary in $out/micro-benchstat.txt"
+	else
+		echo "bench: benchstat unavailable; raw results in $out/micro.txt"
+	fi
+fi
+if [[ $skip != *" handshake "* ]]; then
+	echo "bench: handshake rate vs strongSwan"
+	bench/handshake.sh "$out/handshake.md"
+fi
+if [[ $skip != *" failover "* ]]; then
+	echo "bench: failover outages (cluster lab)"
+	go test -count=1 -run 'TestFailover$' -v ./deploy/gwlab/ 2>&1 | grep -E 'outage|new active|rejoined|^(---|ok|FAIL)' > "$out/failover.txt" || true
+	cat "$out/failover.txt"
+fi
+if [[ $skip != *" kernel "* ]]; then
+	echo "bench: kernel SA install rate (VM)"
+	scripts/vm/test-kernel.sh -test.run '^$' -test.bench 'InstallPairs' -test.benchtime 1x > "$out/kernel-install.txt" 2>&1 || true
+	grep -E 'Benchmark|pairs/s' "$out/kernel-install.txt" || true
+fi
+echo "bench: done; results in $out/"
