@@ -245,6 +245,19 @@ func TestFailoverThreeGateways(t *testing.T) {
 			t.Errorf("%s: %v", s.Name, s.Err)
 		}
 	}
+	// Close leaves no namespace (and so no process) of the lab behind.
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ents, err := os.ReadDir("/run/netns")
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), l.Tag()) {
+			t.Errorf("namespace %s left after Close", e.Name())
+		}
+	}
 }
 
 // TestFailoverKernelVM is the SIGKILL scenario with the kernel data plane

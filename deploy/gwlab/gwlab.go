@@ -513,6 +513,9 @@ func (l *Lab) startPeer(ctx context.Context) error {
 // Dir is the lab's work directory.
 func (l *Lab) Dir() string { return l.dir }
 
+// Tag starts the name of every namespace of the lab.
+func (l *Lab) Tag() string { return l.base.Tag() }
+
 // Supervised reports whether the gateways run under `ikegwd supervise`.
 func (l *Lab) Supervised() bool { return l.supervised }
 
