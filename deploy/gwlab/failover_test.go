@@ -92,6 +92,11 @@ func TestFailover(t *testing.T) {
 		if kind == DaemonDeath {
 			t.Logf("round %d: the dead daemon's VIPs and TUN were gone %d ms after the kill", round+1, r.DeadClean.Milliseconds())
 		}
+		if sp := r.Split; sp != nil {
+			own := sp.LoadMS + sp.CommitMS + sp.InstallMS + sp.EngineMS
+			t.Logf("round %d: new active after %d ms = detection and election %.0f ms + takeover %.1f ms (load %.1f, commit %.1f, install %.1f, engine %.1f) + claim and status poll",
+				round+1, r.Takeover.Milliseconds(), max(0, float64(sp.Started.Sub(r.At))/1e6), own, sp.LoadMS, sp.CommitMS, sp.InstallMS, sp.EngineMS)
+		}
 		if err != nil {
 			t.Fatalf("round %d: %v\n%s", round+1, err, r)
 		}
