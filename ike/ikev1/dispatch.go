@@ -179,7 +179,7 @@ func (e *Engine) rekeyChild(now time.Time, o *out, spi uint32) {
 // with fresh Quick Modes (make before break) and retires the old SA after
 // the rekey grace period.
 func (e *Engine) finishReauth(now time.Time, o *out, s *ikeSA, old sa.Cookies) {
-	for _, c := range e.sortedChildren() {
+	for _, c := range e.peerChildren(s.rec.Remote.Addr()) {
 		if c.IKE == old && c.State == sa.ChildInstalled {
 			if cc := e.childConfig(c); cc != nil {
 				e.startQuick(now, o, s, cc, c.In.SPI)
@@ -296,7 +296,7 @@ func (e *Engine) Restore(now time.Time, ikes []*sa.IKESA, children []*sa.ChildSA
 			s.xchg[x.MessageID] = ex
 			o.arm(Timer{Kind: TimerExchange, IKE: s.rec.Cookies, MsgID: x.MessageID}, now.Add(e.cfg.HalfOpenTimeout))
 		}
-		e.ikes[s.key()] = s
+		e.putIKE(s)
 		e.armIKETimers(now, &o, s)
 	}
 	for _, r := range children {
@@ -304,7 +304,7 @@ func (e *Engine) Restore(now time.Time, ikes []*sa.IKESA, children []*sa.ChildSA
 			continue
 		}
 		c := cloneChild(r)
-		e.children[c.In.SPI] = c
+		e.putChild(c)
 		e.armChildTimers(&o, c)
 		if c.State == sa.ChildRekeyed {
 			o.arm(Timer{Kind: TimerChildDelete, SPI: c.In.SPI}, now.Add(e.cfg.RekeyGrace))

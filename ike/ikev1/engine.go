@@ -154,6 +154,7 @@ type Engine struct {
 	ikes     map[[16]byte]*ikeSA    // by cookie pair (RCookie zero while half-open as initiator)
 	halfOpen int                    // responder phase 1 exchanges in progress
 	children map[uint32]*sa.ChildSA // by inbound SPI
+	idx      index
 	stats    Stats
 }
 
@@ -181,6 +182,7 @@ func New(cfg Config) (*Engine, error) {
 		conns:    map[string]*config.Connection{},
 		ikes:     map[[16]byte]*ikeSA{},
 		children: map[uint32]*sa.ChildSA{},
+		idx:      newIndex(),
 	}
 	if e.rand == nil {
 		e.rand = rand.Reader

@@ -614,3 +614,28 @@ func TestGarbageNeverPanics(t *testing.T) {
 	}
 	checkPair(t, a, b)
 }
+
+// Reqids are reused once no pair holds them, so they stay in the small
+// range a kernel data plane owns, and the indexes forget deleted SAs.
+func TestReqidReuseAndIndexes(t *testing.T) {
+	a, b, w := pairNodes(t, "aes128-sha256-ecp256", "aes128-sha256")
+	for i := 0; i < 5; i++ {
+		initiate(t, w, a, "to-b")
+		_, x, y := checkPair(t, a, b)
+		if x.Reqid != 1 || y.Reqid != 1 {
+			t.Fatalf("round %d: reqids %d/%d, want 1 (reused)", i, x.Reqid, y.Reqid)
+		}
+		acts, err := a.eng.Terminate(w.now, "to-b")
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.deliver(a, a.apply(acts))
+		w.advance(time.Second)
+	}
+	for _, n := range []*node{a, b} {
+		if len(n.eng.ikes)+len(n.eng.children)+len(n.eng.idx.halfByI)+len(n.eng.idx.ikesByPeer)+
+			len(n.eng.idx.kidsByPeer)+len(n.eng.idx.kidsByName)+len(n.eng.idx.reqidOf)+len(n.eng.idx.reqidRefs) != 0 {
+			t.Fatalf("%s: state left after deletes: %d ikes, %d children, index %+v", n.name, len(n.eng.ikes), len(n.eng.children), n.eng.idx)
+		}
+	}
+}

@@ -30,10 +30,11 @@ const (
 // ikeSA is an ISAKMP SA as the engine holds it: the replicated record plus
 // what only this node needs (suites, exchanges in progress, timers' state).
 type ikeSA struct {
-	rec    sa.IKESA
-	conn   *config.Connection
-	prf    *ikecrypto.Prf
-	cipher *ikecrypto.Cipher
+	rec     sa.IKESA
+	idxAddr netip.Addr // the remote address it is indexed under
+	conn    *config.Connection
+	prf     *ikecrypto.Prf
+	cipher  *ikecrypto.Cipher
 
 	p1 *phase1 // phase 1 in progress; kept after completion only to answer retransmits
 

@@ -152,8 +152,8 @@ func (e *Engine) handleDelete(now time.Time, o *out, s *ikeSA, d *isakmp.Delete)
 				continue
 			}
 			out := binary.BigEndian.Uint32(spi)
-			for _, c := range e.children {
-				if c.Out.SPI == out && c.Out.Dst == s.rec.Remote.Addr() {
+			for _, c := range e.peerChildren(s.rec.Remote.Addr()) {
+				if c.Out.SPI == out {
 					e.stats.Deletes++
 					e.log.Info("peer deleted an IPsec SA pair", "conn", c.Connection, "child", c.Child,
 						"spi_in", fmt.Sprintf("%08x", c.In.SPI), "spi_out", fmt.Sprintf("%08x", c.Out.SPI))
@@ -168,7 +168,7 @@ func (e *Engine) handleDelete(now time.Time, o *out, s *ikeSA, d *isakmp.Delete)
 // deleteChild removes an IPsec SA pair: persist the deletion, then (if
 // notify) tell the peer, then remove it from the data plane.
 func (e *Engine) deleteChild(o *out, c *sa.ChildSA, notify bool) {
-	delete(e.children, c.In.SPI)
+	e.dropChild(c)
 	c.State = sa.ChildDeleted
 	o.add(Persist{DeleteChildren: []uint32{c.In.SPI}})
 	if notify {
@@ -188,7 +188,7 @@ func (e *Engine) deleteChild(o *out, c *sa.ChildSA, notify bool) {
 // remote, preferring the newest.
 func (e *Engine) anyIKEFor(conn string, remote netip.Addr) *ikeSA {
 	var best *ikeSA
-	for _, s := range e.ikes {
+	for _, s := range e.peerIKEs(remote) {
 		if s.rec.Connection != conn || !s.established() || s.rec.Remote.Addr() != remote {
 			continue
 		}
@@ -205,7 +205,7 @@ func (e *Engine) anyIKEFor(conn string, remote netip.Addr) *ikeSA {
 // too when deleteChildren is set.
 func (e *Engine) deleteIKE(now time.Time, o *out, s *ikeSA, notify, deleteChildren bool) {
 	var other *ikeSA
-	for _, t := range e.ikes {
+	for _, t := range e.peerIKEs(s.rec.Remote.Addr()) {
 		if t != s && t.established() && t.rec.Connection == s.rec.Connection && t.rec.Remote.Addr() == s.rec.Remote.Addr() {
 			if other == nil || t.rec.Established > other.rec.Established {
 				other = t
@@ -213,7 +213,7 @@ func (e *Engine) deleteIKE(now time.Time, o *out, s *ikeSA, notify, deleteChildr
 		}
 	}
 	var kids []*sa.ChildSA
-	for _, c := range e.children {
+	for _, c := range e.peerChildren(s.rec.Remote.Addr()) {
 		if c.IKE == s.rec.Cookies {
 			kids = append(kids, c)
 		}
@@ -251,14 +251,14 @@ func (e *Engine) deleteIKE(now time.Time, o *out, s *ikeSA, notify, deleteChildr
 // initialContact: the peer has rebooted and lost its state; every other SA
 // with it for this connection is stale (RFC 2407 §4.6.3.3).
 func (e *Engine) initialContact(now time.Time, o *out, s *ikeSA) {
-	for _, t := range e.ikes {
+	for _, t := range e.peerIKEList(s.rec.Remote.Addr()) {
 		if t != s && t.established() && t.rec.Connection == s.rec.Connection && t.rec.Remote.Addr() == s.rec.Remote.Addr() {
 			e.log.Info("INITIAL-CONTACT: deleting stale IKE SA", "sa", t.String(), "new", s.String())
 			e.deleteIKE(now, o, t, false, true)
 		}
 	}
-	for _, c := range e.children {
-		if c.Connection == s.rec.Connection && c.Out.Dst == s.rec.Remote.Addr() && c.IKE != s.rec.Cookies {
+	for _, c := range e.peerChildren(s.rec.Remote.Addr()) {
+		if c.Connection == s.rec.Connection && c.IKE != s.rec.Cookies {
 			e.deleteChild(o, c, false)
 		}
 	}

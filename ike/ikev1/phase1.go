@@ -134,7 +134,7 @@ func (e *Engine) initiatePhase1(now time.Time, o *out, c *config.Connection, rea
 	}
 	p.step = 1
 	p.lastSent = msg
-	e.ikes[s.key()] = s
+	e.putIKE(s)
 	o.send(s.rec.Local, s.rec.Remote, msg)
 	e.stats.Sent++
 	o.arm(Timer{Kind: TimerRetransmit, IKE: s.rec.Cookies}, now.Add(e.retransmitDelay(c, 0)))
@@ -212,10 +212,8 @@ func (e *Engine) handlePhase1(now time.Time, o *out, pkt Packet, h isakmp.Header
 }
 
 func (e *Engine) findResponderHalf(icookie [8]byte, remote netip.Addr) *ikeSA {
-	for _, s := range e.ikes {
-		if s.rec.Role == sa.Responder && s.rec.Cookies.I == icookie && s.rec.Remote.Addr() == remote && s.p1 != nil {
-			return s
-		}
+	if s := e.idx.halfByI[icookie]; s != nil && s.rec.Remote.Addr() == remote && s.p1 != nil {
+		return s
 	}
 	return nil
 }
@@ -375,7 +373,7 @@ func (e *Engine) respondPhase1(now time.Time, o *out, pkt Packet, h isakmp.Heade
 	p.lastSent, p.lastRecvHash = msg, datagramHash(pkt.Data)
 	p.countedHalf = true
 	e.halfOpen++
-	e.ikes[s.key()] = s
+	e.putIKE(s)
 	o.send(pkt.Local, pkt.Remote, msg)
 	e.stats.Sent++
 	o.arm(Timer{Kind: TimerHalfOpen, IKE: s.rec.Cookies}, now.Add(e.cfg.HalfOpenTimeout))
@@ -441,9 +439,9 @@ func (e *Engine) mainMode(now time.Time, o *out, s *ikeSA, pkt Packet, h isakmp.
 			return
 		}
 		oldKey := s.rec.Cookies
-		delete(e.ikes, s.key())
+		e.dropIKE(s)
 		s.rec.Cookies.R = h.RCookie
-		e.ikes[s.key()] = s
+		e.putIKE(s)
 		o.stop(Timer{Kind: TimerRetransmit, IKE: oldKey})
 		o.stop(Timer{Kind: TimerHalfOpen, IKE: oldKey})
 		o.arm(Timer{Kind: TimerHalfOpen, IKE: s.rec.Cookies}, p.started.Add(e.cfg.HalfOpenTimeout))
@@ -699,7 +697,7 @@ func (e *Engine) phase1AuthFailed(o *out, s *ikeSA, pkt Packet, why string, err 
 // removeIKE forgets an ISAKMP SA that never became established (nothing
 // was persisted for it) or that was deleted.
 func (e *Engine) removeIKE(o *out, s *ikeSA) {
-	delete(e.ikes, s.key())
+	e.dropIKE(s)
 	if s.p1 != nil && s.p1.countedHalf {
 		s.p1.countedHalf = false
 		e.halfOpen--
@@ -821,9 +819,9 @@ func (e *Engine) aggressiveMode(now time.Time, o *out, s *ikeSA, pkt Packet, h i
 			return
 		}
 		oldKey := s.rec.Cookies
-		delete(e.ikes, s.key())
+		e.dropIKE(s)
 		s.rec.Cookies.R = h.RCookie
-		e.ikes[s.key()] = s
+		e.putIKE(s)
 		o.stop(Timer{Kind: TimerRetransmit, IKE: oldKey})
 		o.stop(Timer{Kind: TimerHalfOpen, IKE: oldKey})
 		s.rec.Local = pkt.Local

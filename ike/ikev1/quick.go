@@ -275,8 +275,8 @@ func childTS(s *ikeSA, c *config.Child) (local, remote sa.TrafficSelector) {
 
 // childUp reports whether a non-deleted pair of the given child exists.
 func (e *Engine) childUp(conn, child string) bool {
-	for _, c := range e.children {
-		if c.Connection == conn && c.Child == child && c.State == sa.ChildInstalled {
+	for _, c := range e.idx.kidsByName[nameKey(conn, child)] {
+		if c.State == sa.ChildInstalled {
 			return true
 		}
 	}
@@ -412,10 +412,15 @@ func (e *Engine) handleQuick(now time.Time, o *out, pkt Packet, h isakmp.Header,
 func (e *Engine) peerMoved(s *ikeSA, pkt Packet) (netip.AddrPort, netip.AddrPort) {
 	if s.rec.Remote != pkt.Remote && s.rec.NATRemote {
 		e.log.Info("peer address changed (NAT mapping)", "sa", s.String(), "from", s.rec.Remote.String(), "to", pkt.Remote.String())
-		for _, c := range e.children {
+		for _, c := range e.peerChildren(s.rec.Remote.Addr()) {
 			if c.IKE == s.rec.Cookies && c.EncapRemotePort != 0 {
 				c.EncapRemotePort = pkt.Remote.Port()
 			}
+		}
+		if peerAddr(pkt.Remote) != s.idxAddr {
+			e.dropIKE(s)
+			s.rec.Remote = pkt.Remote
+			e.putIKE(s)
 		}
 		return pkt.Local, pkt.Remote
 	}
@@ -583,7 +588,7 @@ func (e *Engine) respondQuick(now time.Time, o *out, s *ikeSA, pkt Packet, h isa
 		old.State = sa.ChildRekeyed
 		persist.Children = append(persist.Children, cloneChild(old))
 	}
-	e.children[c.In.SPI] = c
+	e.putChild(c)
 	o.add(persist)
 	o.add(InstallChild{Child: cloneChild(c)})
 	o.send(s.rec.Local, s.rec.Remote, msg)
@@ -628,8 +633,8 @@ func prefixString(ts sa.TrafficSelector) string {
 // connection, child and traffic selectors.
 func (e *Engine) findRekeyed(n *sa.ChildSA) *sa.ChildSA {
 	var best *sa.ChildSA
-	for _, c := range e.children {
-		if c == n || c.State != sa.ChildInstalled || c.Connection != n.Connection || c.Child != n.Child {
+	for _, c := range e.idx.kidsByName[nameKey(n.Connection, n.Child)] {
+		if c == n || c.State != sa.ChildInstalled {
 			continue
 		}
 		if !slices.Equal(c.LocalTS, n.LocalTS) || !slices.Equal(c.RemoteTS, n.RemoteTS) {
@@ -744,7 +749,7 @@ func (e *Engine) quickReply(now time.Time, o *out, s *ikeSA, x *exchange, d isak
 		old.State = sa.ChildRekeyed
 		persist.Children = append(persist.Children, cloneChild(old))
 	}
-	e.children[c.In.SPI] = c
+	e.putChild(c)
 	e.finishExchange(o, s, x)
 	o.add(persist)
 	o.add(InstallChild{Child: cloneChild(c)})
@@ -851,24 +856,6 @@ func (e *Engine) buildChild(now time.Time, s *ikeSA, x *exchange, a p2Attrs, pee
 		}
 	}
 	return c, nil
-}
-
-// reqidFor returns the reqid of a child's policies: the one its existing
-// pairs use, else the lowest free one.
-func (e *Engine) reqidFor(conn, child string, l, r sa.TrafficSelector) uint32 {
-	used := map[uint32]bool{}
-	for _, c := range e.children {
-		if c.Connection == conn && c.Child == child && len(c.LocalTS) > 0 && len(c.RemoteTS) > 0 &&
-			c.LocalTS[0] == l && c.RemoteTS[0] == r && c.State != sa.ChildDeleted {
-			return c.Reqid
-		}
-		used[c.Reqid] = true
-	}
-	for id := uint32(1); ; id++ {
-		if !used[id] {
-			return id
-		}
-	}
 }
 
 func (e *Engine) armChildTimers(o *out, c *sa.ChildSA) {
