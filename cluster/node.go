@@ -123,6 +123,8 @@ type Node struct {
 
 	notifyCh chan bool
 	commitCh chan *pending
+	// raftDown is closed once Raft has shut down.
+	raftDown chan struct{}
 	// committerDone is closed when the committer has stopped.
 	committerDone chan struct{}
 	events        chan LeadershipEvent
@@ -254,6 +256,7 @@ func New(cfg Config, deps Deps) (*Node, error) {
 		notifyCh:      make(chan bool, 8),
 		commitCh:      make(chan *pending, 1024),
 		committerDone: make(chan struct{}),
+		raftDown:      make(chan struct{}),
 		events:        make(chan LeadershipEvent, 64),
 		shutdown:      make(chan struct{}),
 		roles:         map[string]Role{cfg.NodeID: cfg.Role},
@@ -668,7 +671,21 @@ func (n *Node) proposeBatch(batch []*pending, done chan<- struct{}) {
 	f := n.raft.Apply(entry, 10*time.Second)
 	go func() {
 		defer func() { done <- struct{}{} }()
-		if err := f.Error(); err != nil {
+		// hashicorp/raft may never answer a future that was in flight when
+		// it shut down: stop waiting once Raft is down (outcome unknown).
+		errCh := make(chan error, 1)
+		go func() { errCh <- f.Error() }()
+		var err error
+		select {
+		case err = <-errCh:
+		case <-n.raftDown:
+			select {
+			case err = <-errCh:
+			default:
+				err = raft.ErrRaftShutdown
+			}
+		}
+		if err != nil {
 			switch {
 			case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
 				fail(ErrNotLeader)
@@ -812,6 +829,7 @@ func (n *Node) Shutdown() error {
 		if err := n.raft.Shutdown().Error(); err != nil {
 			errs = append(errs, fmt.Errorf("cluster: raft shutdown: %w", err))
 		}
+		close(n.raftDown)
 		n.wg.Wait()
 		if c, ok := n.trans.(interface{ Close() error }); ok {
 			errs = append(errs, c.Close())
