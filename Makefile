@@ -47,6 +47,10 @@ test-kernel: deps
 	@mkdir -p .cache/vm/bin
 	$(GO) test -c -o .cache/vm/bin/userspace.test ./xfrm/userspace/
 	cd xfrm/userspace && IKEGW_VM_TIMEOUT=$${IKEGW_VM_TIMEOUT:-300} ../../scripts/vm/run.sh ../../.cache/vm/bin/userspace.test -test.v -test.count=1 -test.run KernelInterop
+	$(GO) test -c -o .cache/vm/bin/gwlab.test ./deploy/gwlab/
+	$(GO) build -o .cache/vm/bin/ikegwd ./cmd/ikegwd
+	cd deploy/gwlab && IKEGW_LAB_IKEGWD=$(CURDIR)/.cache/vm/bin/ikegwd IKEGW_VM_ENV=IKEGW_LAB_IKEGWD IKEGW_VM_TIMEOUT=$${IKEGW_VM_TIMEOUT:-600} \
+		../../scripts/vm/run.sh ../../.cache/vm/bin/gwlab.test -test.v -test.count=1 -test.run KernelVM
 
 # The whole suite, as CI runs it.
 test: lint test-unit test-race test-kernel fuzz
