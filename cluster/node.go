@@ -408,7 +408,7 @@ func (n *Node) stopLeading() bool {
 func (n *Node) establish(ctx context.Context, term uint64) {
 	defer n.wg.Done()
 	for {
-		err := n.raft.Barrier(n.cfg.BarrierTimeout).Error()
+		err := n.wait(n.raft.Barrier(n.cfg.BarrierTimeout))
 		if ctx.Err() != nil {
 			return
 		}
@@ -453,7 +453,7 @@ func (n *Node) handoff(ctx context.Context) {
 		case len(gws) == 1:
 			s := gws[0]
 			n.log.Info("cluster: witness is leader; handing leadership to a gateway", "to", s.ID)
-			err := n.raft.LeadershipTransferToServer(s.ID, s.Address).Error()
+			err := n.wait(n.raft.LeadershipTransferToServer(s.ID, s.Address))
 			if err == nil {
 				return
 			}
@@ -464,7 +464,7 @@ func (n *Node) handoff(ctx context.Context) {
 			// transfer to it would block until the transport times out.
 			// Let raft pick the most up-to-date voter, a live one.
 			n.log.Info("cluster: witness is leader; handing leadership to the most up-to-date voter", "gateways", len(gws))
-			err := n.raft.LeadershipTransfer().Error()
+			err := n.wait(n.raft.LeadershipTransfer())
 			if err == nil {
 				return
 			}
@@ -673,19 +673,7 @@ func (n *Node) proposeBatch(batch []*pending, done chan<- struct{}) {
 		defer func() { done <- struct{}{} }()
 		// hashicorp/raft may never answer a future that was in flight when
 		// it shut down: stop waiting once Raft is down (outcome unknown).
-		errCh := make(chan error, 1)
-		go func() { errCh <- f.Error() }()
-		var err error
-		select {
-		case err = <-errCh:
-		case <-n.raftDown:
-			select {
-			case err = <-errCh:
-			default:
-				err = raft.ErrRaftShutdown
-			}
-		}
-		if err != nil {
+		if err := n.wait(f); err != nil {
 			switch {
 			case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
 				fail(ErrNotLeader)
@@ -842,3 +830,21 @@ func (n *Node) Shutdown() error {
 }
 
 func defaultLog() *slog.Logger { return slog.Default() }
+
+// wait returns f's error, or ErrRaftShutdown once Raft is down (a future in
+// flight at shutdown may never be answered).
+func (n *Node) wait(f raft.Future) error {
+	errCh := make(chan error, 1)
+	go func() { errCh <- f.Error() }()
+	select {
+	case err := <-errCh:
+		return err
+	case <-n.raftDown:
+		select {
+		case err := <-errCh:
+			return err
+		default:
+			return raft.ErrRaftShutdown
+		}
+	}
+}
