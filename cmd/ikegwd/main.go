@@ -4,13 +4,16 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
+	"strings"
 	"os/signal"
 	"syscall"
 
 	"github.com/spf13/cobra"
 
+	"ikegw/cluster/certs"
 	"ikegw/cmd/internal/daemon"
 	"ikegw/store"
 )
@@ -28,7 +31,7 @@ func root() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: false,
 	}
-	cmd.AddCommand(runCmd(), superviseCmd(), cleanupCmd(), checkCmd(), keygenCmd(), versionCmd())
+	cmd.AddCommand(runCmd(), superviseCmd(), cleanupCmd(), checkCmd(), keygenCmd(), certsCmd(), versionCmd())
 	return cmd
 }
 
@@ -171,6 +174,48 @@ func keygenCmd() *cobra.Command {
 		},
 	}
 	c.Flags().StringVar(&out, "out", "/var/lib/ikegw/cluster.key", "where to write the key")
+	return c
+}
+
+// certsCmd makes a lab CA and node certificates for the cluster's mutual
+// TLS, so nobody runs openssl by hand.
+func certsCmd() *cobra.Command {
+	var dir, cn string
+	c := &cobra.Command{
+		Use:   "certs NAME=IP[,IP...] ...",
+		Short: "Create a cluster CA (if DIR has none) and a certificate for each node that has none (keys 0600)",
+		Example: "  ikegwd certs --dir /etc/ikegw/certs gw1=10.99.0.1 gw2=10.99.0.2 witness=10.99.0.3",
+		Args:    cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var nodes []certs.Node
+			for _, a := range args {
+				name, ips, ok := strings.Cut(a, "=")
+				if !ok || name == "" || ips == "" {
+					return fmt.Errorf("certs: %q: want NAME=IP[,IP...] (the addresses other nodes dial it on)", a)
+				}
+				n := certs.Node{Name: name, DNS: []string{name}}
+				for _, s := range strings.Split(ips, ",") {
+					ip := net.ParseIP(s)
+					if ip == nil {
+						return fmt.Errorf("certs: %q: %q is not an IP address", a, s)
+					}
+					n.IPs = append(n.IPs, ip)
+				}
+				nodes = append(nodes, n)
+			}
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				return err
+			}
+			issued, err := certs.Lab(dir, cn, nodes)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "certificates in %s; issued now: %s\n", dir, strings.Join(issued, ", "))
+			return nil
+		},
+	}
+	c.Flags().StringVar(&dir, "dir", "/etc/ikegw/certs", "certificate directory (CA and node files)")
+	c.Flags().StringVar(&cn, "cn", "ikegw cluster CA", "the CA's common name")
 	return c
 }
 
