@@ -7,8 +7,8 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"strings"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -182,8 +182,8 @@ func keygenCmd() *cobra.Command {
 func certsCmd() *cobra.Command {
 	var dir, cn string
 	c := &cobra.Command{
-		Use:   "certs NAME=IP[,IP...] ...",
-		Short: "Create a cluster CA (if DIR has none) and a certificate for each node that has none (keys 0600)",
+		Use:     "certs NAME=IP[,IP...] ...",
+		Short:   "Create a cluster CA (if DIR has none) and a certificate for each node that has none (keys 0600)",
 		Example: "  ikegwd certs --dir /etc/ikegw/certs gw1=10.99.0.1 gw2=10.99.0.2 witness=10.99.0.3",
 		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
