@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
 
 	"ikegw/cluster/certs"
 	"ikegw/ike/sa"
@@ -95,10 +97,24 @@ func Open(cfg Config, f Files) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	db, err := store.Open(filepath.Join(f.DataDir, SADBFile), sealer)
+	dbPath := filepath.Join(f.DataDir, SADBFile)
+	db, err := store.Open(dbPath, sealer)
+	if err != nil && !errors.Is(err, store.ErrWrongKey) && !errors.Is(err, store.ErrNewerLayout) &&
+		!errors.Is(err, store.ErrLocked) && !errors.Is(err, fs.ErrPermission) && !errors.Is(err, fs.ErrNotExist) {
+		// The SA database is the Raft FSM and is written without fsync
+		// (below): after a power loss it may be damaged. Raft rebuilds it
+		// from its fsynced snapshot and log, so start from an empty one and
+		// keep the damaged file for inspection.
+		aside := fmt.Sprintf("%s.damaged-%d", dbPath, time.Now().Unix())
+		if rerr := os.Rename(dbPath, aside); rerr == nil {
+			cfg.Log.Warn("cluster: SA database unreadable; moved aside, Raft rebuilds it", "path", dbPath, "moved_to", aside, "err", err)
+			db, err = store.Open(dbPath, sealer)
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
+	db.SetNoSync(true)
 	rs, err := store.OpenRaftStores(filepath.Join(f.DataDir, RaftDir), newHCLog(cfg.Log, "raft-snapshots"))
 	if err != nil {
 		db.Close()

@@ -25,6 +25,9 @@ var ErrWrongKey = errors.New("store: database sealed under another cluster key")
 // newer build with a layout this build does not understand.
 var ErrNewerLayout = errors.New("store: database layout newer than this build understands")
 
+// ErrLocked is returned by Open when another process holds the database.
+var ErrLocked = errors.New("store: database locked by another process")
+
 // layoutVersion is the bucket layout this build writes (sys/layout).
 const layoutVersion = 1
 
@@ -72,7 +75,7 @@ func Open(path string, s *Sealer) (*DB, error) {
 	bo, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: openTimeout})
 	if err != nil {
 		if errors.Is(err, berrors.ErrTimeout) {
-			return nil, fmt.Errorf("store: open %s: locked by another process (waited %s)", path, openTimeout)
+			return nil, fmt.Errorf("store: open %s: %w (waited %s)", path, ErrLocked, openTimeout)
 		}
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
@@ -86,6 +89,20 @@ func Open(path string, s *Sealer) (*DB, error) {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
 	return db, nil
+}
+
+// SetNoSync turns fsync of each write transaction off (or back on). Only
+// for a database that another durable source can rebuild: a cluster node's
+// SA database is the Raft FSM, rebuilt from the fsynced Raft snapshot and
+// log on restart, so it need not fsync every apply (each commit would
+// otherwise wait for three fsynced transactions in a row). A standalone
+// node's database is its only copy and must keep fsync.
+func (db *DB) SetNoSync(noSync bool) {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if db.bo != nil {
+		db.bo.NoSync = noSync
+	}
 }
 
 // tightenMode sets an existing database file that is open to group or
