@@ -17,12 +17,55 @@ import (
 const (
 	PathStatus    = "/v1/status"
 	PathSAs       = "/v1/sas"
-	PathInitiate  = "/v1/initiate"  // POST ?conn=NAME
-	PathTerminate = "/v1/terminate" // POST ?conn=NAME
-	PathRekey     = "/v1/rekey"     // POST ?spi=HEX (inbound SPI)
-	PathDPD       = "/v1/dpd"       // POST ?ike=ICOOKIE_RCOOKIE hex
-	PathReload    = "/v1/reload"    // POST
+	PathInitiate  = "/v1/initiate"        // POST ?conn=NAME
+	PathTerminate = "/v1/terminate"       // POST ?conn=NAME
+	PathRekey     = "/v1/rekey"           // POST ?spi=HEX (inbound SPI)
+	PathDPD       = "/v1/dpd"             // POST ?ike=ICOOKIE_RCOOKIE hex
+	PathReload    = "/v1/reload"          // POST
+	PathMembers   = "/v1/members"         // GET
+	PathFailover  = "/v1/failover"        // POST: planned failover away from this node
+	PathConfig    = "/v1/config"          // GET: running config, secrets redacted
+	PathValidate  = "/v1/config/validate" // POST body: a config file; 200 with Validation
+	PathSnapshot  = "/v1/snapshot"        // GET: the SA database snapshot (store.DB.WriteSnapshot)
+	PathMetrics   = "/v1/metrics"         // GET: Prometheus text format
 )
+
+// Member is one cluster node as PathMembers lists it.
+type Member struct {
+	ID         string `json:"id"`
+	Role       string `json:"role"` // gateway | witness
+	RaftAddr   string `json:"raft_addr"`
+	GossipAddr string `json:"gossip_addr,omitempty"`
+	Version    string `json:"version,omitempty"`
+	Status     string `json:"status"` // alive, suspect, dead, left, raft-only
+	Voter      bool   `json:"voter"`
+	Leader     bool   `json:"leader"`
+	InRaft     bool   `json:"in_raft"`
+	// Active is true for the gateway recorded as the active node (it owns
+	// the VIPs).
+	Active bool `json:"active"`
+}
+
+// Members is the answer of PathMembers.
+type Members struct {
+	Members []Member `json:"members"`
+	Active  string   `json:"active,omitempty"`
+}
+
+// Validation is the answer of PathValidate.
+type Validation struct {
+	Valid       bool     `json:"valid"`
+	Error       string   `json:"error,omitempty"`
+	Node        string   `json:"node,omitempty"`
+	Connections []string `json:"connections,omitempty"`
+}
+
+// Failover is the answer of PathFailover.
+type Failover struct {
+	From   string `json:"from"`
+	To     string `json:"to,omitempty"`
+	Leader string `json:"leader,omitempty"` // the Raft leader after the hand-over, when known
+}
 
 // Error is the body of every non-2xx answer.
 type Error struct {

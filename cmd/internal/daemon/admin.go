@@ -1,19 +1,29 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
+	"gopkg.in/yaml.v3"
+
+	"ikegw/cluster"
+	"ikegw/cluster/certs"
 	"ikegw/cmd/internal/api"
 	"ikegw/ike/ikev1"
 	"ikegw/ike/sa"
@@ -22,9 +32,11 @@ import (
 // adminServer serves the admin API on a unix socket that only root (the
 // socket's owner) may use.
 type adminServer struct {
-	srv  *http.Server
-	ln   net.Listener
-	path string
+	srv     *http.Server
+	ln      net.Listener
+	path    string
+	tcp     *http.Server // the mutual-TLS listener, nil without one
+	metrics *metricsServer
 }
 
 func startAdmin(path string, n *Node, log *slog.Logger) (*adminServer, error) {
@@ -47,20 +59,25 @@ func startAdmin(path string, n *Node, log *slog.Logger) (*adminServer, error) {
 		ln.Close()
 		return nil, fmt.Errorf("admin socket: %w", err)
 	}
-	mux := http.NewServeMux()
-	h := &adminHandler{n: n, log: log}
-	mux.HandleFunc("GET "+api.PathStatus, h.status)
-	mux.HandleFunc("GET "+api.PathSAs, h.sas)
-	mux.HandleFunc("POST "+api.PathInitiate, h.initiate)
-	mux.HandleFunc("POST "+api.PathTerminate, h.terminate)
-	mux.HandleFunc("POST "+api.PathRekey, h.rekey)
-	mux.HandleFunc("POST "+api.PathDPD, h.dpd)
+	mux := adminMux(n, log)
 	s := &adminServer{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, ln: ln, path: path}
 	go func() {
 		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("admin API stopped", "err", err)
 		}
 	}()
+	if addr := os.Getenv(EnvAdminListen); addr != "" {
+		tcp, _, err := startAdminTLS(addr, n, mux, log)
+		if err != nil {
+			s.close()
+			return nil, err
+		}
+		s.tcp = tcp
+	}
+	if s.metrics, err = startMetrics(metricsListenFromEnv(), n, log); err != nil {
+		s.close()
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -68,7 +85,32 @@ func (s *adminServer) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	s.srv.Shutdown(ctx)
+	if s.tcp != nil {
+		s.tcp.Shutdown(ctx)
+	}
+	s.metrics.close()
 	os.Remove(s.path)
+}
+
+// adminMux routes the v1 API. Handlers of state-changing requests are
+// marked with needAdmin: on the TLS listener only an admin client
+// certificate may call them (the unix socket is root's only).
+func adminMux(n *Node, log *slog.Logger) *http.ServeMux {
+	mux := http.NewServeMux()
+	h := &adminHandler{n: n, log: log}
+	mux.HandleFunc("GET "+api.PathStatus, h.status)
+	mux.HandleFunc("GET "+api.PathSAs, h.sas)
+	mux.HandleFunc("GET "+api.PathMembers, h.members)
+	mux.HandleFunc("GET "+api.PathConfig, h.config)
+	mux.HandleFunc("POST "+api.PathValidate, needAdmin(h.validate))
+	mux.Handle("GET "+api.PathMetrics, metricsHandler(n))
+	mux.HandleFunc("GET "+api.PathSnapshot, needAdmin(h.snapshot))
+	mux.HandleFunc("POST "+api.PathInitiate, needAdmin(h.initiate))
+	mux.HandleFunc("POST "+api.PathTerminate, needAdmin(h.terminate))
+	mux.HandleFunc("POST "+api.PathRekey, needAdmin(h.rekey))
+	mux.HandleFunc("POST "+api.PathDPD, needAdmin(h.dpd))
+	mux.HandleFunc("POST "+api.PathFailover, needAdmin(h.failover))
+	return mux
 }
 
 type adminHandler struct {
@@ -234,4 +276,228 @@ func parseCookies(s string) (sa.Cookies, error) {
 	copy(c.I[:], i)
 	copy(c.R[:], r)
 	return c, nil
+}
+
+// EnvAdminListen names the environment variable that opens the admin API
+// on TCP (host:port) with the cluster's mutual TLS (cluster.tls files)
+// until the configuration file has a field for it.
+const EnvAdminListen = "IKEGW_ADMIN_LISTEN"
+
+// RoleAdminURI is the URI SAN that makes a client certificate an admin
+// one; the OU "ikegw-admin" does the same. Any other certificate of the
+// cluster CA is read-only.
+const (
+	RoleAdminURI = "ikegw:role=admin"
+	RoleAdminOU  = "ikegw-admin"
+)
+
+type ctxKey int
+
+const ctxReadOnly ctxKey = 1
+
+// certIsAdmin reports whether the verified client certificate carries the
+// admin role.
+func certIsAdmin(c *x509.Certificate) bool {
+	for _, u := range c.URIs {
+		if u.String() == RoleAdminURI {
+			return true
+		}
+	}
+	return slices.Contains(c.Subject.OrganizationalUnit, RoleAdminOU)
+}
+
+func startAdminTLS(addr string, n *Node, mux http.Handler, log *slog.Logger) (*http.Server, net.Addr, error) {
+	if n.cfg.Cluster == nil || n.cfg.Cluster.TLS.CA == "" || n.cfg.Cluster.TLS.Cert == "" || n.cfg.Cluster.TLS.Key == "" {
+		return nil, nil, fmt.Errorf("admin TCP listener (%s=%q): needs cluster.tls ca, cert and key", EnvAdminListen, addr)
+	}
+	t := n.cfg.Cluster.TLS
+	cert, pool, err := certs.TLSFiles{CA: t.CA, Cert: t.Cert, Key: t.Key}.Load()
+	if err != nil {
+		return nil, nil, fmt.Errorf("admin TCP listener: %w", err)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("admin TCP listener (%s=%q): %w", EnvAdminListen, addr, err)
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pool,
+		ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS13}
+	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, TLSConfig: cfg,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
+				writeErr(w, http.StatusUnauthorized, errors.New("admin API: a client certificate of the cluster CA is required"))
+				return
+			}
+			ro := !certIsAdmin(r.TLS.VerifiedChains[0][0])
+			mux.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxReadOnly, ro)))
+		})}
+	go func() {
+		if err := srv.Serve(tls.NewListener(ln, cfg)); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("admin TLS listener stopped", "err", err)
+		}
+	}()
+	log.Info("admin API on TCP with mutual TLS", "addr", ln.Addr().String())
+	return srv, ln.Addr(), nil
+}
+
+// needAdmin refuses the request from a read-only client certificate.
+func needAdmin(fn http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if ro, _ := r.Context().Value(ctxReadOnly).(bool); ro {
+			writeErr(w, http.StatusForbidden, fmt.Errorf("%s %s: needs the admin role (a client certificate with URI SAN %q or OU %q)",
+				r.Method, r.URL.Path, RoleAdminURI, RoleAdminOU))
+			return
+		}
+		fn(w, r)
+	}
+}
+
+func (h *adminHandler) members(w http.ResponseWriter, r *http.Request) {
+	out := api.Members{Members: []api.Member{}}
+	if h.n.cnode == nil {
+		out.Members = append(out.Members, api.Member{ID: h.n.cfg.Node.Name, Role: api.RoleStandalone,
+			Version: Version, Status: "alive", Leader: true, Active: true})
+		out.Active = h.n.cfg.Node.Name
+		writeJSON(w, http.StatusOK, out)
+		return
+	}
+	ms, err := h.n.cnode.Members()
+	if err != nil {
+		writeErr(w, http.StatusServiceUnavailable, err)
+		return
+	}
+	if a, ok, err := cluster.ReadActive(h.n.cnode.Store()); err == nil && ok {
+		out.Active = a.Node
+	}
+	for _, m := range ms {
+		out.Members = append(out.Members, api.Member{ID: m.ID, Role: string(m.Role), RaftAddr: m.RaftAddr,
+			GossipAddr: m.GossipAddr, Version: m.Version, Status: m.Status, Voter: m.Voter, Leader: m.Leader,
+			InRaft: m.InRaft, Active: m.ID == out.Active})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// failover hands the active role over (planned failover). ?to=NODE moves
+// Raft leadership to that gateway first, so it is the one that takes over.
+func (h *adminHandler) failover(w http.ResponseWriter, r *http.Request) {
+	if h.n.cnode == nil || h.n.mem == nil {
+		writeErr(w, http.StatusConflict, errors.New("failover: this node is not a cluster gateway"))
+		return
+	}
+	to := r.URL.Query().Get("to")
+	if to == h.n.cfg.Node.Name {
+		writeErr(w, http.StatusBadRequest, fmt.Errorf("failover: to=%q is this node", to))
+		return
+	}
+	if h.n.role() != api.RoleActive {
+		writeErr(w, http.StatusConflict, fmt.Errorf("failover: node %s is %s, not active: ask the active node", h.n.cfg.Node.Name, h.n.role()))
+		return
+	}
+	if to != "" {
+		ms, err := h.n.cnode.Members()
+		if err != nil {
+			writeErr(w, http.StatusServiceUnavailable, err)
+			return
+		}
+		i := slices.IndexFunc(ms, func(m cluster.Member) bool { return m.ID == to })
+		if i < 0 || !ms[i].Voter || ms[i].Role != cluster.RoleGateway {
+			writeErr(w, http.StatusNotFound, fmt.Errorf("failover: to=%q is not a voting gateway of this cluster", to))
+			return
+		}
+		if err := h.n.cnode.TransferLeadership(to); err != nil {
+			writeErr(w, http.StatusInternalServerError, fmt.Errorf("failover: leadership to %s: %w", to, err))
+			return
+		}
+	}
+	h.log.Info("planned failover requested", "to", to)
+	if err := h.n.Handover(); err != nil {
+		writeErr(w, http.StatusInternalServerError, fmt.Errorf("failover: %w", err))
+		return
+	}
+	writeJSON(w, http.StatusOK, api.Failover{From: h.n.cfg.Node.Name, To: to, Leader: h.n.cnode.Stats().LeaderID})
+}
+
+// secretKeys are configuration keys whose values are redacted. File and
+// environment variable names (psk_file, psk_env, key_file) are kept.
+var secretKeys = map[string]bool{"psk": true, "secret": true, "password": true, "key": true, "private_key": true}
+
+// redactYAML replaces the values of secret keys anywhere in the document.
+func redactYAML(raw []byte) ([]byte, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	var walk func(*yaml.Node)
+	walk = func(nd *yaml.Node) {
+		if nd.Kind == yaml.MappingNode {
+			for i := 0; i+1 < len(nd.Content); i += 2 {
+				k, v := nd.Content[i], nd.Content[i+1]
+				if secretKeys[strings.ToLower(k.Value)] && v.Kind == yaml.ScalarNode {
+					v.Value, v.Tag, v.Style = "<redacted>", "!!str", 0
+					continue
+				}
+				walk(v)
+			}
+			return
+		}
+		for _, c := range nd.Content {
+			walk(c)
+		}
+	}
+	walk(&doc)
+	return yaml.Marshal(&doc)
+}
+
+func (h *adminHandler) config(w http.ResponseWriter, r *http.Request) {
+	out, err := redactYAML(h.n.cfg.Raw)
+	if err != nil {
+		writeErr(w, http.StatusInternalServerError, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/yaml")
+	w.Write(out)
+}
+
+// validate parses the posted configuration file as ikegwd would (relative
+// psk_file paths are relative to the daemon's working directory).
+func (h *adminHandler) validate(w http.ResponseWriter, r *http.Request) {
+	data, err := io.ReadAll(io.LimitReader(r.Body, 4<<20+1))
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, fmt.Errorf("config validate: body: %w", err))
+		return
+	}
+	if len(data) > 4<<20 {
+		writeErr(w, http.StatusRequestEntityTooLarge, errors.New("config validate: file larger than 4 MiB"))
+		return
+	}
+	c, err := ParseConfig(data)
+	if err != nil {
+		writeJSON(w, http.StatusUnprocessableEntity, api.Validation{Error: err.Error()})
+		return
+	}
+	v := api.Validation{Valid: true, Node: c.Node.Name}
+	for _, cc := range c.Connections {
+		v.Connections = append(v.Connections, cc.Name)
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+// snapshot streams the SA database (values sealed with the cluster key).
+func (h *adminHandler) snapshot(w http.ResponseWriter, r *http.Request) {
+	db := h.n.store()
+	if db == nil {
+		writeErr(w, http.StatusServiceUnavailable, errors.New("snapshot: this node holds no SA database"))
+		return
+	}
+	// Buffered, so that a failure is an error status and not a truncated
+	// file the client would take for a good one.
+	var buf bytes.Buffer
+	if err := db.WriteSnapshot(&buf); err != nil {
+		writeErr(w, http.StatusInternalServerError, fmt.Errorf("snapshot: %w", err))
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
+	w.Header().Set("Content-Disposition", `attachment; filename="ikegw-`+h.n.cfg.Node.Name+`.snap"`)
+	buf.WriteTo(w)
 }
