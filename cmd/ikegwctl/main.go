@@ -1,5 +1,10 @@
 // Command ikegwctl administers ikegwd through its admin API.
 //
+// It talks to the local daemon over the admin unix socket (--socket, root
+// only) or to any node over TCP with the cluster's mutual TLS (--addr with
+// --ca, --cert and --key; a client certificate with URI SAN
+// "ikegw:role=admin" may change state, others are read-only).
+//
 // Exit codes: 0 success, 1 the request failed (the daemon said no, or an
 // argument is wrong), 2 the daemon could not be reached.
 package main
@@ -7,6 +12,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,6 +34,10 @@ import (
 var (
 	socket string
 	output string
+	addr   string
+	tlsCA  string
+	tlsCrt string
+	tlsKey string
 )
 
 type unreachable struct{ error }
@@ -46,8 +57,14 @@ func root() *cobra.Command {
 	c := &cobra.Command{Use: "ikegwctl", Short: "Administer an ikegw node", SilenceUsage: true}
 	c.PersistentFlags().StringVar(&socket, "socket", "/run/ikegw/admin.sock", "admin socket of the local ikegwd")
 	c.PersistentFlags().StringVarP(&output, "output", "o", "table", "output format: table | json")
+	c.PersistentFlags().StringVar(&addr, "addr", "", "HOST:PORT of a node's TLS admin API (instead of --socket)")
+	c.PersistentFlags().StringVar(&tlsCA, "ca", "/etc/ikegw/certs/ca.pem", "with --addr: the cluster CA certificate")
+	c.PersistentFlags().StringVar(&tlsCrt, "cert", "", "with --addr: client certificate (PEM)")
+	c.PersistentFlags().StringVar(&tlsKey, "key", "", "with --addr: client key (PEM)")
 	sas := &cobra.Command{Use: "sas", Short: "IKE and IPsec SAs"}
-	sas.AddCommand(&cobra.Command{Use: "list", Short: "List SAs", Args: cobra.NoArgs, RunE: listSAs})
+	sas.AddCommand(&cobra.Command{Use: "list", Short: "List SAs", Args: cobra.NoArgs, RunE: listSAs},
+		&cobra.Command{Use: "show ID", Short: "Show one IKE SA (ICOOKIE_RCOOKIE) with its IPsec SAs, or one IPsec SA (inbound SPI, hex)",
+			Args: cobra.ExactArgs(1), RunE: showSA})
 	c.AddCommand(
 		&cobra.Command{Use: "status", Short: "Node status", Args: cobra.NoArgs, RunE: status},
 		sas,
@@ -56,45 +73,93 @@ func root() *cobra.Command {
 		action("rekey SPI", "Rekey the IPsec SA pair with this inbound SPI (hex)", api.PathRekey, "spi"),
 		action("dpd ICOOKIE_RCOOKIE", "Send a DPD R-U-THERE on an IKE SA now", api.PathDPD, "ike"),
 	)
+	c.AddCommand(moreCommands()...)
 	return c
 }
 
-func client() *http.Client {
-	return &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", socket)
-		},
-	}}
+// client returns the HTTP client and base URL of the chosen transport.
+func client() (*http.Client, string, error) {
+	if addr == "" {
+		return &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, "unix", socket)
+			},
+		}}, "http://ikegwd", nil
+	}
+	if tlsCrt == "" || tlsKey == "" {
+		return nil, "", errors.New("--addr needs --cert and --key (a client certificate of the cluster CA)")
+	}
+	cert, err := tls.LoadX509KeyPair(tlsCrt, tlsKey)
+	if err != nil {
+		return nil, "", fmt.Errorf("--cert %s / --key %s: %w", tlsCrt, tlsKey, err)
+	}
+	caPEM, err := os.ReadFile(tlsCA)
+	if err != nil {
+		return nil, "", fmt.Errorf("--ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, "", fmt.Errorf("--ca %s: no PEM certificate", tlsCA)
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, "", fmt.Errorf("--addr %q: %w", addr, err)
+	}
+	cfg := &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13, ServerName: host}
+	return &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg}}, "https://" + addr, nil
+}
+
+func where() string {
+	if addr != "" {
+		return addr
+	}
+	return socket
 }
 
 func call(method, path string, q url.Values, out any) error {
-	u := "http://ikegwd" + path
-	if len(q) > 0 {
-		u += "?" + q.Encode()
-	}
-	req, err := http.NewRequest(method, u, nil)
+	return callBody(method, path, q, nil, out)
+}
+
+// callBody sends body (may be nil) and decodes a JSON answer into out, or
+// copies the raw answer when out is an io.Writer.
+func callBody(method, path string, q url.Values, body io.Reader, out any) error {
+	cl, base, err := client()
 	if err != nil {
 		return err
 	}
-	resp, err := client().Do(req)
+	u := base + path
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	req, err := http.NewRequest(method, u, body)
 	if err != nil {
-		return unreachable{fmt.Errorf("cannot reach ikegwd at %s: %w", socket, err)}
+		return err
+	}
+	resp, err := cl.Do(req)
+	if err != nil {
+		return unreachable{fmt.Errorf("cannot reach ikegwd at %s: %w", where(), err)}
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if w, ok := out.(io.Writer); ok && resp.StatusCode/100 == 2 {
+		if _, err := io.Copy(w, resp.Body); err != nil {
+			return unreachable{fmt.Errorf("reading the answer of %s: %w", where(), err)}
+		}
+		return nil
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
 		return unreachable{err}
 	}
 	if resp.StatusCode/100 != 2 {
 		var e api.Error
-		if json.Unmarshal(body, &e) == nil && e.Error != "" {
+		if json.Unmarshal(data, &e) == nil && e.Error != "" {
 			return errors.New(e.Error)
 		}
-		return fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(body))
+		return fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(data))
 	}
 	if out != nil {
-		return json.Unmarshal(body, out)
+		return json.Unmarshal(data, out)
 	}
 	return nil
 }
@@ -126,7 +191,10 @@ func status(cmd *cobra.Command, _ []string) error {
 	w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 	fmt.Fprintf(w, "node\t%s\nversion\t%s\nrole\t%s\ndata plane\t%s\nIKE SAs\t%d\nIPsec SA pairs\t%d\nstarted\t%s\nconnections\t%s\n",
 		st.Node, st.Version, st.Role, st.Dataplane, st.IKESAs, st.ChildSAs, st.StartedAt.Format(time.RFC3339), strings.Join(st.Connection, ", "))
-	return w.Flush()
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	return printCluster(cmd.OutOrStdout(), st.Cluster)
 }
 
 func listSAs(cmd *cobra.Command, _ []string) error {
