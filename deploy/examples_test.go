@@ -3,9 +3,11 @@
 package deploy_test
 
 import (
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -76,5 +78,42 @@ func TestUnit(t *testing.T) {
 			strings.Contains(string(out), "Unknown key") {
 			t.Errorf("systemd-analyze: %s", out)
 		}
+	}
+}
+
+// TestDashboard checks that the Grafana dashboard is valid JSON and that
+// every metric it queries is one ikegwd exports.
+func TestDashboard(t *testing.T) {
+	b, err := os.ReadFile("grafana/ikegw.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d struct {
+		Panels []struct {
+			Title   string
+			Targets []struct{ Expr string }
+		}
+	}
+	if err := json.Unmarshal(b, &d); err != nil {
+		t.Fatalf("grafana/ikegw.json: %v", err)
+	}
+	src, err := os.ReadFile("../cmd/internal/daemon/metrics.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	re := regexp.MustCompile(`ikegw_([a-z_]+)`)
+	n := 0
+	for _, p := range d.Panels {
+		for _, tg := range p.Targets {
+			for _, m := range re.FindAllStringSubmatch(tg.Expr, -1) {
+				n++
+				if !strings.Contains(string(src), `desc("`+m[1]+`"`) {
+					t.Errorf("panel %q queries ikegw_%s, which ikegwd does not export", p.Title, m[1])
+				}
+			}
+		}
+	}
+	if n < 10 {
+		t.Fatalf("only %d metric references in the dashboard", n)
 	}
 }
