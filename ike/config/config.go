@@ -78,7 +78,7 @@ func ParseDPDAction(s string) (DPDAction, error) {
 // Auth methods.
 const (
 	AuthPSK    = "psk"
-	AuthPubkey = "pubkey" // reserved, not supported yet
+	AuthPubkey = "pubkey" // X.509 certificates (parsed and loaded; the engine does not implement it yet)
 )
 
 // Defaults (strongSwan's where it has one).
@@ -113,6 +113,7 @@ type Connection struct {
 	RemoteID    Identity      // remote_id; default: the remote address (zero when Remote is any); "%any" = IDAny
 	Auth        string        // auth: "psk" (default, only value for now)
 	PSK         Secret        // psk_file (mode 0600 or stricter) or psk_env
+	Pubkey      *PubkeyAuth   // auth pubkey: cert, key, cacerts, crls, send_cert
 	Aggressive  bool          // aggressive: initiator uses Aggressive Mode; responder accepts it only when true
 	Proposals   []IKEProposal // proposals, default aes256-sha256-modp2048, aes128-sha1-modp2048
 	Legacy      bool          // legacy_algorithms: allow 3des, modp1024, modp1536

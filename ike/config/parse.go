@@ -44,6 +44,11 @@ type rawConn struct {
 	PSK         *yaml.Node `yaml:"psk"` // recognised only to refuse it
 	PSKFile     *string    `yaml:"psk_file"`
 	PSKEnv      *string    `yaml:"psk_env"`
+	Cert        *string    `yaml:"cert"`
+	Key         *string    `yaml:"key"`
+	CACerts     *strList   `yaml:"cacerts"`
+	CRLs        *strList   `yaml:"crls"`
+	SendCert    *string    `yaml:"send_cert"`
 	Aggressive  *bool      `yaml:"aggressive"`
 	Proposals   *strList   `yaml:"proposals"`
 	Legacy      *bool      `yaml:"legacy_algorithms"`
@@ -375,6 +380,9 @@ func decodeConnection(i int, item *yaml.Node, o options, pos *positions) (*Conne
 	}
 	if (r.PSKFile != nil || r.PSKEnv != nil) && c.Auth != AuthPSK {
 		return nil, fail("auth", c.Auth, errf(ErrInvalid, "a PSK is given but auth is not psk"))
+	}
+	if err := parsePubkey(c, &r, o.baseDir, fail); err != nil {
+		return nil, err
 	}
 
 	c.Aggressive = r.Aggressive != nil && *r.Aggressive

@@ -132,7 +132,10 @@ func (c *Connection) Validate() error {
 			return fail("psk_file", errf(ErrMissing, "auth psk needs a pre-shared key: set psk_file or psk_env"))
 		}
 	case AuthPubkey:
-		return fail("auth", errf(ErrNotSupported, "auth %q is not supported yet; use psk", c.Auth))
+		if c.Pubkey == nil || len(c.Pubkey.Certs) == 0 || c.Pubkey.Key.Signer == nil || c.Pubkey.Trust == nil {
+			return fail("cert", errf(ErrMissing, "auth pubkey needs cert, key and cacerts"))
+		}
+		return fail("auth", errf(ErrNotSupported, "auth %q is not supported yet by the IKEv1 engine; use psk", c.Auth))
 	default:
 		return fail("auth", errf(ErrInvalid, "unknown auth method %q (want psk)", clip(c.Auth)))
 	}

@@ -39,6 +39,7 @@ var (
 	ErrBadCRL           = errors.New("pki: bad CRL")
 	ErrIdentityMismatch = errors.New("pki: identity does not match certificate")
 	ErrKeyFile          = errors.New("pki: bad private key file")
+	ErrKeyInsecure      = errors.New("pki: private key file accessible to group or others")
 	ErrBadSignature     = errors.New("pki: signature verification failed")
 	ErrUnsupportedKey   = errors.New("pki: unsupported key type")
 )
@@ -103,7 +104,7 @@ func LoadKey(path string) (crypto.Signer, error) {
 		return nil, &FileError{path, err}
 	}
 	if fi.Mode().Perm()&0o077 != 0 {
-		return nil, &FileError{path, fmt.Errorf("%w: mode %04o, want 0600 or stricter", ErrKeyFile, fi.Mode().Perm())}
+		return nil, &FileError{path, fmt.Errorf("%w: mode %04o, want 0600 or stricter", ErrKeyInsecure, fi.Mode().Perm())}
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {

@@ -237,7 +237,7 @@ func TestWriteLabAndLoad(t *testing.T) {
 	if err := os.Chmod(kp, 0o640); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := LoadKey(kp); !errors.Is(err, ErrKeyFile) {
+	if _, err := LoadKey(kp); !errors.Is(err, ErrKeyInsecure) {
 		t.Fatalf("0640 key accepted: %v", err)
 	}
 	if _, err := WriteLab(dir, ECDSA256, []string{"../x"}); err == nil {

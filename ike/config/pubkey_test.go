@@ -1,0 +1,96 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"ikegw/ike/pki"
+)
+
+func TestPubkeyConfig(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := pki.WriteLab(dir, pki.ECDSA256, []string{"gw", "other"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "junk.crl"), []byte("junk"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "open.key"), mustRead(t, filepath.Join(dir, "gw.key")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"auth: pubkey", "cert: gw.pem", "key: gw.key", "cacerts: [ca.pem]"}
+	cases := []struct {
+		name  string
+		lines []string
+		kind  error
+		text  string
+	}{
+		{"complete (engine support pending)", base, ErrNotSupported, `auth: auth "pubkey" is not supported yet by the IKEv1 engine`},
+		{"no cert", []string{"auth: pubkey", "key: gw.key", "cacerts: [ca.pem]"}, ErrMissing, "cert: auth pubkey needs our certificate file"},
+		{"no key", []string{"auth: pubkey", "cert: gw.pem", "cacerts: [ca.pem]"}, ErrMissing, "key: auth pubkey needs the private key file"},
+		{"no CA", []string{"auth: pubkey", "cert: gw.pem", "key: gw.key"}, ErrMissing, "cacerts: auth pubkey needs at least one CA"},
+		{"key of another cert", []string{"auth: pubkey", "cert: gw.pem", "key: other.key", "cacerts: [ca.pem]"}, ErrInvalid, `key "other.key": the key does not belong to the certificate`},
+		{"key readable by others", []string{"auth: pubkey", "cert: gw.pem", "key: open.key", "cacerts: [ca.pem]"}, ErrInsecure, "mode 0644"},
+		{"missing cert file", []string{"auth: pubkey", "cert: nope.pem", "key: gw.key", "cacerts: [ca.pem]"}, os.ErrNotExist, `cert "nope.pem"`},
+		{"key as cert", []string{"auth: pubkey", "cert: gw.key", "key: gw.key", "cacerts: [ca.pem]"}, ErrInvalid, `cert "gw.key"`},
+		{"bad CRL", append(base[:4:4], "crls: [junk.crl]"), ErrInvalid, "crls[0]: "},
+		{"bad send_cert", append(base[:4:4], "send_cert: never"), ErrInvalid, `send_cert "never": want always or ifasked`},
+		{"cert with psk", []string{"auth: psk", "psk_env: HOME", "cert: gw.pem"}, ErrInvalid, "auth is not pubkey"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			doc := "connections:\n  - name: dc2\n    remote_addrs: 198.51.100.20\n    children: [{name: net}]\n"
+			for _, l := range c.lines {
+				doc += "    " + l + "\n"
+			}
+			p := filepath.Join(dir, "c.yaml")
+			if err := os.WriteFile(p, []byte(doc), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, err := Load(p)
+			if !errors.Is(err, c.kind) || !strings.Contains(fmt.Sprint(err), c.text) {
+				t.Fatalf("got %v\nwant %v containing %q", err, c.kind, c.text)
+			}
+		})
+	}
+}
+
+func TestPubkeyParsedAndRedacted(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := pki.WriteLab(dir, pki.RSA2048, []string{"gw"}); err != nil {
+		t.Fatal(err)
+	}
+	var pk *PubkeyAuth
+	r := rawConn{Cert: ptr("gw.pem"), Key: ptr("gw.key"), CACerts: &strList{"ca.pem"}, SendCert: ptr("ifasked")}
+	c := &Connection{Auth: AuthPubkey}
+	if err := parsePubkey(c, &r, dir, func(f, v string, err error) error { return fmt.Errorf("%s %s: %w", f, v, err) }); err != nil {
+		t.Fatal(err)
+	}
+	pk = c.Pubkey
+	if len(pk.Certs) != 1 || pk.Certs[0].Subject.CommonName != "gw" || pk.SendCert != SendCertIfAsked || pk.Trust == nil {
+		t.Fatalf("parsed %+v", pk)
+	}
+	if m, err := pki.AuthMethod(pk.Key.Public()); err != nil || m != pki.AuthRSASig {
+		t.Fatalf("auth method %d %v", m, err)
+	}
+	for _, s := range []string{fmt.Sprintf("%v", pk.Key), fmt.Sprintf("%#v", pk.Key), fmt.Sprintf("%+v", pk)} {
+		if strings.Contains(s, "Primes") || strings.Contains(s, "D:") {
+			t.Fatalf("key material printed: %s", s)
+		}
+	}
+}
+
+func ptr(s string) *string { return &s }
+
+func mustRead(t *testing.T, p string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
