@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/hashicorp/raft"
 
@@ -17,6 +18,17 @@ var ErrNoGateway = errors.New("failover: no other healthy gateway voter to hand 
 // Leadership adapts a cluster.Node to role.Leadership.
 type Leadership struct {
 	node *cluster.Node
+
+	mu     sync.Mutex
+	prefer string // node the next StepDown hands leadership to (planned failover --to)
+}
+
+// Prefer makes the next StepDown hand leadership to the named gateway (and
+// fail if it cannot) instead of any healthy one.
+func (l *Leadership) Prefer(to string) {
+	l.mu.Lock()
+	l.prefer = to
+	l.mu.Unlock()
 }
 
 var _ role.Leadership = (*Leadership)(nil)
@@ -78,9 +90,24 @@ func (l *Leadership) StepDown() error {
 	if l.node.Raft().State() != raft.Leader {
 		return nil
 	}
+	l.mu.Lock()
+	prefer := l.prefer
+	l.prefer = ""
+	l.mu.Unlock()
 	ms, err := l.node.Members()
 	if err != nil {
 		return fmt.Errorf("failover: step down: %w", err)
+	}
+	if prefer != "" {
+		for _, m := range ms {
+			if m.ID == prefer && m.ID != l.node.ID() && m.Voter && m.Role == cluster.RoleGateway {
+				if err := l.node.TransferLeadership(m.ID); err != nil {
+					return fmt.Errorf("failover: step down to %s: %w", prefer, err)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("%w: %q is not another voting gateway", ErrNoGateway, prefer)
 	}
 	var errs []error
 	for _, m := range ms {

@@ -66,7 +66,11 @@ func startAdmin(path string, n *Node, log *slog.Logger) (*adminServer, error) {
 			log.Error("admin API stopped", "err", err)
 		}
 	}()
-	if addr := os.Getenv(EnvAdminListen); addr != "" {
+	addr := n.cfg.Admin.Listen
+	if env := os.Getenv(EnvAdminListen); env != "" {
+		addr = env
+	}
+	if addr != "" {
 		tcp, _, err := startAdminTLS(addr, n, mux, log)
 		if err != nil {
 			s.close()
@@ -74,7 +78,11 @@ func startAdmin(path string, n *Node, log *slog.Logger) (*adminServer, error) {
 		}
 		s.tcp = tcp
 	}
-	if s.metrics, err = startMetrics(metricsListenFromEnv(), n, log); err != nil {
+	maddr := n.cfg.Metrics.Listen
+	if env := metricsListenFromEnv(); env != "" {
+		maddr = env
+	}
+	if s.metrics, err = startMetrics(maddr, n, log); err != nil {
 		s.close()
 		return nil, err
 	}
@@ -404,13 +412,11 @@ func (h *adminHandler) failover(w http.ResponseWriter, r *http.Request) {
 			writeErr(w, http.StatusNotFound, fmt.Errorf("failover: to=%q is not a voting gateway of this cluster", to))
 			return
 		}
-		if err := h.n.cnode.TransferLeadership(to); err != nil {
-			writeErr(w, http.StatusInternalServerError, fmt.Errorf("failover: leadership to %s: %w", to, err))
-			return
-		}
 	}
 	h.log.Info("planned failover requested", "to", to)
-	if err := h.n.Handover(); err != nil {
+	// The VIPs go first, then leadership moves (to the named node when
+	// given): never two VIP owners.
+	if err := h.n.HandoverTo(to); err != nil {
 		writeErr(w, http.StatusInternalServerError, fmt.Errorf("failover: %w", err))
 		return
 	}

@@ -26,6 +26,7 @@ type Config struct {
 	Dataplane DataplaneConfig `yaml:"dataplane"`
 	Log       LogConfig       `yaml:"log"`
 	Admin     AdminConfig     `yaml:"admin"`
+	Metrics   MetricsConfig   `yaml:"metrics"`
 	// Cluster, when present, makes the node a cluster member; without it
 	// ikegwd runs standalone (persisting to its own SA database).
 	Cluster  *ClusterConfig `yaml:"cluster"`
@@ -84,9 +85,17 @@ type LogConfig struct {
 	Format string `yaml:"format"` // text | json
 }
 
-// AdminConfig places the admin API.
+// AdminConfig places the admin API: the root-only unix socket, and
+// optionally TCP with the cluster's mutual TLS (role by client
+// certificate).
 type AdminConfig struct {
 	Socket string `yaml:"socket"`
+	Listen string `yaml:"listen"` // host:port; empty = no TCP listener
+}
+
+// MetricsConfig places the Prometheus endpoint.
+type MetricsConfig struct {
+	Listen string `yaml:"listen"` // host:port; empty = /v1/metrics on the admin API only
 }
 
 // ClusterConfig makes the node a member of an ikegw cluster.
@@ -249,6 +258,17 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Admin.Socket == "" {
 		c.Admin.Socket = DefaultSocket
+	}
+	for what, a := range map[string]string{"admin.listen": c.Admin.Listen, "metrics.listen": c.Metrics.Listen} {
+		if a == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return fmt.Errorf("config: %s %q: want host:port", what, a)
+		}
+	}
+	if c.Admin.Listen != "" && c.Cluster == nil {
+		return errors.New("config: admin.listen needs the cluster section (the TCP admin API uses the cluster's mutual TLS)")
 	}
 	if err := c.Cluster.check(); err != nil {
 		return err

@@ -71,11 +71,15 @@ func (n *Node) role() string {
 // Handover moves the active role to another gateway before this node stops
 // (planned failover, SIGTERM). A standby or standalone node has nothing to
 // hand over. No DELETE is sent to any peer.
-func (n *Node) Handover() error {
+func (n *Node) Handover() error { return n.HandoverTo("") }
+
+// HandoverTo is Handover to a named gateway (planned failover --to): the
+// VIPs are released first, then leadership goes to that node only.
+func (n *Node) HandoverTo(to string) error {
 	if n.roles == nil {
 		return nil
 	}
-	return n.roles.handover()
+	return n.roles.handover(to)
 }
 
 // store returns the SA database (replicated when clustered).

@@ -17,6 +17,7 @@ import (
 // within the lease, takes over and holds the VIPs (DESIGN.md invariant 2).
 type roles struct {
 	m      *role.Machine
+	lead   *failover.Leadership
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -38,8 +39,9 @@ func startRoles(n *Node) (*roles, error) {
 	if lease == 0 {
 		lease = 500 * time.Millisecond
 	}
+	lead := failover.NewLeadership(n.cnode)
 	m, err := role.New(role.Config{Lease: lease, Log: n.log.With("component", "role")},
-		failover.NewLeadership(n.cnode), vm, role.Callbacks{
+		lead, vm, role.Callbacks{
 			OnActivate: n.mem.activate,
 			OnActive: func() {
 				cs := n.cnode.Stats()
@@ -56,7 +58,7 @@ func startRoles(n *Node) (*roles, error) {
 		return nil, err
 	}
 	ctx, cancel = context.WithCancel(context.Background())
-	r := &roles{m: m, cancel: cancel, done: make(chan struct{})}
+	r := &roles{m: m, lead: lead, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(r.done)
 		if err := m.Run(ctx); err != nil {
@@ -69,10 +71,13 @@ func startRoles(n *Node) (*roles, error) {
 func (r *roles) active() bool { return r.m.State() == role.Active }
 
 // handover gives up the active role (planned failover): VIPs released,
-// leadership handed to another gateway.
-func (r *roles) handover() error {
+// then leadership handed to another gateway (to, when named).
+func (r *roles) handover(to string) error {
 	if r.m.State() == role.Standby {
 		return nil
+	}
+	if to != "" {
+		r.lead.Prefer(to)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
