@@ -29,7 +29,7 @@ func TestPubkeyConfig(t *testing.T) {
 		kind  error
 		text  string
 	}{
-		{"complete (engine support pending)", base, ErrNotSupported, `auth: auth "pubkey" is not supported yet by the IKEv1 engine`},
+		{"aggressive", append(base[:4:4], "aggressive: true"), ErrNotSupported, "aggressive: auth pubkey is supported in Main Mode only"},
 		{"no cert", []string{"auth: pubkey", "key: gw.key", "cacerts: [ca.pem]"}, ErrMissing, "cert: auth pubkey needs our certificate file"},
 		{"no key", []string{"auth: pubkey", "cert: gw.pem", "cacerts: [ca.pem]"}, ErrMissing, "key: auth pubkey needs the private key file"},
 		{"no CA", []string{"auth: pubkey", "cert: gw.pem", "key: gw.key"}, ErrMissing, "cacerts: auth pubkey needs at least one CA"},

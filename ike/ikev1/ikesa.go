@@ -12,6 +12,7 @@ import (
 	"ikegw/ike/config"
 	"ikegw/ike/ikecrypto"
 	"ikegw/ike/isakmp"
+	"ikegw/ike/pki"
 	"ikegw/ike/sa"
 )
 
@@ -64,6 +65,7 @@ type phase1 struct {
 	iv     []byte // current CBC IV of phase 1
 
 	peerNATT, peerDPD bool
+	peerCR            bool   // the peer sent a certificate request
 	idPeerB           []byte // the peer's ID payload body
 
 	// Retransmission: the last message we sent and the request it answers.
@@ -188,7 +190,7 @@ func phase1Offer(c *config.Connection) []isakmp.Transform {
 		}
 		attrs = append(attrs,
 			basic(isakmp.AttrHashAlgorithm, p.Hash),
-			basic(isakmp.AttrAuthMethod, isakmp.AuthPSK),
+			basic(isakmp.AttrAuthMethod, authMethod(c)),
 			basic(isakmp.AttrGroupDescription, p.Group),
 			basic(isakmp.AttrLifeType, isakmp.LifeSeconds),
 			lifeAttr(isakmp.AttrLifeDuration, life),
@@ -252,9 +254,24 @@ func parseP1Transform(t isakmp.Transform) (p1Attrs, error) {
 	return a, nil
 }
 
-func (a p1Attrs) matches(p config.IKEProposal) bool {
-	return a.encr == p.Encr && a.keyLen == p.KeyLen && a.hash == p.Hash && a.group == p.Group && a.auth == isakmp.AuthPSK
+func (a p1Attrs) matches(p config.IKEProposal, auth uint16) bool {
+	return a.encr == p.Encr && a.keyLen == p.KeyLen && a.hash == p.Hash && a.group == p.Group && a.auth == auth
 }
+
+// authMethod is the phase 1 authentication method of a connection: PSK, or
+// RSA / ECDSA signatures after the type of its private key.
+func authMethod(c *config.Connection) uint16 {
+	if c.Auth == config.AuthPubkey && c.Pubkey != nil && c.Pubkey.Key.Signer != nil {
+		if m, err := pki.AuthMethod(c.Pubkey.Key.Public()); err == nil {
+			return m
+		}
+		return 0
+	}
+	return isakmp.AuthPSK
+}
+
+// usesSig reports whether a connection authenticates with certificates.
+func usesSig(c *config.Connection) bool { return c.Auth == config.AuthPubkey && c.Pubkey != nil }
 
 // selectP1 picks the first of the peer's transforms that one of the
 // connection's proposals allows.
@@ -265,7 +282,7 @@ func selectP1(c *config.Connection, offer []isakmp.Transform) (isakmp.Transform,
 			continue
 		}
 		for _, p := range c.Proposals {
-			if a.matches(p) {
+			if a.matches(p, authMethod(c)) {
 				return t, a, true
 			}
 		}
@@ -278,6 +295,9 @@ func selectP1(c *config.Connection, offer []isakmp.Transform) (isakmp.Transform,
 func localID(c *config.Connection, local netip.Addr) isakmp.ID {
 	if !c.LocalID.IsZero() && !c.LocalID.IsAny() {
 		return isakmp.ID{IDType: isakmp.IDType(c.LocalID.Type), Data: slices.Clone(c.LocalID.Data)}
+	}
+	if usesSig(c) && len(c.Pubkey.Certs) > 0 {
+		return isakmp.ID{IDType: isakmp.IDType(pki.IDDERASN1DN), Data: slices.Clone(c.Pubkey.Certs[0].RawSubject)}
 	}
 	return addrID(local)
 }

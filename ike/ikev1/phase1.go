@@ -83,6 +83,10 @@ func (e *Engine) initiatePhase1(now time.Time, o *out, c *config.Connection, rea
 	if c.Aggressive {
 		mode = isakmp.ExchangeAggressive
 	}
+	if mode == isakmp.ExchangeAggressive && usesSig(c) {
+		e.log.Error("phase 1: certificate authentication is supported in Main Mode only", "conn", c.Name)
+		return nil
+	}
 	p := &phase1{mode: mode, psk: c.PSK, started: now, offer: phase1Offer(c)}
 	s.p1 = p
 	ps := []isakmp.Payload{}
@@ -301,8 +305,8 @@ func (e *Engine) respondPhase1(now time.Time, o *out, pkt Packet, h isakmp.Heade
 	var chosen isakmp.Transform
 	var attrs p1Attrs
 	for _, c := range e.candidates(pkt.Remote.Addr(), aggressive) {
-		if aggressive && !remoteIDAllowed(c, idP, pkt.Remote.Addr()) {
-			continue
+		if aggressive && (usesSig(c) || !remoteIDAllowed(c, idP, pkt.Remote.Addr())) {
+			continue // certificates are supported in Main Mode only
 		}
 		if t, a, ok := selectP1(c, prop.Transforms); ok {
 			conn, chosen, attrs = c, t, a
@@ -414,7 +418,11 @@ func (e *Engine) dhResponder(s *ikeSA, p *phase1, gxi, ni []byte) error {
 
 // deriveKeys computes SKEYID.., the encryption key and the phase 1 IV.
 func deriveKeys(s *ikeSA, p *phase1) {
-	s.rec.SKEYID = ikecrypto.SKEYIDPSK(s.prf, p.psk, p.ni, p.nr)
+	if usesSig(s.conn) {
+		s.rec.SKEYID = ikecrypto.SKEYIDSig(s.prf, p.ni, p.nr, p.gxy)
+	} else {
+		s.rec.SKEYID = ikecrypto.SKEYIDPSK(s.prf, p.psk, p.ni, p.nr)
+	}
 	s.rec.SKEYIDd, s.rec.SKEYIDa, s.rec.SKEYIDe = ikecrypto.DeriveSKEYIDs(s.prf, s.rec.SKEYID, p.gxy, s.rec.Cookies.I[:], s.rec.Cookies.R[:])
 	s.rec.EncKey = ikecrypto.ExpandKey(s.prf, s.rec.SKEYIDe, s.cipher.KeyLen())
 	p.iv = ikecrypto.Phase1IV(s.prf, p.gxi, p.gxr, s.cipher.BlockSize())
@@ -459,6 +467,7 @@ func (e *Engine) mainMode(now time.Time, o *out, s *ikeSA, pkt Packet, h isakmp.
 		p.group, p.dhPriv, p.gxi = g, priv, pub
 		p.ni = e.randBytes(nonceLen)
 		ps := []isakmp.Payload{&isakmp.KE{Data: pub}, &isakmp.Nonce{Data: p.ni}}
+		ps = append(ps, certRequests(s.conn)...)
 		ps = append(ps, e.natdPayloads(s, p, pkt.Local, pkt.Remote)...)
 		e.sendP1Request(now, o, s, ps, 3, false)
 
@@ -487,10 +496,16 @@ func (e *Engine) mainMode(now time.Time, o *out, s *ikeSA, pkt Packet, h isakmp.
 				s.float()
 			}
 		}
+		p.peerCR = len(all[*isakmp.CertRequest](d)) > 0
 		id := localID(s.conn, s.rec.Local.Addr())
 		s.rec.LocalID = toSAIdentity(&id)
 		hashI := ikecrypto.HashI(s.prf, s.rec.SKEYID, p.gxi, p.gxr, s.rec.Cookies.I[:], s.rec.Cookies.R[:], p.saiB, idBody(&id))
-		e.sendP1Request(now, o, s, []isakmp.Payload{&id, &isakmp.Hash{Data: hashI}}, 5, true)
+		ps, err := authPayloads(s.conn, p, &id, hashI)
+		if err != nil {
+			e.log.Error("phase 1: cannot sign message 5", "sa", s.String(), "err", err)
+			return
+		}
+		e.sendP1Request(now, o, s, ps, 5, true)
 
 	case initiator && p.step == 5: // message 6
 		d, iv, err := s.decrypt(h, body, p.iv)
@@ -499,14 +514,20 @@ func (e *Engine) mainMode(now time.Time, o *out, s *ikeSA, pkt Packet, h isakmp.
 			return
 		}
 		id, _, okID := first[*isakmp.ID](d)
-		hp, _, okH := first[*isakmp.Hash](d)
-		if !okID || !okH {
-			e.phase1AuthFailed(o, s, pkt, "message 6 lacks ID or HASH", nil)
+		if !okID {
+			e.phase1AuthFailed(o, s, pkt, "message 6 lacks ID", nil)
 			return
 		}
 		want := ikecrypto.HashR(s.prf, s.rec.SKEYID, p.gxr, p.gxi, s.rec.Cookies.R[:], s.rec.Cookies.I[:], p.saiB, idBody(id))
-		if !ikecrypto.Equal(want, hp.Data) {
-			e.phase1AuthFailed(o, s, pkt, "HASH_R does not verify", nil)
+		if usesSig(s.conn) {
+			fp, why, err := verifySigAuth(s.conn, d, id, want, now)
+			if why != "" {
+				e.phase1AuthFailed(o, s, pkt, why, err)
+				return
+			}
+			s.rec.PeerCertSHA256 = fp
+		} else if hp, _, okH := first[*isakmp.Hash](d); !okH || !ikecrypto.Equal(want, hp.Data) {
+			e.phase1AuthFailed(o, s, pkt, "HASH_R missing or does not verify", nil)
 			return
 		}
 		if !remoteIDAllowed(s.conn, id, s.rec.Remote.Addr()) {
@@ -540,7 +561,9 @@ func (e *Engine) mainMode(now time.Time, o *out, s *ikeSA, pkt Packet, h isakmp.
 		if p.peerNATT {
 			s.detectNAT(all[*isakmp.NATD](d), pkt.Local, pkt.Remote)
 		}
+		p.peerCR = len(all[*isakmp.CertRequest](d)) > 0
 		ps := []isakmp.Payload{&isakmp.KE{Data: p.gxr}, &isakmp.Nonce{Data: p.nr}}
+		ps = append(ps, certRequests(s.conn)...)
 		ps = append(ps, e.natdPayloads(s, p, pkt.Local, pkt.Remote)...)
 		m := &isakmp.Message{Header: s.header(isakmp.ExchangeMain, 0), Payloads: ps}
 		msg, err := m.Marshal()
@@ -560,14 +583,20 @@ func (e *Engine) mainMode(now time.Time, o *out, s *ikeSA, pkt Packet, h isakmp.
 			return
 		}
 		id, idRaw, okID := first[*isakmp.ID](d)
-		hp, _, okH := first[*isakmp.Hash](d)
-		if !okID || !okH {
-			e.phase1AuthFailed(o, s, pkt, "message 5 lacks ID or HASH (wrong pre-shared key?)", nil)
+		if !okID {
+			e.phase1AuthFailed(o, s, pkt, "message 5 lacks ID (wrong pre-shared key?)", nil)
 			return
 		}
 		want := ikecrypto.HashI(s.prf, s.rec.SKEYID, p.gxi, p.gxr, s.rec.Cookies.I[:], s.rec.Cookies.R[:], p.saiB, idRaw[4:])
-		if !ikecrypto.Equal(want, hp.Data) {
-			e.phase1AuthFailed(o, s, pkt, "HASH_I does not verify (wrong pre-shared key?)", nil)
+		if usesSig(s.conn) {
+			fp, why, err := verifySigAuth(s.conn, d, id, want, now)
+			if why != "" {
+				e.phase1AuthFailed(o, s, pkt, why, err)
+				return
+			}
+			s.rec.PeerCertSHA256 = fp
+		} else if hp, _, okH := first[*isakmp.Hash](d); !okH || !ikecrypto.Equal(want, hp.Data) {
+			e.phase1AuthFailed(o, s, pkt, "HASH_I missing or does not verify (wrong pre-shared key?)", nil)
 			return
 		}
 		if !remoteIDAllowed(s.conn, id, pkt.Remote.Addr()) {
@@ -581,7 +610,12 @@ func (e *Engine) mainMode(now time.Time, o *out, s *ikeSA, pkt Packet, h isakmp.
 		myID := localID(s.conn, pkt.Local.Addr())
 		s.rec.LocalID = toSAIdentity(&myID)
 		hashR := ikecrypto.HashR(s.prf, s.rec.SKEYID, p.gxr, p.gxi, s.rec.Cookies.R[:], s.rec.Cookies.I[:], p.saiB, idBody(&myID))
-		msg, iv6, err := s.encrypt(s.header(isakmp.ExchangeMain, 0), []isakmp.Payload{&myID, &isakmp.Hash{Data: hashR}}, p.iv)
+		ps6, err := authPayloads(s.conn, p, &myID, hashR)
+		if err != nil {
+			e.log.Error("phase 1: cannot sign message 6", "sa", s.String(), "err", err)
+			return
+		}
+		msg, iv6, err := s.encrypt(s.header(isakmp.ExchangeMain, 0), ps6, p.iv)
 		if err != nil {
 			e.log.Error("phase 1: cannot encrypt message 6", "sa", s.String(), "err", err)
 			return
@@ -632,7 +666,7 @@ func (e *Engine) acceptP1Reply(s *ikeSA, d isakmp.Decoded, pkt Packet) bool {
 	}
 	var match *config.IKEProposal
 	for i := range s.conn.Proposals {
-		if a.matches(s.conn.Proposals[i]) {
+		if a.matches(s.conn.Proposals[i], authMethod(s.conn)) {
 			match = &s.conn.Proposals[i]
 			break
 		}

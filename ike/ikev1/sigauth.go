@@ -1,0 +1,86 @@
+package ikev1
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"ikegw/ike/config"
+	"ikegw/ike/isakmp"
+	"ikegw/ike/pki"
+)
+
+// certEncodingX509Sig is the CERT/CR encoding "X.509 Certificate -
+// Signature" (RFC 2408 §3.9).
+const certEncodingX509Sig = 4
+
+// certRequests returns a CR payload per trusted CA of a certificate
+// authenticated connection (none for PSK).
+func certRequests(c *config.Connection) []isakmp.Payload {
+	if !usesSig(c) || c.Pubkey.Trust == nil {
+		return nil
+	}
+	var ps []isakmp.Payload
+	for _, dn := range c.Pubkey.Trust.CADNs() {
+		ps = append(ps, &isakmp.CertRequest{Encoding: certEncodingX509Sig, Authority: dn})
+	}
+	return ps
+}
+
+// authPayloads returns the payloads of Main Mode message 5 or 6 after ID:
+// HASH for PSK; CERT (always, or when the peer asked) and SIG over the hash
+// for certificates.
+func authPayloads(c *config.Connection, p *phase1, id *isakmp.ID, hash []byte) ([]isakmp.Payload, error) {
+	if !usesSig(c) {
+		return []isakmp.Payload{id, &isakmp.Hash{Data: hash}}, nil
+	}
+	sig, err := pki.Sign(c.Pubkey.Key.Signer, hash)
+	if err != nil {
+		return nil, err
+	}
+	ps := []isakmp.Payload{id}
+	if c.Pubkey.SendCert != config.SendCertIfAsked || p.peerCR {
+		for _, cert := range c.Pubkey.Certs {
+			ps = append(ps, &isakmp.Cert{Encoding: certEncodingX509Sig, Data: cert.Raw})
+		}
+	}
+	return append(ps, &isakmp.Signature{Data: sig}), nil
+}
+
+// verifySigAuth checks the peer's certificate chain, that the certificate
+// vouches for the peer's ID, and the SIG over hash. It returns the
+// certificate's SHA-256 fingerprint, or the reason for refusing.
+func verifySigAuth(c *config.Connection, d isakmp.Decoded, id *isakmp.ID, hash []byte, now time.Time) ([]byte, string, error) {
+	var ders [][]byte
+	for _, cp := range all[*isakmp.Cert](d) {
+		if cp.Encoding == certEncodingX509Sig {
+			ders = append(ders, cp.Data)
+		}
+	}
+	sp, _, okS := first[*isakmp.Signature](d)
+	if !okS {
+		return nil, "no SIG payload", nil
+	}
+	if len(ders) == 0 {
+		return nil, "peer sent no X.509 certificate", nil
+	}
+	cert, err := c.Pubkey.Trust.Verify(ders, now)
+	if err != nil {
+		switch {
+		case errors.Is(err, pki.ErrExpired):
+			return nil, "peer certificate expired or not yet valid", err
+		case errors.Is(err, pki.ErrRevoked):
+			return nil, "peer certificate revoked by CRL", err
+		case errors.Is(err, pki.ErrUnknownCA):
+			return nil, "peer certificate not issued by a trusted CA", err
+		}
+		return nil, "peer certificate refused", err
+	}
+	if err := pki.MatchIdentity(cert, uint8(id.IDType), id.Data); err != nil {
+		return nil, fmt.Sprintf("peer identity %s does not match its certificate", id), err
+	}
+	if err := pki.VerifySig(cert.PublicKey, hash, sp.Data); err != nil {
+		return nil, "signature does not verify", err
+	}
+	return pki.Fingerprint(cert), "", nil
+}

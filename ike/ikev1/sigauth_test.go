@@ -1,0 +1,206 @@
+package ikev1
+
+import (
+	"bytes"
+	"crypto/x509"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"ikegw/ike/config"
+	"ikegw/ike/isakmp"
+	"ikegw/ike/pki"
+	"ikegw/ike/sa"
+)
+
+// sigLab is a CA with certificates for the two test nodes.
+type sigLab struct {
+	ca, other *pki.CA
+	kt        pki.KeyType
+}
+
+func newSigLab(t *testing.T, kt pki.KeyType) *sigLab {
+	t.Helper()
+	ca, err := pki.NewCA("engine test CA", kt, 48*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := pki.NewCA("other CA", kt, 48*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &sigLab{ca: ca, other: other, kt: kt}
+}
+
+// pubkey turns c into a certificate authenticated connection with a
+// certificate from ca for addr (IP SAN and DNS name).
+func (l *sigLab) pubkey(t *testing.T, c *config.Connection, ca *pki.CA, leaf pki.Leaf, crls ...*x509.RevocationList) *x509.Certificate {
+	t.Helper()
+	leaf.KeyType = l.kt
+	cert, key, err := ca.Issue(leaf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := pki.NewTrust([]*x509.Certificate{l.ca.Cert}, crls)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Auth, c.PSK = config.AuthPubkey, nil
+	c.RemoteID = config.Identity{Type: config.IDAny}
+	c.Pubkey = &config.PubkeyAuth{Certs: []*x509.Certificate{cert}, Key: config.PrivateKey{Signer: key}, Trust: tr, SendCert: config.SendCertAlways}
+	return cert
+}
+
+func sigPair(t *testing.T, kt pki.KeyType) (*sigLab, *node, *node, *world) {
+	l := newSigLab(t, kt)
+	a, b, w := pairNodes(t, "aes256-sha256-modp2048", "aes256-sha256")
+	w.now = time.Now().Truncate(time.Second)
+	l.pubkey(t, a.eng.conns["to-b"], l.ca, pki.Leaf{CommonName: "a", IPs: []net.IP{net.IP(addrA.AsSlice())}})
+	l.pubkey(t, b.eng.conns["to-a"], l.ca, pki.Leaf{CommonName: "b", DNSNames: []string{"b.example"}})
+	return l, a, b, w
+}
+
+func TestSignatureAuth(t *testing.T) {
+	for _, kt := range []pki.KeyType{pki.RSA2048, pki.ECDSA256, pki.ECDSA384} {
+		t.Run(string(kt), func(t *testing.T) {
+			_, a, b, w := sigPair(t, kt)
+			initiate(t, w, a, "to-b")
+			ia, _, _ := checkPair(t, a, b)
+			ib := onlyIKE(t, b)
+			wantAuth := map[pki.KeyType]uint16{pki.RSA2048: pki.AuthRSASig, pki.ECDSA256: pki.AuthECDSA256, pki.ECDSA384: pki.AuthECDSA384}[kt]
+			if ia.Proposal.AuthMethod != wantAuth || ib.Proposal.AuthMethod != wantAuth {
+				t.Fatalf("auth method %d/%d, want %d", ia.Proposal.AuthMethod, ib.Proposal.AuthMethod, wantAuth)
+			}
+			certA := a.eng.conns["to-b"].Pubkey.Certs[0]
+			certB := b.eng.conns["to-a"].Pubkey.Certs[0]
+			if !bytes.Equal(ia.PeerCertSHA256, pki.Fingerprint(certB)) || !bytes.Equal(ib.PeerCertSHA256, pki.Fingerprint(certA)) {
+				t.Fatal("peer certificate fingerprints not recorded")
+			}
+			if ib.RemoteID.Type != pki.IDDERASN1DN || !bytes.Equal(ib.RemoteID.Data, certA.RawSubject) {
+				t.Fatalf("responder's peer identity %+v", ib.RemoteID)
+			}
+			for _, n := range []*node{a, b} {
+				for _, r := range n.store {
+					if len(r.PeerCertSHA256) != 32 {
+						t.Fatalf("%s: persisted record lacks the peer cert fingerprint", n.name)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestSignatureAuthRefusals(t *testing.T) {
+	cases := []struct {
+		name, reason string
+		setup        func(t *testing.T, l *sigLab, a, b *node)
+	}{
+		{"expired", "peer certificate expired", func(t *testing.T, l *sigLab, a, b *node) {
+			l.pubkey(t, a.eng.conns["to-b"], l.ca, pki.Leaf{CommonName: "a",
+				NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})
+		}},
+		{"other CA", "not issued by a trusted CA", func(t *testing.T, l *sigLab, a, b *node) {
+			l.pubkey(t, a.eng.conns["to-b"], l.other, pki.Leaf{CommonName: "a"})
+		}},
+		{"identity mismatch", "does not match its certificate", func(t *testing.T, l *sigLab, a, b *node) {
+			a.eng.conns["to-b"].LocalID = config.Identity{Type: config.IDFQDN, Data: []byte("not-a.example")}
+		}},
+		{"revoked", "revoked by CRL", func(t *testing.T, l *sigLab, a, b *node) {
+			cert := l.pubkey(t, a.eng.conns["to-b"], l.ca, pki.Leaf{CommonName: "a"})
+			crl, err := l.ca.CRL(cert)
+			if err != nil {
+				t.Fatal(err)
+			}
+			l.pubkey(t, b.eng.conns["to-a"], l.ca, pki.Leaf{CommonName: "b"}, crl)
+		}},
+		{"wrong key", "signature does not verify", func(t *testing.T, l *sigLab, a, b *node) {
+			k, err := pki.NewKey(l.kt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			a.eng.conns["to-b"].Pubkey.Key = config.PrivateKey{Signer: k}
+		}},
+	}
+	for _, kt := range []pki.KeyType{pki.RSA2048, pki.ECDSA256} {
+		for _, c := range cases {
+			t.Run(string(kt)+"/"+c.name, func(t *testing.T) {
+				l, a, b, w := sigPair(t, kt)
+				c.setup(t, l, a, b)
+				var logs bytes.Buffer
+				b.eng.log = slog.New(slog.NewTextHandler(&logs, nil))
+				initiate(t, w, a, "to-b")
+				for i := 0; i < 8; i++ {
+					w.advance(30 * time.Second)
+				}
+				if n := len(b.eng.IKESAs()); n != 0 {
+					t.Fatalf("responder kept %d IKE SAs", n)
+				}
+				if len(b.store)+len(b.kids) != 0 {
+					t.Fatal("responder persisted state")
+				}
+				if b.eng.Stats().Phase1Failed == 0 {
+					t.Fatal("refusal not counted")
+				}
+				if !strings.Contains(logs.String(), c.reason) {
+					t.Fatalf("responder log lacks %q:\n%s", c.reason, logs.String())
+				}
+			})
+		}
+	}
+}
+
+// TestSignatureAuthResume: a standby restored from the records of a
+// certificate authenticated SA keeps the fingerprint and continues the SA
+// (DPD) without a new phase 1.
+func TestSignatureAuthResume(t *testing.T) {
+	_, a, b, w := sigPair(t, pki.ECDSA256)
+	initiate(t, w, a, "to-b")
+	ike, _, _ := checkPair(t, a, b)
+	var ikes []*sa.IKESA
+	var kids []*sa.ChildSA
+	for _, r := range b.store {
+		ikes = append(ikes, r)
+	}
+	for _, c := range b.kids {
+		kids = append(kids, c)
+	}
+	fresh := newNode(t, "b", addrB, b.eng.cfg.Connections...)
+	acts, err := fresh.eng.Restore(w.now, ikes, kids, RestoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh.apply(acts)
+	for _, c := range kids {
+		fresh.installed[c.In.SPI] = c
+	}
+	w.nodes[addrB] = fresh
+	w.advance(31 * time.Second)
+	w.advance(31 * time.Second)
+	if fresh.eng.Stats().DPDAcked == 0 {
+		t.Fatalf("DPD after restore failed: %+v", fresh.eng.Stats())
+	}
+	r := onlyIKE(t, fresh)
+	if r.Cookies != ike.Cookies || !bytes.Equal(r.PeerCertSHA256, pki.Fingerprint(a.eng.conns["to-b"].Pubkey.Certs[0])) {
+		t.Fatal("restored SA lost its cookies or peer certificate fingerprint")
+	}
+	if a.eng.Stats().Phase1Done != 1 {
+		t.Fatalf("initiator completed %d phase 1s", a.eng.Stats().Phase1Done)
+	}
+}
+
+func TestVerifySigAuthWithoutCert(t *testing.T) {
+	l := newSigLab(t, pki.ECDSA256)
+	c := &config.Connection{}
+	l.pubkey(t, c, l.ca, pki.Leaf{CommonName: "x"})
+	id := localID(c, addrA)
+	d := isakmp.Decoded{Payloads: []isakmp.Payload{&id, &isakmp.Signature{Data: []byte{1, 2}}}, Raw: [][]byte{nil, nil}}
+	if _, why, _ := verifySigAuth(c, d, &id, make([]byte, 32), time.Now()); why != "peer sent no X.509 certificate" {
+		t.Fatalf("reason %q", why)
+	}
+	d = isakmp.Decoded{Payloads: []isakmp.Payload{&id}, Raw: [][]byte{nil}}
+	if _, why, _ := verifySigAuth(c, d, &id, make([]byte, 32), time.Now()); why != "no SIG payload" {
+		t.Fatalf("reason %q", why)
+	}
+}
