@@ -287,6 +287,14 @@ func (e *Engine) Restore(now time.Time, ikes []*sa.IKESA, children []*sa.ChildSA
 			s.rec.DPDOurSeq += opt.DPDSeqJump
 		}
 		for _, x := range s.rec.Exchanges {
+			if isakmp.ExchangeType(x.Type) == isakmp.ExchangeMain && x.MessageID == 0 && len(x.LastReply) > 0 {
+				// Our replicated Main Mode message 6: answer a retransmitted
+				// message 5 from it.
+				p := &phase1{mode: isakmp.ExchangeMain, step: 6, done: true, lastSent: slices.Clone(x.LastReply), started: now}
+				copy(p.lastRecvHash[:], x.LastRequestHash)
+				s.p1 = p
+				continue
+			}
 			if isakmp.ExchangeType(x.Type) != isakmp.ExchangeQuick || len(x.IV) != s.cipher.BlockSize() {
 				continue
 			}

@@ -639,3 +639,49 @@ func TestReqidReuseAndIndexes(t *testing.T) {
 		}
 	}
 }
+
+// The responder's Main Mode message 6 is lost and the responder dies right
+// after committing the SA: the new active, built from the records, answers
+// the initiator's retransmitted message 5 from the replicated cache, and
+// phase 1 completes with the same cookies.
+func TestResumeAnswersLostMessage6(t *testing.T) {
+	a, b, w := pairNodes(t, "aes256-sha256-modp2048", "aes256-sha256")
+	lost := false
+	w.drop = func(p Packet) bool {
+		h, err := isakmp.ParseHeader(p.Data)
+		if err == nil && !lost && p.Local.Addr() == addrB && h.Exchange == isakmp.ExchangeMain && h.Flags&isakmp.FlagEncryption != 0 {
+			lost = true // message 6
+			return true
+		}
+		return false
+	}
+	initiate(t, w, a, "to-b")
+	if !lost || len(b.store) != 1 {
+		t.Fatalf("setup: message 6 lost=%v, responder persisted %d IKE SAs", lost, len(b.store))
+	}
+	var ikes []*sa.IKESA
+	for _, r := range b.store {
+		ikes = append(ikes, r)
+	}
+	fresh := newNode(t, "b", addrB, b.eng.cfg.Connections...)
+	acts, err := fresh.eng.Restore(w.now, ikes, nil, RestoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh.apply(acts)
+	w.nodes[addrB] = fresh
+	w.advance(5 * time.Second) // the initiator retransmits message 5
+	w.advance(time.Minute)     // and its Quick Mode completes
+	ike, _, _ := checkPair(t, a, fresh)
+	if ike.Cookies != ikes[0].Cookies {
+		t.Fatal("phase 1 was renegotiated")
+	}
+	if fresh.eng.Stats().AnsweredFromCache == 0 {
+		t.Fatal("the retransmitted message 5 was not answered from the replicated cache")
+	}
+	for _, x := range onlyIKE(t, fresh).Exchanges {
+		if x.MessageID == 0 {
+			t.Fatal("the message 6 cache outlived the peer's first Quick Mode")
+		}
+	}
+}

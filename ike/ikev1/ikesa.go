@@ -83,6 +83,21 @@ type phase1 struct {
 
 func (s *ikeSA) key() [16]byte { return s.rec.Cookies.Key() }
 
+// peerCompletedPhase1 is called on the first authenticated message of a
+// later exchange: the peer has our last phase 1 message, so its cache (in
+// memory and in the replicated record) is no longer needed.
+func (s *ikeSA) peerCompletedPhase1() {
+	if s.p1 != nil && s.p1.done {
+		s.p1 = nil
+	}
+	for i, x := range s.rec.Exchanges {
+		if x.MessageID == 0 && x.Type == uint8(isakmp.ExchangeMain) {
+			s.rec.Exchanges = slices.Delete(slices.Clone(s.rec.Exchanges), i, i+1)
+			return
+		}
+	}
+}
+
 // setSuite builds the PRF and cipher from the negotiated proposal.
 func (s *ikeSA) setSuite() error {
 	p, err := ikecrypto.NewPRF(ikecrypto.HashAlg(s.rec.Proposal.Hash))

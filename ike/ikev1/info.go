@@ -85,6 +85,7 @@ func (e *Engine) handleInfo(now time.Time, o *out, pkt Packet, h isakmp.Header, 
 	}
 	s.lastHeard = now
 	s.rec.Local, s.rec.Remote = e.peerMoved(s, pkt)
+	s.peerCompletedPhase1()
 	for _, p := range d.Payloads[1:] {
 		switch v := p.(type) {
 		case *isakmp.Notify:

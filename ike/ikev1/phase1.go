@@ -623,6 +623,12 @@ func (e *Engine) mainMode(now time.Time, o *out, s *ikeSA, pkt Packet, h isakmp.
 		p.step = 6
 		p.lastSent, p.lastRecvHash = msg, datagramHash(pkt.Data)
 		s.rec.IVBase = iv6
+		// Replicate message 6 with the hash of the message 5 it answers:
+		// if it is lost and this node dies, the new active answers the
+		// peer's retransmitted message 5 from this cache (the peer would
+		// otherwise never complete phase 1 while we hold the SA).
+		s.rec.Exchanges = append(slices.Clone(s.rec.Exchanges), sa.Exchange{Type: uint8(isakmp.ExchangeMain),
+			LastReply: msg, LastRequestHash: p.lastRecvHash[:]})
 		initialContact := false
 		for _, n := range all[*isakmp.Notify](d) {
 			if n.NotifyType == isakmp.NotifyInitialContact {

@@ -377,6 +377,7 @@ func (e *Engine) handleQuick(now time.Time, o *out, pkt Packet, h isakmp.Header,
 	}
 	rest := restAfter(d, 0)
 	s.rec.Local, s.rec.Remote = e.peerMoved(s, pkt)
+	s.peerCompletedPhase1()
 	switch {
 	case x == nil:
 		if !ikecrypto.Equal(ikecrypto.QMHash1(s.prf, s.rec.SKEYIDa, h.MessageID, rest), hp.Data) {
