@@ -8,7 +8,9 @@
 #      5.9.8 and against ikegwd, side by side, medians of 5 runs.
 #   3. Failover outages in the cluster lab (deploy/gwlab TestFailover).
 #   4. Kernel SA install rate in the VM (xfrm/kernel).
-# Environment: SKIP="micro handshake failover kernel" skips parts.
+#   5. bench/throughput.sh and bench/memory.sh: iperf3 through a tunnel and
+#      RSS per 1,000 tunnels, against strongSwan in the same run.
+# Environment: SKIP="micro handshake throughput memory failover kernel".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=bench/results
@@ -36,6 +38,14 @@ fi
 if [[ $skip != *" handshake "* ]]; then
 	echo "bench: handshake rate vs strongSwan"
 	bench/handshake.sh "$out/handshake.md"
+fi
+if [[ $skip != *" throughput "* ]]; then
+	echo "bench: throughput through a tunnel vs strongSwan (iperf3)"
+	bench/throughput.sh > "$out/throughput.log" 2>&1 || echo "bench: throughput.sh failed (see $out/throughput.log)"
+fi
+if [[ $skip != *" memory "* ]]; then
+	echo "bench: RSS per 1,000 tunnels vs strongSwan"
+	bench/memory.sh > "$out/memory.log" 2>&1 || echo "bench: memory.sh failed (see $out/memory.log)"
 fi
 if [[ $skip != *" failover "* ]]; then
 	echo "bench: failover outages (cluster lab)"
