@@ -446,14 +446,7 @@ func (e *Engine) mainMode(now time.Time, o *out, s *ikeSA, pkt Packet, h isakmp.
 		if !e.acceptP1Reply(s, d, pkt) {
 			return
 		}
-		oldKey := s.rec.Cookies
-		e.dropIKE(s)
-		s.rec.Cookies.R = h.RCookie
-		e.putIKE(s)
-		o.stop(Timer{Kind: TimerRetransmit, IKE: oldKey})
-		o.stop(Timer{Kind: TimerHalfOpen, IKE: oldKey})
-		o.arm(Timer{Kind: TimerHalfOpen, IKE: s.rec.Cookies}, p.started.Add(e.cfg.HalfOpenTimeout))
-		s.rec.Local = pkt.Local
+		e.adoptResponderCookie(o, s, h, pkt)
 		g, err := ikecrypto.GroupByID(s.rec.Proposal.Group)
 		if err != nil {
 			e.log.Error("phase 1: group", "sa", s.String(), "err", err)
@@ -642,6 +635,20 @@ func (e *Engine) mainMode(now time.Time, o *out, s *ikeSA, pkt Packet, h isakmp.
 	default:
 		e.drop(fmt.Sprintf("main mode message out of order (step %d)", p.step), pkt, h)
 	}
+}
+
+// adoptResponderCookie completes an initiator's SA with the responder's
+// cookie from message 2: re-indexed under the full pair, its timers moved
+// to the new key, and our local address as the reply arrived.
+func (e *Engine) adoptResponderCookie(o *out, s *ikeSA, h isakmp.Header, pkt Packet) {
+	oldKey := s.rec.Cookies
+	e.dropIKE(s)
+	s.rec.Cookies.R = h.RCookie
+	e.putIKE(s)
+	o.stop(Timer{Kind: TimerRetransmit, IKE: oldKey})
+	o.stop(Timer{Kind: TimerHalfOpen, IKE: oldKey})
+	o.arm(Timer{Kind: TimerHalfOpen, IKE: s.rec.Cookies}, s.p1.started.Add(e.cfg.HalfOpenTimeout))
+	s.rec.Local = pkt.Local
 }
 
 // float moves an initiator's IKE traffic to port 4500 (RFC 3947 §4).
@@ -858,13 +865,7 @@ func (e *Engine) aggressiveMode(now time.Time, o *out, s *ikeSA, pkt Packet, h i
 			e.log.Warn("phase 1 failed: the peer chose another DH group than our KE", "sa", s.String())
 			return
 		}
-		oldKey := s.rec.Cookies
-		e.dropIKE(s)
-		s.rec.Cookies.R = h.RCookie
-		e.putIKE(s)
-		o.stop(Timer{Kind: TimerRetransmit, IKE: oldKey})
-		o.stop(Timer{Kind: TimerHalfOpen, IKE: oldKey})
-		s.rec.Local = pkt.Local
+		e.adoptResponderCookie(o, s, h, pkt)
 		gxy, err := p.group.Shared(p.dhPriv, ke.Data)
 		if err != nil {
 			e.phase1AuthFailed(o, s, pkt, "bad key exchange from the peer", err)
