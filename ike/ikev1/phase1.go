@@ -434,16 +434,7 @@ func (e *Engine) mainMode(now time.Time, o *out, s *ikeSA, pkt Packet, h isakmp.
 	initiator := s.rec.Role == sa.Initiator
 	switch {
 	case initiator && p.step == 1: // message 2
-		d, err := isakmp.DecodePayloads(h.NextPayload, body)
-		if err != nil {
-			e.malformed("main mode message 2", err, pkt)
-			return
-		}
-		if n, _, ok := first[*isakmp.Notify](d); ok && n.NotifyType.IsError() {
-			e.phase1Refused(o, s, n.NotifyType)
-			return
-		}
-		if !e.acceptP1Reply(s, d, pkt) {
+		if _, ok := e.phase1Reply(o, s, pkt, h, body); !ok {
 			return
 		}
 		e.adoptResponderCookie(o, s, h, pkt)
@@ -662,6 +653,21 @@ func (s *ikeSA) float() {
 	s.rec.Floated = true
 }
 
+// phase1Reply decodes the responder's message 2 (Main or Aggressive Mode),
+// gives up on an error notify, and checks the SA the responder chose.
+func (e *Engine) phase1Reply(o *out, s *ikeSA, pkt Packet, h isakmp.Header, body []byte) (isakmp.Decoded, bool) {
+	d, err := isakmp.DecodePayloads(h.NextPayload, body)
+	if err != nil {
+		e.malformed(h.Exchange.String()+" mode message 2", err, pkt)
+		return d, false
+	}
+	if n, _, ok := first[*isakmp.Notify](d); ok && n.NotifyType.IsError() {
+		e.phase1Refused(o, s, n.NotifyType)
+		return d, false
+	}
+	return d, e.acceptP1Reply(s, d, pkt)
+}
+
 // acceptP1Reply checks the responder's SA choice in message 2 and records
 // the negotiated suite.
 func (e *Engine) acceptP1Reply(s *ikeSA, d isakmp.Decoded, pkt Packet) bool {
@@ -841,16 +847,8 @@ func (e *Engine) aggressiveMode(now time.Time, o *out, s *ikeSA, pkt Packet, h i
 	initiator := s.rec.Role == sa.Initiator
 	switch {
 	case initiator && p.step == 1: // message 2
-		d, err := isakmp.DecodePayloads(h.NextPayload, body)
-		if err != nil {
-			e.malformed("aggressive mode message 2", err, pkt)
-			return
-		}
-		if n, _, ok := first[*isakmp.Notify](d); ok && n.NotifyType.IsError() {
-			e.phase1Refused(o, s, n.NotifyType)
-			return
-		}
-		if !e.acceptP1Reply(s, d, pkt) {
+		d, ok := e.phase1Reply(o, s, pkt, h, body)
+		if !ok {
 			return
 		}
 		ke, _, okKE := first[*isakmp.KE](d)
