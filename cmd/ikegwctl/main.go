@@ -28,7 +28,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"ikegw/cmd/internal/api"
+	"ikegw/cmd/api"
 )
 
 var (

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"ikegw/cmd/internal/api"
+	"ikegw/cmd/api"
 	"ikegw/deploy/lab"
 )
 

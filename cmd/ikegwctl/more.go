@@ -25,7 +25,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"ikegw/cluster/certs"
-	"ikegw/cmd/internal/api"
+	"ikegw/cmd/api"
 )
 
 // Version is set at build time (-ldflags "-X main.Version=...").

@@ -24,7 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"ikegw/cluster/certs"
-	"ikegw/cmd/internal/api"
+	"ikegw/cmd/api"
 	"ikegw/deploy/lab"
 	"ikegw/store"
 )

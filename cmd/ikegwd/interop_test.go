@@ -19,7 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"ikegw/cmd/internal/api"
+	"ikegw/cmd/api"
 	"ikegw/deploy/lab"
 )
 

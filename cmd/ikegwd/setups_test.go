@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"ikegw/cmd/internal/api"
+	"ikegw/cmd/api"
 	"ikegw/ike/config"
 	"ikegw/ike/ikev1"
 	"ikegw/ike/runtime"

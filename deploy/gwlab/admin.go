@@ -9,61 +9,20 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"ikegw/cmd/api"
 )
 
-// Status is the part of ikegwd's /v1/status view the lab reads (the admin
-// API's types live in an internal package; the JSON names are its contract).
-type Status struct {
-	Node      string            `json:"node"`
-	Version   string            `json:"version"`
-	Dataplane string            `json:"dataplane"`
-	Role      string            `json:"role"`
-	IKESAs    int               `json:"ike_sas"`
-	ChildSAs  int               `json:"child_sas"`
-	Engine    map[string]uint64 `json:"engine"`
-	Runtime   map[string]uint64 `json:"runtime"`
-	Cluster   *ClusterStatus    `json:"cluster,omitempty"`
-}
+// The admin API's views (package ikegw/cmd/api), as the lab reads them.
+type (
+	Status        = api.Status
+	ClusterStatus = api.ClusterStatus
+	Takeover      = api.Takeover
+	GatewaySAs    = api.SAs
+)
 
-// ClusterStatus is a member's Raft view.
-type ClusterStatus struct {
-	State        string    `json:"state"`
-	Term         uint64    `json:"term"`
-	CommitIndex  uint64    `json:"commit_index"`
-	AppliedIndex uint64    `json:"applied_index"`
-	LastIndex    uint64    `json:"last_index"`
-	Leader       string    `json:"leader"`
-	LeaderReady  bool      `json:"leader_ready"`
-	LastTakeover *Takeover `json:"last_takeover,omitempty"`
-}
-
-// Takeover splits a gateway's last activation into its steps.
-type Takeover struct {
-	Started   time.Time `json:"started"`
-	LoadMS    float64   `json:"load_ms"`
-	CommitMS  float64   `json:"commit_ms"`
-	InstallMS float64   `json:"install_ms"`
-	EngineMS  float64   `json:"engine_ms"`
-	IKESAs    int       `json:"ike_sas"`
-	ChildSAs  int       `json:"child_sas"`
-}
-
-// Active reports whether the status says the node is the active gateway.
-func (s Status) Active() bool { return strings.EqualFold(s.Role, "active") }
-
-// GatewaySAs is the part of ikegwd's /v1/sas view the lab reads.
-type GatewaySAs struct {
-	IKE []struct {
-		ICookie string `json:"icookie"`
-		RCookie string `json:"rcookie"`
-		State   string `json:"state"`
-	} `json:"ike_sas"`
-	Children []struct {
-		SPIIn  string `json:"spi_in"`
-		SPIOut string `json:"spi_out"`
-		State  string `json:"state"`
-	} `json:"child_sas"`
-}
+// isActive reports whether a status says the node is the active gateway.
+func isActive(s Status) bool { return strings.EqualFold(s.Role, api.RoleActive) }
 
 // adminGet GETs path from the admin API on the unix socket sock into out.
 func adminGet(ctx context.Context, sock, path string, out any) error {

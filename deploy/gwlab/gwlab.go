@@ -577,7 +577,7 @@ func (l *Lab) Status(ctx context.Context) []NodeStatus {
 func (l *Lab) Active(ctx context.Context) (string, error) {
 	var act []string
 	for _, s := range l.Status(ctx) {
-		if s.Err == nil && s.Status.Active() {
+		if s.Err == nil && isActive(s.Status) {
 			act = append(act, s.Name)
 		}
 	}
@@ -917,7 +917,7 @@ func (l *Lab) waitRejoined(ctx context.Context, n *Node) error {
 			last = err.Error()
 		case st.Cluster == nil:
 			last = "role " + st.Role + ", no cluster status"
-		case st.Role == "" || (!n.Witness && st.Active()):
+		case st.Role == "" || (!n.Witness && isActive(st)):
 			last = "role " + st.Role
 		case st.Cluster.Leader == "" || st.Cluster.AppliedIndex < target:
 			last = fmt.Sprintf("role %s, leader %q, applied index %d < %d", st.Role, st.Cluster.Leader, st.Cluster.AppliedIndex, target)

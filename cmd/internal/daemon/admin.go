@@ -24,7 +24,7 @@ import (
 
 	"ikegw/cluster"
 	"ikegw/cluster/certs"
-	"ikegw/cmd/internal/api"
+	"ikegw/cmd/api"
 	"ikegw/ike/ikev1"
 	"ikegw/ike/sa"
 )

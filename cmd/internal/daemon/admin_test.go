@@ -21,7 +21,7 @@ import (
 	"time"
 
 	"ikegw/cluster/certs"
-	"ikegw/cmd/internal/api"
+	"ikegw/cmd/api"
 )
 
 func TestRedactYAML(t *testing.T) {

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"ikegw/cluster"
-	"ikegw/cmd/internal/api"
+	"ikegw/cmd/api"
 	"ikegw/ike/config"
 	"ikegw/ike/ikev1"
 	"ikegw/ike/runtime"
