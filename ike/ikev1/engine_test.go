@@ -685,3 +685,24 @@ func TestResumeAnswersLostMessage6(t *testing.T) {
 		}
 	}
 }
+
+// A responder whose initiator never rekeys replaces the pair itself before
+// it expires, under the same IKE SA, with no gap.
+func TestResponderRekeysBeforeExpiry(t *testing.T) {
+	a, b, w := pairNodes(t, "aes256-sha256-modp2048", "aes256-sha256")
+	a.eng.conns["to-b"].Children[0].RekeyTime = 10 * time.Hour // the initiator does not rekey in time
+	initiate(t, w, a, "to-b")
+	ike1, x1, _ := checkPair(t, a, b)
+	// Lifetime 66 min (both sides): the responder rekeys at 95%, about 62.7 min.
+	for i := 0; i < 64; i++ {
+		w.advance(time.Minute)
+	}
+	w.advance(11 * time.Second)
+	ike2, x2, _ := checkPair(t, a, b)
+	if x2.In.SPI == x1.In.SPI || ike2.Cookies != ike1.Cookies {
+		t.Fatalf("pair not rekeyed by the responder under the same IKE SA (SPI %08x -> %08x)", x1.In.SPI, x2.In.SPI)
+	}
+	if a.eng.Stats().Phase2Done < 2 {
+		t.Fatalf("initiator saw %d quick modes", a.eng.Stats().Phase2Done)
+	}
+}

@@ -559,6 +559,9 @@ func (e *Engine) respondQuick(now time.Time, o *out, s *ikeSA, pkt Packet, h isa
 		e.quickFailed(o, s, pkt, h, isakmp.NotifyNoProposalChosen, err.Error())
 		return
 	}
+	// The initiator normally rekeys first; should it not, we replace the
+	// pair ourselves before it expires (at 95% of its lifetime).
+	c.RekeyAt = now.Add(time.Duration(c.ExpireAt-c.Established) * 95 / 100).UnixNano()
 	reply = append(reply, &isakmp.SA{DOI: isakmp.DOIIPsec, Situation: saP.Situation,
 		Proposals: []isakmp.Proposal{{Number: prop.Number, Protocol: isakmp.ProtoESP, SPI: be32(x.ourSPI), Transforms: []isakmp.Transform{chosen}}}},
 		&isakmp.Nonce{Data: x.nr})
