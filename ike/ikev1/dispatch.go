@@ -42,7 +42,7 @@ func (e *Engine) HandleTimer(now time.Time, t Timer) []Action {
 		e.retransmit(now, &o, t)
 	case TimerHalfOpen:
 		if s := e.ikes[t.IKE.Key()]; s != nil && !s.established() {
-			e.stats.Phase1Failed++
+			e.phase1Fail(FailTimeout)
 			e.log.Warn("phase 1 did not complete in time", "sa", s.String(), "remote", s.rec.Remote.String(), "timeout", e.cfg.HalfOpenTimeout)
 			e.removeIKE(&o, s)
 		}
@@ -50,7 +50,7 @@ func (e *Engine) HandleTimer(now time.Time, t Timer) []Action {
 		if s := e.ikes[t.IKE.Key()]; s != nil {
 			if x := s.xchg[t.MsgID]; x != nil {
 				if x.role == sa.Initiator {
-					e.stats.Phase2Failed++
+					e.phase2Fail(FailTimeout)
 					e.log.Warn("quick mode did not complete in time", "sa", s.String(), "msgid", t.MsgID)
 				}
 				// A responder's pair was installed with its reply; a lost
@@ -103,7 +103,7 @@ func (e *Engine) retransmit(now time.Time, o *out, t Timer) {
 			return
 		}
 		if p.retries >= retransmitTries(s.conn) {
-			e.stats.Phase1Failed++
+			e.phase1Fail(FailNoResponse)
 			e.log.Warn("phase 1 failed: peer does not answer", "sa", s.String(), "remote", s.rec.Remote.String(), "message", p.step, "tries", p.retries+1)
 			e.removeIKE(o, s)
 			return
@@ -120,7 +120,7 @@ func (e *Engine) retransmit(now time.Time, o *out, t Timer) {
 		return
 	}
 	if x.retries >= retransmitTries(s.conn) {
-		e.stats.Phase2Failed++
+		e.phase2Fail(FailNoResponse)
 		e.log.Warn("quick mode failed: peer does not answer", "sa", s.String(), "msgid", x.msgID)
 		e.finishExchange(o, s, x)
 		return

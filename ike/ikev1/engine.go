@@ -168,6 +168,8 @@ type Stats struct {
 	Phase1Done, Phase2Done uint64
 	Phase1Failed           uint64
 	Phase2Failed           uint64
+	Phase1FailedBy         [NumFailReasons]uint64 // Phase1Failed split by reason
+	Phase2FailedBy         [NumFailReasons]uint64 // Phase2Failed split by reason
 	DPDSent, DPDAcked      uint64
 	DPDTimeouts            uint64
 	Deletes                uint64

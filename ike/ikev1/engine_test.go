@@ -371,8 +371,8 @@ func TestWrongPSK(t *testing.T) {
 	if b.eng.halfOpen != 0 {
 		t.Fatalf("half-open count %d", b.eng.halfOpen)
 	}
-	if b.eng.Stats().Phase1Failed == 0 {
-		t.Fatal("failure not counted")
+	if st := b.eng.Stats(); st.Phase1Failed == 0 || st.Phase1FailedBy[FailAuth] != st.Phase1Failed {
+		t.Fatalf("failure not counted as an authentication failure: %d failed, by reason %v", st.Phase1Failed, st.Phase1FailedBy)
 	}
 }
 
@@ -383,6 +383,12 @@ func TestNoProposalChosen(t *testing.T) {
 	initiate(t, w, a, "to-b")
 	if len(a.eng.IKESAs()) != 0 {
 		t.Fatal("initiator kept its SA after NO-PROPOSAL-CHOSEN")
+	}
+	if n := b.eng.Stats().Phase1FailedBy[FailNoProposal]; n != 1 {
+		t.Fatalf("responder counted %d no-proposal failures, want 1", n)
+	}
+	if n := a.eng.Stats().Phase1FailedBy[FailPeerRefused]; n != 1 {
+		t.Fatalf("initiator counted %d refusals by the peer, want 1", n)
 	}
 }
 

@@ -314,7 +314,7 @@ func (e *Engine) respondPhase1(now time.Time, o *out, pkt Packet, h isakmp.Heade
 		}
 	}
 	if conn == nil {
-		e.stats.Phase1Failed++
+		e.phase1Fail(FailNoProposal)
 		if aggressive && len(e.candidates(pkt.Remote.Addr(), false)) > 0 && len(e.candidates(pkt.Remote.Addr(), true)) == 0 {
 			e.log.Warn("phase 1 refused: aggressive mode is not enabled for this peer (PSK + aggressive mode exposes an offline-crackable hash)", "remote", pkt.Remote.String())
 		} else {
@@ -352,7 +352,7 @@ func (e *Engine) respondPhase1(now time.Time, o *out, pkt Packet, h isakmp.Heade
 		p.idPeerB = idBody(idP)
 		s.rec.RemoteID = toSAIdentity(idP)
 		if err := e.dhResponder(s, p, ke.Data, nonce.Data); err != nil {
-			e.stats.Phase1Failed++
+			e.phase1Fail(FailKeyExchange)
 			e.log.Warn("phase 1 refused: bad key exchange", "conn", conn.Name, "remote", pkt.Remote.String(), "err", err)
 			return
 		}
@@ -732,13 +732,13 @@ func (e *Engine) sendP1Request(now time.Time, o *out, s *ikeSA, ps []isakmp.Payl
 }
 
 func (e *Engine) phase1Refused(o *out, s *ikeSA, n isakmp.NotifyType) {
-	e.stats.Phase1Failed++
+	e.phase1Fail(FailPeerRefused)
 	e.log.Warn("phase 1 refused by the peer", "sa", s.String(), "notify", n.String())
 	e.removeIKE(o, s)
 }
 
 func (e *Engine) phase1AuthFailed(o *out, s *ikeSA, pkt Packet, why string, err error) {
-	e.stats.Phase1Failed++
+	e.phase1Fail(FailAuth)
 	args := []any{"sa", s.String(), "remote", pkt.Remote.String(), "reason", why}
 	if err != nil {
 		args = append(args, "err", err)

@@ -652,36 +652,43 @@ func (e *Engine) findRekeyed(n *sa.ChildSA) *sa.ChildSA {
 }
 
 func (e *Engine) quickFailed(o *out, s *ikeSA, pkt Packet, h isakmp.Header, n isakmp.NotifyType, why string) {
-	e.stats.Phase2Failed++
+	switch n {
+	case isakmp.NotifyInvalidIDInformation:
+		e.phase2Fail(FailSelectors)
+	case isakmp.NotifyInvalidKeyInformation:
+		e.phase2Fail(FailKeyExchange)
+	default:
+		e.phase2Fail(FailNoProposal)
+	}
 	e.log.Warn("quick mode refused", "sa", s.String(), "msgid", h.MessageID, "notify", n.String(), "reason", why)
 	e.sendInfo(o, s, []isakmp.Payload{&isakmp.Notify{DOI: isakmp.DOIIPsec, Protocol: isakmp.ProtoESP, NotifyType: n}})
 }
 
 // quickReply handles Quick Mode message 2 as initiator.
 func (e *Engine) quickReply(now time.Time, o *out, s *ikeSA, x *exchange, d isakmp.Decoded) {
-	fail := func(why string) {
-		e.stats.Phase2Failed++
+	fail := func(r FailReason, why string) {
+		e.phase2Fail(r)
 		e.log.Warn("quick mode failed", "sa", s.String(), "child", x.child.Name, "msgid", x.msgID, "reason", why)
 		e.finishExchange(o, s, x)
 	}
 	if n, _, ok := first[*isakmp.Notify](d); ok && n.NotifyType.IsError() {
-		fail("peer answered " + n.NotifyType.String())
+		fail(FailPeerRefused, "peer answered "+n.NotifyType.String())
 		return
 	}
 	saP, _, okSA := first[*isakmp.SA](d)
 	nonce, _, okN := first[*isakmp.Nonce](d)
 	if !okSA || !okN || len(saP.Proposals) != 1 || len(saP.Proposals[0].Transforms) != 1 {
-		fail("reply lacks SA (one proposal, one transform) or nonce")
+		fail(FailProtocol, "reply lacks SA (one proposal, one transform) or nonce")
 		return
 	}
 	prop := saP.Proposals[0]
 	if prop.Protocol != isakmp.ProtoESP || len(prop.SPI) != 4 {
-		fail("reply is not ESP with a 4-byte SPI")
+		fail(FailProtocol, "reply is not ESP with a 4-byte SPI")
 		return
 	}
 	a, err := parseP2Transform(prop.Transforms[0])
 	if err != nil {
-		fail(err.Error())
+		fail(FailNoProposal, err.Error())
 		return
 	}
 	ok := false
@@ -691,14 +698,14 @@ func (e *Engine) quickReply(now time.Time, o *out, s *ikeSA, x *exchange, d isak
 		}
 	}
 	if !ok {
-		fail("peer chose a transform we did not offer")
+		fail(FailProtocol, "peer chose a transform we did not offer")
 		return
 	}
 	if ids := all[*isakmp.ID](d); len(ids) == 2 {
 		l, err1 := tsFromID(ids[0])
 		r, err2 := tsFromID(ids[1])
 		if err1 != nil || err2 != nil || l != x.localTS || r != x.remoteTS {
-			fail("peer changed the traffic selectors")
+			fail(FailProtocol, "peer changed the traffic selectors")
 			return
 		}
 	}
@@ -707,12 +714,12 @@ func (e *Engine) quickReply(now time.Time, o *out, s *ikeSA, x *exchange, d isak
 	if x.group != nil {
 		ke, _, okKE := first[*isakmp.KE](d)
 		if !okKE {
-			fail("PFS reply without KE")
+			fail(FailKeyExchange, "PFS reply without KE")
 			return
 		}
 		gqm, err = x.group.Shared(x.dhPriv, ke.Data)
 		if err != nil {
-			fail("bad KE: " + err.Error())
+			fail(FailKeyExchange, "bad KE: "+err.Error())
 			return
 		}
 	}
@@ -728,7 +735,7 @@ func (e *Engine) quickReply(now time.Time, o *out, s *ikeSA, x *exchange, d isak
 	}
 	c, err := e.buildChild(now, s, x, a, binary.BigEndian.Uint32(prop.SPI), gqm)
 	if err != nil {
-		fail(err.Error())
+		fail(FailInternal, err.Error())
 		return
 	}
 	c.Initiated = true
@@ -738,7 +745,7 @@ func (e *Engine) quickReply(now time.Time, o *out, s *ikeSA, x *exchange, d isak
 	hash3 := ikecrypto.QMHash3(s.prf, s.rec.SKEYIDa, x.msgID, x.ni, x.nr)
 	msg, _, err := s.encrypt(s.header(isakmp.ExchangeQuick, x.msgID), []isakmp.Payload{&isakmp.Hash{Data: hash3}}, x.iv)
 	if err != nil {
-		fail("cannot encrypt message 3: " + err.Error())
+		fail(FailInternal, "cannot encrypt message 3: "+err.Error())
 		return
 	}
 	var old *sa.ChildSA

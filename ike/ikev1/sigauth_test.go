@@ -140,8 +140,8 @@ func TestSignatureAuthRefusals(t *testing.T) {
 				if len(b.store)+len(b.kids) != 0 {
 					t.Fatal("responder persisted state")
 				}
-				if b.eng.Stats().Phase1Failed == 0 {
-					t.Fatal("refusal not counted")
+				if st := b.eng.Stats(); st.Phase1Failed == 0 || st.Phase1FailedBy[FailAuth] == 0 {
+					t.Fatalf("refusal not counted as an authentication failure: %v", st.Phase1FailedBy)
 				}
 				if !strings.Contains(logs.String(), c.reason) {
 					t.Fatalf("responder log lacks %q:\n%s", c.reason, logs.String())
