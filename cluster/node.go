@@ -138,6 +138,10 @@ type Node struct {
 
 	gossip *gossip // nil without membership
 
+	// commitLat times successful Commit calls (queueing, Raft round trip
+	// and local apply).
+	commitLat Latency
+
 	// leaderCtx is cancelled when leadership is lost.
 	leaderMu     sync.Mutex
 	leaderCancel context.CancelFunc
@@ -575,6 +579,7 @@ func (n *Node) Commit(ctx context.Context, cmds ...Command) error {
 		return ErrNotLeader
 	}
 	p := &pending{group: group, done: make(chan error, 1)}
+	start := time.Now()
 	select {
 	case n.commitCh <- p:
 	case <-ctx.Done():
@@ -584,6 +589,9 @@ func (n *Node) Commit(ctx context.Context, cmds ...Command) error {
 	}
 	select {
 	case err := <-p.done:
+		if err == nil {
+			n.commitLat.Observe(time.Since(start))
+		}
 		return err
 	case <-ctx.Done():
 		return ctx.Err()
@@ -702,6 +710,11 @@ func (n *Node) proposeBatch(batch []*pending, done chan<- struct{}) {
 		}
 	}()
 }
+
+// CommitLatency returns the histogram of this node's successful Commit
+// calls: from the call to the group applied locally after a quorum stored
+// it (queueing behind other batches included).
+func (n *Node) CommitLatency() LatencySnapshot { return n.commitLat.Snapshot() }
 
 // Stats is a snapshot of this node's Raft state.
 type Stats struct {

@@ -414,6 +414,7 @@ func (h *adminHandler) failover(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	h.log.Info("planned failover requested", "to", to)
+	h.n.failovers.Add(1)
 	// The VIPs go first, then leadership moves (to the named node when
 	// given): never two VIP owners.
 	if err := h.n.HandoverTo(to); err != nil {

@@ -44,6 +44,8 @@ type Node struct {
 	cnode *cluster.Node // clustered
 	mem   *member       // clustered gateway
 	roles *roles        // clustered gateway
+
+	failovers atomic.Uint64 // planned failovers accepted (admin API)
 }
 
 // runtime returns the running IKE runtime: always for a standalone node,
@@ -102,6 +104,14 @@ func (s *lateSender) SendESP(b []byte, dst netip.AddrPort) error {
 		return errors.New("daemon: runtime not started")
 	}
 	return rt.SendESP(b, dst)
+}
+
+func (s *lateSender) SendESPBatch(pkts [][]byte, dsts []netip.AddrPort) (int, error) {
+	rt := s.rt.Load()
+	if rt == nil {
+		return 0, errors.New("daemon: runtime not started")
+	}
+	return rt.SendESPBatch(pkts, dsts)
 }
 
 // NewLogger builds the slog logger the configuration asks for.

@@ -33,6 +33,7 @@ type member struct {
 	rt           *runtime.Runtime
 	activatedAt  time.Time
 	lastTakeover TakeoverTimes
+	stats        takeoverStats // every activation, for metrics
 }
 
 // TakeoverTimes splits the last activation for metrics and the bench.
@@ -49,13 +50,14 @@ type TakeoverTimes struct {
 // activate runs the takeover (DESIGN.md "Takeover, step by step", steps 4
 // and 6; the caller claims the VIPs afterwards, step 5). It is called only
 // on the Raft leader after Barrier, so the store holds every committed SA.
-func (m *member) activate(ctx context.Context) error {
+func (m *member) activate(ctx context.Context) (err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.rt != nil {
 		return nil // idempotent: already active (e.g. after a fence)
 	}
 	t := TakeoverTimes{Started: time.Now()}
+	defer func() { m.stats.record(t, err) }()
 	ikes, kids, err := loadAll(m.node.Store())
 	if err != nil {
 		return fmt.Errorf("takeover: reading the replicated SAs: %w", err)

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"ikegw/cluster"
 	"ikegw/ike/ikev1"
 	"ikegw/ike/sa"
 	"ikegw/xfrm/userspace"
@@ -67,13 +68,19 @@ var (
 	mDPInstalled   = desc("dataplane_pairs", "IPsec SA pairs installed in the data plane.")
 	mDPErrors      = desc("dataplane_errors", "Userspace data plane drops and errors of the installed pairs (sum), by reason.", "reason")
 	mDPEngine      = desc("dataplane_engine_drops_total", "Userspace data plane drops before an SA was found, by reason.", "reason")
+	mHSFailures    = desc("ike_handshake_failures_total", "Failed exchanges by phase (1: Main/Aggressive Mode, 2: Quick Mode) and reason (a closed set: timeout, no_response, no_proposal, auth, peer_refused, key_exchange, selectors, protocol, internal).", "phase", "reason")
+	mTakeoverCount = desc("takeovers_total", "Takeovers (activations) this node ran since it started, by result (ok, failed).", "result")
+	mTakeoverDur   = desc("takeover_duration_seconds", "Duration of this node's successful takeovers, by phase (load, commit, install, engine; total is the whole activation).", "phase")
+	mFailoverReq   = desc("failover_requests_total", "Planned failovers (ikegwctl failover) this node accepted as the active node.")
+	mRaftCommitLat = desc("raft_commit_seconds", "Latency of this node's successful Raft commits: from Commit to the entry applied locally after a quorum stored it (leader only).")
 	mScrapeErr     = desc("scrape_errors", "Parts of this scrape that could not be read (see the log).", "part")
 )
 
 var allDescs = []*prometheus.Desc{mInfo, mRole, mIKESAs, mChildSAs, mIKEPackets, mIKEDropped, mIKERetrans,
 	mIKECacheAns, mHandshakes, mDPD, mDeletes, mRekeys, mRuntime, mRaftState, mRaftTerm, mRaftCommit,
 	mRaftApplied, mRaftLast, mRaftLag, mRaftContact, mRaftLeader, mMembers, mTakeovers, mTakeoverPhase,
-	mTakeoverSAs, mDPBytes, mDPPackets, mDPInstalled, mDPErrors, mDPEngine, mScrapeErr}
+	mTakeoverSAs, mDPBytes, mDPPackets, mDPInstalled, mDPErrors, mDPEngine, mScrapeErr,
+	mHSFailures, mTakeoverCount, mTakeoverDur, mFailoverReq, mRaftCommitLat}
 
 func (c *metricsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range allDescs {
@@ -140,20 +147,7 @@ func (c *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 			scrapeErr["engine"] = 1
 			n.log.Debug("metrics: engine", "err", err)
 		} else {
-			counter(ch, mIKEPackets, es.Received, "received")
-			counter(ch, mIKEPackets, es.Sent, "sent")
-			counter(ch, mIKEDropped, es.Malformed, "malformed")
-			counter(ch, mIKEDropped, es.Dropped, "unwanted")
-			counter(ch, mIKERetrans, es.Retransmits)
-			counter(ch, mIKECacheAns, es.AnsweredFromCache)
-			counter(ch, mHandshakes, es.Phase1Done, "1", "done")
-			counter(ch, mHandshakes, es.Phase1Failed, "1", "failed")
-			counter(ch, mHandshakes, es.Phase2Done, "2", "done")
-			counter(ch, mHandshakes, es.Phase2Failed, "2", "failed")
-			counter(ch, mDPD, es.DPDSent, "sent")
-			counter(ch, mDPD, es.DPDAcked, "acked")
-			counter(ch, mDPD, es.DPDTimeouts, "timeout")
-			counter(ch, mDeletes, es.Deletes)
+			engineMetrics(ch, es)
 		}
 		rs := rt.Stats()
 		counter(ch, mRuntime, rs.PersistCalls, "persist")
@@ -185,6 +179,7 @@ func (c *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		gauge(ch, mRaftContact, contact)
 		gauge(ch, mRaftLeader, b2f(cs.LeaderReady))
+		histogram(ch, mRaftCommitLat, n.cnode.CommitLatency())
 		if ms, err := n.cnode.Members(); err != nil {
 			scrapeErr["members"] = 1
 		} else {
@@ -197,6 +192,8 @@ func (c *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 			}
 		}
 		if n.mem != nil {
+			takeoverMetrics(ch, &n.mem.stats)
+			counter(ch, mFailoverReq, n.failovers.Load())
 			if t := n.mem.takeover(); !t.Started.IsZero() {
 				gauge(ch, mTakeovers, float64(t.Started.UnixNano())/1e9)
 				gauge(ch, mTakeoverPhase, t.Load.Seconds(), "load")
@@ -247,6 +244,46 @@ func (c *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 			counter(ch, mDPEngine, es.DeviceErrors, "device")
 		}
 	}
+}
+
+// engineMetrics exports the IKE engine's counters.
+func engineMetrics(ch chan<- prometheus.Metric, es ikev1.Stats) {
+	counter(ch, mIKEPackets, es.Received, "received")
+	counter(ch, mIKEPackets, es.Sent, "sent")
+	counter(ch, mIKEDropped, es.Malformed, "malformed")
+	counter(ch, mIKEDropped, es.Dropped, "unwanted")
+	counter(ch, mIKERetrans, es.Retransmits)
+	counter(ch, mIKECacheAns, es.AnsweredFromCache)
+	counter(ch, mHandshakes, es.Phase1Done, "1", "done")
+	counter(ch, mHandshakes, es.Phase1Failed, "1", "failed")
+	counter(ch, mHandshakes, es.Phase2Done, "2", "done")
+	counter(ch, mHandshakes, es.Phase2Failed, "2", "failed")
+	for r := ikev1.FailReason(0); r < ikev1.NumFailReasons; r++ {
+		counter(ch, mHSFailures, es.Phase1FailedBy[r], "1", r.String())
+		counter(ch, mHSFailures, es.Phase2FailedBy[r], "2", r.String())
+	}
+	counter(ch, mDPD, es.DPDSent, "sent")
+	counter(ch, mDPD, es.DPDAcked, "acked")
+	counter(ch, mDPD, es.DPDTimeouts, "timeout")
+	counter(ch, mDeletes, es.Deletes)
+}
+
+// takeoverMetrics exports the takeover counters and histograms.
+func takeoverMetrics(ch chan<- prometheus.Metric, s *takeoverStats) {
+	counter(ch, mTakeoverCount, s.ok.Load(), "ok")
+	counter(ch, mTakeoverCount, s.failed.Load(), "failed")
+	for phase, l := range s.phases() {
+		histogram(ch, mTakeoverDur, l.Snapshot(), phase)
+	}
+}
+
+// histogram exports a cluster.Latency snapshot (seconds).
+func histogram(ch chan<- prometheus.Metric, d *prometheus.Desc, s cluster.LatencySnapshot, labels ...string) {
+	b := make(map[float64]uint64, len(cluster.LatencyBounds))
+	for i, ub := range cluster.LatencyBounds {
+		b[ub.Seconds()] = s.Cumulative[i]
+	}
+	ch <- prometheus.MustNewConstHistogram(d, s.Count, s.Sum.Seconds(), b, labels...)
 }
 
 func b2f(b bool) float64 {
