@@ -37,6 +37,9 @@ type Member struct {
 	RaftAddr   string `json:"raft_addr"`
 	GossipAddr string `json:"gossip_addr,omitempty"`
 	Version    string `json:"version,omitempty"`
+	// MaxCommand is the highest Raft command type the member's build
+	// applies, as it advertises it (0: unknown).
+	MaxCommand uint8  `json:"max_command,omitempty"`
 	Status     string `json:"status"` // alive, suspect, dead, left, raft-only
 	Voter      bool   `json:"voter"`
 	Leader     bool   `json:"leader"`
@@ -50,6 +53,9 @@ type Member struct {
 type Members struct {
 	Members []Member `json:"members"`
 	Active  string   `json:"active,omitempty"`
+	// EffectiveMaxCommand is the highest command type every alive member
+	// applies: the cluster refuses newer ones (0: unknown).
+	EffectiveMaxCommand uint8 `json:"effective_max_command,omitempty"`
 }
 
 // Validation is the answer of PathValidate.
