@@ -364,8 +364,9 @@ func (h *adminHandler) members(w http.ResponseWriter, r *http.Request) {
 	out := api.Members{Members: []api.Member{}}
 	if h.n.cnode == nil {
 		out.Members = append(out.Members, api.Member{ID: h.n.cfg.Node.Name, Role: api.RoleStandalone,
-			Version: Version, Status: "alive", Leader: true, Active: true})
+			Version: Version, MaxCommand: uint8(cluster.MaxCommandType), Status: "alive", Leader: true, Active: true})
 		out.Active = h.n.cfg.Node.Name
+		out.EffectiveMaxCommand = uint8(cluster.MaxCommandType)
 		writeJSON(w, http.StatusOK, out)
 		return
 	}
@@ -379,9 +380,10 @@ func (h *adminHandler) members(w http.ResponseWriter, r *http.Request) {
 	}
 	for _, m := range ms {
 		out.Members = append(out.Members, api.Member{ID: m.ID, Role: string(m.Role), RaftAddr: m.RaftAddr,
-			GossipAddr: m.GossipAddr, Version: m.Version, Status: m.Status, Voter: m.Voter, Leader: m.Leader,
+			GossipAddr: m.GossipAddr, Version: m.Version, MaxCommand: uint8(m.MaxCommand), Status: m.Status, Voter: m.Voter, Leader: m.Leader,
 			InRaft: m.InRaft, Active: m.ID == out.Active})
 	}
+	out.EffectiveMaxCommand = uint8(h.n.cnode.ClusterMaxCommand())
 	writeJSON(w, http.StatusOK, out)
 }
 
