@@ -129,11 +129,17 @@ func listMembers(cmd *cobra.Command, _ []string) error {
 
 func membersTable(out io.Writer, m api.Members) error {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "ID\tROLE\tRAFT ADDRESS\tVOTER\tLEADER\tACTIVE\tVERSION\tSTATUS")
+	fmt.Fprintln(w, "ID\tROLE\tRAFT ADDRESS\tVOTER\tLEADER\tACTIVE\tVERSION\tMAX COMMAND\tSTATUS")
 	for _, x := range m.Members {
-		fmt.Fprintf(w, "%s\t%s\t%s\t%t\t%t\t%t\t%s\t%s\n", x.ID, x.Role, dash(x.RaftAddr), x.Voter, x.Leader, x.Active, dash(x.Version), x.Status)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%t\t%t\t%t\t%s\t%s\t%s\n", x.ID, x.Role, dash(x.RaftAddr), x.Voter, x.Leader, x.Active, dash(x.Version),
+			maxCommand(x.MaxCommand), x.Status)
 	}
-	return w.Flush()
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(out, "effective max command: %s (command types above it stay off until every member applies them)\n",
+		maxCommand(m.EffectiveMaxCommand))
+	return err
 }
 
 func dash(s string) string {
@@ -141,6 +147,15 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// maxCommand shows a MaxCommand; 0 means the node asked did not report it
+// (an ikegwd older than the field).
+func maxCommand(c uint8) string {
+	if c == 0 {
+		return "-"
+	}
+	return strconv.Itoa(int(c))
 }
 
 // showSA prints one IKE SA (by cookies) with its IPsec SAs, or one IPsec
