@@ -338,7 +338,9 @@ func remoteIDAllowed(c *config.Connection, id *isakmp.ID, remote netip.Addr) boo
 		exp := addrID(remote)
 		return id.IDType == exp.IDType && bytes.Equal(id.Data, exp.Data)
 	}
-	return uint8(id.IDType) == want.Type && bytes.Equal(id.Data, want.Data)
+	// DNs compare as names (a configured DN is DER, possibly encoded
+	// differently from the peer's), FQDNs ignoring case.
+	return want.Match(uint8(id.IDType), id.Data) == nil
 }
 
 func idBody(id *isakmp.ID) []byte {
