@@ -9,6 +9,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"ikegw/ike/pki"
 )
 
 // ISAKMP identification types (RFC 2407 §4.6.2.1) that a connection may be
@@ -18,7 +20,7 @@ const (
 	IDFQDN      uint8 = 2  // ID_FQDN
 	IDUserFQDN  uint8 = 3  // ID_USER_FQDN
 	IDIPv6      uint8 = 5  // ID_IPV6_ADDR
-	IDDERASN1DN uint8 = 9  // ID_DER_ASN1_DN (configured as text, stored as text for now)
+	IDDERASN1DN uint8 = 9  // ID_DER_ASN1_DN (configured as text, stored as DER)
 	IDKeyID     uint8 = 11 // ID_KEY_ID
 
 	// IDAny is not a wire type: an Identity with this type and no data
@@ -34,7 +36,8 @@ const maxIDLen = 1024
 var ErrBadIdentity = errors.New("bad identity")
 
 // Identity is a configured ISAKMP identity: the ID type and its data as on
-// the wire (4 or 16 address bytes, FQDN or user FQDN text, key ID bytes).
+// the wire (4 or 16 address bytes, FQDN or user FQDN text, key ID bytes,
+// the DER RDNSequence of a distinguished name).
 // The zero Identity means "not configured": the engine then uses the IKE
 // SA's address. Type IDAny with no data means any identity.
 type Identity struct {
@@ -71,11 +74,13 @@ func AddrIdentity(a netip.Addr) Identity {
 //	user@example.com, @@user      USER_FQDN
 //	keyid:text, keyid:#0a0b0c     KEY_ID (text, or hex bytes after "#")
 //	@#0a0b0c                      KEY_ID (hex bytes)
-//	C=CH, O=Example, CN=gw        DER_ASN1_DN (kept as text for now)
+//	C=CH, O=Example, CN=gw        DER_ASN1_DN (stored as DER, see pki.ParseDN)
+//	/C=CH/O=Example/CN=gw         DER_ASN1_DN (OpenSSL's form)
+//	asn1dn:#3012...               DER_ASN1_DN given as hex DER
 //	%any                          any identity (IDAny)
 //
 // Explicit prefixes are accepted too: ipv4:, ipv6:, fqdn:, email:,
-// userfqdn:, keyid:, asn1dn: (text form only).
+// userfqdn:, keyid:, asn1dn:.
 func ParseIdentity(s string) (Identity, error) {
 	if s == "" {
 		return Identity{}, errf(ErrBadIdentity, "empty identity")
@@ -116,8 +121,15 @@ func ParseIdentity(s string) (Identity, error) {
 			}
 			return textID(IDKeyID, s, rest)
 		case "asn1dn":
-			if strings.HasPrefix(rest, "#") {
-				return Identity{}, errf(ErrBadIdentity, "%q: binary DER distinguished names are not supported yet; write the DN as text", s)
+			if h, ok := strings.CutPrefix(rest, "#"); ok {
+				id, err := hexID(IDDERASN1DN, s, h)
+				if err != nil {
+					return Identity{}, err
+				}
+				if err := pki.CheckDN(id.Data); err != nil {
+					return Identity{}, errf(ErrBadIdentity, "%q: %v", s, err)
+				}
+				return id, nil
 			}
 			return dnID(s, rest)
 		}
@@ -130,6 +142,8 @@ func ParseIdentity(s string) (Identity, error) {
 		return AddrIdentity(a), nil
 	}
 	switch {
+	case strings.HasPrefix(s, "/") && strings.Contains(s, "="):
+		return dnID(s, s)
 	case strings.HasPrefix(s, "@#"):
 		return hexID(IDKeyID, s, s[2:])
 	case strings.HasPrefix(s, "@@"):
@@ -163,22 +177,17 @@ func hexID(t uint8, s, h string) (Identity, error) {
 }
 
 func dnID(s, dn string) (Identity, error) {
-	dn = strings.TrimSpace(dn)
-	if !strings.Contains(dn, "=") {
-		return Identity{}, errf(ErrBadIdentity, "%q: a distinguished name needs attribute=value parts", s)
+	der, err := pki.ParseDN(dn)
+	if err != nil {
+		return Identity{}, errf(ErrBadIdentity, "%q: %v", s, strings.TrimPrefix(err.Error(), "pki: "))
 	}
-	for _, part := range strings.Split(dn, ",") {
-		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
-		if !ok || strings.TrimSpace(k) == "" || strings.TrimSpace(v) == "" {
-			return Identity{}, errf(ErrBadIdentity, "%q: distinguished name part %q is not attribute=value", s, strings.TrimSpace(part))
-		}
-	}
-	return Identity{Type: IDDERASN1DN, Data: []byte(dn)}, nil
+	return Identity{Type: IDDERASN1DN, Data: der}, nil
 }
 
 // String prints the identity so that ParseIdentity reads it back to an equal
 // Identity: addresses as text, FQDNs as "@name" (or "fqdn:name"), user FQDNs
-// as "user@host", key IDs as "@#hex", DNs as text, any as "%any", and the
+// as "user@host", key IDs as "@#hex", DNs as text in strongSwan's order
+// ("C=CH, O=Example, CN=gw"), any as "%any", and the
 // unset identity as "" (meaning: the address).
 func (id Identity) String() string {
 	switch {
@@ -204,12 +213,71 @@ func (id Identity) String() string {
 	case IDKeyID:
 		cands = []string{"@#" + hex.EncodeToString(id.Data)}
 	case IDDERASN1DN:
-		cands = []string{string(id.Data), "asn1dn:" + string(id.Data)}
+		if pki.CheckDN(id.Data) == nil {
+			t := pki.DNString(id.Data)
+			cands = []string{t, "asn1dn:" + t}
+		}
+		cands = append(cands, "asn1dn:#"+hex.EncodeToString(id.Data))
 	}
 	for _, c := range cands {
-		if back, err := ParseIdentity(c); err == nil && back.Equal(id) {
+		if back, err := ParseIdentity(c); err == nil && back.matches(id.Type, id.Data) {
 			return c
 		}
 	}
 	return fmt.Sprintf("id(type %d, %x)", id.Type, id.Data)
+}
+
+// ErrIdentityMismatch is wrapped by Match's refusals.
+var ErrIdentityMismatch = errors.New("identity mismatch")
+
+var idTypeNames = map[uint8]string{
+	IDIPv4: "IPV4_ADDR", IDFQDN: "FQDN", IDUserFQDN: "USER_FQDN", IDIPv6: "IPV6_ADDR",
+	IDDERASN1DN: "DER_ASN1_DN", IDKeyID: "KEY_ID",
+}
+
+func idTypeName(t uint8) string {
+	if n, ok := idTypeNames[t]; ok {
+		return n
+	}
+	return fmt.Sprintf("type %d", t)
+}
+
+// Match checks a peer's identity (ISAKMP ID type and wire data) against
+// this configured one: %any accepts every identity (a certificate
+// authenticated peer's identity is still checked against its certificate);
+// distinguished names compare as names (attribute by attribute, ignoring
+// case and the ASN.1 string type, as strongSwan does); FQDNs and user FQDNs
+// ignore case; other types compare bytes. The zero Identity accepts
+// nothing: the caller resolves it to an address first. The error says
+// what was expected and what came.
+func (id Identity) Match(peerType uint8, data []byte) error {
+	if id.IsAny() {
+		return nil
+	}
+	got := Identity{Type: peerType, Data: data}
+	if id.Type != peerType {
+		return fmt.Errorf("%w: peer identity %s (%s), configured %s (%s)", ErrIdentityMismatch,
+			got.String(), idTypeName(peerType), id.String(), idTypeName(id.Type))
+	}
+	if !id.matches(peerType, data) {
+		return fmt.Errorf("%w: peer identity %q, configured %q (%s)", ErrIdentityMismatch,
+			got.String(), id.String(), idTypeName(id.Type))
+	}
+	return nil
+}
+
+func (id Identity) matches(peerType uint8, data []byte) bool {
+	if id.IsAny() {
+		return true
+	}
+	if id.Type != peerType {
+		return false
+	}
+	switch id.Type {
+	case IDDERASN1DN:
+		return pki.DNEqual(id.Data, data)
+	case IDFQDN, IDUserFQDN:
+		return strings.EqualFold(string(id.Data), string(data))
+	}
+	return len(id.Data) > 0 && bytes.Equal(id.Data, data)
 }

@@ -28,8 +28,11 @@ func TestParseIdentity(t *testing.T) {
 		{"keyid:#0a0b0c", IDKeyID, []byte{0x0a, 0x0b, 0x0c}, "@#0a0b0c"},
 		{"@#0A0B0C", IDKeyID, []byte{0x0a, 0x0b, 0x0c}, "@#0a0b0c"},
 		{"keyid:group-1", IDKeyID, []byte("group-1"), "@#67726f75702d31"},
-		{"C=CH, O=Example, CN=gw", IDDERASN1DN, []byte("C=CH, O=Example, CN=gw"), "C=CH, O=Example, CN=gw"},
-		{"asn1dn:CN=gw", IDDERASN1DN, []byte("CN=gw"), "CN=gw"},
+		{"C=CH, O=Example, CN=gw", IDDERASN1DN, dnCHExampleGW, "C=CH, O=Example, CN=gw"},
+		{"c=CH,o=Example,cn=gw", IDDERASN1DN, dnCHExampleGW, "C=CH, O=Example, CN=gw"},
+		{"/C=CH/O=Example/CN=gw", IDDERASN1DN, dnCHExampleGW, "C=CH, O=Example, CN=gw"},
+		{"asn1dn:CN=gw", IDDERASN1DN, dnGW, "CN=gw"},
+		{"asn1dn:#300d310b3009060355040313026777", IDDERASN1DN, dnGW, "CN=gw"},
 		{"%any", IDAny, nil, "%any"},
 	}
 	for _, tt := range tests {
@@ -51,6 +54,57 @@ func TestParseIdentity(t *testing.T) {
 	}
 }
 
+// DER of "CN=gw" and "C=CH, O=Example, CN=gw" (PrintableStrings, as Go's
+// x509 and strongSwan encode them).
+var (
+	dnGW          = []byte{0x30, 0x0d, 0x31, 0x0b, 0x30, 0x09, 0x06, 0x03, 0x55, 0x04, 0x03, 0x13, 0x02, 'g', 'w'}
+	dnCHExampleGW = []byte{0x30, 0x2c,
+		0x31, 0x0b, 0x30, 0x09, 0x06, 0x03, 0x55, 0x04, 0x06, 0x13, 0x02, 'C', 'H',
+		0x31, 0x10, 0x30, 0x0e, 0x06, 0x03, 0x55, 0x04, 0x0a, 0x13, 0x07, 'E', 'x', 'a', 'm', 'p', 'l', 'e',
+		0x31, 0x0b, 0x30, 0x09, 0x06, 0x03, 0x55, 0x04, 0x03, 0x13, 0x02, 'g', 'w'}
+)
+
+func TestIdentityMatch(t *testing.T) {
+	id := func(s string) Identity {
+		t.Helper()
+		i, err := ParseIdentity(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return i
+	}
+	tests := []struct {
+		conf, peer string
+		err        string // "" = match
+	}{
+		{"C=CH, O=Example, CN=gw", "c=ch, o=EXAMPLE, cn=GW", ""},
+		{"%any", "C=CH, CN=x", ""},
+		{"%any", "192.0.2.1", ""},
+		{"@GW.example.com", "@gw.EXAMPLE.com", ""},
+		{"192.0.2.1", "192.0.2.1", ""},
+		{"C=CH, O=Example, CN=gw", "C=CH, O=Example, CN=other",
+			`identity mismatch: peer identity "C=CH, O=Example, CN=other", configured "C=CH, O=Example, CN=gw" (DER_ASN1_DN)`},
+		{"C=CH, O=Example, CN=gw", "O=Example, C=CH, CN=gw",
+			`identity mismatch: peer identity "O=Example, C=CH, CN=gw", configured "C=CH, O=Example, CN=gw" (DER_ASN1_DN)`},
+		{"C=CH, O=Example, CN=gw", "@gw",
+			`identity mismatch: peer identity @gw (FQDN), configured C=CH, O=Example, CN=gw (DER_ASN1_DN)`},
+		{"192.0.2.1", "192.0.2.2", `identity mismatch: peer identity "192.0.2.2", configured "192.0.2.1" (IPV4_ADDR)`},
+	}
+	for _, tt := range tests {
+		p := id(tt.peer)
+		err := id(tt.conf).Match(p.Type, p.Data)
+		switch {
+		case tt.err == "" && err != nil:
+			t.Errorf("%q vs %q: %v", tt.conf, tt.peer, err)
+		case tt.err != "" && (err == nil || err.Error() != tt.err || !errors.Is(err, ErrIdentityMismatch)):
+			t.Errorf("%q vs %q: error\n %v\nwant\n %s", tt.conf, tt.peer, err, tt.err)
+		}
+	}
+	if err := (Identity{}).Match(IDIPv4, []byte{1, 2, 3, 4}); err == nil {
+		t.Error("the zero identity matched")
+	}
+}
+
 func TestParseIdentityErrors(t *testing.T) {
 	tests := []struct{ in, msg string }{
 		{"", "empty identity"},
@@ -63,8 +117,9 @@ func TestParseIdentityErrors(t *testing.T) {
 		{"fe80::1%eth0", `"fe80::1%eth0": an address identity cannot have a zone`},
 		{"%dynamic", `"%dynamic": unknown keyword (only %any)`},
 		{"gw\x00.example", `"gw\x00.example": contains a control character`},
-		{"a=b, c", `"a=b, c": distinguished name part "c" is not attribute=value`},
-		{"asn1dn:#3000", `"asn1dn:#3000": binary DER distinguished names are not supported yet; write the DN as text`},
+		{"CN=b, c", `"CN=b, c": bad distinguished name: part "c" of "CN=b, c" is not attribute=value`},
+		{"a=b", `"a=b": bad distinguished name: unknown attribute "a" in "a=b" (use C, ST, L, O, OU, CN, SN, serialNumber, street, T, postalCode, G, E, DC, UID or a dotted OID)`},
+		{"asn1dn:#3001", `"asn1dn:#3001": pki: bad distinguished name: DER does not parse: asn1: syntax error: data truncated`},
 		{"fqdn:gw example", `"fqdn:gw example": an FQDN cannot contain spaces or "@"`},
 		{strings.Repeat("a", 1025), "1025 bytes long, at most 1024 allowed"},
 	}

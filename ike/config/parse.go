@@ -384,6 +384,9 @@ func decodeConnection(i int, item *yaml.Node, o options, pos *positions) (*Conne
 	if err := parsePubkey(c, &r, o.baseDir, fail); err != nil {
 		return nil, err
 	}
+	if err := pubkeyIdentities(c, r.LocalID != nil, r.RemoteID != nil, fail); err != nil {
+		return nil, err
+	}
 
 	c.Aggressive = r.Aggressive != nil && *r.Aggressive
 

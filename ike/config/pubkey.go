@@ -1,12 +1,14 @@
 package config
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/x509"
 	"errors"
 	"io/fs"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"ikegw/ike/pki"
 )
@@ -107,6 +109,36 @@ func parsePubkey(c *Connection, r *rawConn, baseDir string, fail func(field, val
 		}
 	}
 	c.Pubkey = pk
+	return nil
+}
+
+// pubkeyIdentities sets the identity defaults of a certificate
+// authenticated connection: without local_id we are our certificate's
+// subject DN (its exact DER), and without remote_id we accept any identity
+// the peer's certificate chain vouches for (%any; the engine always checks
+// the peer's ID against its certificate). A configured local_id must be
+// vouched for by our own certificate (subject DN or a subjectAltName), or
+// no peer could accept it; a DN equal to the subject is sent with the
+// certificate's own encoding.
+func pubkeyIdentities(c *Connection, localGiven, remoteGiven bool, fail func(field, value string, err error) error) error {
+	if c.Auth != AuthPubkey || c.Pubkey == nil {
+		return nil
+	}
+	cert := c.Pubkey.Certs[0]
+	if !localGiven {
+		c.LocalID = Identity{Type: IDDERASN1DN, Data: bytes.Clone(cert.RawSubject)}
+	} else {
+		if err := pki.MatchIdentity(cert, c.LocalID.Type, c.LocalID.Data); err != nil {
+			return fail("local_id", c.LocalID.String(), errf(ErrInvalid, "our certificate does not vouch for this identity: %s",
+				strings.TrimPrefix(err.Error(), "pki: ")))
+		}
+		if c.LocalID.Type == IDDERASN1DN {
+			c.LocalID.Data = bytes.Clone(cert.RawSubject)
+		}
+	}
+	if !remoteGiven {
+		c.RemoteID = Identity{Type: IDAny}
+	}
 	return nil
 }
 

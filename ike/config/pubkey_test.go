@@ -94,3 +94,68 @@ func mustRead(t *testing.T, p string) []byte {
 	}
 	return b
 }
+
+// TestPubkeyIdentities: without local_id a certificate connection is its
+// certificate's subject DN; without remote_id it accepts %any (the engine
+// checks the peer's ID against its certificate); a configured local_id
+// must be vouched for by our certificate, and a DN typed as text is sent
+// with the certificate's own encoding.
+func TestPubkeyIdentities(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := pki.WriteLab(dir, pki.ECDSA256, []string{"gw"}); err != nil {
+		t.Fatal(err)
+	}
+	cert, err := pki.LoadCerts(filepath.Join(dir, "gw.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	load := func(extra ...string) (*Connection, error) {
+		doc := "connections:\n  - name: dc2\n    local_addrs: 192.0.2.1\n    remote_addrs: 198.51.100.20\n    children: [{name: net}]\n" +
+			"    auth: pubkey\n    cert: gw.pem\n    key: gw.key\n    cacerts: [ca.pem]\n"
+		for _, l := range extra {
+			doc += "    " + l + "\n"
+		}
+		p := filepath.Join(dir, "c.yaml")
+		if err := os.WriteFile(p, []byte(doc), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := Load(p)
+		if err != nil {
+			return nil, err
+		}
+		return cfg.Connections[0], nil
+	}
+	c, err := load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.LocalID.Type != IDDERASN1DN || string(c.LocalID.Data) != string(cert[0].RawSubject) {
+		t.Errorf("default local id %s, want the certificate subject", c.LocalID)
+	}
+	if !c.RemoteID.IsAny() {
+		t.Errorf("default remote id %s, want %%any", c.RemoteID)
+	}
+	c, err = load(`local_id: "o=IKEGW LAB, cn=GW"`, `remote_id: "O=ikegw lab, CN=peer"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(c.LocalID.Data) != string(cert[0].RawSubject) {
+		t.Errorf("local id %s not sent as the certificate's DER subject", c.LocalID)
+	}
+	if want, _ := pki.ParseDN("O=ikegw lab, CN=peer"); c.RemoteID.Type != IDDERASN1DN || string(c.RemoteID.Data) != string(want) {
+		t.Errorf("remote id %s", c.RemoteID)
+	}
+	if c, err = load("local_id: gw"); err != nil || c.LocalID.Type != IDFQDN {
+		t.Errorf("FQDN local id in the certificate's DNS names: %v %v", c, err)
+	}
+	for _, bad := range []struct{ line, text string }{
+		{`local_id: "O=ikegw lab, CN=other"`, `local_id "O=ikegw lab, CN=other": our certificate does not vouch for this identity: identity does not match certificate: DN "O=ikegw lab, CN=other" is not the subject "O=ikegw lab, CN=gw"`},
+		{`local_id: 192.0.2.1`, `local_id "192.0.2.1": our certificate does not vouch for this identity`},
+		{`remote_id: "CN=x, Q=1"`, `remote_id: "CN=x, Q=1": bad distinguished name: unknown attribute "Q"`},
+	} {
+		_, err := load(bad.line)
+		if err == nil || !strings.Contains(err.Error(), bad.text) {
+			t.Errorf("%s: got %v, want %q", bad.line, err, bad.text)
+		}
+	}
+}

@@ -204,3 +204,42 @@ func TestVerifySigAuthWithoutCert(t *testing.T) {
 		t.Fatalf("reason %q", why)
 	}
 }
+
+// TestSignatureAuthDNRemoteID: a remote_id typed as a DN (stored as DER by
+// config) matches the peer's certificate subject in its ID payload, ignoring
+// case; a DN naming someone else refuses phase 1 with a log line.
+func TestSignatureAuthDNRemoteID(t *testing.T) {
+	for _, c := range []struct {
+		remote string
+		ok     bool
+	}{
+		{"O=IKEGW LAB, CN=A", true},
+		{"/O=ikegw lab/CN=a", true},
+		{"O=ikegw lab, CN=someone-else", false},
+	} {
+		t.Run(c.remote, func(t *testing.T) {
+			_, a, b, w := sigPair(t, pki.ECDSA256)
+			id, err := config.ParseIdentity(c.remote)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b.eng.conns["to-a"].RemoteID = id
+			var logs bytes.Buffer
+			b.eng.log = slog.New(slog.NewTextHandler(&logs, nil))
+			initiate(t, w, a, "to-b")
+			if c.ok {
+				checkPair(t, a, b)
+				return
+			}
+			for i := 0; i < 8; i++ {
+				w.advance(30 * time.Second)
+			}
+			if n := len(b.eng.IKESAs()); n != 0 {
+				t.Fatalf("responder kept %d IKE SAs", n)
+			}
+			if !strings.Contains(logs.String(), "is not the one configured") {
+				t.Fatalf("responder log lacks the reason:\n%s", logs.String())
+			}
+		})
+	}
+}

@@ -304,10 +304,10 @@ const (
 func MatchIdentity(c *x509.Certificate, idType uint8, data []byte) error {
 	switch idType {
 	case IDDERASN1DN:
-		if bytes.Equal(data, c.RawSubject) {
+		if DNEqual(data, c.RawSubject) {
 			return nil
 		}
-		return fmt.Errorf("%w: DN identity is not the subject %q", ErrIdentityMismatch, c.Subject.String())
+		return fmt.Errorf("%w: DN %q is not the subject %q", ErrIdentityMismatch, DNString(data), DNString(c.RawSubject))
 	case IDFQDN:
 		for _, n := range c.DNSNames {
 			if strings.EqualFold(n, string(data)) {
