@@ -15,6 +15,7 @@ import (
 func (e *Engine) HandlePacket(now time.Time, pkt Packet) []Action {
 	var o out
 	e.stats.Received++
+	e.flushLogSummary(now)
 	h, err := isakmp.ParseHeader(pkt.Data)
 	if err != nil {
 		e.malformed("header", err, pkt)

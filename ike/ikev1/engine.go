@@ -24,6 +24,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"ikegw/ike/config"
@@ -128,8 +129,19 @@ type Config struct {
 	// complete; zero means 30 s.
 	HalfOpenTimeout time.Duration
 	// MaxHalfOpen bounds responder phase 1 exchanges in progress; zero
-	// means 4096. Past it, new Main/Aggressive Mode requests are dropped.
+	// means 4096. Past it, new Main/Aggressive Mode requests are dropped
+	// (a known peer's evicts an unknown source's first; admission.go).
 	MaxHalfOpen int
+	// ReservedHalfOpen is the share of MaxHalfOpen that only known peers
+	// (connections with an exact remote address) may use; zero means a
+	// quarter, negative means none.
+	ReservedHalfOpen int
+	// MaxHalfOpenPerSource bounds the half-open exchanges of one source
+	// address; zero means 128.
+	MaxHalfOpenPerSource int
+	// LogInterval is the period of the limiter on log lines a remote can
+	// trigger (a few lines per kind, then one summary); zero means 10 s.
+	LogInterval time.Duration
 	// RekeyGrace is how long a rekeyed IPsec SA pair keeps accepting
 	// inbound traffic before it is deleted; zero means 10 s.
 	RekeyGrace time.Duration
@@ -151,18 +163,33 @@ type Engine struct {
 	log   *slog.Logger
 	conns map[string]*config.Connection
 
-	ikes     map[[16]byte]*ikeSA    // by cookie pair (RCookie zero while half-open as initiator)
-	halfOpen int                    // responder phase 1 exchanges in progress
-	children map[uint32]*sa.ChildSA // by inbound SPI
-	idx      index
-	stats    Stats
+	ikes     map[[16]byte]*ikeSA // by cookie pair (RCookie zero while half-open as initiator)
+	halfOpen int                 // responder phase 1 exchanges in progress
+	adm      admission           // half-open accounting by source (admission.go)
+	loglim   logLimiter
+	// knownPeers is the set of exact remote addresses of the connections,
+	// read by KnownPeer from other goroutines.
+	knownPeers atomic.Pointer[peerSet]
+	children   map[uint32]*sa.ChildSA // by inbound SPI
+	idx        index
+	stats      Stats
 }
 
 // Stats counts what the engine did, for metrics.
 type Stats struct {
-	Received, Sent         uint64
-	Malformed              uint64 // packets that did not decode or decrypt
-	Dropped                uint64 // well-formed but unwanted (unknown SA, limits)
+	Received, Sent uint64
+	Malformed      uint64 // packets that did not decode or decrypt
+	Dropped        uint64 // well-formed but unwanted (unknown SA, limits)
+	// Of Dropped: new phase 1 requests refused by the half-open limits
+	// (global or unknown sources' share) and by the per-source limit.
+	DroppedHalfOpenLimit uint64
+	DroppedSourceLimit   uint64
+	// EvictedHalfOpen counts unknown sources' half-open SAs removed to
+	// admit a known peer.
+	EvictedHalfOpen uint64
+	// LogSuppressed counts remote-triggered log lines held back by the
+	// log limiter (summarised once per interval).
+	LogSuppressed          uint64
 	Retransmits            uint64 // requests we resent
 	AnsweredFromCache      uint64 // retransmitted requests answered with the cached reply
 	Phase1Done, Phase2Done uint64
@@ -185,6 +212,7 @@ func New(cfg Config) (*Engine, error) {
 		ikes:     map[[16]byte]*ikeSA{},
 		children: map[uint32]*sa.ChildSA{},
 		idx:      newIndex(),
+		adm:      newAdmission(),
 	}
 	if e.rand == nil {
 		e.rand = rand.Reader
@@ -195,8 +223,22 @@ func New(cfg Config) (*Engine, error) {
 	if e.cfg.HalfOpenTimeout == 0 {
 		e.cfg.HalfOpenTimeout = 30 * time.Second
 	}
-	if e.cfg.MaxHalfOpen == 0 {
-		e.cfg.MaxHalfOpen = 4096
+	if e.cfg.MaxHalfOpen <= 0 {
+		e.cfg.MaxHalfOpen = defaultMaxHalfOpen
+	}
+	switch {
+	case e.cfg.ReservedHalfOpen == 0:
+		e.cfg.ReservedHalfOpen = e.cfg.MaxHalfOpen / 4
+	case e.cfg.ReservedHalfOpen < 0:
+		e.cfg.ReservedHalfOpen = 0
+	case e.cfg.ReservedHalfOpen >= e.cfg.MaxHalfOpen:
+		return nil, fmt.Errorf("ikev1: ReservedHalfOpen %d must be below MaxHalfOpen %d", e.cfg.ReservedHalfOpen, e.cfg.MaxHalfOpen)
+	}
+	if e.cfg.MaxHalfOpenPerSource <= 0 {
+		e.cfg.MaxHalfOpenPerSource = defaultMaxHalfOpenPerSource
+	}
+	if e.cfg.LogInterval <= 0 {
+		e.cfg.LogInterval = defaultLogInterval
 	}
 	if e.cfg.RekeyGrace == 0 {
 		e.cfg.RekeyGrace = 10 * time.Second
@@ -210,6 +252,7 @@ func New(cfg Config) (*Engine, error) {
 		}
 		e.conns[c.Name] = c
 	}
+	e.setKnownPeers()
 	return e, nil
 }
 
@@ -229,6 +272,7 @@ func (e *Engine) Reconfigure(conns []*config.Connection) error {
 	}
 	e.conns = m
 	e.cfg.Connections = conns
+	e.setKnownPeers()
 	for _, s := range e.ikes {
 		s.conn = m[s.rec.Connection]
 	}

@@ -268,9 +268,7 @@ func (e *Engine) candidates(remote netip.Addr, aggressive bool) []*config.Connec
 
 // respondPhase1 handles the first message of a Main or Aggressive Mode.
 func (e *Engine) respondPhase1(now time.Time, o *out, pkt Packet, h isakmp.Header, body []byte) {
-	if e.halfOpen >= e.cfg.MaxHalfOpen {
-		e.stats.Dropped++
-		e.log.Warn("phase 1 request dropped: half-open limit reached", "remote", pkt.Remote.String(), "limit", e.cfg.MaxHalfOpen)
+	if !e.admitHalf(now, o, pkt.Remote.Addr()) {
 		return
 	}
 	if h.Flags&isakmp.FlagEncryption != 0 {
@@ -316,8 +314,8 @@ func (e *Engine) respondPhase1(now time.Time, o *out, pkt Packet, h isakmp.Heade
 	if conn == nil {
 		e.phase1Fail(FailNoProposal)
 		if aggressive && len(e.candidates(pkt.Remote.Addr(), false)) > 0 && len(e.candidates(pkt.Remote.Addr(), true)) == 0 {
-			e.log.Warn("phase 1 refused: aggressive mode is not enabled for this peer (PSK + aggressive mode exposes an offline-crackable hash)", "remote", pkt.Remote.String())
-		} else {
+			e.limitedWarn(now, "no-aggressive", "phase 1 refused: aggressive mode is not enabled for this peer (PSK + aggressive mode exposes an offline-crackable hash)", "remote", pkt.Remote.String())
+		} else if e.logLimit(now, "no-proposal") {
 			e.log.Warn("phase 1 refused: no acceptable proposal", "remote", pkt.Remote.String(), "offered", describeP1Offer(prop.Transforms))
 		}
 		e.sendNotifyPlain(o, pkt, h, isakmp.NotifyNoProposalChosen)
@@ -353,7 +351,7 @@ func (e *Engine) respondPhase1(now time.Time, o *out, pkt Packet, h isakmp.Heade
 		s.rec.RemoteID = toSAIdentity(idP)
 		if err := e.dhResponder(s, p, ke.Data, nonce.Data); err != nil {
 			e.phase1Fail(FailKeyExchange)
-			e.log.Warn("phase 1 refused: bad key exchange", "conn", conn.Name, "remote", pkt.Remote.String(), "err", err)
+			e.limitedWarn(now, "bad-key-exchange", "phase 1 refused: bad key exchange", "conn", conn.Name, "remote", pkt.Remote.String(), "err", err)
 			return
 		}
 		id := localID(conn, pkt.Local.Addr())
@@ -375,8 +373,7 @@ func (e *Engine) respondPhase1(now time.Time, o *out, pkt Packet, h isakmp.Heade
 	}
 	p.step = 2
 	p.lastSent, p.lastRecvHash = msg, datagramHash(pkt.Data)
-	p.countedHalf = true
-	e.halfOpen++
+	e.countHalf(s, pkt.Remote.Addr())
 	e.putIKE(s)
 	o.send(pkt.Local, pkt.Remote, msg)
 	e.stats.Sent++
@@ -751,10 +748,7 @@ func (e *Engine) phase1AuthFailed(o *out, s *ikeSA, pkt Packet, why string, err 
 // was persisted for it) or that was deleted.
 func (e *Engine) removeIKE(o *out, s *ikeSA) {
 	e.dropIKE(s)
-	if s.p1 != nil && s.p1.countedHalf {
-		s.p1.countedHalf = false
-		e.halfOpen--
-	}
+	e.releaseHalf(s)
 	for _, k := range []TimerKind{TimerRetransmit, TimerHalfOpen, TimerDPD, TimerIKERekey, TimerIKEExpire, TimerKeepalive} {
 		o.stop(Timer{Kind: k, IKE: s.rec.Cookies})
 	}
@@ -784,10 +778,7 @@ func (e *Engine) established(now time.Time, o *out, s *ikeSA, lastMsg []byte) {
 		o.send(s.rec.Local, s.rec.Remote, lastMsg)
 		e.stats.Sent++
 	}
-	if p.countedHalf {
-		p.countedHalf = false
-		e.halfOpen--
-	}
+	e.releaseHalf(s)
 	p.done = true
 	// Keys no longer needed once established.
 	p.dhPriv, p.gxy, p.psk = nil, nil, nil
