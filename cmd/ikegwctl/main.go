@@ -6,7 +6,8 @@
 // "ikegw:role=admin" may change state, others are read-only).
 //
 // Exit codes: 0 success, 1 the request failed (the daemon said no, or an
-// argument is wrong), 2 the daemon could not be reached.
+// argument is wrong), 2 the daemon could not be reached, 3 `upgrade next`
+// refused a step that would drop redundancy now.
 package main
 
 import (
@@ -49,6 +50,10 @@ func main() {
 		if errors.As(err, &u) {
 			os.Exit(2)
 		}
+		var c interface{ ExitCode() int }
+		if errors.As(err, &c) {
+			os.Exit(c.ExitCode())
+		}
 		os.Exit(1)
 	}
 }
@@ -74,6 +79,7 @@ func root() *cobra.Command {
 		action("dpd ICOOKIE_RCOOKIE", "Send a DPD R-U-THERE on an IKE SA now", api.PathDPD, "ike"),
 	)
 	c.AddCommand(moreCommands()...)
+	c.AddCommand(upgradeCommand())
 	return c
 }
 
