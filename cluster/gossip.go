@@ -103,6 +103,10 @@ type gossip struct {
 	joined       bool
 	bootstrapped bool
 	lastView     string // bootstrap candidates seen on the previous step
+	// removed names members an admin removed through this node
+	// (RemoveMember): reconcile does not add them back until they join
+	// again (members.go).
+	removed map[string]bool
 }
 
 func startGossip(n *Node, cfg GossipConfig) (*gossip, error) {
@@ -373,6 +377,9 @@ func (g *gossip) reconcile() {
 		s, ok := inRaft[name]
 		switch m.state {
 		case memberlist.StateAlive:
+			if g.removed[name] {
+				continue // removed by an admin and not joined again yet
+			}
 			if !ok || string(s.Address) != m.meta.RaftAddr || s.Suffrage != raft.Voter {
 				changes = append(changes, change{id: name, addr: m.meta.RaftAddr, add: true, why: "member alive"})
 				if !ok {
@@ -497,7 +504,7 @@ func (g *gossip) NodeMeta(limit int) []byte {
 	return b
 }
 
-func (g *gossip) NotifyMsg([]byte)                           {}
+func (g *gossip) NotifyMsg(b []byte)                         { g.handleMsg(b) }
 func (g *gossip) GetBroadcasts(overhead, limit int) [][]byte { return nil }
 func (g *gossip) LocalState(join bool) []byte                { return nil }
 func (g *gossip) MergeRemoteState(buf []byte, join bool)     {}
@@ -534,6 +541,9 @@ func (g *gossip) update(n *memberlist.Node, state memberlist.NodeStateType) {
 	changed := !ok || m.state != state
 	if changed {
 		m.since = time.Now()
+	}
+	if changed && state == memberlist.StateAlive && ok && (m.state == memberlist.StateLeft || m.state == memberlist.StateDead) {
+		delete(g.removed, n.Name) // it joined again
 	}
 	m.state, m.addr, m.badMet = state, n.Address(), bad
 	g.mu.Unlock()

@@ -137,6 +137,8 @@ type Node struct {
 	roles   map[string]Role
 
 	gossip *gossip // nil without membership
+	// removed is set when the leader removed this node (members.go).
+	removed atomic.Bool
 
 	// commitLat times successful Commit calls (queueing, Raft round trip
 	// and local apply).
