@@ -22,8 +22,9 @@ func (w testWriter) Write(p []byte) (int, error) {
 }
 
 // buildT builds a lab for a test (root only; skips when ikegwd has no
-// clustered mode) and removes it at cleanup; when the test failed it first
-// logs the end of every process's output and of the peer's log.
+// clustered mode; o.Bin defaults to this tree's ikegwd) and removes it at
+// cleanup; when the test failed it first logs the end of every process's
+// output and of the peer's log.
 func buildT(t *testing.T, o Options) *Lab {
 	t.Helper()
 	lab.RequireRoot(t)
@@ -31,7 +32,9 @@ func buildT(t *testing.T, o Options) *Lab {
 	if err := lab.Cleanup(lab.DefaultPrefix); err != nil {
 		t.Logf("removing leftovers of earlier runs: %v", err)
 	}
-	o.Bin = ikegwdBin
+	if o.Bin == "" {
+		o.Bin = ikegwdBin
+	}
 	o.Dir = t.TempDir()
 	o.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	ctx := context.Background() // Build applies o.StartTimeout (60 s by default)
