@@ -18,7 +18,9 @@
 # (unique names, removed on exit, with every process it started).
 # Usage: bench/throughput.sh [report.md]   (default bench/RESULTS-throughput.md)
 # Environment: RUNS (5), DUR (10), ESPS, SETUPS ("strongswan ikegwd mixed"),
-#              TESTS ("tcp1 tcp4 udp1 udp4"), KEEP=1 keeps the work dir.
+#              TESTS ("tcp1 tcp4 udp1 udp4"), KEEP=1 keeps the work dir,
+#              PERF_DIR=dir records both daemons with perf during each test
+#              and writes flat profiles (by thread, object, symbol) there.
 set -euo pipefail
 
 RUNS=${RUNS:-5}
@@ -269,10 +271,23 @@ for run in $(seq 1 "$RUNS"); do
 				sp=$!
 				PIDS+=("$sp")
 				sleep 0.3
+				perfpid=""
+				if [ -n "${PERF_DIR:-}" ]; then
+					mkdir -p "$PERF_DIR"
+					perf record -q -F 999 -g -p "${DPID[l]},${DPID[r]}" -o "$d/perf-$t.data" >/dev/null 2>&1 &
+					perfpid=$!
+					PIDS+=("$perfpid")
+				fi
 				cl=$(cpu_ticks "${DPID[l]}"); cr=$(cpu_ticks "${DPID[r]}"); t0=$(date +%s.%N)
 				# shellcheck disable=SC2046
 				timeout $((DUR + 20)) ip netns exec "$NSL" iperf3 $(iperf_cmd "$t") >"$d/$t.json" 2>"$d/$t.err" || true
 				t1=$(date +%s.%N)
+				if [ -n "$perfpid" ]; then
+					kill -INT "$perfpid" 2>/dev/null || true
+					wait "$perfpid" 2>/dev/null || true
+					perf report -i "$d/perf-$t.data" --stdio --no-children -g none --sort comm,dso,symbol 2>/dev/null |
+						grep -E '^ +[0-9]' | head -60 >"$PERF_DIR/$setup-$esp-$t-$run.txt" || true
+				fi
 				el=$(awk -v a="$(cpu_ticks "${DPID[l]}")" -v b="$cl" -v t="$t1" -v s="$t0" -v hz="$HZ" 'BEGIN { printf "%.0f", (a - b) / hz / (t - s) * 100 }')
 				er=$(awk -v a="$(cpu_ticks "${DPID[r]}")" -v b="$cr" -v t="$t1" -v s="$t0" -v hz="$HZ" 'BEGIN { printf "%.0f", (a - b) / hz / (t - s) * 100 }')
 				kill "$sp" 2>/dev/null || true

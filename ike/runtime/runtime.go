@@ -195,7 +195,11 @@ func (r *Runtime) Stats() Stats {
 func (r *Runtime) Run(ctx context.Context) error {
 	for _, s := range r.socks {
 		r.wg.Add(1)
-		go r.reader(s)
+		if br, ok := r.cfg.ESP.(ESPBatchReceiver); ok && s.natt {
+			go r.batchReader(s, br)
+		} else {
+			go r.reader(s)
+		}
 	}
 	r.wg.Add(1)
 	go r.executor()
@@ -354,40 +358,64 @@ func (r *Runtime) reader(s *socket) {
 	for {
 		n, local, remote, err := s.read(buf)
 		if err != nil {
-			select {
-			case <-r.done:
-				return
-			default:
-			}
-			if errors.Is(err, net.ErrClosed) {
+			if r.readFailed(s, err) {
 				return
 			}
-			r.log.Debug("read error", "socket", s.addr.String(), "err", err)
 			continue
 		}
-		b := buf[:n]
-		if s.natt {
-			switch {
-			case n == 1 && b[0] == 0xff:
-				r.count(func(st *Stats) { st.Keepalives++ })
-				continue
-			case n >= 4 && b[0] == 0 && b[1] == 0 && b[2] == 0 && b[3] == 0:
-				b = b[4:] // non-ESP marker: IKE
-			default:
-				if r.cfg.ESP != nil && n >= 8 {
+		if !r.datagram(s, buf[:n], local, remote, nil) {
+			return
+		}
+	}
+}
+
+// readFailed logs a read error and reports whether the reader must stop.
+func (r *Runtime) readFailed(s *socket, err error) bool {
+	select {
+	case <-r.done:
+		return true
+	default:
+	}
+	if errors.Is(err, net.ErrClosed) {
+		return true
+	}
+	r.log.Debug("read error", "socket", s.addr.String(), "err", err)
+	return false
+}
+
+// datagram handles one datagram that arrived on s: NAT-T keepalives are
+// counted, IKE goes to the engine's event loop, ESP to the data plane (or
+// into esp, to be handed over with the rest of a batch). It reports false
+// when the runtime is stopping.
+func (r *Runtime) datagram(s *socket, b []byte, local, remote netip.AddrPort, esp *espIn) bool {
+	n := len(b)
+	if s.natt {
+		switch {
+		case n == 1 && b[0] == 0xff:
+			r.count(func(st *Stats) { st.Keepalives++ })
+			return true
+		case n >= 4 && b[0] == 0 && b[1] == 0 && b[2] == 0 && b[3] == 0:
+			b = b[4:] // non-ESP marker: IKE
+		default:
+			if r.cfg.ESP != nil && n >= 8 {
+				if esp != nil {
+					esp.pkts = append(esp.pkts, b)
+					esp.from = append(esp.from, remote)
+				} else {
 					r.count(func(st *Stats) { st.ESPPackets++ })
 					r.cfg.ESP.HandleInbound(b, remote)
 				}
-				continue
 			}
+			return true
 		}
-		data := make([]byte, len(b))
-		copy(data, b)
-		select {
-		case r.events <- event{pkt: &ikev1.Packet{Local: local, Remote: remote, Data: data}}:
-		case <-r.done:
-			return
-		}
+	}
+	data := make([]byte, len(b))
+	copy(data, b)
+	select {
+	case r.events <- event{pkt: &ikev1.Packet{Local: local, Remote: remote, Data: data}}:
+		return true
+	case <-r.done:
+		return false
 	}
 }
 

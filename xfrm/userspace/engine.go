@@ -51,6 +51,14 @@ type Sender interface {
 	SendESP(b []byte, dst netip.AddrPort) error
 }
 
+// BatchSender is a Sender that can send several packets in one system
+// call (sendmmsg). It returns how many of pkts (in order) were sent; an
+// error stops the batch. It must not retain pkts.
+type BatchSender interface {
+	Sender
+	SendESPBatch(pkts [][]byte, dsts []netip.AddrPort) (int, error)
+}
+
 // Config configures an Engine.
 type Config struct {
 	// Sender is the IKE runtime's socket. Required.
@@ -120,7 +128,7 @@ type EngineStats struct {
 type Engine struct {
 	log    *slog.Logger
 	sender Sender
-	dev    Device
+	dev    batchDevice
 	nl     *netlink.Handle // nil: routes not managed
 	link   netlink.Link
 	table  int
@@ -142,6 +150,8 @@ type Engine struct {
 	expiries  chan xfrm.Expiry
 
 	noSA, noPolicy, malformed, devErrors atomic.Uint64
+
+	in inQueue // decrypted packets on their way to the device
 
 	done      chan struct{}
 	wg        sync.WaitGroup
@@ -206,13 +216,15 @@ func New(cfg Config) (*Engine, error) {
 	e.log = e.log.With("dataplane", xfrm.KindUserspace)
 
 	if cfg.Device != nil {
-		e.dev = cfg.Device
+		e.dev = single{cfg.Device}
 	} else if err := e.createTUN(cfg); err != nil {
 		return nil, err
 	}
 	e.log.Info("userspace data plane up", "device", e.dev.Name(), "mtu", e.mtu)
-	e.wg.Add(2)
+	e.in.init(e.dev.BatchSize())
+	e.wg.Add(3)
 	go e.readLoop()
+	go e.writeLoop()
 	go e.lifetimeLoop()
 	return e, nil
 }
@@ -729,6 +741,7 @@ func (e *Engine) Close() error {
 		e.children, e.outSPIs, e.ordered = map[uint32]*child{}, map[outKey]*child{}, nil
 		e.mu.Unlock()
 		close(e.done)
+		e.in.close()
 		err = e.dev.Close()
 		e.wg.Wait()
 		if e.nl != nil {
@@ -854,14 +867,25 @@ func (e *Engine) lookupOut(f *flow) *child {
 	return nil
 }
 
-// readLoop reads packets from the TUN device, encrypts and sends them. One
-// goroutine and one buffer: the Sender does not retain what it sends.
+// readLoop reads packets from the TUN device in batches (a TSO
+// super-packet arrives split into its segments), encrypts them in place and
+// hands the batch to the sender. One goroutine; the Sender does not retain
+// what it sends.
 func (e *Engine) readLoop() {
 	defer e.wg.Done()
-	buf := make([]byte, esp.MaxHeadroom+e.mtu+esp.MaxTailroom)
+	n := e.dev.BatchSize()
+	bufs := make([][]byte, n)
+	full := make([][]byte, n)
+	for i := range bufs {
+		full[i] = make([]byte, esp.MaxHeadroom+e.mtu+esp.MaxTailroom)
+		bufs[i] = full[i][:esp.MaxHeadroom+e.mtu]
+	}
+	sizes := make([]int, n)
+	b := outBatch{pkts: make([][]byte, 0, n), dsts: make([]netip.AddrPort, 0, n), kids: make([]*child, 0, n)}
+	bs, _ := e.sender.(BatchSender)
 	for {
-		n, err := e.dev.Read(buf[esp.MaxHeadroom : esp.MaxHeadroom+e.mtu])
-		if err != nil {
+		cnt, err := e.dev.ReadBatch(bufs, sizes, esp.MaxHeadroom)
+		if err != nil && cnt == 0 {
 			if errors.Is(err, os.ErrClosed) {
 				return
 			}
@@ -882,12 +906,53 @@ func (e *Engine) readLoop() {
 			}
 			continue
 		}
-		e.outbound(buf, n)
+		b.reset()
+		for i := 0; i < cnt; i++ {
+			e.outbound(&b, full[i], sizes[i])
+		}
+		e.send(bs, &b)
 	}
 }
 
-// outbound handles one packet of n bytes at buf[esp.MaxHeadroom:].
-func (e *Engine) outbound(buf []byte, n int) {
+// outBatch collects the sealed packets of one read.
+type outBatch struct {
+	pkts [][]byte
+	dsts []netip.AddrPort
+	kids []*child
+}
+
+func (b *outBatch) reset() { b.pkts, b.dsts, b.kids = b.pkts[:0], b.dsts[:0], b.kids[:0] }
+
+// send hands a batch to the sender, one call when it takes batches.
+func (e *Engine) send(bs BatchSender, b *outBatch) {
+	if len(b.pkts) == 0 {
+		return
+	}
+	failed := func(ch *child, err error) {
+		ch.mu.Lock()
+		ch.sendErrors++
+		ch.mu.Unlock()
+		if e.debugOn() {
+			e.log.Debug("sending ESP failed", "peer", ch.dst, "err", err)
+		}
+	}
+	if bs != nil && len(b.pkts) > 1 {
+		sent, err := bs.SendESPBatch(b.pkts, b.dsts)
+		for i := sent; i < len(b.pkts); i++ {
+			failed(b.kids[i], err)
+		}
+		return
+	}
+	for i, p := range b.pkts {
+		if err := e.sender.SendESP(p, b.dsts[i]); err != nil {
+			failed(b.kids[i], err)
+		}
+	}
+}
+
+// outbound seals one packet of n bytes at buf[esp.MaxHeadroom:] in place
+// and adds it to b.
+func (e *Engine) outbound(b *outBatch, buf []byte, n int) {
 	pkt := buf[esp.MaxHeadroom : esp.MaxHeadroom+n]
 	f, ok := parseFlow(pkt)
 	if !ok {
@@ -930,14 +995,9 @@ func (e *Engine) outbound(buf []byte, n int) {
 	if fire {
 		e.emit(ev)
 	}
-	if err := e.sender.SendESP(sealed, ch.dst); err != nil {
-		ch.mu.Lock()
-		ch.sendErrors++
-		ch.mu.Unlock()
-		if e.debugOn() {
-			e.log.Debug("sending ESP failed", "peer", ch.dst, "err", err)
-		}
-	}
+	b.pkts = append(b.pkts, sealed)
+	b.dsts = append(b.dsts, ch.dst)
+	b.kids = append(b.kids, ch)
 }
 
 // HandleInbound takes one ESP-in-UDP payload (starting at the SPI, see
@@ -948,10 +1008,30 @@ func (e *Engine) outbound(buf []byte, n int) {
 // mapping change is the IKE runtime's to handle (by reinstalling the pair).
 // Safe for concurrent use.
 func (e *Engine) HandleInbound(pkt []byte, from netip.AddrPort) {
+	if p := e.open(pkt, from); p != nil {
+		e.in.put(p)
+	}
+}
+
+// HandleInboundBatch is HandleInbound for the packets of one socket read
+// (recvmmsg); the accepted inner packets go to the device writer together.
+func (e *Engine) HandleInboundBatch(pkts [][]byte, from []netip.AddrPort) {
+	out := make([][]byte, 0, len(pkts))
+	for i, p := range pkts {
+		if q := e.open(p, from[i]); q != nil {
+			out = append(out, q)
+		}
+	}
+	e.in.put(out...)
+}
+
+// open checks and decrypts one inbound ESP packet in place and returns the
+// inner packet to deliver, or nil (counted) when it must be dropped.
+func (e *Engine) open(pkt []byte, from netip.AddrPort) []byte {
 	spi, seq, err := esp.ParseHeader(pkt)
 	if err != nil {
 		e.malformed.Add(1)
-		return
+		return nil
 	}
 	e.mu.RLock()
 	ch := e.children[spi]
@@ -961,7 +1041,7 @@ func (e *Engine) HandleInbound(pkt []byte, from netip.AddrPort) {
 		if e.debugOn() {
 			e.log.Debug("ESP for unknown SPI", "spi", spiHex(spi), "from", from)
 		}
-		return
+		return nil
 	}
 	ch.mu.Lock()
 	r := ch.replay.Check(uint64(seq))
@@ -973,7 +1053,7 @@ func (e *Engine) HandleInbound(pkt []byte, from netip.AddrPort) {
 		if e.debugOn() {
 			e.log.Debug("ESP replay", "spi", spiHex(spi), "seq", seq, "verdict", r.String(), "from", from)
 		}
-		return
+		return nil
 	}
 	payload, next, err := ch.in.Open(pkt)
 	if err != nil {
@@ -987,7 +1067,7 @@ func (e *Engine) HandleInbound(pkt []byte, from netip.AddrPort) {
 		if e.debugOn() {
 			e.log.Debug("ESP refused", "spi", spiHex(spi), "seq", seq, "from", from, "err", err)
 		}
-		return
+		return nil
 	}
 	ch.mu.Lock()
 	r = ch.replay.Accept(uint64(seq))
@@ -1005,7 +1085,7 @@ func (e *Engine) HandleInbound(pkt []byte, from netip.AddrPort) {
 		e.emit(ev)
 	}
 	if r != replay.OK || next == esp.NextNoHeader {
-		return
+		return nil
 	}
 	f, ok := parseFlow(payload)
 	if !ok || (next == esp.NextIPv4) != (f.version == 4) || (next != esp.NextIPv4 && next != esp.NextIPv6) ||
@@ -1017,12 +1097,7 @@ func (e *Engine) HandleInbound(pkt []byte, from netip.AddrPort) {
 		if e.debugOn() {
 			e.log.Debug("inner packet outside the policy", "spi", spiHex(spi), "next_header", next)
 		}
-		return
+		return nil
 	}
-	if _, err := e.dev.Write(payload); err != nil {
-		e.devErrors.Add(1)
-		if e.debugOn() {
-			e.log.Debug("TUN write failed", "device", e.dev.Name(), "err", err)
-		}
-	}
+	return payload
 }

@@ -144,7 +144,7 @@ func TestReplayTamperAndPolicy(t *testing.T) {
 	ping(t, a, b, "10.1.0.1", "10.2.0.1", 3, 0)
 	pkt := a.w.last()
 	b.e.HandleInbound(append([]byte(nil), pkt...), netip.AddrPort{})
-	noRecv(t, b.dev)
+	noRecv(t, b)
 	st, _ := b.e.Stats(cb.ID())
 	if st.ReplayDrops != 1 {
 		t.Fatalf("replayed packet: %+v", st)
@@ -154,7 +154,7 @@ func TestReplayTamperAndPolicy(t *testing.T) {
 	bad[7]++ // seq 4, not yet seen
 	bad[len(bad)-1] ^= 0x40
 	b.e.HandleInbound(bad, netip.AddrPort{})
-	noRecv(t, b.dev)
+	noRecv(t, b)
 	if st, _ = b.e.Stats(cb.ID()); st.AuthFailures != 1 {
 		t.Fatalf("tampered packet: %+v", st)
 	}
@@ -173,7 +173,7 @@ func TestReplayTamperAndPolicy(t *testing.T) {
 	copy(buf[s.PayloadOffset():], inner)
 	sealed, _ := s.Seal(buf[:0], len(inner), 1000, esp.NextIPv4)
 	b.e.HandleInbound(sealed, netip.AddrPort{})
-	noRecv(t, b.dev)
+	noRecv(t, b)
 	if st, _ = b.e.Stats(cb.ID()); st.PolicyDrops != 1 {
 		t.Fatalf("inner packet outside the selectors: %+v", st)
 	}
@@ -246,7 +246,7 @@ func TestTakeoverInMiniature(t *testing.T) {
 		t.Fatal(err)
 	}
 	b2.e.HandleInbound(old, netip.AddrPort{})
-	noRecv(t, b2.dev)
+	noRecv(t, b2)
 	if st, _ := b2.e.Stats(cb.ID()); st.ReplayDrops != 1 {
 		t.Fatalf("restored window accepted a replay: %+v", st)
 	}
@@ -571,9 +571,12 @@ func BenchmarkEnginePath(b *testing.B) {
 			buf := make([]byte, esp.MaxHeadroom+1400+esp.MaxTailroom)
 			b.SetBytes(int64(len(pkt)))
 			b.ReportAllocs()
+			var ob outBatch
 			for i := 0; i < b.N; i++ {
 				copy(buf[esp.MaxHeadroom:], pkt)
-				ea.outbound(buf, len(pkt))
+				ob.reset()
+				ea.outbound(&ob, buf, len(pkt))
+				ea.send(nil, &ob)
 			}
 			b.StopTimer()
 			if st, _ := eb.Stats(cb.ID()); st.InPackets != uint64(b.N) {

@@ -102,10 +102,13 @@ func recv(t *testing.T, d *chanDevice) []byte {
 	}
 }
 
-// noRecv checks that nothing was delivered; call it after synchronous
-// work (HandleInbound returns after writing).
-func noRecv(t *testing.T, d *chanDevice) {
+// noRecv checks that nothing was delivered to s's device; call it after
+// synchronous work (HandleInbound returns after queueing the packet for
+// the device writer, which noRecv waits for).
+func noRecv(t *testing.T, s *side) {
 	t.Helper()
+	s.e.in.waitIdle()
+	d := s.dev
 	if n := len(d.out); n != 0 {
 		t.Fatalf("%s: %d unexpected packets delivered", d.name, n)
 	}
