@@ -327,20 +327,21 @@ func addrID(a netip.Addr) isakmp.ID {
 	return isakmp.ID{IDType: isakmp.IDIPv6Addr, Data: b[:]}
 }
 
-// remoteIDAllowed checks the peer's phase 1 identity against the
-// connection: its configured remote ID, or (by default) its address.
-func remoteIDAllowed(c *config.Connection, id *isakmp.ID, remote netip.Addr) bool {
+// remoteIDMismatch checks the peer's phase 1 identity against the
+// connection: its configured remote ID, or (by default) its address. DNs
+// compare as names (a configured DN is DER, possibly encoded differently
+// from the peer's), FQDNs ignoring case. The error says what was expected.
+func remoteIDMismatch(c *config.Connection, id *isakmp.ID, remote netip.Addr) error {
 	want := c.RemoteID
-	switch {
-	case want.IsAny():
-		return true
-	case want.IsZero():
-		exp := addrID(remote)
-		return id.IDType == exp.IDType && bytes.Equal(id.Data, exp.Data)
+	if want.IsZero() {
+		want = config.AddrIdentity(remote)
 	}
-	// DNs compare as names (a configured DN is DER, possibly encoded
-	// differently from the peer's), FQDNs ignoring case.
-	return want.Match(uint8(id.IDType), id.Data) == nil
+	return want.Match(uint8(id.IDType), id.Data)
+}
+
+// remoteIDAllowed reports whether remoteIDMismatch finds no mismatch.
+func remoteIDAllowed(c *config.Connection, id *isakmp.ID, remote netip.Addr) bool {
+	return remoteIDMismatch(c, id, remote) == nil
 }
 
 func idBody(id *isakmp.ID) []byte {

@@ -511,8 +511,8 @@ func (e *Engine) mainMode(now time.Time, o *out, s *ikeSA, pkt Packet, h isakmp.
 			e.phase1AuthFailed(o, s, pkt, "HASH_R missing or does not verify", nil)
 			return
 		}
-		if !remoteIDAllowed(s.conn, id, s.rec.Remote.Addr()) {
-			e.phase1AuthFailed(o, s, pkt, fmt.Sprintf("peer identity %s is not the one configured", id), nil)
+		if err := remoteIDMismatch(s.conn, id, s.rec.Remote.Addr()); err != nil {
+			e.phase1AuthFailed(o, s, pkt, fmt.Sprintf("peer identity %s is not the one configured", id), err)
 			return
 		}
 		s.rec.RemoteID = toSAIdentity(id)
@@ -580,8 +580,8 @@ func (e *Engine) mainMode(now time.Time, o *out, s *ikeSA, pkt Packet, h isakmp.
 			e.phase1AuthFailed(o, s, pkt, "HASH_I missing or does not verify (wrong pre-shared key?)", nil)
 			return
 		}
-		if !remoteIDAllowed(s.conn, id, pkt.Remote.Addr()) {
-			e.phase1AuthFailed(o, s, pkt, fmt.Sprintf("peer identity %s is not the one configured", id), nil)
+		if err := remoteIDMismatch(s.conn, id, pkt.Remote.Addr()); err != nil {
+			e.phase1AuthFailed(o, s, pkt, fmt.Sprintf("peer identity %s is not the one configured", id), err)
 			return
 		}
 		s.rec.RemoteID = toSAIdentity(id)
@@ -867,8 +867,8 @@ func (e *Engine) aggressiveMode(now time.Time, o *out, s *ikeSA, pkt Packet, h i
 			e.phase1AuthFailed(o, s, pkt, "HASH_R does not verify (wrong pre-shared key?)", nil)
 			return
 		}
-		if !remoteIDAllowed(s.conn, id, pkt.Remote.Addr()) {
-			e.phase1AuthFailed(o, s, pkt, fmt.Sprintf("peer identity %s is not the one configured", id), nil)
+		if err := remoteIDMismatch(s.conn, id, pkt.Remote.Addr()); err != nil {
+			e.phase1AuthFailed(o, s, pkt, fmt.Sprintf("peer identity %s is not the one configured", id), err)
 			return
 		}
 		s.rec.RemoteID = toSAIdentity(id)
