@@ -237,7 +237,8 @@ func TestSignatureAuthDNRemoteID(t *testing.T) {
 			if n := len(b.eng.IKESAs()); n != 0 {
 				t.Fatalf("responder kept %d IKE SAs", n)
 			}
-			if !strings.Contains(logs.String(), "is not the one configured") {
+			if !strings.Contains(logs.String(), "is not the one configured") ||
+				!strings.Contains(logs.String(), `configured \"O=ikegw lab, CN=someone-else\" (DER_ASN1_DN)`) {
 				t.Fatalf("responder log lacks the reason:\n%s", logs.String())
 			}
 		})
