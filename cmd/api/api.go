@@ -28,7 +28,49 @@ const (
 	PathValidate  = "/v1/config/validate" // POST body: a config file; 200 with Validation
 	PathSnapshot  = "/v1/snapshot"        // GET: the SA database snapshot (store.DB.WriteSnapshot)
 	PathMetrics   = "/v1/metrics"         // GET: Prometheus text format
+	// PathMembersJoin adds a node by its gossip address (any node; the
+	// leader makes it a voter). POST ?addr=HOST:PORT; 200 with MemberChange.
+	PathMembersJoin = "/v1/members/join"
+	// PathMembersRemove removes a node from Raft and gossip (the leader
+	// only: another node answers 409 naming the leader). POST ?node=NAME;
+	// 200 with MemberChange.
+	PathMembersRemove = "/v1/members/remove"
+	// PathConfigApply replicates the connections of the posted file to
+	// every node through Raft (the leader only, as PathMembersRemove).
+	// POST body: a config file; 200 with ConfigApplied, 422 with
+	// Validation when the file is refused (nothing changes).
+	PathConfigApply = "/v1/config/apply"
+	// PathConfigApplied shows the cluster-wide configuration this node
+	// runs. GET; 200 with ConfigApplied.
+	PathConfigApplied = "/v1/config/applied"
 )
+
+// MemberChange is the answer of PathMembersJoin and PathMembersRemove.
+type MemberChange struct {
+	Action  string   `json:"action"` // join | remove
+	Node    string   `json:"node"`
+	Members []Member `json:"members"`
+}
+
+// ConfigApplied describes the cluster-wide configuration (the connections)
+// a node runs.
+type ConfigApplied struct {
+	// Version counts ConfigApply commits (0: none yet; the node runs the
+	// connections of its own file).
+	Version uint64 `json:"version"`
+	// RaftIndex is the node's applied Raft index when it loaded this
+	// version: the ConfigApply entry's index or later.
+	RaftIndex   uint64    `json:"raft_index,omitempty"`
+	AppliedAt   time.Time `json:"applied_at,omitzero"`
+	Connections []string  `json:"connections"`
+	// Error is set when the node could not load the replicated version
+	// (e.g. a psk_file missing on this node); it keeps running the
+	// previous connections.
+	Error string `json:"error,omitempty"`
+	// Ignored lists top-level sections of the applied file that are
+	// node-local and were not replicated (apply only).
+	Ignored []string `json:"ignored,omitempty"`
+}
 
 // Member is one cluster node as PathMembers lists it.
 type Member struct {
@@ -103,6 +145,11 @@ type ClusterStatus struct {
 	Leader       string    `json:"leader"`
 	LeaderReady  bool      `json:"leader_ready"`
 	LastTakeover *Takeover `json:"last_takeover,omitempty"`
+	// Removed is true once the leader removed this node from the cluster.
+	Removed bool `json:"removed,omitempty"`
+	// ConfigVersion is the cluster-wide configuration version this node
+	// runs (0: its own file's connections).
+	ConfigVersion uint64 `json:"config_version,omitempty"`
 }
 
 // Takeover splits this node's last activation.

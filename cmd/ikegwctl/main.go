@@ -43,6 +43,16 @@ var (
 
 type unreachable struct{ error }
 
+// httpError is a non-2xx answer of the daemon: its message (the answer's
+// "error" field, or the status and body), the status code and the body.
+type httpError struct {
+	code int
+	msg  string
+	body []byte
+}
+
+func (e *httpError) Error() string { return e.msg }
+
 func main() {
 	cmd := root()
 	if err := cmd.Execute(); err != nil {
@@ -160,9 +170,9 @@ func callBody(method, path string, q url.Values, body io.Reader, out any) error 
 	if resp.StatusCode/100 != 2 {
 		var e api.Error
 		if json.Unmarshal(data, &e) == nil && e.Error != "" {
-			return errors.New(e.Error)
+			return &httpError{code: resp.StatusCode, msg: e.Error, body: data}
 		}
-		return fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(data))
+		return &httpError{code: resp.StatusCode, msg: fmt.Sprintf("%s: %s", resp.Status, bytes.TrimSpace(data)), body: data}
 	}
 	if out != nil {
 		return json.Unmarshal(data, out)

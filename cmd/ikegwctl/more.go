@@ -34,7 +34,11 @@ var Version = "dev"
 func moreCommands() []*cobra.Command {
 	members := &cobra.Command{Use: "members", Short: "Cluster members"}
 	members.AddCommand(&cobra.Command{Use: "list", Short: "List the cluster members (id, role, Raft address, voter, leader, version, status)",
-		Args: cobra.NoArgs, RunE: listMembers})
+		Args: cobra.NoArgs, RunE: listMembers},
+		&cobra.Command{Use: "join ADDR", Short: "Add a node by its gossip address (HOST:PORT); any node serves it, the leader makes it a voter (admin role)",
+			Args: cobra.ExactArgs(1), RunE: membersJoin},
+		&cobra.Command{Use: "remove NODE", Short: "Remove a node from Raft and gossip for good: ask the leader; the active node and removals that break the quorum are refused (admin role)",
+			Args: cobra.ExactArgs(1), RunE: membersRemove})
 
 	var to string
 	failover := &cobra.Command{Use: "failover", Short: "Planned failover: the active node (ask it) hands its role over, to --to if given",
@@ -60,10 +64,10 @@ func moreCommands() []*cobra.Command {
 
 	config := &cobra.Command{Use: "config", Short: "Running configuration"}
 	config.AddCommand(
-		&cobra.Command{Use: "show", Short: "Print the node's running configuration (secrets redacted)", Args: cobra.NoArgs,
-			RunE: func(cmd *cobra.Command, _ []string) error {
-				return call(http.MethodGet, api.PathConfig, nil, cmd.OutOrStdout())
-			}},
+		&cobra.Command{Use: "show", Short: "Print the node's running configuration (secrets redacted) and the cluster-wide version it runs", Args: cobra.NoArgs,
+			RunE: showConfig},
+		&cobra.Command{Use: "apply FILE", Short: "Replicate the file's connections section to every node through Raft (ask the leader; a bad file is refused and nothing changes; admin role)",
+			Args: cobra.ExactArgs(1), RunE: applyConfig},
 		&cobra.Command{Use: "validate FILE", Short: "Have the node validate a configuration file (exit 1 when invalid)", Args: cobra.ExactArgs(1),
 			RunE: validateConfig},
 	)

@@ -118,6 +118,10 @@ func adminMux(n *Node, log *slog.Logger) *http.ServeMux {
 	mux.HandleFunc("POST "+api.PathRekey, needAdmin(h.rekey))
 	mux.HandleFunc("POST "+api.PathDPD, needAdmin(h.dpd))
 	mux.HandleFunc("POST "+api.PathFailover, needAdmin(h.failover))
+	mux.HandleFunc("POST "+api.PathMembersJoin, needAdmin(h.membersJoin))
+	mux.HandleFunc("POST "+api.PathMembersRemove, needAdmin(h.membersRemove))
+	mux.HandleFunc("POST "+api.PathConfigApply, needAdmin(h.configApply))
+	mux.HandleFunc("GET "+api.PathConfigApplied, h.configApplied)
 	return mux
 }
 
@@ -190,7 +194,8 @@ func (h *adminHandler) status(w http.ResponseWriter, r *http.Request) {
 	if h.n.cnode != nil {
 		cs := h.n.cnode.Stats()
 		st.Cluster = &api.ClusterStatus{State: cs.State, Term: cs.Term, CommitIndex: cs.CommitIndex, AppliedIndex: cs.AppliedIndex,
-			LastIndex: cs.LastIndex, Leader: cs.LeaderID, LeaderReady: cs.LeaderReady}
+			LastIndex: cs.LastIndex, Leader: cs.LeaderID, LeaderReady: cs.LeaderReady,
+			Removed: h.n.cnode.Removed(), ConfigVersion: h.n.sync.applied().Version}
 		if h.n.mem != nil {
 			t := h.n.mem.takeover()
 			if !t.Started.IsZero() {
@@ -199,7 +204,7 @@ func (h *adminHandler) status(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	for _, c := range h.n.cfg.Connections {
+	for _, c := range h.n.cfg.connectionsOnly() {
 		st.Connection = append(st.Connection, c.Name)
 	}
 	writeJSON(w, http.StatusOK, st)
@@ -361,19 +366,27 @@ func needAdmin(fn http.HandlerFunc) http.HandlerFunc {
 }
 
 func (h *adminHandler) members(w http.ResponseWriter, r *http.Request) {
+	out, err := h.memberList()
+	if err != nil {
+		writeErr(w, http.StatusServiceUnavailable, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// memberList is the view of PathMembers.
+func (h *adminHandler) memberList() (api.Members, error) {
 	out := api.Members{Members: []api.Member{}}
 	if h.n.cnode == nil {
 		out.Members = append(out.Members, api.Member{ID: h.n.cfg.Node.Name, Role: api.RoleStandalone,
 			Version: Version, MaxCommand: uint8(cluster.MaxCommandType), Status: "alive", Leader: true, Active: true})
 		out.Active = h.n.cfg.Node.Name
 		out.EffectiveMaxCommand = uint8(cluster.MaxCommandType)
-		writeJSON(w, http.StatusOK, out)
-		return
+		return out, nil
 	}
 	ms, err := h.n.cnode.Members()
 	if err != nil {
-		writeErr(w, http.StatusServiceUnavailable, err)
-		return
+		return out, err
 	}
 	if a, ok, err := cluster.ReadActive(h.n.cnode.Store()); err == nil && ok {
 		out.Active = a.Node
@@ -384,7 +397,7 @@ func (h *adminHandler) members(w http.ResponseWriter, r *http.Request) {
 			InRaft: m.InRaft, Active: m.ID == out.Active})
 	}
 	out.EffectiveMaxCommand = uint8(h.n.cnode.ClusterMaxCommand())
-	writeJSON(w, http.StatusOK, out)
+	return out, nil
 }
 
 // failover hands the active role over (planned failover). ?to=NODE moves
@@ -458,7 +471,12 @@ func redactYAML(raw []byte) ([]byte, error) {
 }
 
 func (h *adminHandler) config(w http.ResponseWriter, r *http.Request) {
-	out, err := redactYAML(h.n.cfg.Raw)
+	raw, err := h.n.runningYAML()
+	if err != nil {
+		writeErr(w, http.StatusInternalServerError, err)
+		return
+	}
+	out, err := redactYAML(raw)
 	if err != nil {
 		writeErr(w, http.StatusInternalServerError, err)
 		return

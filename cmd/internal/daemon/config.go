@@ -33,18 +33,37 @@ type Config struct {
 	Failover FailoverConfig `yaml:"failover"`
 	// Connections is parsed by ike/config.
 	Connections []*config.Connection `yaml:"-"`
-	// Raw is the file as read (the cluster replicates it).
+	// Raw is the file as read.
 	Raw []byte `yaml:"-"`
+	// baseDir is the file's directory: relative psk_file paths, also of
+	// replicated connections, are relative to it ("" = working directory).
+	baseDir string
 
 	connMu sync.Mutex // guards Connections after start (reload)
+	// refresh, when set (cluster nodes), loads a newer replicated
+	// connection set before connections returns (so that a takeover uses
+	// the latest). It must not call into the IKE runtime.
+	refresh func()
 }
 
-// connections returns the current connection set.
+// connections returns the current connection set, brought up to date with
+// the replicated configuration on a cluster node.
 func (c *Config) connections() []*config.Connection {
+	if c.refresh != nil {
+		c.refresh()
+	}
+	return c.connectionsOnly()
+}
+
+// connectionsOnly returns the current connection set as it is.
+func (c *Config) connectionsOnly() []*config.Connection {
 	c.connMu.Lock()
 	defer c.connMu.Unlock()
 	return c.Connections
 }
+
+// setConnectionsOnly is setConnections, for the replicated configuration.
+func (c *Config) setConnectionsOnly(conns []*config.Connection) { c.setConnections(conns) }
 
 func (c *Config) setConnections(conns []*config.Connection) {
 	c.connMu.Lock()
@@ -159,6 +178,7 @@ func parseConfig(data []byte, baseDir string) (*Config, error) {
 	}
 	c := &doc.Config
 	c.Raw = data
+	c.baseDir = baseDir
 	if doc.Connections.Kind != 0 {
 		cc, err := config.DecodeConnections(&doc.Connections, baseDir)
 		if err != nil {

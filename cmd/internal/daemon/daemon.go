@@ -46,6 +46,7 @@ type Node struct {
 	roles *roles        // clustered gateway
 
 	failovers atomic.Uint64 // planned failovers accepted (admin API)
+	sync      *configSync   // clustered gateway: the replicated connections
 }
 
 // runtime returns the running IKE runtime: always for a standalone node,
@@ -304,6 +305,9 @@ func (n *Node) startClustered(ctx context.Context) error {
 		return err
 	}
 	n.dp = dp
+	n.sync = newConfigSync(n)
+	n.cfg.refresh = n.sync.load
+	go n.sync.run()
 	n.mem = &member{cfg: n.cfg, log: n.log, node: n.cnode, dp: dp, esp: esp, sender: sender, sockHook: n.sockHook}
 	go n.forwardExpiries()
 	n.roles, err = startRoles(n)
@@ -358,6 +362,9 @@ func (n *Node) Stop() {
 	if n.roles != nil {
 		n.roles.stop()
 	}
+	if n.sync != nil {
+		n.sync.close()
+	}
 	if n.rt != nil {
 		n.rt.Close()
 	}
@@ -379,6 +386,9 @@ func (n *Node) Reload(ctx context.Context, path string) error {
 	if err != nil {
 		return err
 	}
+	if v := n.sync.applied().Version; v > 0 {
+		return fmt.Errorf("reload: the connections are cluster-wide (version %d applied through Raft): change them with `ikegwctl config apply`", v)
+	}
 	return n.ApplyConnections(ctx, c.Connections)
 }
 
@@ -387,11 +397,7 @@ func (n *Node) Reload(ctx context.Context, path string) error {
 // the new set at its next takeover. SAs of a removed connection run until
 // they expire or are deleted.
 func (n *Node) ApplyConnections(ctx context.Context, conns []*config.Connection) error {
-	if n.dp != nil && n.dp.Kind() == xfrm.KindUserspace {
-		for _, c := range conns {
-			c.ForceEncap = true
-		}
-	}
+	n.forceEncap(conns)
 	if rt := n.runtime(); rt != nil {
 		if err := rt.Do(ctx, func(_ time.Time, e *ikev1.Engine) ([]ikev1.Action, error) {
 			return nil, e.Reconfigure(conns)

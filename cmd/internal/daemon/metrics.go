@@ -73,6 +73,7 @@ var (
 	mTakeoverDur   = desc("takeover_duration_seconds", "Duration of this node's successful takeovers, by phase (load, commit, install, engine; total is the whole activation).", "phase")
 	mFailoverReq   = desc("failover_requests_total", "Planned failovers (ikegwctl failover) this node accepted as the active node.")
 	mRaftCommitLat = desc("raft_commit_seconds", "Latency of this node's successful Raft commits: from Commit to the entry applied locally after a quorum stored it (leader only).")
+	mConfigVersion = desc("config_version", "Version of the cluster-wide configuration (connections) this node runs; 0: its own file's.")
 	mScrapeErr     = desc("scrape_errors", "Parts of this scrape that could not be read (see the log).", "part")
 )
 
@@ -80,7 +81,7 @@ var allDescs = []*prometheus.Desc{mInfo, mRole, mIKESAs, mChildSAs, mIKEPackets,
 	mIKECacheAns, mHandshakes, mDPD, mDeletes, mRekeys, mRuntime, mRaftState, mRaftTerm, mRaftCommit,
 	mRaftApplied, mRaftLast, mRaftLag, mRaftContact, mRaftLeader, mMembers, mTakeovers, mTakeoverPhase,
 	mTakeoverSAs, mDPBytes, mDPPackets, mDPInstalled, mDPErrors, mDPEngine, mScrapeErr,
-	mHSFailures, mTakeoverCount, mTakeoverDur, mFailoverReq, mRaftCommitLat}
+	mHSFailures, mTakeoverCount, mTakeoverDur, mFailoverReq, mRaftCommitLat, mConfigVersion}
 
 func (c *metricsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range allDescs {
@@ -180,6 +181,7 @@ func (c *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(ch, mRaftContact, contact)
 		gauge(ch, mRaftLeader, b2f(cs.LeaderReady))
 		histogram(ch, mRaftCommitLat, n.cnode.CommitLatency())
+		gauge(ch, mConfigVersion, float64(n.sync.applied().Version))
 		if ms, err := n.cnode.Members(); err != nil {
 			scrapeErr["members"] = 1
 		} else {
