@@ -70,6 +70,9 @@ type Config struct {
 	Log         *slog.Logger
 	// Clock is for tests; nil means time.Now.
 	Clock func() time.Time
+	// Admission rate-limits new phase 1 requests before they reach the
+	// engine (admission.go); the zero value means the defaults.
+	Admission Admission
 }
 
 // Runtime runs one engine.
@@ -88,6 +91,8 @@ type Runtime struct {
 	gen    uint64
 
 	stats   Stats
+	adm     *admitter  // nil when Admission.Disabled
+	loglim  logLimiter // send failures a remote can cause
 	statsMu sync.Mutex
 
 	srcFor sync.Map // remote netip.Addr -> the local netip.Addr IKE uses with it
@@ -117,6 +122,9 @@ type Stats struct {
 	InstallErrors               uint64
 	ESPPackets                  uint64
 	Keepalives                  uint64
+	// New phase 1 requests from unknown sources dropped before the engine
+	// by the per-source and the global rate limit (admission.go).
+	DroppedSourceRate, DroppedGlobalRate uint64
 }
 
 // ErrClosed is returned after Close.
@@ -152,6 +160,9 @@ func New(cfg Config) (*Runtime, error) {
 	if r.now == nil {
 		r.now = time.Now
 	}
+	if !cfg.Admission.Disabled {
+		r.adm = newAdmitter(cfg.Admission, cfg.Engine.KnownPeer, r.now)
+	}
 	addrs := cfg.Listen
 	if len(addrs) == 0 {
 		addrs = []netip.Addr{netip.IPv4Unspecified(), netip.IPv6Unspecified()}
@@ -186,8 +197,12 @@ func (r *Runtime) closeSockets() {
 // Stats returns the runtime's counters.
 func (r *Runtime) Stats() Stats {
 	r.statsMu.Lock()
-	defer r.statsMu.Unlock()
-	return r.stats
+	st := r.stats
+	r.statsMu.Unlock()
+	if r.adm != nil {
+		st.DroppedSourceRate, st.DroppedGlobalRate = r.adm.droppedSource.Load(), r.adm.droppedGlobal.Load()
+	}
+	return st
 }
 
 // Run processes packets, timers and requests until ctx is done or Close is
@@ -207,6 +222,18 @@ func (r *Runtime) Run(ctx context.Context) error {
 		r.wg.Add(1)
 		go r.counterSync()
 	}
+	interval := r.cfg.Admission.LogInterval
+	if r.adm != nil {
+		interval = r.adm.cfg.LogInterval
+	}
+	if interval <= 0 {
+		interval = 10 * time.Second
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		dropReporter(r.log, r.adm, &r.loglim, interval, r.done)
+	}()
 	defer r.Close()
 	for {
 		select {
@@ -409,6 +436,9 @@ func (r *Runtime) datagram(s *socket, b []byte, local, remote netip.AddrPort, es
 			return true
 		}
 	}
+	if r.adm != nil && !r.adm.admit(b, remote.Addr()) {
+		return true
+	}
 	data := make([]byte, len(b))
 	copy(data, b)
 	select {
@@ -570,7 +600,9 @@ func (r *Runtime) send(v ikev1.Send) {
 	}
 	if err := s.write(data, v.Local.Addr(), v.Remote); err != nil {
 		r.count(func(st *Stats) { st.SendErrors++ })
-		r.log.Warn("send failed", "local", v.Local.String(), "remote", v.Remote.String(), "err", err)
+		if r.loglim.allow("send_failed") {
+			r.log.Warn("send failed", "local", v.Local.String(), "remote", v.Remote.String(), "err", err)
+		}
 	}
 }
 
