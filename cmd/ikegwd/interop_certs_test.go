@@ -1,0 +1,453 @@
+package main
+
+// Certificate authentication against strongSwan 5.9.8 (issue 9): Main Mode
+// with RSA and ECDSA signatures and X.509 certificates from a lab CA, both
+// roles, and the refusals (expired, another CA, identity, revoked) on both
+// sides with the log line that says why. Root only, like interop_test.go.
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"ikegw/cmd/api"
+	"ikegw/deploy/lab"
+	"ikegw/ike/pki"
+)
+
+// certLab is the lab PKI of one test: a trusted CA, an untrusted one, and
+// the certificates of ikegwd ("gw") and of strongSwan ("peer").
+type certLab struct {
+	kt          pki.KeyType
+	ca, other   *pki.CA
+	gw, peer    *x509.Certificate
+	gwKey, pKey crypto.Signer
+	gwCRL       *x509.RevocationList // CRL ikegwd loads (nil: none)
+	swanCRL     *x509.RevocationList // CRL strongSwan loads (nil: none)
+}
+
+// certOpts varies one side of a certificate bed.
+type certOpts struct {
+	kt          pki.KeyType
+	gwLeaf      func(*pki.Leaf) // adjusts ikegwd's certificate
+	peerLeaf    func(*pki.Leaf) // adjusts strongSwan's certificate
+	gwFromOther bool            // ikegwd's certificate comes from the untrusted CA
+	peerOther   bool            // strongSwan's certificate comes from the untrusted CA
+	revokeGW    bool            // strongSwan loads a CRL revoking ikegwd's certificate
+	revokePeer  bool            // ikegwd loads a CRL revoking strongSwan's certificate
+	gwRemoteID  string          // ikegwd's remote_id ("" = default, %any)
+	swanRemote  string          // strongSwan's remote id ("" = %any)
+	dpd         time.Duration
+}
+
+func newCertLab(t *testing.T, o certOpts) *certLab {
+	t.Helper()
+	l := &certLab{kt: o.kt}
+	var err error
+	if l.ca, err = pki.NewCA("ikegw interop CA", o.kt, 24*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if l.other, err = pki.NewCA("some other CA", o.kt, 24*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	issue := func(fromOther bool, leaf pki.Leaf, adj func(*pki.Leaf)) (*x509.Certificate, crypto.Signer) {
+		leaf.KeyType = o.kt
+		if adj != nil {
+			adj(&leaf)
+		}
+		ca := l.ca
+		if fromOther {
+			ca = l.other
+		}
+		c, k, err := ca.Issue(leaf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c, k
+	}
+	l.gw, l.gwKey = issue(o.gwFromOther, pki.Leaf{CommonName: "gw", DNSNames: []string{"gw.ikegw.test"},
+		IPs: []net.IP{net.IP(gwPub.Addr().AsSlice())}}, o.gwLeaf)
+	l.peer, l.pKey = issue(o.peerOther, pki.Leaf{CommonName: "peer", DNSNames: []string{"peer.ikegw.test"}}, o.peerLeaf)
+	if o.revokePeer {
+		if l.gwCRL, err = l.ca.CRL(l.peer); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if o.revokeGW {
+		if l.swanCRL, err = l.ca.CRL(l.gw); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return l
+}
+
+func writePEM(t *testing.T, path, typ string, der []byte, mode os.FileMode) {
+	t.Helper()
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), mode); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// swanKey writes a private key where swanctl --load-creds finds it: PKCS#1
+// in rsa/, SEC 1 in ecdsa/.
+func swanKey(t *testing.T, swDir string, k crypto.Signer) {
+	t.Helper()
+	switch k := k.(type) {
+	case *rsa.PrivateKey:
+		writePEM(t, filepath.Join(swDir, "rsa", "peer.key"), "RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(k), 0o600)
+	case *ecdsa.PrivateKey:
+		der, err := x509.MarshalECPrivateKey(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		writePEM(t, filepath.Join(swDir, "ecdsa", "peer.key"), "EC PRIVATE KEY", der, 0o600)
+	default:
+		t.Fatalf("key type %T", k)
+	}
+}
+
+const certIKE, certESP = "aes256-sha256-modp2048", "aes256-sha256"
+
+// newCertBed is newBed with certificates: ikegwd with auth pubkey, and a
+// strongSwan whose connection "gw" (child "net") authenticates with its
+// certificate (swanctl.conf rewritten and reloaded after start, the
+// credentials in the instance's swanctl directories).
+func newCertBed(t *testing.T, o certOpts) (*bed, *certLab) {
+	lab.RequireRoot(t)
+	if o.dpd == 0 {
+		o.dpd = 30 * time.Second
+	}
+	cl := newCertLab(t, o)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	l := lab.NewT(t)
+	b := &bed{t: t, lab: l, dir: t.TempDir()}
+	var err error
+	if b.gwNS, err = l.NewNS(ctx, "gw"); err != nil {
+		t.Fatal(err)
+	}
+	if b.peerNS, err = l.NewNS(ctx, "peer"); err != nil {
+		t.Fatal(err)
+	}
+	must(t, l.Veth(ctx, b.gwNS, "eth0", b.peerNS, "eth0"))
+	must(t, b.gwNS.AddAddr(ctx, "eth0", gwPub))
+	must(t, b.peerNS.AddAddr(ctx, "eth0", peerPub))
+	if b.gwProt, err = b.gwNS.AddLoopbackAddr(ctx, gwNet); err != nil {
+		t.Fatal(err)
+	}
+	if b.peerProt, err = b.peerNS.AddLoopbackAddr(ctx, peerNet); err != nil {
+		t.Fatal(err)
+	}
+
+	// ikegwd: its certificate and key, the trusted CA, maybe a CRL.
+	writePEM(t, filepath.Join(b.dir, "gw.pem"), "CERTIFICATE", cl.gw.Raw, 0o644)
+	kp, err := pki.KeyPEM(cl.gwKey)
+	must(t, err)
+	must(t, os.WriteFile(filepath.Join(b.dir, "gw.key"), kp, 0o600))
+	writePEM(t, filepath.Join(b.dir, "ca.pem"), "CERTIFICATE", cl.ca.Cert.Raw, 0o644)
+	extra := ""
+	if cl.gwCRL != nil {
+		writePEM(t, filepath.Join(b.dir, "ca.crl"), "X509 CRL", cl.gwCRL.Raw, 0o644)
+		extra += "    crls: [ca.crl]\n"
+	}
+	if o.gwRemoteID != "" {
+		extra += fmt.Sprintf("    remote_id: %q\n", o.gwRemoteID)
+	}
+	key := filepath.Join(b.dir, "cluster.key")
+	if out, err := exec.Command(ikegwdBin, "keygen", "--out", key).CombinedOutput(); err != nil {
+		t.Fatalf("keygen: %v: %s", err, out)
+	}
+	b.sock = filepath.Join(b.dir, "admin.sock")
+	cfg := fmt.Sprintf(`node:
+  name: gw1
+  state_dir: %s
+  cluster_key_file: %s
+ike:
+  listen: [%s]
+dataplane:
+  kind: userspace
+  tun: ikegw%%d
+log:
+  level: debug
+admin:
+  socket: %s
+connections:
+  - name: peer
+    local_addrs: %s
+    remote_addrs: %s
+    auth: pubkey
+    cert: gw.pem
+    key: gw.key
+    cacerts: [ca.pem]
+%s    proposals: [%s]
+    dpd_delay: %s
+    retransmit:
+      timeout: 1s
+      tries: 3
+      base: 1.5
+    children:
+      - name: net
+        local_ts: [%s]
+        remote_ts: [%s]
+        esp_proposals: [%s]
+`, filepath.Join(b.dir, "state"), key, gwPub.Addr(), b.sock, gwPub.Addr(), peerPub.Addr(), extra, certIKE, o.dpd,
+		gwNet, peerNet, certESP)
+	b.cfgPath = filepath.Join(b.dir, "ikegwd.yaml")
+	must(t, os.WriteFile(b.cfgPath, []byte(cfg), 0o600))
+	if out, err := exec.Command(ikegwdBin, "check-config", b.cfgPath).CombinedOutput(); err != nil {
+		t.Fatalf("check-config: %v: %s", err, out)
+	}
+
+	// strongSwan: started with a PSK connection of the same names (the lab
+	// renders PSK configurations only), then given its credentials and a
+	// certificate version of the connection.
+	b.swan = lab.StartStrongSwan(t, b.peerNS, lab.SwanConfig{
+		RetransmitTries: 3, RetransmitTimeout: time.Second,
+		LogLevels: map[string]int{"default": 1, "ike": 2, "cfg": 2},
+		Conns: []lab.SwanConn{{
+			Name: "gw", Version: 1,
+			LocalAddrs: []string{peerPub.Addr().String()}, RemoteAddrs: []string{gwPub.Addr().String()},
+			PSK: lab.Secret("placeholder-replaced-by-certificates"), Proposals: []string{certIKE},
+			Children: []lab.SwanChild{{Name: "net", LocalTS: []string{peerNet.String()}, RemoteTS: []string{gwNet.String()},
+				ESPProposals: []string{certESP}}},
+		}},
+	})
+	swDir := filepath.Join(b.swan.Dir(), "swanctl")
+	writePEM(t, filepath.Join(swDir, "x509", "peer.pem"), "CERTIFICATE", cl.peer.Raw, 0o644)
+	writePEM(t, filepath.Join(swDir, "x509ca", "ca.pem"), "CERTIFICATE", cl.ca.Cert.Raw, 0o644)
+	swanKey(t, swDir, cl.pKey)
+	if cl.swanCRL != nil {
+		writePEM(t, filepath.Join(swDir, "x509crl", "ca.crl"), "X509 CRL", cl.swanCRL.Raw, 0o644)
+	}
+	remoteID := ""
+	if o.swanRemote != "" {
+		remoteID = fmt.Sprintf("      id = \"%s\"\n", o.swanRemote)
+	}
+	swc := fmt.Sprintf(`connections {
+  gw {
+    version = 1
+    local_addrs = %s
+    remote_addrs = %s
+    proposals = %s
+    aggressive = no
+    send_cert = always
+    dpd_delay = %ds
+    rekey_time = 4h
+    local {
+      auth = pubkey
+      certs = peer.pem
+    }
+    remote {
+      auth = pubkey
+%s    }
+    children {
+      net {
+        local_ts = %s
+        remote_ts = %s
+        esp_proposals = %s
+        rekey_time = 1h
+      }
+    }
+  }
+}
+`, peerPub.Addr(), gwPub.Addr(), certIKE, int(o.dpd/time.Second), remoteID, peerNet, gwNet, certESP)
+	must(t, os.WriteFile(filepath.Join(swDir, "swanctl.conf"), []byte(swc), 0o600))
+	if out, err := b.swan.Swanctl(ctx, "--load-all", "--clear"); err != nil {
+		t.Fatalf("swanctl --load-all with certificates: %v\n%s", err, out)
+	}
+	b.startGW()
+	return b, cl
+}
+
+// TestInteropCerts: RSA-2048 and ECDSA P-256 certificates, both roles:
+// Main Mode and Quick Mode established with certificates, both sides agree
+// on cookies and SPIs, each side authenticated the other's certificate,
+// and a ping crosses the tunnel.
+func TestInteropCerts(t *testing.T) {
+	for _, kt := range []pki.KeyType{pki.RSA2048, pki.ECDSA256} {
+		for _, gwInit := range []bool{false, true} {
+			name := fmt.Sprintf("%s/peer-initiates", kt)
+			if gwInit {
+				name = fmt.Sprintf("%s/ikegw-initiates", kt)
+			}
+			t.Run(name, func(t *testing.T) {
+				// A DN typed in ikegwd's config must match strongSwan's
+				// certificate subject as sent in its ID payload.
+				b, cl := newCertBed(t, certOpts{kt: kt, gwRemoteID: "O=ikegw lab, CN=peer", swanRemote: "O=ikegw lab, CN=gw"})
+				ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+				defer cancel()
+				if gwInit {
+					must(t, b.post(api.PathInitiate, "conn=peer"))
+				} else {
+					must(t, b.swan.Initiate(ctx, "net"))
+				}
+				s, _ := b.agree(ctx)
+				if s.Initiator == gwInit {
+					t.Errorf("strongSwan initiator flag %v", s.Initiator)
+				}
+				b.ping(ctx, 5)
+				// strongSwan authenticated ikegwd with its certificate,
+				// and ikegwd recorded strongSwan's DN.
+				log := b.swan.Log()
+				method := map[pki.KeyType]string{pki.RSA2048: "RSA_EMSA_PKCS1_NULL", pki.ECDSA256: "ECDSA_WITH_NULL"}[kt]
+				if !strings.Contains(log, "authentication of 'O=ikegw lab, CN=gw' with "+method+" successful") {
+					b.fail("strongSwan's log does not show it authenticated ikegwd's certificate with %s", method)
+				}
+				if !strings.Contains(log, `using trusted ca certificate "O=ikegw lab, CN=ikegw interop CA"`) || !strings.Contains(log, "reached self-signed root ca") {
+					b.fail("strongSwan did not validate ikegwd's chain to the lab CA")
+				}
+				g := b.gwSAs()
+				if len(g.IKE) != 1 || !strings.Contains(g.IKE[0].RemoteID, "type9:") {
+					b.fail("ikegwd's IKE SA: %+v, want the peer's DN identity", g.IKE)
+				}
+				if !strings.Contains(g.IKE[0].RemoteID, fmt.Sprintf("%x", cl.peer.RawSubject)) {
+					b.fail("ikegwd's peer identity %s is not strongSwan's certificate subject", g.IKE[0].RemoteID)
+				}
+			})
+		}
+	}
+}
+
+// TestInteropCertsResume: TestInteropResume with a certificate
+// authenticated SA: SIGKILL ikegwd, a new process loads only the records
+// (no second certificate validation), strongSwan keeps its IKE SA and
+// SPIs, traffic and a Quick Mode rekey work.
+func TestInteropCertsResume(t *testing.T) {
+	b, cl := newCertBed(t, certOpts{kt: pki.ECDSA256, dpd: 2 * time.Second})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	must(t, b.swan.Initiate(ctx, "net"))
+	s1, k1 := b.agree(ctx)
+	b.ping(ctx, 3)
+	must(t, b.gw.Signal(syscall.SIGKILL))
+	<-b.gw.Done()
+	b.startGW()
+	s2, k2 := b.agree(ctx)
+	if s2.UniqueID != s1.UniqueID || s2.InitiatorSPI != s1.InitiatorSPI || s2.ResponderSPI != s1.ResponderSPI {
+		b.fail("strongSwan's IKE SA changed across the restart: %d -> %d", s1.UniqueID, s2.UniqueID)
+	}
+	if k2.SPIIn != k1.SPIIn || k2.SPIOut != k1.SPIOut {
+		b.fail("child SPIs changed across the restart")
+	}
+	b.ping(ctx, 3)
+	// The restored SA keeps the peer's certificate identity.
+	if g := b.gwSAs(); len(g.IKE) != 1 || !strings.Contains(g.IKE[0].RemoteID, fmt.Sprintf("%x", cl.peer.RawSubject)) {
+		b.fail("restored IKE SA lost the peer's DN identity: %+v", g.IKE)
+	}
+	// DPD both ways keeps working against the restarted process.
+	deadline := time.Now().Add(20 * time.Second)
+	for b.gwStatus().Engine["dpd_acked"] == 0 {
+		if time.Now().After(deadline) {
+			b.fail("no DPD acknowledged after the restart: %+v", b.gwStatus().Engine)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	must(t, b.swan.RekeyChild(ctx, "net"))
+	b.waitChildReplaced(ctx, s1, k1)
+	b.ping(ctx, 3)
+	if strings.Contains(b.swan.Log(), "ESP sequence number verification failed") {
+		b.fail("the peer saw replayed sequence numbers")
+	}
+	if n := strings.Count(b.swan.Log(), "authentication of 'O=ikegw lab, CN=gw'"); n != 1 {
+		b.fail("strongSwan authenticated ikegwd %d times, want once (no new phase 1)", n)
+	}
+}
+
+// waitLog polls a log until it contains every one of subs.
+func waitLog(ctx context.Context, log func() string, subs ...string) bool {
+	for {
+		s := log()
+		ok := true
+		for _, sub := range subs {
+			if !strings.Contains(s, sub) {
+				ok = false
+			}
+		}
+		if ok {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// TestInteropCertsRefused: each bad credential is refused by the side that
+// validates it, with a log line that says why, and nothing is established.
+// ikegwd's refusals: strongSwan initiates with the bad certificate (or an
+// identity ikegwd does not expect); strongSwan's refusals: ikegwd initiates.
+func TestInteropCertsRefused(t *testing.T) {
+	expired := func(l *pki.Leaf) {
+		l.NotBefore, l.NotAfter = time.Now().Add(-48*time.Hour), time.Now().Add(-time.Hour)
+	}
+	cases := []struct {
+		name   string
+		opts   certOpts
+		gwSide bool     // ikegwd refuses (strongSwan initiates); else strongSwan refuses
+		logs   []string // in the refusing side's log
+	}{
+		{"ikegw/expired", certOpts{peerLeaf: expired}, true,
+			[]string{"phase 1 authentication failed", "peer certificate expired or not yet valid", "CN=peer"}},
+		{"ikegw/other-CA", certOpts{peerOther: true}, true,
+			[]string{"phase 1 authentication failed", "peer certificate not issued by a trusted CA", "some other CA"}},
+		{"ikegw/identity", certOpts{gwRemoteID: "O=ikegw lab, CN=someone-else"}, true,
+			[]string{"phase 1 authentication failed", "is not the one configured", `configured \"O=ikegw lab, CN=someone-else\"`}},
+		{"ikegw/revoked", certOpts{revokePeer: true}, true,
+			[]string{"phase 1 authentication failed", "peer certificate revoked by CRL", "CN=peer"}},
+		{"strongswan/expired", certOpts{gwLeaf: expired}, false,
+			[]string{"certificate invalid (valid from", "no trusted"}},
+		{"strongswan/other-CA", certOpts{gwFromOther: true}, false,
+			[]string{"no issuer certificate found for \"O=ikegw lab, CN=gw\"", "no trusted"}},
+		{"strongswan/identity", certOpts{swanRemote: "O=ikegw lab, CN=someone-else"}, false,
+			[]string{"no peer config found"}},
+		{"strongswan/revoked", certOpts{revokeGW: true}, false,
+			[]string{"certificate was revoked on", "no trusted"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			c.opts.kt = pki.ECDSA256
+			b, _ := newCertBed(t, c.opts)
+			ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+			defer cancel()
+			var log func() string
+			if c.gwSide {
+				if err := b.swan.Initiate(ctx, "net"); err == nil {
+					b.fail("strongSwan established although ikegwd should refuse")
+				}
+				log = b.gw.Output
+			} else {
+				must(t, b.post(api.PathInitiate, "conn=peer"))
+				log = b.swan.Log
+			}
+			if !waitLog(ctx, log, c.logs...) {
+				b.fail("the refusing side's log lacks %q", c.logs)
+			}
+			if sas, _ := b.swan.ListSAs(ctx); swanUp(sas) {
+				b.fail("strongSwan established")
+			}
+			for _, i := range b.gwSAs().IKE {
+				if i.State == "ESTABLISHED" {
+					b.fail("ikegwd established: %+v", i)
+				}
+			}
+			if c.gwSide && len(b.gwSAs().Children) != 0 {
+				b.fail("ikegwd kept children after a refused phase 1")
+			}
+		})
+	}
+}
