@@ -1,11 +1,12 @@
 package runtime
 
 import (
+	"encoding/binary"
 	"net"
 	"net/netip"
 
 	"golang.org/x/net/ipv4"
-	"golang.org/x/net/ipv6"
+	"golang.org/x/sys/unix"
 )
 
 // ESPBatchReceiver is an ESPReceiver that takes the ESP packets of one
@@ -30,14 +31,11 @@ type espIn struct {
 // of reader's datagrams.
 func (r *Runtime) batchReader(s *socket, recv ESPBatchReceiver) {
 	defer r.wg.Done()
+	s.enableGRO()
 	msgs := make([]ipv4.Message, readBatch) // ipv6.Message is the same type
-	oobLen := ipv4.NewControlMessage(ipv4.FlagDst)
-	if s.is6 {
-		oobLen = ipv6.NewControlMessage(ipv6.FlagDst)
-	}
 	for i := range msgs {
 		msgs[i].Buffers = [][]byte{make([]byte, 65536)}
-		msgs[i].OOB = make([]byte, len(oobLen))
+		msgs[i].OOB = make([]byte, oobSize)
 	}
 	esp := espIn{pkts: make([][]byte, 0, readBatch), from: make([]netip.AddrPort, 0, readBatch)}
 	for {
@@ -57,12 +55,22 @@ func (r *Runtime) batchReader(s *socket, recv ESPBatchReceiver) {
 		esp.pkts, esp.from = esp.pkts[:0], esp.from[:0]
 		for i := 0; i < n; i++ {
 			m := &msgs[i]
-			local, remote, ok := s.addrs(m)
+			local, remote, seg, ok := s.addrs(m)
 			if !ok {
 				continue
 			}
-			if !r.datagram(s, m.Buffers[0][:m.N], local, remote, &esp) {
-				return
+			b := m.Buffers[0][:m.N]
+			if seg <= 0 || seg >= len(b) {
+				seg = len(b)
+			}
+			// With UDP_GRO one read may hold several datagrams of one
+			// flow, each seg bytes but the last.
+			for len(b) > 0 {
+				d := b[:min(seg, len(b))]
+				b = b[len(d):]
+				if !r.datagram(s, d, local, remote, &esp) {
+					return
+				}
 			}
 		}
 		if len(esp.pkts) > 0 {
@@ -73,32 +81,53 @@ func (r *Runtime) batchReader(s *socket, recv ESPBatchReceiver) {
 	}
 }
 
+// oobSize holds IP_PKTINFO / IPV6_PKTINFO and UDP_GRO control messages.
+var oobSize = unix.CmsgSpace(unix.SizeofInet6Pktinfo) + unix.CmsgSpace(4)
+
+// enableGRO turns UDP_GRO on (Linux 5.0); reads then parse the segment
+// size. Without it every datagram arrives alone, which is correct too.
+func (s *socket) enableGRO() {
+	rc, err := s.conn.SyscallConn()
+	if err != nil {
+		return
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_GRO, 1)
+	}); err == nil && serr == nil {
+		s.gro = true
+	}
+}
+
 // addrs returns the local and remote address of a datagram read by
-// ReadBatch (the local one from IP_PKTINFO on a wildcard socket).
-func (s *socket) addrs(m *ipv4.Message) (local, remote netip.AddrPort, ok bool) {
+// ReadBatch (the local one from IP_PKTINFO on a wildcard socket) and the
+// UDP_GRO segment size (0: one datagram).
+func (s *socket) addrs(m *ipv4.Message) (local, remote netip.AddrPort, seg int, ok bool) {
 	ua, isUDP := m.Addr.(*net.UDPAddr)
 	if !isUDP {
-		return local, remote, false
+		return local, remote, 0, false
 	}
 	remote = ua.AddrPort()
 	remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
 	la := s.addr.Addr()
-	if !s.exact && m.NN > 0 {
-		var dst net.IP
-		if s.is6 {
-			var cm ipv6.ControlMessage
-			if cm.Parse(m.OOB[:m.NN]) == nil {
-				dst = cm.Dst
+	if m.NN > 0 {
+		cms, err := unix.ParseSocketControlMessage(m.OOB[:m.NN])
+		if err == nil {
+			for _, c := range cms {
+				switch {
+				case c.Header.Level == unix.IPPROTO_IP && c.Header.Type == unix.IP_PKTINFO && len(c.Data) >= unix.SizeofInet4Pktinfo:
+					if !s.exact {
+						la = netip.AddrFrom4([4]byte(c.Data[8:12])) // ipi_addr: the header's destination
+					}
+				case c.Header.Level == unix.IPPROTO_IPV6 && c.Header.Type == unix.IPV6_PKTINFO && len(c.Data) >= unix.SizeofInet6Pktinfo:
+					if !s.exact {
+						la = netip.AddrFrom16([16]byte(c.Data[:16])).Unmap()
+					}
+				case c.Header.Level == unix.SOL_UDP && c.Header.Type == unix.UDP_GRO && len(c.Data) >= 4:
+					seg = int(binary.NativeEndian.Uint32(c.Data))
+				}
 			}
-		} else {
-			var cm ipv4.ControlMessage
-			if cm.Parse(m.OOB[:m.NN]) == nil {
-				dst = cm.Dst
-			}
-		}
-		if a, ok := netip.AddrFromSlice(dst); ok {
-			la = a.Unmap()
 		}
 	}
-	return netip.AddrPortFrom(la, s.addr.Port()), remote, true
+	return netip.AddrPortFrom(la, s.addr.Port()), remote, seg, true
 }

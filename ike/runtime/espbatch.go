@@ -54,6 +54,18 @@ func (r *Runtime) sendRun(pkts [][]byte, dst netip.AddrPort) (int, error) {
 			oob = (&ipv4.ControlMessage{Src: src.AsSlice()}).Marshal()
 		}
 	}
+	if len(pkts) > 1 && !s.gsoOff.Load() {
+		n, err := s.sendGSO(pkts, addr, oob)
+		if err == nil || n > 0 || !isGSOError(err) {
+			return n, err
+		}
+		// The kernel or the route's device cannot segment UDP: send
+		// packet by packet from now on.
+		s.gsoOff.Store(true)
+		if r.log != nil {
+			r.log.Info("UDP segmentation offload unavailable; sending ESP datagrams one by one", "socket", s.addr.String(), "err", err)
+		}
+	}
 	msgs := make([]ipv4.Message, len(pkts)) // ipv6.Message is the same type
 	for i, p := range pkts {
 		msgs[i] = ipv4.Message{Buffers: [][]byte{p}, OOB: oob, Addr: addr}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/net/ipv4"
@@ -24,6 +25,9 @@ type socket struct {
 	natt  bool
 	is6   bool
 	exact bool // bound to a specific address
+
+	gsoOff atomic.Bool // the kernel refused UDP_SEGMENT (udpgso.go)
+	gro    bool        // UDP_GRO is on: reads may hold several datagrams
 }
 
 // listen opens a UDP socket on addr. freeBind sets IP_FREEBIND so the
