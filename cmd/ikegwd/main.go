@@ -178,7 +178,8 @@ func keygenCmd() *cobra.Command {
 }
 
 // certsCmd makes a lab CA and node certificates for the cluster's mutual
-// TLS, so nobody runs openssl by hand.
+// TLS, so nobody runs openssl by hand; `certs ike` does the same for IKE
+// certificate authentication.
 func certsCmd() *cobra.Command {
 	var dir, cn string
 	c := &cobra.Command{
@@ -216,6 +217,7 @@ func certsCmd() *cobra.Command {
 	}
 	c.Flags().StringVar(&dir, "dir", "/etc/ikegw/certs", "certificate directory (CA and node files)")
 	c.Flags().StringVar(&cn, "cn", "ikegw cluster CA", "the CA's common name")
+	c.AddCommand(certsIKECmd())
 	return c
 }
 

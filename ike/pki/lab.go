@@ -178,53 +178,100 @@ func writeNew(path string, data []byte, mode os.FileMode) error {
 	return f.Close()
 }
 
-// WriteLab is the `ikegwd certs` helper for IKE: in dir it creates (once)
-// ca.pem/ca.key and, for every name not yet present, <name>.pem and
-// <name>.key (0600) with the name as CN and DNS name. Existing files are
-// never overwritten. It returns the paths it created.
+// LabCert names one end-entity certificate WriteLabCerts issues: the file
+// name and common name, and its subjectAltNames. Without any SAN the name
+// itself is the DNS name.
+type LabCert struct {
+	Name   string
+	DNS    []string
+	IPs    []net.IP
+	Emails []string
+}
+
+// WriteLab is WriteLabCerts with one certificate per name (CN and DNS name
+// the name).
 func WriteLab(dir string, kt KeyType, names []string) ([]string, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
+	cs := make([]LabCert, len(names))
+	for i, n := range names {
+		cs[i] = LabCert{Name: n}
 	}
-	var created []string
+	return WriteLabCerts(dir, kt, cs)
+}
+
+// labCA loads dir's ca.pem/ca.key, or creates them (key type kt) when
+// ca.pem does not exist. It returns the paths it created.
+func labCA(dir string, kt KeyType) (*CA, []string, error) {
 	caPath, caKey := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "ca.key")
-	var ca *CA
-	if _, err := os.Stat(caPath); errors.Is(err, fs.ErrNotExist) {
-		ca, err = NewCA("ikegw lab CA", kt, 10*365*24*time.Hour)
-		if err != nil {
-			return nil, err
-		}
-		kp, err := KeyPEM(ca.Key)
-		if err != nil {
-			return nil, err
-		}
-		if err := writeNew(caKey, kp, 0o600); err != nil {
-			return nil, err
-		}
-		if err := writeNew(caPath, CertPEM(ca.Cert), 0o644); err != nil {
-			return nil, err
-		}
-		created = append(created, caPath, caKey)
-	} else {
+	if _, err := os.Stat(caPath); !errors.Is(err, fs.ErrNotExist) {
 		cs, err := LoadCerts(caPath)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		k, err := LoadKey(caKey)
 		if err != nil {
+			return nil, nil, err
+		}
+		if !cs[0].IsCA {
+			return nil, nil, &FileError{caPath, fmt.Errorf("%w: %q is not a CA certificate", ErrBadCert, cs[0].Subject.String())}
+		}
+		return &CA{Cert: cs[0], Key: k}, nil, nil
+	}
+	ca, err := NewCA("ikegw lab CA", kt, 10*365*24*time.Hour)
+	if err != nil {
+		return nil, nil, err
+	}
+	kp, err := KeyPEM(ca.Key)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := writeNew(caKey, kp, 0o600); err != nil {
+		return nil, nil, err
+	}
+	if err := writeNew(caPath, CertPEM(ca.Cert), 0o644); err != nil {
+		return nil, nil, err
+	}
+	return ca, []string{caPath, caKey}, nil
+}
+
+func labName(n string) error {
+	if n == "" || n == "ca" || filepath.Base(n) != n || n == "." || n == ".." {
+		return fmt.Errorf("pki: bad certificate name %q (a file name other than \"ca\")", n)
+	}
+	return nil
+}
+
+// WriteLabCerts is the `ikegwd certs ike` helper: in dir it creates (once)
+// a lab CA, ca.pem and ca.key (0600), and for every certificate not yet
+// present <name>.pem and <name>.key (0600), issued by that CA with the name
+// as common name (subject "O=ikegw lab, CN=<name>") and the given
+// subjectAltNames. Existing files are never overwritten. It returns the
+// paths it created.
+func WriteLabCerts(dir string, kt KeyType, certs []LabCert) ([]string, error) {
+	for _, c := range certs {
+		if err := labName(c.Name); err != nil {
 			return nil, err
 		}
-		ca = &CA{Cert: cs[0], Key: k}
 	}
-	for _, n := range names {
-		if n == "" || n == "ca" || filepath.Base(n) != n {
-			return created, fmt.Errorf("pki: bad certificate name %q", n)
-		}
-		cp, kp := filepath.Join(dir, n+".pem"), filepath.Join(dir, n+".key")
+	if _, err := NewKey(kt); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	ca, created, err := labCA(dir, kt)
+	if err != nil {
+		return nil, err
+	}
+	for _, lc := range certs {
+		cp, kp := filepath.Join(dir, lc.Name+".pem"), filepath.Join(dir, lc.Name+".key")
 		if _, err := os.Stat(cp); err == nil {
 			continue
 		}
-		c, k, err := ca.Issue(Leaf{CommonName: n, DNSNames: []string{n}, KeyType: kt})
+		leaf := Leaf{CommonName: lc.Name, DNSNames: lc.DNS, IPs: lc.IPs, Emails: lc.Emails, KeyType: kt}
+		if len(lc.DNS)+len(lc.IPs)+len(lc.Emails) == 0 {
+			leaf.DNSNames = []string{lc.Name}
+		}
+		c, k, err := ca.Issue(leaf)
 		if err != nil {
 			return created, err
 		}
@@ -241,4 +288,46 @@ func WriteLab(dir string, kt KeyType, names []string) ([]string, error) {
 		created = append(created, cp, kp)
 	}
 	return created, nil
+}
+
+// WriteLabCRL writes dir/ca.crl (PEM, replacing an older one): a CRL of the
+// lab CA in dir revoking the certificates <name>.pem of names, valid for a
+// day. It returns the CRL's path.
+func WriteLabCRL(dir string, names []string) (string, error) {
+	for _, n := range names {
+		if err := labName(n); err != nil {
+			return "", err
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "ca.pem")); err != nil {
+		return "", &FileError{filepath.Join(dir, "ca.pem"), fmt.Errorf("no lab CA to sign the CRL: %w", err)}
+	}
+	ca, _, err := labCA(dir, "")
+	if err != nil {
+		return "", err
+	}
+	var revoked []*x509.Certificate
+	for _, n := range names {
+		cs, err := LoadCerts(filepath.Join(dir, n+".pem"))
+		if err != nil {
+			return "", err
+		}
+		if cs[0].CheckSignatureFrom(ca.Cert) != nil {
+			return "", &FileError{filepath.Join(dir, n+".pem"), fmt.Errorf("%w: not issued by the lab CA %q", ErrUnknownCA, ca.Cert.Subject.String())}
+		}
+		revoked = append(revoked, cs[0])
+	}
+	crl, err := ca.CRL(revoked...)
+	if err != nil {
+		return "", err
+	}
+	p := filepath.Join(dir, "ca.crl")
+	tmp := p + ".tmp"
+	if err := os.WriteFile(tmp, pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: crl.Raw}), 0o644); err != nil {
+		return "", err
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		return "", err
+	}
+	return p, nil
 }

@@ -1,12 +1,14 @@
 package pki
 
 import (
+	"crypto/ecdsa"
 	"crypto/sha1"
 	"crypto/x509"
 	"errors"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -270,5 +272,86 @@ func TestCRLFile(t *testing.T) {
 	var fe *FileError
 	if _, err := LoadTrust([]string{caf}, []string{crlf}); !errors.As(err, &fe) || !errors.Is(err, ErrBadCRL) {
 		t.Fatalf("junk CRL: %v", err)
+	}
+}
+
+func TestWriteLabCertsAndCRL(t *testing.T) {
+	dir := t.TempDir()
+	created, err := WriteLabCerts(dir, RSA2048, []LabCert{
+		{Name: "gw", DNS: []string{"gw.example.net"}, IPs: []net.IP{net.ParseIP("192.0.2.1")}},
+		{Name: "alice", Emails: []string{"alice@example.net"}},
+	})
+	if err != nil || len(created) != 6 {
+		t.Fatalf("created %v, %v", created, err)
+	}
+	// A second key type for new leaves under the same (RSA) CA.
+	if _, err := WriteLabCerts(dir, ECDSA256, []LabCert{{Name: "peer"}}); err != nil {
+		t.Fatal(err)
+	}
+	tr, err := LoadTrust([]string{filepath.Join(dir, "ca.pem")}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	load := func(n string) *x509.Certificate {
+		cs, err := LoadCerts(filepath.Join(dir, n+".pem"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tr.Verify([][]byte{cs[0].Raw}, time.Now()); err != nil {
+			t.Fatalf("%s: %v", n, err)
+		}
+		return cs[0]
+	}
+	gw, alice, peer := load("gw"), load("alice"), load("peer")
+	if err := MatchIdentity(gw, IDIPv4, []byte{192, 0, 2, 1}); err != nil {
+		t.Error(err)
+	}
+	if err := MatchIdentity(gw, IDFQDN, []byte("gw.example.net")); err != nil {
+		t.Error(err)
+	}
+	if err := MatchIdentity(alice, IDUserFQDN, []byte("alice@example.net")); err != nil {
+		t.Error(err)
+	}
+	if dn, _ := ParseDN("O=ikegw lab, CN=peer"); MatchIdentity(peer, IDDERASN1DN, dn) != nil || MatchIdentity(peer, IDFQDN, []byte("peer")) != nil {
+		t.Errorf("peer subject %q DNS %v", peer.Subject, peer.DNSNames)
+	}
+	if _, ok := peer.PublicKey.(*ecdsa.PublicKey); !ok {
+		t.Errorf("peer key %T, want ECDSA", peer.PublicKey)
+	}
+
+	p, err := WriteLabCRL(dir, []string{"alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err = LoadTrust([]string{filepath.Join(dir, "ca.pem")}, []string{p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tr.Verify([][]byte{alice.Raw}, time.Now()); !errors.Is(err, ErrRevoked) {
+		t.Errorf("alice after revocation: %v", err)
+	}
+	if _, err := tr.Verify([][]byte{gw.Raw}, time.Now()); err != nil {
+		t.Errorf("gw after alice's revocation: %v", err)
+	}
+	// An empty CRL replaces it.
+	if _, err := WriteLabCRL(dir, nil); err != nil {
+		t.Fatal(err)
+	}
+	if tr, err = LoadTrust([]string{filepath.Join(dir, "ca.pem")}, []string{p}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tr.Verify([][]byte{alice.Raw}, time.Now()); err != nil {
+		t.Errorf("alice with an empty CRL: %v", err)
+	}
+	for _, bad := range [][]string{{"nobody"}, {"../gw"}, {"ca"}} {
+		if _, err := WriteLabCRL(dir, bad); err == nil {
+			t.Errorf("WriteLabCRL(%q) succeeded", bad)
+		}
+	}
+	if _, err := WriteLabCRL(t.TempDir(), nil); err == nil || !strings.Contains(err.Error(), "no lab CA") {
+		t.Errorf("CRL without a CA: %v", err)
+	}
+	if _, err := WriteLabCerts(dir, "rsa1024", []LabCert{{Name: "x"}}); !errors.Is(err, ErrUnsupportedKey) {
+		t.Errorf("rsa1024: %v", err)
 	}
 }
