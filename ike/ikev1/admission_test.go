@@ -134,6 +134,9 @@ func TestAdmissionFloodKeepsReservedShare(t *testing.T) {
 		t.Fatalf("after the timeout: %d half-open (%d unknown), %d sources, %d entries, %d queued",
 			total, unknown, len(b.eng.adm.perSrc), len(b.eng.adm.entries), b.eng.adm.order.Len())
 	}
+	if n := logs.count("phase 1 did not complete in time"); n != logBurst {
+		t.Fatalf("%d half-open timeouts logged for 48 spoofed SAs, want %d", n, logBurst)
+	}
 }
 
 func TestAdmissionKnownPeerEvictsUnknown(t *testing.T) {

@@ -44,7 +44,10 @@ func (e *Engine) HandleTimer(now time.Time, t Timer) []Action {
 	case TimerHalfOpen:
 		if s := e.ikes[t.IKE.Key()]; s != nil && !s.established() {
 			e.phase1Fail(FailTimeout)
-			e.log.Warn("phase 1 did not complete in time", "sa", s.String(), "remote", s.rec.Remote.String(), "timeout", e.cfg.HalfOpenTimeout)
+			// As responder a spoofed message 1 ends here: rate-limited.
+			if s.rec.Role == sa.Initiator || e.logLimit(now, "half-open-timeout") {
+				e.log.Warn("phase 1 did not complete in time", "sa", s.String(), "remote", s.rec.Remote.String(), "timeout", e.cfg.HalfOpenTimeout)
+			}
 			e.removeIKE(&o, s)
 		}
 	case TimerExchange:
