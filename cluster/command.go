@@ -7,6 +7,7 @@ import (
 	"github.com/fxamacker/cbor/v2"
 
 	"ikegw/ike/sa"
+	"ikegw/store"
 )
 
 // CommandType is the first byte of every Raft log entry the FSM applies.
@@ -23,11 +24,12 @@ const (
 	TypeConfigApply   CommandType = 6
 	TypeSetActive     CommandType = 7
 	TypeBatch         CommandType = 8
+	TypeHandover      CommandType = 9
 
 	// MaxCommandType is the highest type this build can apply. It is
 	// advertised in the membership metadata so a feature is only switched on
 	// when every member understands its commands.
-	MaxCommandType = TypeBatch
+	MaxCommandType = TypeHandover
 )
 
 func (t CommandType) String() string {
@@ -48,6 +50,8 @@ func (t CommandType) String() string {
 		return "SetActive"
 	case TypeBatch:
 		return "Batch"
+	case TypeHandover:
+		return "Handover"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
@@ -93,6 +97,18 @@ type ActiveBody struct {
 	Term uint64 `cbor:"2,keyasint"`
 }
 
+// HandoverBody is the payload of a Handover command: the active node From,
+// leader in Term, is about to hand the active role to To (planned
+// failover) and will commit no SA change before it does; ID tells one
+// handover from another (chosen by the proposer). An empty To cancels an
+// announced handover. The last one applied is kept (ReadHandover).
+type HandoverBody struct {
+	ID   uint64 `cbor:"1,keyasint"`
+	From string `cbor:"2,keyasint"`
+	To   string `cbor:"3,keyasint"`
+	Term uint64 `cbor:"4,keyasint"`
+}
+
 // UpsertIKE stores (or replaces) an ISAKMP SA.
 func UpsertIKE(s *sa.IKESA) Command { return Command{Type: TypeUpsertIKE, Version: 1, Body: s} }
 
@@ -121,6 +137,12 @@ func ConfigApply(version uint64, data []byte) Command {
 func SetActive(node string, term uint64) Command {
 	return Command{Type: TypeSetActive, Version: 1, Body: ActiveBody{Node: node, Term: term}}
 }
+
+// Handover announces (or, with an empty To, cancels) a planned handover.
+// Not ignorable: Commit refuses it with ErrUnsupportedByCluster while a
+// member cannot apply it, and the caller falls back to a handover without
+// announcement.
+func Handover(b HandoverBody) Command { return Command{Type: TypeHandover, Version: 1, Body: b} }
 
 // Errors of command encoding and application.
 var (
@@ -216,4 +238,20 @@ func init() {
 	if err != nil {
 		panic(err)
 	}
+}
+
+// ReadHandover returns the last Handover applied; ok is false when none was.
+func ReadHandover(db *store.DB) (h HandoverBody, ok bool, err error) {
+	err = db.View(func(tx *store.Tx) error {
+		raw, err := txWriter{tx}.Meta(metaHandover)
+		if err != nil || raw == nil {
+			return err
+		}
+		if err := decMode.Unmarshal(raw, &h); err != nil {
+			return fmt.Errorf("cluster: stored handover: %w", err)
+		}
+		ok = true
+		return nil
+	})
+	return h, ok, err
 }

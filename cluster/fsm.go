@@ -44,6 +44,7 @@ const (
 	metaConfig        = "cluster.config" // sealed
 	metaConfigVersion = "cluster.config.version"
 	metaActive        = "cluster.active"
+	metaHandover      = "cluster.handover"
 )
 
 // op is a decoded command ready to run inside a transaction.
@@ -147,6 +148,22 @@ var commandTable = map[CommandType]handler{
 				return err
 			}
 			return w.PutMeta(metaActive, enc)
+		}, nil
+	}},
+	TypeHandover: {1, func(b []byte) (op, error) {
+		var h HandoverBody
+		if err := decMode.Unmarshal(b, &h); err != nil {
+			return nil, err
+		}
+		if h.From == "" || h.ID == 0 {
+			return nil, errors.New("handover without proposer or ID")
+		}
+		return func(w Writer) error {
+			enc, err := sa.Marshal(h)
+			if err != nil {
+				return err
+			}
+			return w.PutMeta(metaHandover, enc)
 		}, nil
 	}},
 }
@@ -369,4 +386,31 @@ func encodeUint(v uint64) []byte {
 
 func sortedKeys(m map[uint32]sa.Counters) []uint32 {
 	return slices.Sorted(maps.Keys(m))
+}
+
+// PriorTermsApplied reports whether this node has applied every entry of
+// its log written in an earlier term than the current one. On a leader that
+// is what the Barrier establishes: a leader's log holds every committed
+// entry (Raft's leader completeness), entries of its own term are its own
+// (none carries an SA it has not committed itself), and a follower applies
+// only entries it knows are committed. So a leader for which it holds may
+// act on its store without waiting for the Barrier (failover uses it for a
+// planned handover, where the old leader left time for its last commit
+// index to reach the target). Any read error answers false.
+func (n *Node) PriorTermsApplied() bool {
+	term := n.raft.CurrentTerm()
+	applied, last := n.raft.AppliedIndex(), n.raft.LastIndex()
+	if last <= applied {
+		return true
+	}
+	if last-applied > 64 {
+		return false // far behind: the Barrier is no slower
+	}
+	var l raft.Log
+	for i := applied + 1; i <= last; i++ {
+		if err := n.deps.Logs.GetLog(i, &l); err != nil || l.Term < term {
+			return false
+		}
+	}
+	return true
 }

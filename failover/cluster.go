@@ -47,8 +47,9 @@ func (l *Leadership) Subscribe(ctx context.Context) <-chan role.Event {
 			case <-ctx.Done():
 				return
 			case ev := <-in:
+				ready := ev.Ready || (ev.Leader && l.fastReady(ev.Term))
 				select {
-				case out <- role.Event{Leader: ev.Leader, Ready: ev.Ready, Term: ev.Term}:
+				case out <- role.Event{Leader: ev.Leader, Ready: ready, Term: ev.Term}:
 				case <-ctx.Done():
 					return
 				}
@@ -59,9 +60,25 @@ func (l *Leadership) Subscribe(ctx context.Context) <-chan role.Event {
 }
 
 // LeaderReady reports whether the node is leader and ready, and the term.
+// Ready is the cluster's (Barrier done) or, earlier, every entry of an
+// earlier term applied (see fastReady).
 func (l *Leadership) LeaderReady() (bool, uint64) {
-	ready := l.node.IsLeaderReady()
-	return ready, l.node.Raft().CurrentTerm()
+	term := l.node.Raft().CurrentTerm()
+	ready := l.node.IsLeaderReady() || l.fastReady(term)
+	return ready, term
+}
+
+// fastReady: this node is leader in term and has applied every entry of an
+// earlier term in its log (cluster.Node.PriorTermsApplied), so its store
+// already holds everything the Barrier would wait for. After a planned
+// handover that is the usual case: the old leader's last commit index
+// reached the target before the transfer.
+func (l *Leadership) fastReady(term uint64) bool {
+	r := l.node.Raft()
+	if r.State() != raft.Leader || r.CurrentTerm() != term {
+		return false
+	}
+	return l.node.PriorTermsApplied()
 }
 
 // VerifyQuorum runs raft's VerifyLeader: a heartbeat round that a quorum
@@ -81,6 +98,35 @@ func (l *Leadership) VerifyQuorum(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// Target names the gateway a planned handover would go to: to when it is
+// another voting gateway, otherwise (to empty) the first other healthy
+// voting gateway in name order. The leader transfers to it with StepDown
+// after Prefer(target).
+func (l *Leadership) Target(to string) (string, error) {
+	ms, err := l.node.Members()
+	if err != nil {
+		return "", fmt.Errorf("failover: handover target: %w", err)
+	}
+	for _, m := range ms {
+		if m.ID == l.node.ID() || !m.Voter || m.Role != cluster.RoleGateway {
+			continue
+		}
+		if to != "" {
+			if m.ID == to {
+				return to, nil
+			}
+			continue
+		}
+		if m.Status == "alive" || m.Status == "raft-only" {
+			return m.ID, nil
+		}
+	}
+	if to != "" {
+		return "", fmt.Errorf("%w: %q is not another voting gateway", ErrNoGateway, to)
+	}
+	return "", ErrNoGateway
 }
 
 // StepDown hands leadership to another healthy gateway voter, trying each

@@ -2,10 +2,12 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"strconv"
+	"sync"
 
 	"ikegw/cluster"
 	"ikegw/cluster/certs"
@@ -16,9 +18,49 @@ import (
 // clusterPersister commits engine records through Raft: Persist returns
 // once a quorum has the entry and it is applied locally (DESIGN.md
 // invariant 1, commit before send).
-type clusterPersister struct{ node *cluster.Node }
+type clusterPersister struct {
+	node *cluster.Node
+	gate *persistGate // nil: always open
+}
+
+// persistGate stops the engine's commits while a planned handover is
+// prepared (member.prepareHandover): closing it waits for the Persist calls
+// in flight, so every SA change the engine made known to a peer is in the
+// log before the Handover entry; afterwards SA changes are refused (the
+// runtime then does not send what they guard: the peer retransmits to the
+// new active) and counter syncs are dropped (the handover committed the
+// jumped counters). The zero value is open.
+type persistGate struct {
+	mu     sync.RWMutex
+	closed bool
+}
+
+func (g *persistGate) close() {
+	g.mu.Lock()
+	g.closed = true
+	g.mu.Unlock()
+}
+
+func (g *persistGate) open() {
+	g.mu.Lock()
+	g.closed = false
+	g.mu.Unlock()
+}
+
+// errHandingOver: Persist while a planned handover is being prepared.
+var errHandingOver = errors.New("a planned handover is in progress: SA changes are left to the new active")
 
 func (p clusterPersister) Persist(ctx context.Context, ps ikev1.Persist) error {
+	if p.gate != nil {
+		p.gate.mu.RLock()
+		defer p.gate.mu.RUnlock()
+		if p.gate.closed {
+			if len(ps.IKE)+len(ps.Children)+len(ps.DeleteIKE)+len(ps.DeleteChildren) == 0 {
+				return nil
+			}
+			return errHandingOver
+		}
+	}
 	cmds := make([]cluster.Command, 0, len(ps.IKE)+len(ps.Children)+len(ps.DeleteIKE)+len(ps.DeleteChildren)+1)
 	for _, r := range ps.IKE {
 		cmds = append(cmds, cluster.UpsertIKE(r))

@@ -2,6 +2,8 @@ package daemon
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -34,22 +36,35 @@ type member struct {
 	activatedAt  time.Time
 	lastTakeover TakeoverTimes
 	stats        takeoverStats // every activation, for metrics
+	// gate stops the engine's SA commits while a handover is prepared.
+	gate persistGate
+	// announced is the ID of the handover this node announced as the
+	// active (0: none pending).
+	announced uint64
+	// staged is the takeover prepared for a handover to this node.
+	staged *stagedTakeover
 }
 
 // TakeoverTimes splits the last activation for metrics and the bench.
 type TakeoverTimes struct {
-	Started  time.Time
-	Load     time.Duration // reading the replicated records
-	Commit   time.Duration // committing the jumped sequence numbers
-	Install  time.Duration // data plane installs
-	Engine   time.Duration // engine restore and sockets
+	Started time.Time
+	Load    time.Duration // reading the replicated records
+	Commit  time.Duration // committing the jumped sequence numbers
+	Install time.Duration // data plane installs
+	Engine  time.Duration // engine restore and sockets
+	// Staged: the takeover finished what a planned handover had staged
+	// (Load and Install were spent before the old active let go).
+	Staged   bool
 	IKESAs   int
 	ChildSAs int
 }
 
 // activate runs the takeover (DESIGN.md "Takeover, step by step", steps 4
 // and 6; the caller claims the VIPs afterwards, step 5). It is called only
-// on the Raft leader after Barrier, so the store holds every committed SA.
+// on the Raft leader once its store holds every committed SA (after the
+// Barrier, or with every earlier-term entry applied: failover.Leadership).
+// After a planned handover to this node it finishes the pre-staged
+// takeover instead (see stage and the failover package documentation).
 func (m *member) activate(ctx context.Context) (err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -58,6 +73,28 @@ func (m *member) activate(ctx context.Context) (err error) {
 	}
 	t := TakeoverTimes{Started: time.Now()}
 	defer func() { m.stats.record(t, err) }()
+	if m.announced != 0 {
+		// This node announced a handover that did not happen: cancel it
+		// before any SA change, so that its target never trusts what it
+		// staged from before these changes.
+		if err := m.node.Commit(ctx, cluster.Handover(cluster.HandoverBody{ID: newHandoverID(), From: m.cfg.Node.Name,
+			Term: m.node.Raft().CurrentTerm()})); err != nil {
+			return fmt.Errorf("takeover: cancelling the handover this node announced: %w", err)
+		}
+		m.announced = 0
+	}
+	m.gate.open()
+	if st := m.staged; st != nil {
+		m.staged = nil
+		if err := m.stagedValid(st); err != nil {
+			m.log.Info("takeover: the pre-staged handover does not apply; full takeover", "reason", err)
+			st.rt.Close()
+		} else {
+			t.Staged = true
+			t.Load, t.Install = st.load, st.install
+			return m.start(ctx, st.rt, st.ikes, st.live, &t)
+		}
+	}
 	ikes, kids, err := loadAll(m.node.Store())
 	if err != nil {
 		return fmt.Errorf("takeover: reading the replicated SAs: %w", err)
@@ -84,43 +121,66 @@ func (m *member) activate(ctx context.Context) (err error) {
 	}
 	t.Commit = time.Since(mark)
 	mark = time.Now()
+	m.install(ctx, live)
+	t.Install = time.Since(mark)
+	rt, err := m.newRuntime()
+	if err != nil {
+		return err
+	}
+	return m.start(ctx, rt, ikes, live, &t)
+}
+
+// install puts the pairs in the data plane (a failure is logged: the
+// others still work).
+func (m *member) install(ctx context.Context, live []*sa.ChildSA) {
 	for _, c := range live {
 		if err := m.dp.InstallChild(ctx, c); err != nil {
 			m.log.Error("takeover: installing an IPsec SA pair failed", "spi_in", fmt.Sprintf("%08x", c.In.SPI), "err", err)
 		}
 	}
-	t.Install = time.Since(mark)
-	mark = time.Now()
-	conns := m.cfg.connections()
-	eng, err := ikev1.New(ikev1.Config{Connections: conns, Log: m.log.With("component", "ike")})
+}
+
+// newRuntime builds the engine and the IKE runtime (sockets bound to the
+// VIPs with IP_FREEBIND); nothing runs until start.
+func (m *member) newRuntime() (*runtime.Runtime, error) {
+	eng, err := ikev1.New(ikev1.Config{Connections: m.cfg.connections(), Log: m.log.With("component", "ike")})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	rt, err := runtime.New(runtime.Config{
 		Engine: eng, Listen: m.cfg.ListenAddrs(), Port: m.cfg.IKE.Port, NATTPort: m.cfg.IKE.NATTPort, FreeBind: true,
-		Persister: clusterPersister{m.node}, DataPlane: m.dp, ESP: m.esp, CounterSync: m.cfg.Dataplane.CounterSync, SocketHook: m.sockHook,
+		Persister: clusterPersister{node: m.node, gate: &m.gate}, DataPlane: m.dp, ESP: m.esp, CounterSync: m.cfg.Dataplane.CounterSync, SocketHook: m.sockHook,
 		Log: m.log.With("component", "runtime"),
 	})
 	if err != nil {
-		return fmt.Errorf("takeover: IKE sockets: %w", err)
+		return nil, fmt.Errorf("takeover: IKE sockets: %w", err)
 	}
+	return rt, nil
+}
+
+// start runs rt, restores the engine from the records (the pairs are
+// installed already) and starts the connections this node initiates.
+// m.mu is held.
+func (m *member) start(ctx context.Context, rt *runtime.Runtime, ikes []*sa.IKESA, live []*sa.ChildSA, t *TakeoverTimes) error {
+	mark := time.Now()
 	m.sender.rt.Store(rt)
 	go rt.Run(context.Background())
 	if err := rt.Do(ctx, func(now time.Time, e *ikev1.Engine) ([]ikev1.Action, error) {
 		return e.Restore(now, ikes, live, ikev1.RestoreOptions{})
 	}); err != nil {
 		rt.Close()
+		m.sender.rt.Store(nil)
 		return fmt.Errorf("takeover: restoring the engine: %w", err)
 	}
 	t.Engine = time.Since(mark)
 	t.IKESAs, t.ChildSAs = len(ikes), len(live)
 	m.rt = rt
 	m.activatedAt = time.Now()
-	m.lastTakeover = t
-	m.log.Info("takeover complete", "ike_sas", len(ikes), "child_sas", len(live),
+	m.lastTakeover = *t
+	m.log.Info("takeover complete", "ike_sas", len(ikes), "child_sas", len(live), "staged", t.Staged,
 		"load", t.Load, "commit", t.Commit, "install", t.Install, "engine", t.Engine, "total", time.Since(t.Started))
 	// Connections this node should start and that have no SA yet.
-	for _, c := range conns {
+	for _, c := range m.cfg.connections() {
 		if !c.Initiate {
 			continue
 		}
@@ -149,6 +209,10 @@ func (m *member) deactivate() {
 		m.rt = nil
 		m.sender.rt.Store(nil)
 	}
+	if m.staged != nil {
+		m.staged.rt.Close()
+		m.staged = nil
+	}
 	// Always flush: a takeover that failed half way may have installed
 	// pairs before it gave up.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -172,3 +236,196 @@ func (m *member) runtime() *runtime.Runtime {
 }
 
 var errNotActive = errors.New("this node is not the active gateway")
+
+// stagedTakeover is a takeover prepared on the target of a planned handover
+// while the old active still holds the VIPs: the records read, the pairs
+// installed with the jumped counters the handover committed, the runtime
+// built (sockets bound, nothing running).
+type stagedTakeover struct {
+	id, term      uint64
+	ikes          []*sa.IKESA
+	live          []*sa.ChildSA
+	rt            *runtime.Runtime
+	at            time.Time
+	load, install time.Duration
+}
+
+// stagedLife is how long a staged takeover waits for the leadership.
+const stagedLife = 10 * time.Second
+
+// stagedValid checks, on the new leader, that st still describes the
+// store: the last handover applied is the one st was staged for, and this
+// node leads the term right after the one it was announced in, so nobody
+// but the announcing node (which commits no SA change after announcing,
+// and cancels before any if it stays active) led in between.
+func (m *member) stagedValid(st *stagedTakeover) error {
+	h, ok, err := cluster.ReadHandover(m.node.Store())
+	switch {
+	case err != nil:
+		return err
+	case !ok || h.ID != st.id:
+		return errors.New("another handover (or its cancel) was applied since")
+	case h.To != m.cfg.Node.Name:
+		return fmt.Errorf("the handover names %q", h.To)
+	}
+	if term := m.node.Raft().CurrentTerm(); term != h.Term+1 {
+		return fmt.Errorf("leader in term %d, the handover was announced in term %d", term, h.Term)
+	}
+	return nil
+}
+
+// stage prepares the takeover for handover h to this node (a standby).
+func (m *member) stage(ctx context.Context, h cluster.HandoverBody) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.rt != nil {
+		return
+	}
+	m.dropStaged("a newer handover")
+	start := time.Now()
+	ikes, kids, err := loadAll(m.node.Store())
+	if err != nil {
+		m.log.Warn("handover: staging failed; the takeover will read the records", "err", err)
+		return
+	}
+	st := &stagedTakeover{id: h.ID, term: h.Term, ikes: ikes, at: start}
+	for _, c := range kids {
+		if c.State != sa.ChildDeleted {
+			st.live = append(st.live, c) // counters: jumped by the handover entry
+		}
+	}
+	st.load = time.Since(start)
+	mark := time.Now()
+	m.install(ctx, st.live)
+	st.install = time.Since(mark)
+	if st.rt, err = m.newRuntime(); err != nil {
+		m.log.Warn("handover: staging failed; the takeover will start from scratch", "err", err)
+		if err := m.dp.Flush(ctx); err != nil {
+			m.log.Error("handover: data plane flush failed", "err", err)
+		}
+		return
+	}
+	m.staged = st
+	// The election and the first quorum check of the target are Raft
+	// round trips: open their connections now.
+	m.node.WarmConnections(2)
+	m.log.Info("handover: takeover staged", "from", h.From, "term", h.Term, "ike_sas", len(ikes), "child_sas", len(st.live),
+		"load", st.load, "install", st.install, "total", time.Since(start))
+}
+
+// dropStaged discards a staged takeover (m.mu held).
+func (m *member) dropStaged(reason string) {
+	if m.staged == nil {
+		return
+	}
+	m.staged.rt.Close()
+	m.staged = nil
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := m.dp.Flush(ctx); err != nil {
+		m.log.Error("handover: data plane flush failed", "err", err)
+	}
+	m.log.Info("handover: staged takeover dropped", "reason", reason)
+}
+
+// watchHandovers stages the takeover when a Handover naming this node is
+// applied, and drops a staged takeover that waited stagedLife in vain. It
+// polls the applied index (cheap) every pollEvery until ctx ends.
+func (m *member) watchHandovers(ctx context.Context, pollEvery time.Duration) {
+	r := m.node.Raft()
+	var seen uint64
+	if h, ok, err := cluster.ReadHandover(m.node.Store()); err == nil && ok {
+		seen = h.ID // announced before this run: not for us to stage
+	}
+	applied := r.AppliedIndex()
+	t := time.NewTicker(pollEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if a := r.AppliedIndex(); a != applied {
+			applied = a
+			h, ok, err := cluster.ReadHandover(m.node.Store())
+			if err == nil && ok && h.ID != seen {
+				seen = h.ID
+				if h.To == m.cfg.Node.Name {
+					m.stage(ctx, h)
+				} else {
+					m.mu.Lock()
+					m.dropStaged("a handover to another node, or a cancel")
+					m.mu.Unlock()
+				}
+			}
+		}
+		m.mu.Lock()
+		if m.staged != nil && time.Since(m.staged.at) > stagedLife {
+			m.dropStaged("no leadership came")
+		}
+		m.mu.Unlock()
+	}
+}
+
+// prepareHandover runs on the active node before a planned handover to
+// target, while it still holds the VIPs: it stops the engine's SA commits
+// (waiting for those in flight), then commits in one entry the jumped
+// counters of every pair (the live ones where the data plane has them,
+// plus the margin) and a Handover naming target. It returns the number of
+// pairs. On an error nothing is announced and the gate is open again; a
+// cluster with a member that cannot apply Handover gives an error wrapping
+// cluster.ErrUnsupportedByCluster.
+func (m *member) prepareHandover(ctx context.Context, target string) (int, error) {
+	m.gate.close()
+	n, err := m.announce(ctx, target)
+	if err != nil {
+		m.gate.open()
+	}
+	return n, err
+}
+
+func (m *member) announce(ctx context.Context, target string) (int, error) {
+	_, kids, err := loadAll(m.node.Store())
+	if err != nil {
+		return 0, err
+	}
+	liveCounters, err := m.dp.Counters(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("reading the data plane counters: %w", err)
+	}
+	now := time.Now().UnixNano()
+	jumped := map[uint32]sa.Counters{}
+	for _, c := range kids {
+		if c.State == sa.ChildDeleted {
+			continue
+		}
+		cs := ikev1.MergeCounters(c.Counters, liveCounters[c.In.SPI])
+		cs.OutSeq += m.cfg.Dataplane.SeqMargin
+		cs.SyncedAt = now
+		jumped[c.In.SPI] = cs
+	}
+	id := newHandoverID()
+	cmds := []cluster.Command{cluster.Handover(cluster.HandoverBody{ID: id, From: m.cfg.Node.Name, To: target, Term: m.node.Raft().CurrentTerm()})}
+	if len(jumped) > 0 {
+		cmds = append([]cluster.Command{cluster.CountersBatch(jumped)}, cmds...)
+	}
+	if err := m.node.Commit(ctx, cmds...); err != nil {
+		return 0, fmt.Errorf("announcing the handover to %s: %w", target, err)
+	}
+	m.mu.Lock()
+	m.announced = id
+	m.mu.Unlock()
+	return len(jumped), nil
+}
+
+// newHandoverID is a random non-zero ID.
+func newHandoverID() uint64 {
+	var b [8]byte
+	for {
+		_, _ = rand.Read(b[:])
+		if id := binary.BigEndian.Uint64(b[:]); id != 0 {
+			return id
+		}
+	}
+}

@@ -18,9 +18,14 @@ import (
 type roles struct {
 	m      *role.Machine
 	lead   *failover.Leadership
+	mem    *member
+	log    *slog.Logger
 	cancel context.CancelFunc
 	done   chan struct{}
 }
+
+// handoverPoll is how often a standby looks for a handover naming it.
+const handoverPoll = 2 * time.Millisecond
 
 func startRoles(n *Node) (*roles, error) {
 	vm, err := newVIPs(n.cfg, n.log)
@@ -58,31 +63,64 @@ func startRoles(n *Node) (*roles, error) {
 		return nil, err
 	}
 	ctx, cancel = context.WithCancel(context.Background())
-	r := &roles{m: m, lead: lead, cancel: cancel, done: make(chan struct{})}
+	r := &roles{m: m, lead: lead, mem: n.mem, log: n.log, cancel: cancel, done: make(chan struct{})}
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		n.mem.watchHandovers(ctx, handoverPoll)
+	}()
 	go func() {
 		defer close(r.done)
 		if err := m.Run(ctx); err != nil {
 			n.log.Error("role machine stopped", "err", err)
 		}
+		<-watched
 	}()
 	return r, nil
 }
 
 func (r *roles) active() bool { return r.m.State() == role.Active }
 
-// handover gives up the active role (planned failover): VIPs released,
-// then leadership handed to another gateway (to, when named).
+// handover gives up the active role (planned failover): the target is
+// announced and stages its takeover while this node still holds the VIPs
+// (member.prepareHandover), then the VIPs are released and leadership goes
+// to the target (to, when named). When the announcement fails (a member
+// too old to apply it, no quorum) the handover goes on without it.
 func (r *roles) handover(to string) error {
 	if r.m.State() == role.Standby {
 		return nil
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	target, err := r.lead.Target(to)
+	if err == nil && r.m.State() == role.Active {
+		t0 := time.Now()
+		pairs, perr := r.mem.prepareHandover(ctx, target)
+		if perr != nil {
+			r.log.Warn("handover: announcing it failed; handing over without a staged takeover", "to", target, "err", perr)
+		} else {
+			// Time for the target to learn that the announcement is
+			// committed (Raft's commit timeout, 5-10 ms), apply it and
+			// stage. Not needed for safety: a target that is not ready
+			// takes over the slow way (Barrier, full install).
+			grace := stageGrace + time.Duration(pairs)*stagePerPair
+			time.Sleep(grace)
+			r.log.Info("handover: announced", "to", target, "pairs", pairs, "announce", time.Since(t0)-grace, "grace", grace)
+		}
+		to = target
+	}
 	if to != "" {
 		r.lead.Prefer(to)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	return r.m.Handover(ctx)
 }
+
+// stageGrace and stagePerPair: how long the active waits after announcing
+// a handover before it lets go (measured staging: see BENCHMARKS.md).
+const (
+	stageGrace   = 25 * time.Millisecond
+	stagePerPair = 50 * time.Microsecond
+)
 
 func (r *roles) stop() {
 	r.cancel()

@@ -1,0 +1,73 @@
+package cluster
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// TestFSMHandover: a Handover is stored as the last one applied (a cancel,
+// To empty, replaces it), and one without proposer or ID is refused.
+func TestFSMHandover(t *testing.T) {
+	s := testSealer(t)
+	db := testDB(t, s)
+	f := NewFSM(DBBackend(db), s, quietLog())
+	if _, ok, err := ReadHandover(db); err != nil || ok {
+		t.Fatalf("empty store: ok %v err %v", ok, err)
+	}
+	want := HandoverBody{ID: 7, From: "gw1", To: "gw2", Term: 4}
+	if err := applyErr(f, 1, entry(t, s, Handover(want))); err != nil {
+		t.Fatal(err)
+	}
+	got, ok, err := ReadHandover(db)
+	if err != nil || !ok || got != want {
+		t.Fatalf("ReadHandover = %+v, %v, %v; want %+v", got, ok, err, want)
+	}
+	cancel := HandoverBody{ID: 8, From: "gw1", Term: 4}
+	if err := applyErr(f, 2, entry(t, s, Handover(cancel))); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, _ := ReadHandover(db); got != cancel {
+		t.Fatalf("after the cancel: %+v", got)
+	}
+	for i, bad := range []HandoverBody{{ID: 9, To: "gw2", Term: 1}, {From: "gw1", To: "gw2", Term: 1}} {
+		if err := applyErr(f, uint64(3+i), entry(t, s, Handover(bad))); !errors.Is(err, ErrMalformedEntry) {
+			t.Errorf("%+v: got %v, want ErrMalformedEntry", bad, err)
+		}
+	}
+	if got, _, _ := ReadHandover(db); got != cancel {
+		t.Fatalf("a refused handover changed the stored one: %+v", got)
+	}
+	if TypeHandover.String() != "Handover" || MaxCommandType < TypeHandover {
+		t.Fatalf("type %v, max %d", TypeHandover, MaxCommandType)
+	}
+}
+
+// TestPriorTermsApplied: after a leadership transfer to a follower that had
+// applied everything, the new leader reports every entry of earlier terms
+// applied (at the latest once its Barrier is done).
+func TestPriorTermsApplied(t *testing.T) {
+	c := newCluster(t, []Role{RoleGateway, RoleGateway, RoleGateway}, false, nil)
+	c.commit(UpsertIKE(testIKE(1)))
+	leader := c.leader()
+	var to *tnode
+	for _, tn := range c.nodes {
+		if tn != leader {
+			to = tn
+			break
+		}
+	}
+	waitFor(t, 10*time.Second, to.id+" applying the leader's log", func() bool {
+		return to.n.Raft().AppliedIndex() >= leader.n.Raft().LastIndex()
+	})
+	if err := leader.n.TransferLeadership(to.id); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, to.id+" leading", func() bool { return to.n.Raft().State() == raft.Leader })
+	waitFor(t, 10*time.Second, to.id+" with every earlier-term entry applied", to.n.PriorTermsApplied)
+	if to.n.Raft().AppliedIndex() < leader.n.Raft().AppliedIndex() {
+		t.Fatalf("new leader applied %d, the old one %d", to.n.Raft().AppliedIndex(), leader.n.Raft().AppliedIndex())
+	}
+}
