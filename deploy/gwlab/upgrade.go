@@ -143,8 +143,12 @@ func (l *Lab) AdminGet(ctx context.Context, name, path string, out any) error {
 
 // WaitPingSince waits for a ping reply to a request sent at or after
 // since.
-func (l *Lab) WaitPingSince(ctx context.Context, since time.Time) error { return l.waitReply(ctx, since) }
+func (l *Lab) WaitPingSince(ctx context.Context, since time.Time) error {
+	return l.waitReply(ctx, since)
+}
 
 // WaitActive waits until one gateway other than not reports the active
 // role and returns it.
-func (l *Lab) WaitActive(ctx context.Context, not string) (string, error) { return l.waitActive(ctx, not) }
+func (l *Lab) WaitActive(ctx context.Context, not string) (string, error) {
+	return l.waitActive(ctx, not)
+}
