@@ -176,7 +176,7 @@ func (e *Engine) rekeyChild(now time.Time, o *out, spi uint32) {
 			return // already in progress
 		}
 	}
-	e.startQuick(now, o, s, cc, spi)
+	e.startQuick(now, o, s, cc, spi, tsPair{})
 }
 
 // finishReauth moves the pairs of the reauthenticated SA onto the new one
@@ -186,7 +186,7 @@ func (e *Engine) finishReauth(now time.Time, o *out, s *ikeSA, old sa.Cookies) {
 	for _, c := range e.peerChildren(s.rec.Remote.Addr()) {
 		if c.IKE == old && c.State == sa.ChildInstalled {
 			if cc := e.childConfig(c); cc != nil {
-				e.startQuick(now, o, s, cc, c.In.SPI)
+				e.startQuick(now, o, s, cc, c.In.SPI, tsPair{})
 			}
 		}
 	}

@@ -712,3 +712,65 @@ func TestResponderRekeysBeforeExpiry(t *testing.T) {
 		t.Fatalf("initiator saw %d quick modes", a.eng.Stats().Phase2Done)
 	}
 }
+
+// A child with two local and two remote selectors is negotiated as four
+// Quick Modes, one pair per combination (IKEv1 carries one ID pair per
+// exchange), and each pair is rekeyed on its own with its selectors.
+func TestMultipleSelectorsOnePairEach(t *testing.T) {
+	ts := func(ps ...string) []sa.TrafficSelector {
+		var out []sa.TrafficSelector
+		for _, p := range ps {
+			out = append(out, sa.TrafficSelector{Prefix: netip.MustParsePrefix(p)})
+		}
+		return out
+	}
+	ca := conn(t, "to-b", addrA, addrB, "secret-psk-1", "aes256-sha256-modp2048", "aes256-sha256", "10.1.0.0/16", "10.2.0.0/16")
+	ca.Children[0].LocalTS = ts("10.1.0.0/16", "10.3.0.0/24")
+	ca.Children[0].RemoteTS = ts("10.2.0.0/16", "10.4.0.0/24")
+	cb := conn(t, "to-a", addrB, addrA, "secret-psk-1", "aes256-sha256-modp2048", "aes256-sha256", "10.2.0.0/16", "10.1.0.0/16")
+	cb.Children[0].LocalTS = ts("10.2.0.0/16", "10.4.0.0/24")
+	cb.Children[0].RemoteTS = ts("10.1.0.0/16", "10.3.0.0/24")
+	a, b := newNode(t, "a", addrA, ca), newNode(t, "b", addrB, cb)
+	w := newWorld(t, a, b)
+	initiate(t, w, a, "to-b")
+	check := func(when string) map[uint32]bool {
+		t.Helper()
+		got := map[string]uint32{}
+		spis := map[uint32]bool{}
+		for _, c := range installedChildren(a) {
+			if len(c.LocalTS) != 1 || len(c.RemoteTS) != 1 {
+				t.Fatalf("%s: pair with %d/%d selectors", when, len(c.LocalTS), len(c.RemoteTS))
+			}
+			got[c.LocalTS[0].Prefix.String()+"="+c.RemoteTS[0].Prefix.String()] = c.In.SPI
+			spis[c.In.SPI] = true
+		}
+		for _, want := range []string{"10.1.0.0/16=10.2.0.0/16", "10.1.0.0/16=10.4.0.0/24", "10.3.0.0/24=10.2.0.0/16", "10.3.0.0/24=10.4.0.0/24"} {
+			if _, ok := got[want]; !ok {
+				t.Fatalf("%s: no pair for %s; installed %v", when, want, got)
+			}
+		}
+		if len(got) != 4 || len(installedChildren(b)) != 4 {
+			t.Fatalf("%s: %d pairs on the initiator, %d on the responder, want 4 each", when, len(got), len(installedChildren(b)))
+		}
+		for _, c := range installedChildren(b) {
+			if !spis[c.Out.SPI] {
+				t.Fatalf("%s: responder pair %08x has no initiator counterpart", when, c.Out.SPI)
+			}
+		}
+		return spis
+	}
+	before := check("established")
+	if n := a.eng.Stats().Phase2Done; n != 4 {
+		t.Fatalf("%d quick modes, want 4", n)
+	}
+	// Rekey (1 h) and let the old pairs go.
+	for i := 0; i < 62; i++ {
+		w.advance(time.Minute)
+	}
+	after := check("rekeyed")
+	for spi := range after {
+		if before[spi] {
+			t.Fatalf("pair %08x was not rekeyed", spi)
+		}
+	}
+}

@@ -795,17 +795,12 @@ func (e *Engine) established(now time.Time, o *out, s *ikeSA, lastMsg []byte) {
 	for _, spi := range p.pendingRekeys {
 		if c := e.children[spi]; c != nil {
 			if cc := e.childConfig(c); cc != nil {
-				e.startQuick(now, o, s, cc, spi)
+				e.startQuick(now, o, s, cc, spi, tsPair{})
 			}
 		}
 	}
 	if s.rec.Role == sa.Initiator && s.conn != nil {
-		for _, ch := range s.conn.Children {
-			if e.childUp(s.conn.Name, ch.Name) {
-				continue
-			}
-			e.startQuick(now, o, s, ch, 0)
-		}
+		e.startChildren(now, o, s)
 	}
 }
 

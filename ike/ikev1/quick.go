@@ -259,41 +259,75 @@ func tsWithin(inner, outer sa.TrafficSelector) bool {
 	return true
 }
 
-func childTS(s *ikeSA, c *config.Child) (local, remote sa.TrafficSelector) {
-	if len(c.LocalTS) > 0 {
-		local = c.LocalTS[0]
-	} else {
-		local = hostTS(s.rec.Local.Addr())
+// tsPair is one local and one remote traffic selector: what one Quick
+// Mode negotiates (IKEv1 carries a single ID pair per exchange).
+type tsPair struct{ local, remote sa.TrafficSelector }
+
+// childPairs lists the selector pairs of a child: every combination of its
+// local and remote selectors (as strongSwan's IKEv1 does, one Quick Mode
+// and one IPsec SA pair each); a child without selectors covers the two
+// gateways' own addresses.
+func childPairs(s *ikeSA, c *config.Child) []tsPair {
+	locals, remotes := c.LocalTS, c.RemoteTS
+	if len(locals) == 0 {
+		locals = []sa.TrafficSelector{hostTS(s.rec.Local.Addr())}
 	}
-	if len(c.RemoteTS) > 0 {
-		remote = c.RemoteTS[0]
-	} else {
-		remote = hostTS(s.rec.Remote.Addr())
+	if len(remotes) == 0 {
+		remotes = []sa.TrafficSelector{hostTS(s.rec.Remote.Addr())}
 	}
-	return
+	pairs := make([]tsPair, 0, len(locals)*len(remotes))
+	for _, l := range locals {
+		for _, r := range remotes {
+			pairs = append(pairs, tsPair{l, r})
+		}
+	}
+	return pairs
 }
 
-// childUp reports whether a non-deleted pair of the given child exists.
-func (e *Engine) childUp(conn, child string) bool {
+// pairUp reports whether an installed pair of the given child covers
+// exactly these selectors, or a Quick Mode for them is under way on s.
+func (e *Engine) pairUp(s *ikeSA, conn, child string, p tsPair) bool {
 	for _, c := range e.idx.kidsByName[nameKey(conn, child)] {
-		if c.State == sa.ChildInstalled {
+		if c.State == sa.ChildInstalled && len(c.LocalTS) == 1 && len(c.RemoteTS) == 1 &&
+			c.LocalTS[0] == p.local && c.RemoteTS[0] == p.remote {
+			return true
+		}
+	}
+	for _, x := range s.xchg {
+		if x.kind == isakmp.ExchangeQuick && x.child != nil && x.child.Name == child && x.localTS == p.local && x.remoteTS == p.remote {
 			return true
 		}
 	}
 	return false
 }
 
-// startQuick initiates a Quick Mode for a child on an established SA.
-// rekeyOf names the inbound SPI of the pair being rekeyed (0 for a new one).
-func (e *Engine) startQuick(now time.Time, o *out, s *ikeSA, c *config.Child, rekeyOf uint32) {
+// startChildren starts a Quick Mode for every selector pair of every child
+// of s's connection that has no pair installed or under way.
+func (e *Engine) startChildren(now time.Time, o *out, s *ikeSA) {
+	for _, ch := range s.conn.Children {
+		for _, p := range childPairs(s, ch) {
+			if !e.pairUp(s, s.conn.Name, ch.Name, p) {
+				e.startQuick(now, o, s, ch, 0, p)
+			}
+		}
+	}
+}
+
+// startQuick initiates a Quick Mode for a child's selector pair ts on an
+// established SA. rekeyOf names the inbound SPI of the pair being rekeyed
+// (0 for a new one); a rekey keeps the old pair's selectors.
+func (e *Engine) startQuick(now time.Time, o *out, s *ikeSA, c *config.Child, rekeyOf uint32, ts tsPair) {
 	x := &exchange{kind: isakmp.ExchangeQuick, role: sa.Initiator, child: c, rekeyOf: rekeyOf, started: now}
 	x.msgID = e.newMsgID(s)
 	x.iv = ikecrypto.ExchangeIV(s.prf, s.rec.IVBase, x.msgID, s.cipher.BlockSize())
 	x.ourSPI = e.newSPI()
 	x.ni = e.randBytes(nonceLen)
-	x.localTS, x.remoteTS = childTS(s, c)
+	x.localTS, x.remoteTS = ts.local, ts.remote
 	if old := e.children[rekeyOf]; old != nil && len(old.LocalTS) > 0 && len(old.RemoteTS) > 0 {
 		x.localTS, x.remoteTS = old.LocalTS[0], old.RemoteTS[0]
+	} else if !x.localTS.Prefix.IsValid() || !x.remoteTS.Prefix.IsValid() {
+		p := childPairs(s, c)[0] // a rekey whose pair is gone: the child's first pair
+		x.localTS, x.remoteTS = p.local, p.remote
 	}
 	x.offer = p2Offer(s, c)
 	saP := &isakmp.SA{DOI: isakmp.DOIIPsec, Situation: isakmp.SitIdentityOnly,
