@@ -64,6 +64,11 @@ func (e *Engine) handleInfo(now time.Time, o *out, pkt Packet, h isakmp.Header, 
 		}
 		return
 	}
+	if s != nil && !s.established() && s.rec.Role == sa.Initiator && s.p1 != nil && s.p1.mode == isakmp.ExchangeMain &&
+		s.p1.step == 5 && s.rec.Remote.Addr() == pkt.Remote.Addr() {
+		e.infoDuringMainMode(o, s, pkt, h, body)
+		return
+	}
 	if s == nil || !s.established() || s.rec.IVBase == nil {
 		e.drop("informational for an unknown ISAKMP SA", pkt, h)
 		return
@@ -90,6 +95,9 @@ func (e *Engine) handleInfo(now time.Time, o *out, pkt Packet, h isakmp.Header, 
 		switch v := p.(type) {
 		case *isakmp.Notify:
 			e.handleNotify(now, o, s, v)
+			if e.ikes[s.key()] == nil {
+				return // the peer refused our authentication
+			}
 		case *isakmp.Delete:
 			e.handleDelete(now, o, s, v)
 			if e.ikes[s.key()] == nil {
@@ -120,6 +128,11 @@ func (e *Engine) handleNotify(now time.Time, o *out, s *ikeSA, n *isakmp.Notify)
 		}
 	case isakmp.NotifyInitialContact:
 		e.initialContact(now, o, s)
+	case isakmp.NotifyAuthenticationFailed:
+		// The peer refused our phase 1 authentication after we sent
+		// message 6 (a certificate it does not accept): it holds no SA.
+		e.log.Warn("phase 1 refused by the peer after our last message; deleting the IKE SA", "sa", s.String(), "notify", n.NotifyType.String())
+		e.deleteIKE(now, o, s, false, true)
 	default:
 		if n.NotifyType.IsError() {
 			e.log.Warn("peer reported an error", "sa", s.String(), "notify", n.NotifyType.String(), "protocol", n.Protocol.String())
@@ -312,4 +325,36 @@ func dpdActionName(a config.DPDAction) string {
 		return "restart"
 	}
 	return "none"
+}
+
+// infoDuringMainMode handles an encrypted informational that arrives while
+// we, the initiator, wait for Main Mode message 6: the peer refusing our
+// message 5 (strongSwan sends AUTHENTICATION_FAILED when it does not accept
+// our certificate or identity). It is encrypted under the phase 1 keys
+// with the IV of its message ID from the last block of message 5, and must
+// carry a valid HASH; an error notify then ends the phase 1 with the
+// peer's reason instead of retransmitting until the timeout.
+func (e *Engine) infoDuringMainMode(o *out, s *ikeSA, pkt Packet, h isakmp.Header, body []byte) {
+	if h.MessageID == 0 || s.cipher == nil || s.rec.SKEYIDa == nil || s.p1.iv == nil {
+		e.drop("informational during phase 1", pkt, h)
+		return
+	}
+	iv := ikecrypto.ExchangeIV(s.prf, s.p1.iv, h.MessageID, s.cipher.BlockSize())
+	d, _, err := s.decrypt(h, body, iv)
+	if err != nil || len(d.Payloads) == 0 {
+		e.drop("informational during phase 1 does not decrypt", pkt, h)
+		return
+	}
+	hp, ok := d.Payloads[0].(*isakmp.Hash)
+	if !ok || !ikecrypto.Equal(ikecrypto.InfoHash(s.prf, s.rec.SKEYIDa, h.MessageID, restAfter(d, 0)), hp.Data) {
+		e.drop("informational during phase 1 without a valid HASH", pkt, h)
+		return
+	}
+	for _, p := range d.Payloads[1:] {
+		if n, ok := p.(*isakmp.Notify); ok && n.NotifyType.IsError() {
+			e.phase1Refused(o, s, n.NotifyType)
+			return
+		}
+	}
+	e.drop("informational during phase 1 without an error notify", pkt, h)
 }
