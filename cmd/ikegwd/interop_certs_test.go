@@ -387,35 +387,57 @@ func waitLog(ctx context.Context, log func() string, subs ...string) bool {
 }
 
 // TestInteropCertsRefused: each bad credential is refused by the side that
-// validates it, with a log line that says why, and nothing is established.
-// ikegwd's refusals: strongSwan initiates with the bad certificate (or an
-// identity ikegwd does not expect); strongSwan's refusals: ikegwd initiates.
+// validates it, with a log line that says why, and nothing stays
+// established on either side. The refusing side is the responder (it
+// refuses Main Mode message 5: strongSwan answers AUTHENTICATION_FAILED and
+// ikegwd ends its phase 1 at once) or the initiator (it refuses message 6,
+// which the other side sent believing phase 1 done: strongSwan then deletes
+// the IKE SA and ikegwd drops it).
 func TestInteropCertsRefused(t *testing.T) {
 	expired := func(l *pki.Leaf) {
 		l.NotBefore, l.NotAfter = time.Now().Add(-48*time.Hour), time.Now().Add(-time.Hour)
 	}
+	const (
+		ikegw = iota // ikegwd refuses
+		swan         // strongSwan refuses
+	)
 	cases := []struct {
-		name   string
-		opts   certOpts
-		gwSide bool     // ikegwd refuses (strongSwan initiates); else strongSwan refuses
-		logs   []string // in the refusing side's log
+		name      string
+		opts      certOpts
+		refuser   int
+		gwInit    bool
+		logs      []string // in the refusing side's log
+		otherLogs []string // in the other side's log
 	}{
-		{"ikegw/expired", certOpts{peerLeaf: expired}, true,
-			[]string{"phase 1 authentication failed", "peer certificate expired or not yet valid", "CN=peer"}},
-		{"ikegw/other-CA", certOpts{peerOther: true}, true,
-			[]string{"phase 1 authentication failed", "peer certificate not issued by a trusted CA", "some other CA"}},
-		{"ikegw/identity", certOpts{gwRemoteID: "O=ikegw lab, CN=someone-else"}, true,
-			[]string{"phase 1 authentication failed", "is not the one configured", `configured \"O=ikegw lab, CN=someone-else\"`}},
-		{"ikegw/revoked", certOpts{revokePeer: true}, true,
-			[]string{"phase 1 authentication failed", "peer certificate revoked by CRL", "CN=peer"}},
-		{"strongswan/expired", certOpts{gwLeaf: expired}, false,
-			[]string{"certificate invalid (valid from", "no trusted"}},
-		{"strongswan/other-CA", certOpts{gwFromOther: true}, false,
-			[]string{"no issuer certificate found for \"O=ikegw lab, CN=gw\"", "no trusted"}},
-		{"strongswan/identity", certOpts{swanRemote: "O=ikegw lab, CN=someone-else"}, false,
-			[]string{"no peer config found"}},
-		{"strongswan/revoked", certOpts{revokeGW: true}, false,
-			[]string{"certificate was revoked on", "no trusted"}},
+		{"ikegw/expired", certOpts{peerLeaf: expired}, ikegw, false,
+			[]string{"phase 1 authentication failed", "peer certificate expired or not yet valid", "CN=peer"}, nil},
+		{"ikegw/other-CA", certOpts{peerOther: true}, ikegw, false,
+			[]string{"phase 1 authentication failed", "peer certificate not issued by a trusted CA", "some other CA"}, nil},
+		{"ikegw/identity", certOpts{gwRemoteID: "O=ikegw lab, CN=someone-else"}, ikegw, false,
+			[]string{"phase 1 authentication failed", "is not the one configured", `configured \"O=ikegw lab, CN=someone-else\"`}, nil},
+		{"ikegw/revoked", certOpts{revokePeer: true}, ikegw, false,
+			[]string{"phase 1 authentication failed", "peer certificate revoked by CRL", "CN=peer"}, nil},
+		{"ikegw/expired/as-initiator", certOpts{peerLeaf: expired}, ikegw, true,
+			[]string{"phase 1 authentication failed", "peer certificate expired or not yet valid"}, nil},
+
+		{"strongswan/expired", certOpts{gwLeaf: expired}, swan, true,
+			[]string{"subject certificate invalid (valid from", "no trusted ECDSA public key found for 'O=ikegw lab, CN=gw'"},
+			[]string{"phase 1 refused by the peer", "AUTHENTICATION-FAILED"}},
+		{"strongswan/other-CA", certOpts{gwFromOther: true}, swan, true,
+			[]string{`no issuer certificate found for "O=ikegw lab, CN=gw"`, "no trusted ECDSA public key found"},
+			[]string{"phase 1 refused by the peer", "AUTHENTICATION-FAILED"}},
+		{"strongswan/identity", certOpts{swanRemote: "O=ikegw lab, CN=someone-else"}, swan, true,
+			[]string{"no peer config found"},
+			[]string{"phase 1 refused by the peer", "AUTHENTICATION-FAILED"}},
+		{"strongswan/revoked", certOpts{revokeGW: true}, swan, true,
+			[]string{"certificate was revoked on", "no trusted ECDSA public key found"},
+			[]string{"phase 1 refused by the peer", "AUTHENTICATION-FAILED"}},
+		{"strongswan/expired/as-initiator", certOpts{gwLeaf: expired}, swan, false,
+			[]string{"subject certificate invalid (valid from", "no trusted ECDSA public key found for 'O=ikegw lab, CN=gw'"},
+			[]string{"peer deleted the IKE SA"}},
+		{"strongswan/revoked/as-initiator", certOpts{revokeGW: true}, swan, false,
+			[]string{"certificate was revoked on"},
+			[]string{"peer deleted the IKE SA"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -424,29 +446,34 @@ func TestInteropCertsRefused(t *testing.T) {
 			b, _ := newCertBed(t, c.opts)
 			ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 			defer cancel()
-			var log func() string
-			if c.gwSide {
-				if err := b.swan.Initiate(ctx, "net"); err == nil {
-					b.fail("strongSwan established although ikegwd should refuse")
-				}
-				log = b.gw.Output
-			} else {
+			if c.gwInit {
 				must(t, b.post(api.PathInitiate, "conn=peer"))
-				log = b.swan.Log
+			} else if err := b.swan.Initiate(ctx, "net"); err == nil {
+				b.fail("strongSwan reports its initiation completed although the certificate is refused")
+			}
+			log, other := b.gw.Output, b.swan.Log
+			if c.refuser == swan {
+				log, other = b.swan.Log, b.gw.Output
 			}
 			if !waitLog(ctx, log, c.logs...) {
 				b.fail("the refusing side's log lacks %q", c.logs)
 			}
+			if !waitLog(ctx, other, c.otherLogs...) {
+				b.fail("the other side's log lacks %q", c.otherLogs)
+			}
+			// Nothing established, or left behind, on ikegwd's side.
+			for {
+				g := b.gwSAs()
+				if len(g.IKE)+len(g.Children) == 0 {
+					break
+				}
+				if ctx.Err() != nil {
+					b.fail("ikegwd kept SAs after a refused phase 1: %+v", g)
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
 			if sas, _ := b.swan.ListSAs(ctx); swanUp(sas) {
 				b.fail("strongSwan established")
-			}
-			for _, i := range b.gwSAs().IKE {
-				if i.State == "ESTABLISHED" {
-					b.fail("ikegwd established: %+v", i)
-				}
-			}
-			if c.gwSide && len(b.gwSAs().Children) != 0 {
-				b.fail("ikegwd kept children after a refused phase 1")
 			}
 		})
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"ikegw/ike/config"
+	"ikegw/ike/ikecrypto"
 	"ikegw/ike/isakmp"
 	"ikegw/ike/pki"
 	"ikegw/ike/sa"
@@ -243,4 +244,96 @@ func TestSignatureAuthDNRemoteID(t *testing.T) {
 			}
 		})
 	}
+}
+
+// peerInfo builds the encrypted informational a peer sends with an error
+// notify under s's phase 1 keys, its IV derived from ivBase (a wrong hash
+// when forge is set).
+func peerInfo(t *testing.T, s *ikeSA, ivBase []byte, forge bool) []byte {
+	t.Helper()
+	const mid = 0x01020304
+	n := &isakmp.Notify{DOI: isakmp.DOIIPsec, Protocol: isakmp.ProtoISAKMP, NotifyType: isakmp.NotifyAuthenticationFailed, SPI: cookieSPI(s.rec.Cookies)}
+	_, rest, err := isakmp.AppendPayloads(nil, []isakmp.Payload{n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hash := ikecrypto.InfoHash(s.prf, s.rec.SKEYIDa, mid, rest)
+	if forge {
+		hash[0] ^= 1
+	}
+	iv := ikecrypto.ExchangeIV(s.prf, ivBase, mid, s.cipher.BlockSize())
+	msg, _, err := s.encrypt(s.header(isakmp.ExchangeInfo, mid), []isakmp.Payload{&isakmp.Hash{Data: hash}, n}, iv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return msg
+}
+
+func onlySA(t *testing.T, n *node) *ikeSA {
+	t.Helper()
+	if len(n.eng.ikes) != 1 {
+		t.Fatalf("%s has %d IKE SAs, want 1", n.name, len(n.eng.ikes))
+	}
+	for _, s := range n.eng.ikes {
+		return s
+	}
+	return nil
+}
+
+// TestPeerRefusesOurCertificate: a peer that does not accept our
+// certificate answers message 5 (we initiate) or message 6 (we respond)
+// with an encrypted AUTHENTICATION_FAILED, as strongSwan does. We end the
+// phase 1 (or delete the SA we believed established) with a log line
+// instead of retransmitting or keeping a dead SA; a forged one is ignored.
+func TestPeerRefusesOurCertificate(t *testing.T) {
+	t.Run("initiator", func(t *testing.T) {
+		l, a, _, w := sigPair(t, pki.ECDSA256)
+		l.pubkey(t, a.eng.conns["to-b"], l.other, pki.Leaf{CommonName: "a"}) // b refuses it
+		var logs bytes.Buffer
+		a.eng.log = slog.New(slog.NewTextHandler(&logs, nil))
+		initiate(t, w, a, "to-b")
+		s := onlySA(t, a)
+		if s.established() || s.p1 == nil || s.p1.step != 5 {
+			t.Fatalf("initiator not waiting for message 6")
+		}
+		pkt := func(forge bool) Packet {
+			return Packet{Local: s.rec.Local, Remote: s.rec.Remote, Data: peerInfo(t, s, s.p1.iv, forge)}
+		}
+		a.apply(a.eng.HandlePacket(w.now, pkt(true)))
+		if len(a.eng.ikes) != 1 {
+			t.Fatal("a forged informational ended phase 1")
+		}
+		a.apply(a.eng.HandlePacket(w.now, pkt(false)))
+		if len(a.eng.ikes) != 0 {
+			t.Fatal("phase 1 kept after the peer's AUTHENTICATION_FAILED")
+		}
+		if a.eng.Stats().Phase1FailedBy[FailPeerRefused] != 1 {
+			t.Fatalf("failures %v", a.eng.Stats().Phase1FailedBy)
+		}
+		if !strings.Contains(logs.String(), "phase 1 refused by the peer") || !strings.Contains(logs.String(), "AUTHENTICATION-FAILED") {
+			t.Fatalf("log:\n%s", logs.String())
+		}
+	})
+	t.Run("responder", func(t *testing.T) {
+		_, a, b, w := sigPair(t, pki.ECDSA256)
+		initiate(t, w, a, "to-b")
+		checkPair(t, a, b)
+		var logs bytes.Buffer
+		b.eng.log = slog.New(slog.NewTextHandler(&logs, nil))
+		s := onlySA(t, b)
+		in := func(forge bool) Packet {
+			return Packet{Local: s.rec.Local, Remote: s.rec.Remote, Data: peerInfo(t, s, s.rec.IVBase, forge)}
+		}
+		b.apply(b.eng.HandlePacket(w.now, in(true)))
+		if len(b.eng.ikes) != 1 {
+			t.Fatal("a forged informational deleted the SA")
+		}
+		b.apply(b.eng.HandlePacket(w.now, in(false)))
+		if len(b.eng.ikes) != 0 || len(b.store) != 0 || len(b.kids) != 0 {
+			t.Fatalf("after the peer's AUTHENTICATION_FAILED: %d SAs, %d persisted, %d children", len(b.eng.ikes), len(b.store), len(b.kids))
+		}
+		if !strings.Contains(logs.String(), "phase 1 refused by the peer after our last message") {
+			t.Fatalf("log:\n%s", logs.String())
+		}
+	})
 }
