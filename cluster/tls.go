@@ -36,6 +36,26 @@ type TLSStreamLayer struct {
 
 var _ raft.StreamLayer = (*TLSStreamLayer)(nil)
 
+// ErrNotNodeCertificate refuses a peer whose certificate, although signed
+// by the cluster CA, is not a node certificate.
+var ErrNotNodeCertificate = errors.New("cluster: peer certificate is not a node certificate")
+
+// verifyNodePeer accepts a connecting peer only with a node certificate:
+// one valid for TLS server use, as certs.IssueNode writes them. Client
+// certificates for the admin API (client use only) are refused.
+func verifyNodePeer(cs tls.ConnectionState) error {
+	if len(cs.PeerCertificates) == 0 {
+		return fmt.Errorf("%w: none presented", ErrNotNodeCertificate)
+	}
+	leaf := cs.PeerCertificates[0]
+	for _, u := range leaf.ExtKeyUsage {
+		if u == x509.ExtKeyUsageServerAuth || u == x509.ExtKeyUsageAny {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: %q is valid for client use only (an admin client certificate?)", ErrNotNodeCertificate, leaf.Subject.CommonName)
+}
+
 // NewTLSStreamLayer listens on bind (host:port; port 0 picks a free one).
 // advertise, when not empty, is the address other nodes dial; otherwise the
 // listener's address is used. cert is this node's certificate (it must be
@@ -61,6 +81,9 @@ func NewTLSStreamLayer(bind, advertise string, cert tls.Certificate, cas *x509.C
 			ClientCAs:    cas,
 			ClientAuth:   tls.RequireAndVerifyClientCert,
 			MinVersion:   tls.VersionTLS13,
+			// The cluster CA also signs admin client certificates
+			// (ikegwctl certs client): only node certificates speak Raft.
+			VerifyConnection: verifyNodePeer,
 		},
 		client: &tls.Config{
 			Certificates: []tls.Certificate{cert},
