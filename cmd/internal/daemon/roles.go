@@ -118,7 +118,7 @@ func (r *roles) handover(to string) error {
 // stageGrace and stagePerPair: how long the active waits after announcing
 // a handover before it lets go (measured staging: see BENCHMARKS.md).
 const (
-	stageGrace   = 25 * time.Millisecond
+	stageGrace   = 60 * time.Millisecond
 	stagePerPair = 50 * time.Microsecond
 )
 
