@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -117,6 +118,50 @@ func waitPing(ctx context.Context, l *gwlab.Lab, since time.Time) error {
 	})
 }
 
+// onLeader runs f with the current Raft leader's name until f succeeds or
+// fails for another reason than leadership having moved (the role may move
+// under load; a request refused for that commits nothing).
+func onLeader(ctx context.Context, l *gwlab.Lab, f func(leader string) error) error {
+	var last error
+	for {
+		leader := ""
+		for _, s := range l.Status(ctx) {
+			if s.Err == nil && s.Status.Cluster != nil && s.Status.Cluster.State == "Leader" && s.Status.Cluster.LeaderReady {
+				leader = s.Name
+			}
+		}
+		if leader != "" {
+			last = f(leader)
+			if last == nil || !strings.Contains(last.Error(), "not the Raft leader") && !strings.Contains(last.Error(), "not the active gateway") {
+				return last
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for a leader to serve the request: %w (last: %v)", ctx.Err(), last)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// onActive is onLeader for requests the active gateway serves.
+func onActive(ctx context.Context, l *gwlab.Lab, f func(active string) error) error {
+	var last error
+	for {
+		if a, err := l.Active(ctx); err == nil {
+			last = f(a)
+			if last == nil || !strings.Contains(last.Error(), "not the active gateway") && !strings.Contains(last.Error(), "not the Raft leader") {
+				return last
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for an active gateway to serve the request: %w (last: %v)", ctx.Err(), last)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
 func gateways(l *gwlab.Lab) []string {
 	var out []string
 	for _, n := range l.Nodes() {
@@ -171,7 +216,7 @@ func TestClusterOperations(t *testing.T) {
 		t.Fatalf("a bad file: %v", err)
 	}
 	var a api.ConfigApplied
-	must(t, ctlJSON(t, l, active, &a, "config", "apply", good))
+	must(t, onLeader(ctx, l, func(leader string) error { return ctlJSON(t, l, leader, &a, "config", "apply", good) }))
 	if a.Version != 1 || !slices.Contains(a.Connections, "extra") || !slices.Contains(a.Ignored, "node") || a.RaftIndex == 0 {
 		t.Fatalf("apply answered %+v", a)
 	}
@@ -191,54 +236,135 @@ func TestClusterOperations(t *testing.T) {
 			t.Fatalf("config show on %s: %v\n%s", gw, err, out)
 		}
 	}
-	// The running engine has it (an unknown connection is a 404).
-	if _, err := ctl(t, l, active, "initiate", "nosuch"); err == nil {
-		t.Fatal("initiate of an unknown connection succeeded")
-	}
-	if _, err := ctl(t, l, active, "terminate", "extra"); err != nil {
-		t.Fatalf("the active's engine does not know the applied connection: %v", err)
-	}
-	// The bad file changed nothing, and a file from the node itself via
-	// SIGHUP is no longer the source of connections.
+	// The running engine has it (an unknown connection is a 404; terminate
+	// of a known one without SAs sends nothing).
+	must(t, onActive(ctx, l, func(a string) error {
+		if _, err := ctl(t, l, a, "initiate", "nosuch"); err == nil || !strings.Contains(err.Error(), "nosuch") {
+			return fmt.Errorf("initiate of an unknown connection: %v", err)
+		}
+		_, err := ctl(t, l, a, "terminate", "extra")
+		return err
+	}))
 	if out, err := ctl(t, l, active, "-o", "json", "config", "show"); err != nil || !strings.Contains(out, `"version": 1`) {
 		t.Fatalf("config show -o json: %v %s", err, out)
 	}
 
-	// A planned failover: the new active's engine runs the applied version.
-	r, err := l.Failover(ctx, gwlab.Planned)
-	if err != nil || !r.OK() {
-		t.Fatalf("failover after config apply: %v\n%s", err, r)
+	// A planned failover (ikegwctl failover on the active): the new active
+	// builds its engine with the applied version.
+	var before string
+	must(t, onActive(ctx, l, func(a string) error {
+		before = a
+		_, err := ctl(t, l, a, "failover")
+		return err
+	}))
+	must(t, poll(ctx, "a new active", func() error {
+		a, err := l.Active(ctx)
+		if err != nil || a == before {
+			return fmt.Errorf("active %q %v", a, err)
+		}
+		return nil
+	}))
+	must(t, waitPing(ctx, l, time.Now()))
+	must(t, onActive(ctx, l, func(a string) error {
+		if a == before {
+			return errors.New("not the active gateway yet: the old one again")
+		}
+		_, err := ctl(t, l, a, "terminate", "extra")
+		return err
+	}))
+
+	// The new active's metrics count its takeover(s) and the config
+	// version, export failure reasons, and show no PSK. (Under load the
+	// role may move more than once: counts are at least one.)
+	pskText, err := os.ReadFile(psk)
+	must(t, err)
+	metric := func(body, series string) (float64, bool) {
+		m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` ([0-9.e+-]+)$`).FindStringSubmatch(body)
+		if m == nil {
+			return 0, false
+		}
+		var v float64
+		fmt.Sscan(m[1], &v)
+		return v, true
 	}
-	t.Logf("planned failover %s -> %s: %d ms gap, %d lost", r.Killed, r.NewActive, r.Gap.Milliseconds(), r.Lost)
-	active = r.NewActive
-	if _, err := ctl(t, l, active, "terminate", "extra"); err != nil {
-		t.Fatalf("the new active's engine does not know the applied connection: %v", err)
-	}
-	must(t, l.Restart(ctx, r.Killed))
+	must(t, poll(ctx, "the active's metrics", func() error {
+		a, err := l.Active(ctx)
+		if err != nil {
+			return err
+		}
+		an, _ := l.Node(a)
+		socket, addr = an.Socket, ""
+		cl, base, err := client()
+		if err != nil {
+			return err
+		}
+		res, err := cl.Get(base + api.PathMetrics)
+		if err != nil {
+			return err
+		}
+		b, err := io.ReadAll(res.Body)
+		res.Body.Close()
+		if err != nil {
+			return err
+		}
+		mb := string(b)
+		if strings.Contains(mb, strings.TrimSpace(string(pskText))) {
+			t.Fatal("the PSK appears in the metrics")
+		}
+		for _, series := range []string{`ikegw_takeovers_total{result="ok"}`, "ikegw_config_version", `ikegw_takeover_duration_seconds_count{phase="total"}`} {
+			if v, ok := metric(mb, series); !ok || v < 1 {
+				return fmt.Errorf("%s: %s = %v (exported: %t)", a, series, v, ok)
+			}
+		}
+		for _, series := range []string{"ikegw_raft_commit_seconds_count", `ikegw_ike_handshake_failures_total{phase="1",reason="auth"}`} {
+			if _, ok := metric(mb, series); !ok {
+				return fmt.Errorf("%s: no %s", a, series)
+			}
+		}
+		return nil
+	}))
 
 	// --- members remove / join ---
-	var standbys []string
-	for _, gw := range gateways(l) {
-		if gw != active {
-			standbys = append(standbys, gw)
+	if _, err := ctl(t, l, "witness", "members", "remove", "nosuch"); err == nil {
+		t.Fatal("remove of an unknown node succeeded")
+	}
+	must(t, onActive(ctx, l, func(a string) error {
+		if _, err := ctl(t, l, a, "members", "remove", a); err == nil || !strings.Contains(err.Error(), "active gateway") {
+			return fmt.Errorf("removing the active node: %v", err)
 		}
-	}
-	victim, other := standbys[0], standbys[1]
-	if _, err := ctl(t, l, active, "members", "remove", active); err == nil || !strings.Contains(err.Error(), "active gateway") {
-		t.Fatalf("removing the active node: %v", err)
-	}
-	if _, err := ctl(t, l, other, "members", "remove", victim); err == nil || !strings.Contains(err.Error(), "ask the leader "+active) {
-		t.Fatalf("remove on a follower: %v", err)
-	}
-	if _, err := ctl(t, l, active, "members", "remove", "nosuch"); err == nil || !strings.Contains(err.Error(), "not in the Raft configuration") {
-		t.Fatalf("remove an unknown node: %v", err)
-	}
-	out, err := ctl(t, l, active, "members", "remove", victim)
-	if err != nil || !strings.Contains(out, victim+" removed") {
-		t.Fatalf("remove %s: %v\n%s", victim, err, out)
-	}
+		return nil
+	}))
+	// A standby is removed through the leader; a follower names the leader.
+	var victim, other string
+	must(t, onLeader(ctx, l, func(leader string) error {
+		a, err := l.Active(ctx)
+		if err != nil {
+			return fmt.Errorf("not the active gateway: %v", err)
+		}
+		var standbys []string
+		for _, gw := range gateways(l) {
+			if gw != a && gw != leader {
+				standbys = append(standbys, gw)
+			}
+		}
+		if len(standbys) != 2 {
+			return fmt.Errorf("not the Raft leader: leader %s and active %s differ", leader, a)
+		}
+		victim, other = standbys[0], standbys[1]
+		if _, err := ctl(t, l, other, "members", "remove", victim); err == nil || !strings.Contains(err.Error(), "ask the leader") {
+			return fmt.Errorf("remove on a follower: %v", err)
+		}
+		if _, err := ctl(t, l, leader, "members", "remove", "nosuch"); err == nil || !strings.Contains(err.Error(), "not in the Raft configuration") {
+			return fmt.Errorf("remove an unknown node: %v", err)
+		}
+		out, err := ctl(t, l, leader, "members", "remove", victim)
+		if err == nil && !strings.Contains(out, victim+" removed") {
+			return fmt.Errorf("remove %s answered:\n%s", victim, out)
+		}
+		return err
+	}))
 	var ms api.Members
-	must(t, ctlJSON(t, l, active, &ms, "members", "list"))
+	must(t, ctlJSON(t, l, other, &ms, "members", "list"))
 	for _, m := range ms.Members {
 		if m.ID == victim && m.InRaft {
 			t.Fatalf("%s still in Raft after removal: %+v", victim, m)
@@ -254,12 +380,15 @@ func TestClusterOperations(t *testing.T) {
 		}
 		return nil
 	}))
-	// Three voters remain ({active, other, witness}): removing the other
-	// gateway would leave two voters, one a witness: allowed by quorum,
-	// but then no standby; not done here. The cluster fails over.
-	if out, err := ctl(t, l, active, "failover", "--to", other); err != nil {
-		t.Fatalf("failover --to %s with %s removed: %v %s", other, victim, err, out)
-	}
+	// Three voters remain ({active, other, witness}); the cluster fails
+	// over to the other standby.
+	must(t, onActive(ctx, l, func(a string) error {
+		if a == other {
+			return nil
+		}
+		_, err := ctl(t, l, a, "failover", "--to", other)
+		return err
+	}))
 	must(t, poll(ctx, other+" active", func() error {
 		a, err := l.Active(ctx)
 		if err != nil || a != other {
@@ -268,8 +397,6 @@ func TestClusterOperations(t *testing.T) {
 		return nil
 	}))
 	must(t, waitPing(ctx, l, time.Now()))
-	prevActive := active
-	active = other
 
 	// Join it back by address: it restarts with no join list (so only the
 	// admin's join brings it in) and the new leader adds it.
@@ -282,13 +409,13 @@ func TestClusterOperations(t *testing.T) {
 	go func() { restarted <- l.Restart(ctx, victim) }()
 	gossip := fmt.Sprintf("%s:%d", vn.ClusterAddr, gwlab.GossipPort)
 	must(t, poll(ctx, "members join "+gossip, func() error {
-		_, err := ctl(t, l, prevActive, "members", "join", gossip)
+		_, err := ctl(t, l, other, "members", "join", gossip)
 		return err
 	}))
 	if err := <-restarted; err != nil {
 		t.Fatalf("restart of %s: %v", victim, err)
 	}
-	must(t, ctlJSON(t, l, active, &ms, "members", "list"))
+	must(t, ctlJSON(t, l, other, &ms, "members", "list"))
 	voters := 0
 	for _, m := range ms.Members {
 		if m.Voter {

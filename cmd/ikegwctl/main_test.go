@@ -159,6 +159,14 @@ func TestAgainstIkegwd(t *testing.T) {
 	if _, err := run(t, s, "failover"); err == nil || !strings.Contains(err.Error(), "not a cluster gateway") {
 		t.Fatalf("failover on a standalone node: %v", err)
 	}
+	for _, args := range [][]string{{"config", "apply", cfgPath}, {"members", "join", "127.0.0.1:1"}, {"members", "remove", "gw2"}} {
+		if _, err := run(t, append([]string{s}, args...)...); err == nil || errors.As(err, &u) || !strings.Contains(err.Error(), "not a cluster member") {
+			t.Fatalf("%v on a standalone node: %v", args, err)
+		}
+	}
+	if out, err := run(t, s, "config", "show"); err != nil || !strings.Contains(out, "no cluster-wide configuration") {
+		t.Fatalf("config show header: %v %s", err, out)
+	}
 	if _, err := run(t, s, "terminate", "nosuch"); err == nil {
 		t.Fatal("terminate of an unknown connection succeeded")
 	}

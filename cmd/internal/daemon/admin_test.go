@@ -173,10 +173,14 @@ func TestAdminTLSRoles(t *testing.T) {
 	if code, body := do(ro, "GET", api.PathConfig); code != 200 || !strings.Contains(body, "gw1") {
 		t.Fatalf("read-only GET config: %d %s", code, body)
 	}
+	if code, body := do(ro, "GET", api.PathConfigApplied); code != 200 || !strings.Contains(body, `"peer"`) {
+		t.Fatalf("read-only GET applied config: %d %s", code, body)
+	}
 	if code, body := do(ro, "GET", api.PathMembers); code != 200 || !strings.Contains(body, `"standalone"`) {
 		t.Fatalf("read-only GET members: %d %s", code, body)
 	}
-	for _, p := range []string{api.PathFailover, api.PathInitiate + "?conn=peer", api.PathValidate} {
+	for _, p := range []string{api.PathFailover, api.PathInitiate + "?conn=peer", api.PathValidate,
+		api.PathMembersJoin + "?addr=127.0.0.1:1", api.PathMembersRemove + "?node=gw2", api.PathConfigApply} {
 		if code, body := do(ro, "POST", p); code != http.StatusForbidden || !strings.Contains(body, "admin role") {
 			t.Fatalf("read-only POST %s: %d %s", p, code, body)
 		}
