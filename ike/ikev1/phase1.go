@@ -503,6 +503,7 @@ func (e *Engine) mainMode(now time.Time, o *out, s *ikeSA, pkt Packet, h isakmp.
 		if usesSig(s.conn) {
 			fp, why, err := verifySigAuth(s.conn, d, id, want, now)
 			if why != "" {
+				e.refusePhase1(o, s, pkt, iv, true)
 				e.phase1AuthFailed(o, s, pkt, why, err)
 				return
 			}
@@ -512,6 +513,7 @@ func (e *Engine) mainMode(now time.Time, o *out, s *ikeSA, pkt Packet, h isakmp.
 			return
 		}
 		if err := remoteIDMismatch(s.conn, id, s.rec.Remote.Addr()); err != nil {
+			e.refusePhase1(o, s, pkt, iv, true)
 			e.phase1AuthFailed(o, s, pkt, fmt.Sprintf("peer identity %s is not the one configured", id), err)
 			return
 		}
@@ -572,6 +574,7 @@ func (e *Engine) mainMode(now time.Time, o *out, s *ikeSA, pkt Packet, h isakmp.
 		if usesSig(s.conn) {
 			fp, why, err := verifySigAuth(s.conn, d, id, want, now)
 			if why != "" {
+				e.refusePhase1(o, s, pkt, iv, false)
 				e.phase1AuthFailed(o, s, pkt, why, err)
 				return
 			}
@@ -581,6 +584,7 @@ func (e *Engine) mainMode(now time.Time, o *out, s *ikeSA, pkt Packet, h isakmp.
 			return
 		}
 		if err := remoteIDMismatch(s.conn, id, pkt.Remote.Addr()); err != nil {
+			e.refusePhase1(o, s, pkt, iv, false)
 			e.phase1AuthFailed(o, s, pkt, fmt.Sprintf("peer identity %s is not the one configured", id), err)
 			return
 		}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"ikegw/ike/config"
+	"ikegw/ike/ikecrypto"
 	"ikegw/ike/isakmp"
 	"ikegw/ike/pki"
 )
@@ -83,4 +84,40 @@ func verifySigAuth(c *config.Connection, d isakmp.Decoded, id *isakmp.ID, hash [
 		return nil, "signature does not verify", err
 	}
 	return pki.Fingerprint(cert), "", nil
+}
+
+// refusePhase1 tells the peer that its Main Mode message 5 or 6, which
+// decrypted under the phase 1 keys, is refused (its certificate, signature
+// or identity), as strongSwan does: a refused message 5 gets an
+// AUTHENTICATION_FAILED notify (the initiator, waiting for message 6, gives
+// up at once with that reason instead of retransmitting), a refused message
+// 6 a DELETE of the ISAKMP SA (the responder believes phase 1 done and
+// would otherwise keep it until DPD). The informational is encrypted with
+// the IV of its message ID from lastBlock, the last ciphertext block of the
+// refused message, and carries HASH(1). It is sent from and to the
+// addresses of the refused packet.
+func (e *Engine) refusePhase1(o *out, s *ikeSA, pkt Packet, lastBlock []byte, peerDone bool) {
+	if s.cipher == nil || s.rec.SKEYIDa == nil || len(lastBlock) == 0 {
+		return
+	}
+	var p isakmp.Payload = &isakmp.Notify{DOI: isakmp.DOIIPsec, Protocol: isakmp.ProtoISAKMP,
+		NotifyType: isakmp.NotifyAuthenticationFailed, SPI: cookieSPI(s.rec.Cookies)}
+	if peerDone {
+		p = &isakmp.Delete{DOI: isakmp.DOIIPsec, Protocol: isakmp.ProtoISAKMP, SPIs: [][]byte{cookieSPI(s.rec.Cookies)}}
+	}
+	mid := e.newMsgID(s)
+	_, rest, err := isakmp.AppendPayloads(nil, []isakmp.Payload{p})
+	if err != nil {
+		e.log.Error("phase 1: cannot encode the refusal", "sa", s.String(), "err", err)
+		return
+	}
+	hash := ikecrypto.InfoHash(s.prf, s.rec.SKEYIDa, mid, rest)
+	iv := ikecrypto.ExchangeIV(s.prf, lastBlock, mid, s.cipher.BlockSize())
+	msg, _, err := s.encrypt(s.header(isakmp.ExchangeInfo, mid), []isakmp.Payload{&isakmp.Hash{Data: hash}, p}, iv)
+	if err != nil {
+		e.log.Error("phase 1: cannot encrypt the refusal", "sa", s.String(), "err", err)
+		return
+	}
+	o.send(pkt.Local, pkt.Remote, msg)
+	e.stats.Sent++
 }
