@@ -291,6 +291,7 @@ func TestPeerRefusesOurCertificate(t *testing.T) {
 		l.pubkey(t, a.eng.conns["to-b"], l.other, pki.Leaf{CommonName: "a"}) // b refuses it
 		var logs bytes.Buffer
 		a.eng.log = slog.New(slog.NewTextHandler(&logs, nil))
+		w.drop = isInfo // b's own refusal: this test sends its own
 		initiate(t, w, a, "to-b")
 		s := onlySA(t, a)
 		if s.established() || s.p1 == nil || s.p1.step != 5 {
@@ -334,6 +335,62 @@ func TestPeerRefusesOurCertificate(t *testing.T) {
 		}
 		if !strings.Contains(logs.String(), "phase 1 refused by the peer after our last message") {
 			t.Fatalf("log:\n%s", logs.String())
+		}
+	})
+}
+
+// isInfo reports whether a packet is an ISAKMP informational exchange.
+func isInfo(p Packet) bool {
+	d := p.Data
+	if len(d) >= 4 && d[0]|d[1]|d[2]|d[3] == 0 {
+		d = d[4:] // non-ESP marker
+	}
+	return len(d) > 18 && isakmp.ExchangeType(d[18]) == isakmp.ExchangeInfo
+}
+
+// TestSignatureRefusalTellsPeer: the engine refusing a certificate tells
+// the peer, as strongSwan does: a refused message 5 gets an
+// AUTHENTICATION_FAILED (the initiator gives up at once, with that
+// reason), a refused message 6 a DELETE (the responder drops the SA it
+// believed established).
+func TestSignatureRefusalTellsPeer(t *testing.T) {
+	t.Run("message 5", func(t *testing.T) {
+		l, a, b, w := sigPair(t, pki.RSA2048)
+		l.pubkey(t, a.eng.conns["to-b"], l.other, pki.Leaf{CommonName: "a"})
+		initiate(t, w, a, "to-b") // no time passes: no retransmission
+		if len(a.eng.ikes)+len(b.eng.ikes) != 0 {
+			t.Fatalf("SAs left: initiator %d, responder %d", len(a.eng.ikes), len(b.eng.ikes))
+		}
+		if a.eng.Stats().Phase1FailedBy[FailPeerRefused] != 1 || b.eng.Stats().Phase1FailedBy[FailAuth] != 1 {
+			t.Fatalf("failures: initiator %v, responder %v", a.eng.Stats().Phase1FailedBy, b.eng.Stats().Phase1FailedBy)
+		}
+	})
+	t.Run("message 6", func(t *testing.T) {
+		l, a, b, w := sigPair(t, pki.RSA2048)
+		l.pubkey(t, b.eng.conns["to-a"], l.other, pki.Leaf{CommonName: "b"})
+		var logs bytes.Buffer
+		b.eng.log = slog.New(slog.NewTextHandler(&logs, nil))
+		initiate(t, w, a, "to-b")
+		if len(a.eng.ikes)+len(b.eng.ikes) != 0 || len(b.store)+len(b.kids) != 0 {
+			t.Fatalf("SAs left: initiator %d, responder %d (%d persisted)", len(a.eng.ikes), len(b.eng.ikes), len(b.store))
+		}
+		if a.eng.Stats().Phase1FailedBy[FailAuth] != 1 || !strings.Contains(logs.String(), "peer deleted the IKE SA") {
+			t.Fatalf("initiator failures %v; responder log:\n%s", a.eng.Stats().Phase1FailedBy, logs.String())
+		}
+	})
+	t.Run("wrong PSK: nothing sent", func(t *testing.T) {
+		a, b, w := pairNodes(t, "aes256-sha256-modp2048", "aes256-sha256")
+		b.eng.conns["to-a"].PSK = []byte("not the same key at all")
+		sent := 0
+		w.drop = func(p Packet) bool {
+			if isInfo(p) {
+				sent++
+			}
+			return false
+		}
+		initiate(t, w, a, "to-b")
+		if sent != 0 {
+			t.Fatalf("%d informationals after a message that does not decrypt", sent)
 		}
 	})
 }
