@@ -97,11 +97,13 @@ func TestRollingUpgrade(t *testing.T) {
 	if err != nil {
 		t.Fatalf("building this tree: %v", err)
 	}
-	// Raft timings a little longer than the lab's default: with one of
-	// the three voters restarting, a loaded 2-core CI host must not make
-	// the leader miss its 100 ms lease (seen: a needless takeover).
+	// Raft timings longer than the lab's default (200/200/100 ms): with one
+	// of the three voters restarting, the two left must confirm each
+	// other within the lease, and on a loaded 2-core host they did not
+	// (seen with 100 and 250 ms leases: needless takeovers, the role
+	// moving back and forth). Planned handovers do not wait for these.
 	l := buildT(t, Options{Gateways: 2, Witness: true, Bin: oldRel.Ikegwd,
-		HeartbeatTimeout: 500 * time.Millisecond, ElectionTimeout: 500 * time.Millisecond, LeaderLease: 250 * time.Millisecond})
+		HeartbeatTimeout: time.Second, ElectionTimeout: time.Second, LeaderLease: 500 * time.Millisecond})
 	ctl := func(sock string, args ...string) (string, string, int) {
 		t.Helper()
 		out, errOut, code, err := ctlRun(ctx, newRel.Ikegwctl, sock, args...)
@@ -177,14 +179,115 @@ func TestRollingUpgrade(t *testing.T) {
 		t.Logf("%s: effective max_command %d with %d old member(s) (old build %d, this build %d)", upgraded, m.EffectiveMaxCommand, olds, oldMax, cluster.MaxCommandType)
 	}
 
-	handovers, refusals, unplanned := 0, 0, 0
-	for round := 1; ; round++ {
-		if round > 8 {
-			t.Fatal("the upgrade did not finish in 8 steps")
+	// gapCheck: issue 6 asks for at most one lost ping per handover; the
+	// planned handover loses more on this machine today. Reported, not
+	// failed, unless IKEGW_STRICT_HANDOVER=1.
+	gapCheck := func(label string, o Outage) {
+		t.Helper()
+		if o.Lost <= plannedMaxLost {
+			return
 		}
-		active, err := l.Active(ctx)
+		msg := fmt.Sprintf("ACCEPTANCE GAP: %s lost %d pings (largest gap %d ms), issue 6 wants at most %d",
+			label, o.Lost, o.Gap.Milliseconds(), plannedMaxLost)
+		if os.Getenv("IKEGW_STRICT_HANDOVER") == "1" {
+			t.Error(msg)
+		} else {
+			t.Log(msg)
+		}
+	}
+
+	// probeHandover is a planned failover (`ikegwctl failover --to`) from
+	// the active gateway to the other one. A build newer than
+	// upgradeFromCommit announces it with a command the old build lacks
+	// (cluster.TypeHandover): in a mixed cluster Commit refuses that
+	// (ErrUnsupportedByCluster) and the handover goes on without it; once
+	// every member is upgraded it is announced.
+	refusedText := cluster.ErrUnsupportedByCluster.Error()
+	probeHandover := func(label string, mixed bool) string {
+		t.Helper()
+		wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
+		from, err := l.WaitActive(wctx, "")
+		wcancel()
+		if err != nil {
+			t.Fatalf("%s: %v", label, err)
+		}
+		to := "gw1"
+		if from == "gw1" {
+			to = "gw2"
+		}
+		n, err := l.Node(from)
 		if err != nil {
 			t.Fatal(err)
+		}
+		mark := len(n.Proc().Output())
+		seqBefore := strings.Count(l.Swan().Log(), SeqFailure)
+		at := time.Now()
+		if out, errOut, code := ctl(n.Socket, "failover", "--to", to); code != 0 {
+			t.Fatalf("%s: ikegwctl failover --to %s on %s: exit %d: %s%s", label, to, from, code, out, errOut)
+		}
+		wctx, wcancel = context.WithTimeout(ctx, 20*time.Second)
+		now, err := l.WaitActive(wctx, from)
+		if err == nil {
+			err = l.WaitPingSince(wctx, at)
+		}
+		wcancel()
+		if err != nil {
+			t.Fatalf("%s: after the failover from %s to %s: %v", label, from, to, err)
+		}
+		time.Sleep(settle)
+		o := MeasureOutage(l.Pinger().Snapshot(), at, time.Now())
+		logs := n.Proc().Output()[mark:]
+		refused := strings.Contains(logs, refusedText)
+		t.Logf("%s: failover %s -> %s (active now %s): largest ping gap %d ms, %d lost; handover announcement refused: %v",
+			label, from, to, now, o.Gap.Milliseconds(), o.Lost, refused)
+		if n := strings.Count(l.Swan().Log(), SeqFailure) - seqBefore; n != 0 {
+			t.Fatalf("%s: the peer logged %q %d times", label, SeqFailure, n)
+		}
+		checkPeer(label)
+		switch {
+		case mixed && !refused:
+			t.Fatalf("%s: %s (this build) handed over in a cluster with an old member, but its log does not show the newer command refused (%q)", label, from, refusedText)
+		case !mixed && refused:
+			t.Fatalf("%s: every member is upgraded, yet %s's handover announcement was refused: %s", label, from, tail(logs, 2000))
+		}
+		gapCheck(label, o)
+		return now
+	}
+
+	handovers, refusals, unplanned := 0, 0, 0
+	probedMixed := false
+	expected := ""
+	for round := 1; ; round++ {
+		if round > 10 {
+			t.Fatal("the upgrade did not finish in 10 steps")
+		}
+		wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
+		active, err := l.WaitActive(wctx, "")
+		wcancel()
+		if err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		if expected != "" && active != expected {
+			unplanned++
+			t.Logf("round %d: UNPLANNED: the active role moved from %s to %s between steps; role events:\n%s", round, expected, active, roleEvents(l))
+		}
+		if !probedMixed && oldMax > 0 && oldMax < uint8(cluster.MaxCommandType) {
+			// An upgraded active with an old gateway left: the newer
+			// command must stay off.
+			var m api.Members
+			if err := l.AdminGet(ctx, active, api.PathMembers, &m); err != nil {
+				t.Fatal(err)
+			}
+			activeNew, oldGateway := false, false
+			for _, x := range m.Members {
+				activeNew = activeNew || (x.ID == active && x.Version == upgradeNewVersion)
+				oldGateway = oldGateway || (x.Role == "gateway" && x.Version == upgradeOldVersion)
+			}
+			if activeNew && oldGateway {
+				probedMixed = true
+				expected = probeHandover(fmt.Sprintf("round %d, mixed cluster", round), true)
+				continue
+			}
 		}
 		// The step as `upgrade next` on the active node says; a refusal
 		// (a member still rejoining as seen by gossip) is retried.
@@ -239,11 +342,14 @@ func TestRollingUpgrade(t *testing.T) {
 			if err := l.StartWith(ctx, step.Node, newRel.Ikegwd); err != nil {
 				t.Fatalf("round %d: %v", round, err)
 			}
+			expected = active
 			if now, err := l.Active(ctx); err != nil || now != active {
 				// Not what the step should do, but the tunnel must survive
 				// it (checked below); the plan adapts.
 				unplanned++
-				t.Logf("round %d: UNPLANNED: the active role moved from %s to %q (%v) while %s restarted", round, active, now, err, step.Node)
+				t.Logf("round %d: UNPLANNED: the active role moved from %s to %q (%v) while %s restarted; role events:\n%s",
+					round, active, now, err, step.Node, roleEvents(l))
+				expected = ""
 			}
 			var st Status
 			if err := l.AdminGet(ctx, step.Node, api.PathStatus, &st); err != nil || st.Version != upgradeNewVersion {
@@ -255,19 +361,20 @@ func TestRollingUpgrade(t *testing.T) {
 				t.Fatalf("round %d: handover %+v not performed on the active %s", round, step, active)
 			}
 			handovers++
-			wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
-			now, err := l.WaitActive(wctx, active)
-			wcancel()
+			hctx, hcancel := context.WithTimeout(ctx, 20*time.Second)
+			now, err := l.WaitActive(hctx, active)
+			hcancel()
 			if err != nil {
 				t.Fatalf("round %d: after the handover from %s: %v", round, active, err)
 			}
 			if now != step.To {
 				t.Fatalf("round %d: %s is active after the handover, want %s", round, now, step.To)
 			}
+			expected = now
 		default:
 			t.Fatalf("round %d: unknown step %+v", round, step)
 		}
-		wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
+		wctx, wcancel = context.WithTimeout(ctx, 20*time.Second)
 		err = l.WaitPingSince(wctx, at)
 		wcancel()
 		if err != nil {
@@ -281,29 +388,20 @@ func TestRollingUpgrade(t *testing.T) {
 			t.Fatalf("round %d: the peer logged %q %d times", round, SeqFailure, n)
 		}
 		checkPeer(fmt.Sprintf("round %d (%s %s)", round, step.Kind, step.Node))
-		if step.Kind == api.StepHandover && o.Lost > plannedMaxLost {
-			// Issue 6 asks for at most one lost ping per handover; the
-			// planned handover (VIPs released before the new active claims
-			// them) loses more today. Reported, not failed, unless
-			// IKEGW_STRICT_HANDOVER=1, until the handover is
-			// make-before-break.
-			msg := fmt.Sprintf("ACCEPTANCE GAP: the handover %s -> %s lost %d pings (largest gap %d ms), issue 6 wants at most %d",
-				step.Node, step.To, o.Lost, o.Gap.Milliseconds(), plannedMaxLost)
-			if os.Getenv("IKEGW_STRICT_HANDOVER") == "1" {
-				t.Error(msg)
-			} else {
-				t.Log(msg)
-			}
+		if step.Kind == api.StepHandover {
+			gapCheck(fmt.Sprintf("round %d: the handover %s -> %s", round, step.Node, step.To), o)
 		}
 	}
 
-	if refusals != 3 || handovers+unplanned == 0 || handovers > 1 {
-		t.Fatalf("%d handovers, %d unplanned role moves, %d refusals: want 3 refusals (one per restarted node) and one handover", handovers, unplanned, refusals)
+	if refusals != 3 || handovers+unplanned == 0 {
+		t.Fatalf("%d handovers, %d unplanned role moves, %d refusals: want 3 refusals (one per restarted node) and a handover", handovers, unplanned, refusals)
 	}
 	if handovers == 0 {
 		t.Logf("NOTE: no handover was needed: the active role moved to an upgraded gateway during a restart")
 	}
-	active, err := l.Active(ctx)
+	wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
+	active, err := l.WaitActive(wctx, "")
+	wcancel()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -321,9 +419,19 @@ func TestRollingUpgrade(t *testing.T) {
 	}
 	if oldMax < uint8(cluster.MaxCommandType) {
 		t.Logf("command types %d..%d switched on only now: every member applies them", oldMax+1, cluster.MaxCommandType)
+		if !probedMixed {
+			t.Logf("NOTE: no upgraded active with an old gateway left occurred (role moves): the refusal in the mixed cluster was not probed")
+		}
+		probeHandover("after the upgrade", false)
 	} else {
 		t.Logf("NOTE: this tree has no command type %s lacks (both apply up to %d): a newer command refused in the mixed cluster is not exercised here (cluster's TestMixedVersionCommands covers the refusal)",
 			upgradeFromCommit, cluster.MaxCommandType)
+	}
+	wctx, wcancel = context.WithTimeout(ctx, 20*time.Second)
+	active, err = l.WaitActive(wctx, "")
+	wcancel()
+	if err != nil {
+		t.Fatal(err)
 	}
 	out, errOut, code := ctl(sockOf(active), "-o", "json", "upgrade", "plan")
 	var p api.UpgradePlan
@@ -340,4 +448,25 @@ func TestRollingUpgrade(t *testing.T) {
 		t.Fatalf("the active %s does not list the peer's tunnel %s (%v)", active, initial, err)
 	}
 	checkPeer("the upgrade")
+}
+
+// roleEvents returns the role and leadership lines of every member's
+// recent output, to explain an unplanned role move.
+func roleEvents(l *Lab) string {
+	var b strings.Builder
+	for _, n := range l.Nodes() {
+		p := n.Proc()
+		if p == nil {
+			continue
+		}
+		for _, line := range strings.Split(tail(p.Output(), 60000), "\n") {
+			for _, k := range []string{"role: state", "lost leadership", "stepping down", "election won", "handover", "heartbeat timeout"} {
+				if strings.Contains(line, k) {
+					fmt.Fprintf(&b, "  %s: %s\n", n.Name, line)
+					break
+				}
+			}
+		}
+	}
+	return b.String()
 }
