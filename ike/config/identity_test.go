@@ -137,3 +137,24 @@ func TestParseIdentityErrors(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseIdentity: every identity that parses prints (String) as text
+// that parses back to an identity matching it.
+func FuzzParseIdentity(f *testing.F) {
+	for _, s := range []string{"192.0.2.1", "@gw.example", "user@example", "keyid:#0a0b", "C=CH, O=x, CN=gw", "/CN=a/OU=b", "asn1dn:#300d310b3009060355040313026777", "%any"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		id, err := ParseIdentity(s)
+		if err != nil {
+			return
+		}
+		back, err := ParseIdentity(id.String())
+		if err != nil {
+			t.Fatalf("%q -> %q does not parse: %v", s, id.String(), err)
+		}
+		if !back.IsAny() && back.Match(id.Type, id.Data) != nil {
+			t.Fatalf("%q -> %q -> %+v, a different identity", s, id.String(), back)
+		}
+	})
+}
