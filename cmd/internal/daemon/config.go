@@ -76,6 +76,11 @@ type NodeConfig struct {
 	Name           string `yaml:"name"`
 	StateDir       string `yaml:"state_dir"`
 	ClusterKeyFile string `yaml:"cluster_key_file"`
+	// PreviousClusterKeyFiles are keys that open sealed data but never
+	// seal: during a rotation the new key (step 1) or the old one (step 2)
+	// of deploy/OPERATIONS.md "Rotating certificates and keys". At start
+	// the SA database is resealed under cluster_key_file.
+	PreviousClusterKeyFiles []string `yaml:"previous_cluster_key_files"`
 }
 
 // IKEConfig says where IKE listens.
@@ -124,6 +129,9 @@ type ClusterConfig struct {
 	RaftAdvertise   string   `yaml:"raft_advertise"`
 	GossipBind      string   `yaml:"gossip_bind"` // host:port
 	GossipKeyFile   string   `yaml:"gossip_key_file"`
+	// PreviousGossipKeyFiles are memberlist keys accepted for incoming
+	// gossip but not used to send (key rotation, as for the cluster key).
+	PreviousGossipKeyFiles []string `yaml:"previous_gossip_key_files"`
 	Join            []string `yaml:"join"`
 	BootstrapExpect int      `yaml:"bootstrap_expect"`
 	TLS             struct {
@@ -222,6 +230,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Node.ClusterKeyFile == "" {
 		c.Node.ClusterKeyFile = filepath.Join(c.Node.StateDir, "cluster.key")
+	}
+	if err := checkPreviousKeys("node.previous_cluster_key_files", c.Node.ClusterKeyFile, c.Node.PreviousClusterKeyFiles); err != nil {
+		return err
 	}
 	if c.IKE.Port == 0 {
 		c.IKE.Port = 500
@@ -333,6 +344,9 @@ func (cc *ClusterConfig) check() error {
 	if cc.GossipKeyFile == "" {
 		return errors.New("config: cluster.gossip_key_file is required (memberlist traffic is encrypted)")
 	}
+	if err := checkPreviousKeys("cluster.previous_gossip_key_files", cc.GossipKeyFile, cc.PreviousGossipKeyFiles); err != nil {
+		return err
+	}
 	if cc.TLS.CA == "" || cc.TLS.Cert == "" || cc.TLS.Key == "" {
 		return errors.New("config: cluster.tls.ca, cert and key are required (Raft traffic uses mutual TLS)")
 	}
@@ -352,4 +366,22 @@ func (c *Config) ListenAddrs() []netip.Addr {
 		out = append(out, netip.MustParseAddr(s))
 	}
 	return out
+}
+
+// checkPreviousKeys refuses empty names, duplicates and the current key
+// file in a list of previous key files.
+func checkPreviousKeys(field, current string, files []string) error {
+	seen := map[string]bool{filepath.Clean(current): true}
+	for i, f := range files {
+		switch {
+		case f == "":
+			return fmt.Errorf("config: %s[%d]: empty file name", field, i)
+		case filepath.Clean(f) == filepath.Clean(current):
+			return fmt.Errorf("config: %s[%d] %q: is the current key file itself", field, i, f)
+		case seen[filepath.Clean(f)]:
+			return fmt.Errorf("config: %s[%d] %q: listed twice", field, i, f)
+		}
+		seen[filepath.Clean(f)] = true
+	}
+	return nil
 }

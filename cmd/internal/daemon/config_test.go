@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -63,7 +64,7 @@ func FuzzParseConfig(f *testing.F) {
 		if err != nil {
 			t.Fatalf("re-parse failed: %v", err)
 		}
-		if c2.Node != c.Node || c2.IKE.Port != c.IKE.Port || len(c2.Connections) != len(c.Connections) {
+		if !reflect.DeepEqual(c2.Node, c.Node) || c2.IKE.Port != c.IKE.Port || len(c2.Connections) != len(c.Connections) {
 			t.Fatal("re-parse differs")
 		}
 	})
