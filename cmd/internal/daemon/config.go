@@ -124,17 +124,17 @@ type MetricsConfig struct {
 
 // ClusterConfig makes the node a member of an ikegw cluster.
 type ClusterConfig struct {
-	Role            string   `yaml:"role"`      // gateway | witness
-	RaftBind        string   `yaml:"raft_bind"` // host:port
-	RaftAdvertise   string   `yaml:"raft_advertise"`
-	GossipBind      string   `yaml:"gossip_bind"` // host:port
-	GossipKeyFile   string   `yaml:"gossip_key_file"`
+	Role          string `yaml:"role"`      // gateway | witness
+	RaftBind      string `yaml:"raft_bind"` // host:port
+	RaftAdvertise string `yaml:"raft_advertise"`
+	GossipBind    string `yaml:"gossip_bind"` // host:port
+	GossipKeyFile string `yaml:"gossip_key_file"`
 	// PreviousGossipKeyFiles are memberlist keys accepted for incoming
 	// gossip but not used to send (key rotation, as for the cluster key).
 	PreviousGossipKeyFiles []string `yaml:"previous_gossip_key_files"`
-	Join            []string `yaml:"join"`
-	BootstrapExpect int      `yaml:"bootstrap_expect"`
-	TLS             struct {
+	Join                   []string `yaml:"join"`
+	BootstrapExpect        int      `yaml:"bootstrap_expect"`
+	TLS                    struct {
 		CA   string `yaml:"ca"`
 		Cert string `yaml:"cert"`
 		Key  string `yaml:"key"`
