@@ -109,9 +109,9 @@ type Connection struct {
 	Remote      netip.Addr    // remote_addrs; zero ("%any") = any (responder only)
 	LocalPort   uint16        // local_port, default 500
 	RemotePort  uint16        // remote_port, default 500
-	LocalID     Identity      // local_id; default: the local address (zero Identity when Local is any: the engine uses the SA's address)
-	RemoteID    Identity      // remote_id; default: the remote address (zero when Remote is any); "%any" = IDAny
-	Auth        string        // auth: "psk" (default, only value for now)
+	LocalID     Identity      // local_id; default: the local address (zero Identity when Local is any: the engine uses the SA's address); auth pubkey: the certificate's subject DN
+	RemoteID    Identity      // remote_id; default: the remote address (zero when Remote is any), auth pubkey: %any; "%any" = IDAny
+	Auth        string        // auth: "psk" (default) or "pubkey"
 	PSK         Secret        // psk_file (mode 0600 or stricter) or psk_env
 	Pubkey      *PubkeyAuth   // auth pubkey: cert, key, cacerts, crls, send_cert
 	Aggressive  bool          // aggressive: initiator uses Aggressive Mode; responder accepts it only when true

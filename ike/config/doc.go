@@ -21,9 +21,9 @@
 //	    remote_addrs: 198.51.100.20  # one address or %any (responder only)
 //	    local_port: 500              # default 500
 //	    remote_port: 500             # default 500
-//	    local_id: "@gw.example"      # default: the local address
-//	    remote_id: "%any"            # default: the remote address
-//	    auth: psk                    # default psk (pubkey: not supported yet)
+//	    local_id: "@gw.example"      # default: the local address (pubkey: the certificate's subject DN)
+//	    remote_id: "%any"            # default: the remote address (pubkey: %any); a DN: "C=CH, O=Example, CN=peer"
+//	    auth: psk                    # default psk; pubkey: cert, key, cacerts, crls, send_cert
 //	    psk_file: dc2.psk            # mode 0600 or stricter; relative to the config file
 //	    psk_env: IKEGW_PSK_DC2       # or this, not both; psk: (inline) is refused
 //	    aggressive: false            # Aggressive Mode (initiator uses it; responder accepts it only then)

@@ -127,7 +127,7 @@ func ParseIdentity(s string) (Identity, error) {
 					return Identity{}, err
 				}
 				if err := pki.CheckDN(id.Data); err != nil {
-					return Identity{}, errf(ErrBadIdentity, "%q: %v", s, err)
+					return Identity{}, errf(ErrBadIdentity, "%q: %v", s, strings.TrimPrefix(err.Error(), "pki: "))
 				}
 				return id, nil
 			}

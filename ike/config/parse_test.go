@@ -631,6 +631,7 @@ func TestValidateBuilt(t *testing.T) {
 		{func(c *Connection) { c.Children[0].RemoteTS = []sa.TrafficSelector{{}} }, `config: connection "dc2": child "net": remote_ts[0]: no prefix`},
 		{func(c *Connection) { c.LocalID = Identity{Type: 77, Data: []byte{1}} }, `config: connection "dc2": local_id: identity type 77`},
 		{func(c *Connection) { c.RemoteID = Identity{Type: IDIPv4, Data: []byte{1}} }, `config: connection "dc2": remote_id: IPv4 identity with 1 bytes`},
+		{func(c *Connection) { c.RemoteID = Identity{Type: IDDERASN1DN, Data: []byte("CN=gw")} }, `config: connection "dc2": remote_id: DER_ASN1_DN identity: bad distinguished name: 5 bytes starting 434e3d6777 are not a DER name`},
 		{func(c *Connection) { c.Name = "" }, `config: name: empty name`},
 		{func(c *Connection) { c.LocalPort = 0 }, `config: connection "dc2": local_port: port 0 is out of range 1..65535`},
 		{func(c *Connection) { c.Children[0].StartAction = "" }, `config: connection "dc2": child "net": start_action: unknown value "" (want none or start)`},

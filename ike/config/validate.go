@@ -4,8 +4,10 @@ import (
 	"math"
 	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 
+	"ikegw/ike/pki"
 	"ikegw/ike/sa"
 )
 
@@ -367,6 +369,11 @@ func validIdentity(id Identity) error {
 	case IDFQDN, IDUserFQDN, IDKeyID, IDDERASN1DN:
 		if len(id.Data) == 0 || len(id.Data) > maxIDLen {
 			return errf(ErrInvalid, "identity of type %d with %d bytes", id.Type, len(id.Data))
+		}
+		if id.Type == IDDERASN1DN {
+			if err := pki.CheckDN(id.Data); err != nil {
+				return errf(ErrInvalid, "DER_ASN1_DN identity: %v", strings.TrimPrefix(err.Error(), "pki: "))
+			}
 		}
 	default:
 		return errf(ErrNotSupported, "identity type %d", id.Type)

@@ -184,7 +184,7 @@ func decodeDN(der []byte) (pkix.RDNSequence, error) {
 	var seq pkix.RDNSequence
 	rest, err := asn1.Unmarshal(der, &seq)
 	if err != nil {
-		return nil, fmt.Errorf("%w: DER does not parse: %v", ErrBadDN, err)
+		return nil, fmt.Errorf("%w: %d bytes starting %x are not a DER name", ErrBadDN, len(der), der[:min(len(der), 8)])
 	}
 	if len(rest) != 0 {
 		return nil, fmt.Errorf("%w: %d bytes after the DER name", ErrBadDN, len(rest))
