@@ -25,6 +25,10 @@ type GossipConfig struct {
 	// SecretKey is the memberlist keyring's primary key (16, 24 or 32
 	// bytes, AES-GCM). All gossip is encrypted and authenticated with it.
 	SecretKey []byte
+	// PreviousKeys are further keyring keys: incoming gossip encrypted
+	// with any of them is accepted, nothing is sent with them (key
+	// rotation: deploy/OPERATIONS.md).
+	PreviousKeys [][]byte
 	// Join lists gossip addresses (host:port) of existing members.
 	Join []string
 	// BootstrapExpect is the number of voters the cluster is bootstrapped
@@ -54,6 +58,13 @@ func (g *GossipConfig) validate() error {
 	case 16, 24, 32:
 	default:
 		return fmt.Errorf("gossip: secret key is %d bytes, want 16, 24 or 32", k)
+	}
+	for i, pk := range g.PreviousKeys {
+		switch k := len(pk); k {
+		case 16, 24, 32:
+		default:
+			return fmt.Errorf("gossip: previous key %d is %d bytes, want 16, 24 or 32", i+1, k)
+		}
 	}
 	if g.BootstrapExpect < 0 {
 		return fmt.Errorf("gossip: bootstrap_expect %d is negative", g.BootstrapExpect)
@@ -145,7 +156,7 @@ func startGossip(n *Node, cfg GossipConfig) (*gossip, error) {
 	mc.BindPort = cfg.BindPort
 	mc.AdvertiseAddr = cfg.AdvertiseAddr
 	mc.AdvertisePort = cfg.AdvertisePort
-	kr, err := memberlist.NewKeyring(nil, cfg.SecretKey)
+	kr, err := memberlist.NewKeyring(cfg.PreviousKeys, cfg.SecretKey)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: gossip keyring: %w", err)
 	}

@@ -61,6 +61,10 @@ type Files struct {
 	DataDir string
 	// ClusterKey is the 0600 cluster key file (store.GenerateClusterKey).
 	ClusterKey string
+	// PreviousClusterKeys are key files that open sealed data but never
+	// seal (key rotation). When set, Open reseals the SA database under
+	// ClusterKey.
+	PreviousClusterKeys []string
 	// TLS are the cluster CA and this node's certificate and key.
 	TLS certs.TLSFiles
 	// RaftBind is the Raft listen address (host:port); RaftAdvertise, if
@@ -88,8 +92,19 @@ func Open(cfg Config, f Files) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	sealer, err := store.NewSealer(key)
+	var previous [][]byte
+	for _, p := range f.PreviousClusterKeys {
+		k, err := store.LoadClusterKey(p)
+		if err != nil {
+			return nil, fmt.Errorf("cluster: previous cluster key: %w", err)
+		}
+		previous = append(previous, k)
+	}
+	sealer, err := store.NewSealer(key, previous...)
 	clear(key)
+	for _, k := range previous {
+		clear(k)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -113,6 +128,14 @@ func Open(cfg Config, f Files) (*Node, error) {
 	}
 	if err != nil {
 		return nil, err
+	}
+	if len(previous) > 0 {
+		n, err := db.Reseal()
+		if err != nil {
+			db.Close()
+			return nil, fmt.Errorf("cluster: reseal the SA database under the current cluster key: %w", err)
+		}
+		cfg.Log.Info("cluster: SA database resealed under the current cluster key", "values", n, "previous_keys", len(previous))
 	}
 	db.SetNoSync(true)
 	rs, err := store.OpenRaftStores(filepath.Join(f.DataDir, RaftDir), newHCLog(cfg.Log, "raft-snapshots"))

@@ -87,6 +87,10 @@ func openCluster(cfg *Config, log *slog.Logger) (*cluster.Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster.gossip_key_file: %w", err)
 	}
+	gprev, err := loadPreviousKeys("cluster.previous_gossip_key_files", cc.PreviousGossipKeyFiles)
+	if err != nil {
+		return nil, err
+	}
 	host, portS, err := net.SplitHostPort(cc.GossipBind)
 	if err != nil {
 		return nil, fmt.Errorf("cluster.gossip_bind: %w", err)
@@ -101,11 +105,11 @@ func openCluster(cfg *Config, log *slog.Logger) (*cluster.Node, error) {
 	}
 	n, err := cluster.Open(cluster.Config{
 		NodeID: cfg.Node.Name, Role: role, Log: log.With("component", "cluster"),
-		Gossip: &cluster.GossipConfig{BindAddr: host, BindPort: port, SecretKey: gkey, Join: cc.Join,
+		Gossip: &cluster.GossipConfig{BindAddr: host, BindPort: port, SecretKey: gkey, PreviousKeys: gprev, Join: cc.Join,
 			BootstrapExpect: cc.BootstrapExpect, Version: Version, LocalTimings: cc.LocalTimings},
 		HeartbeatTimeout: cc.HeartbeatTimeout, ElectionTimeout: cc.ElectionTimeout, LeaderLeaseTimeout: cc.LeaderLease,
 	}, cluster.Files{
-		DataDir: cfg.Node.StateDir, ClusterKey: cfg.Node.ClusterKeyFile,
+		DataDir: cfg.Node.StateDir, ClusterKey: cfg.Node.ClusterKeyFile, PreviousClusterKeys: cfg.Node.PreviousClusterKeyFiles,
 		TLS:      certs.TLSFiles{CA: cc.TLS.CA, Cert: cc.TLS.Cert, Key: cc.TLS.Key},
 		RaftBind: cc.RaftBind, RaftAdvertise: cc.RaftAdvertise,
 	})

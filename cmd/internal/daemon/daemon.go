@@ -235,13 +235,27 @@ func (n *Node) startStandalone(ctx context.Context) error {
 		}
 		return err
 	}
-	sealer, err := store.NewSealer(key)
+	previous, err := loadPreviousKeys("node.previous_cluster_key_files", cfg.Node.PreviousClusterKeyFiles)
+	if err != nil {
+		return err
+	}
+	sealer, err := store.NewSealer(key, previous...)
+	for _, k := range previous {
+		clear(k)
+	}
 	if err != nil {
 		return err
 	}
 	n.db, err = store.Open(filepath.Join(cfg.Node.StateDir, "sa.db"), sealer)
 	if err != nil {
 		return err
+	}
+	if len(previous) > 0 {
+		c, err := n.db.Reseal()
+		if err != nil {
+			return fmt.Errorf("reseal the SA database under the current cluster key: %w", err)
+		}
+		log.Info("SA database resealed under the current cluster key", "values", c, "previous_keys", len(previous))
 	}
 	sender := &lateSender{}
 	var esp runtime.ESPReceiver
