@@ -565,6 +565,9 @@ func (e *Engine) mainMode(now time.Time, o *out, s *ikeSA, pkt Packet, h isakmp.
 			e.phase1AuthFailed(o, s, pkt, "message 5 does not decrypt (wrong pre-shared key?)", err)
 			return
 		}
+		// An initiator may ask for our certificate only now (strongSwan
+		// sends its CR with message 5, not 3).
+		p.peerCR = p.peerCR || len(all[*isakmp.CertRequest](d)) > 0
 		id, idRaw, okID := first[*isakmp.ID](d)
 		if !okID {
 			e.phase1AuthFailed(o, s, pkt, "message 5 lacks ID (wrong pre-shared key?)", nil)
