@@ -49,6 +49,7 @@ type certOpts struct {
 	revokePeer  bool            // ikegwd loads a CRL revoking strongSwan's certificate
 	gwRemoteID  string          // ikegwd's remote_id ("" = default, %any)
 	swanRemote  string          // strongSwan's remote id ("" = %any)
+	ifAsked     bool            // send_cert ifasked on both sides (certificates only after a CR)
 	dpd         time.Duration
 }
 
@@ -165,6 +166,11 @@ func newCertBed(t *testing.T, o certOpts) (*bed, *certLab) {
 	if o.gwRemoteID != "" {
 		extra += fmt.Sprintf("    remote_id: %q\n", o.gwRemoteID)
 	}
+	swanSendCert := "always"
+	if o.ifAsked {
+		extra += "    send_cert: ifasked\n"
+		swanSendCert = "ifasked"
+	}
 	key := filepath.Join(b.dir, "cluster.key")
 	if out, err := exec.Command(ikegwdBin, "keygen", "--out", key).CombinedOutput(); err != nil {
 		t.Fatalf("keygen: %v: %s", err, out)
@@ -242,7 +248,7 @@ connections:
     remote_addrs = %s
     proposals = %s
     aggressive = no
-    send_cert = always
+    send_cert = %s
     dpd_delay = %ds
     rekey_time = 4h
     local {
@@ -262,7 +268,7 @@ connections:
     }
   }
 }
-`, peerPub.Addr(), gwPub.Addr(), certIKE, int(o.dpd/time.Second), remoteID, peerNet, gwNet, certESP)
+`, peerPub.Addr(), gwPub.Addr(), certIKE, swanSendCert, int(o.dpd/time.Second), remoteID, peerNet, gwNet, certESP)
 	must(t, os.WriteFile(filepath.Join(swDir, "swanctl.conf"), []byte(swc), 0o600))
 	if out, err := b.swan.Swanctl(ctx, "--load-all", "--clear"); err != nil {
 		t.Fatalf("swanctl --load-all with certificates: %v\n%s", err, out)
@@ -317,6 +323,30 @@ func TestInteropCerts(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestInteropCertsIfAsked: with send_cert ifasked on both sides each
+// certificate is sent only because the other side asked (CR): strongSwan
+// asks in message 3 as responder but only in message 5 as initiator.
+func TestInteropCertsIfAsked(t *testing.T) {
+	for _, gwInit := range []bool{false, true} {
+		t.Run(fmt.Sprintf("ikegw-initiates=%t", gwInit), func(t *testing.T) {
+			b, _ := newCertBed(t, certOpts{kt: pki.ECDSA256, ifAsked: true})
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if gwInit {
+				must(t, b.post(api.PathInitiate, "conn=peer"))
+			} else {
+				must(t, b.swan.Initiate(ctx, "net"))
+			}
+			b.agree(ctx)
+			log := b.swan.Log()
+			if !strings.Contains(log, `received end entity cert "O=ikegw lab, CN=gw"`) || !strings.Contains(log, `sending end entity cert "O=ikegw lab, CN=peer"`) {
+				b.fail("certificates not exchanged on request")
+			}
+			b.ping(ctx, 3)
+		})
 	}
 }
 
