@@ -347,6 +347,7 @@ func TestConcurrentCommitsCoalesce(t *testing.T) {
 	c := newCluster(t, three, false, nil)
 	l := c.leader()
 	before := l.n.raft.LastIndex()
+	pe0, pb0 := l.n.Proposed()
 	const N = 200
 	var wg sync.WaitGroup
 	errs := make([]error, N)
@@ -372,6 +373,13 @@ func TestConcurrentCommitsCoalesce(t *testing.T) {
 	t.Logf("%d commits in %d raft entries", N, entries)
 	if entries >= N/2 {
 		t.Errorf("%d commits took %d raft entries: not coalesced", N, entries)
+	}
+	// Proposed counts every Batch entry the leader appended, with its
+	// sealed size: at least the records' own size.
+	pe, pb := l.n.Proposed()
+	pe, pb = pe-pe0, pb-pb0
+	if pe == 0 || pe > entries || pb < N*uint64(len(mustMarshal(t, testIKE(1)))) {
+		t.Errorf("Proposed() = %d entries, %d bytes for %d entries of %d records", pe, pb, entries, N)
 	}
 	for _, tn := range c.nodes {
 		waitIKE(t, tn, N)

@@ -143,6 +143,8 @@ type Node struct {
 	// commitLat times successful Commit calls (queueing, Raft round trip
 	// and local apply).
 	commitLat Latency
+	// proposedEntries and proposedBytes count the Batch entries proposed.
+	proposedEntries, proposedBytes atomic.Uint64
 
 	// leaderCtx is cancelled when leadership is lost.
 	leaderMu     sync.Mutex
@@ -678,6 +680,8 @@ func (n *Node) proposeBatch(batch []*pending, done chan<- struct{}) {
 		done <- struct{}{}
 		return
 	}
+	n.proposedEntries.Add(1)
+	n.proposedBytes.Add(uint64(len(entry)))
 	f := n.raft.Apply(entry, 10*time.Second)
 	go func() {
 		defer func() { done <- struct{}{} }()
@@ -711,6 +715,13 @@ func (n *Node) proposeBatch(batch []*pending, done chan<- struct{}) {
 			fail(fmt.Errorf("cluster: FSM returned %T for a Batch", r))
 		}
 	}()
+}
+
+// Proposed returns how many Batch entries this node proposed as leader
+// and their size in bytes (sealed, as they go into the Raft log and to
+// every follower): the replication cost of what the engine commits.
+func (n *Node) Proposed() (entries, bytes uint64) {
+	return n.proposedEntries.Load(), n.proposedBytes.Load()
 }
 
 // CommitLatency returns the histogram of this node's successful Commit
