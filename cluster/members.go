@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -163,22 +164,34 @@ func (g *gossip) setRemoved(id string, v bool) {
 	}
 }
 
-// askLeave sends the remove message to member id.
+// askLeave sends the remove message to member id, at the address gossip
+// last reported for it (memberlist's own Node values are not safe to read
+// concurrently).
 func (g *gossip) askLeave(id string) error {
-	var node *memberlist.Node
-	for _, m := range g.ml.Members() {
-		if m.Name == id {
-			node = m
-		}
+	g.mu.Lock()
+	m, ok := g.members[id]
+	addr := ""
+	if ok {
+		addr = m.addr
 	}
-	if node == nil {
+	g.mu.Unlock()
+	if addr == "" {
 		return fmt.Errorf("member %q not in the gossip pool", id)
+	}
+	host, portS, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("member %q: address %q: %w", id, addr, err)
+	}
+	port, err := strconv.ParseUint(portS, 10, 16)
+	if err != nil {
+		return fmt.Errorf("member %q: address %q: %w", id, addr, err)
 	}
 	body, err := sa.Marshal(removeMsg{Target: id, From: g.n.cfg.NodeID})
 	if err != nil {
 		return err
 	}
-	return g.ml.SendReliable(node, append([]byte{msgRemove}, body...))
+	to := &memberlist.Node{Name: id, Addr: net.ParseIP(host), Port: uint16(port)}
+	return g.ml.SendReliable(to, append([]byte{msgRemove}, body...))
 }
 
 // waitGone waits until member id is no longer alive in gossip, or d.
@@ -189,12 +202,14 @@ func (g *gossip) waitGone(ctx context.Context, id string, d time.Duration) {
 	}
 }
 
-// nameAt returns the name of the member at host:port, "" if none.
+// nameAt returns the name of the alive member at host:port, "" if none.
 func (g *gossip) nameAt(host, port string) string {
 	want := net.JoinHostPort(host, port)
-	for _, m := range g.ml.Members() {
-		if m.Address() == want || net.JoinHostPort(m.Addr.String(), fmt.Sprint(m.Port)) == want {
-			return m.Name
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for name, m := range g.members {
+		if m.addr == want && m.state == memberlist.StateAlive {
+			return name
 		}
 	}
 	return ""

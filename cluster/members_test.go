@@ -32,7 +32,7 @@ func TestRemoveAndAddMember(t *testing.T) {
 		}
 		nodes = append(nodes, start(name, join, len(names)))
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 	defer cancel()
 	voters := func() map[string]bool {
 		ms, err := readyLeader(t, nodes).Members()
@@ -78,7 +78,7 @@ func TestRemoveAndAddMember(t *testing.T) {
 		}
 		replace(n, nil)
 	}
-	waitFor(t, 20*time.Second, "the stopped members to be seen failed", func() bool {
+	waitFor(t, 60*time.Second, "the stopped members to be seen failed", func() bool {
 		return !l.gossip.alive(o[2].ID()) && !l.gossip.alive(o[3].ID())
 	})
 	// Removing an alive follower would leave 4 voters, 2 alive: refused.
