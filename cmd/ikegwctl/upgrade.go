@@ -155,12 +155,10 @@ func printPlan(out io.Writer, p api.UpgradePlan) error {
 		_, err := fmt.Fprintf(out, "\nnext step REFUSED now: %s\n", p.Refused)
 		return err
 	}
-	next := "`ikegwctl upgrade next`"
+	next := "`ikegwctl upgrade next` says which node to restart"
 	if p.Steps[0].Kind == api.StepHandover {
-		next += " on " + p.Steps[0].Node + " (the active node) performs it"
-	} else {
-		next += " confirms it"
+		next = "`ikegwctl upgrade next` on " + p.Steps[0].Node + " (the active node) performs it"
 	}
-	_, err := fmt.Fprintf(out, "\nnext step allowed now: %s\n", strings.TrimSpace(next))
+	_, err := fmt.Fprintf(out, "\nnext step allowed now: %s\n", next)
 	return err
 }

@@ -130,6 +130,19 @@ func TestRollingUpgrade(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("cluster on %s (%s), peer tunnel %s", upgradeFromCommit, upgradeOldVersion, initial)
+	{
+		// The plan, as an operator sees it before anything is upgraded
+		// (this ikegwctl against the old daemons).
+		first, err := l.Active(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, errOut, code := ctl(sockOf(first), "upgrade", "plan", "--target", upgradeNewVersion)
+		if code != 0 || !strings.Contains(out, "1. restart") || !strings.Contains(out, "next step allowed now") {
+			t.Fatalf("upgrade plan on %s: exit %d:\n%s%s", first, code, out, errOut)
+		}
+		t.Logf("ikegwctl upgrade plan on %s:\n%s", first, out)
+	}
 
 	// checkPeer: the tunnel is the one established on the old build.
 	checkPeer := func(step string) {
