@@ -33,6 +33,7 @@ type certLab struct {
 	kt          pki.KeyType
 	ca, other   *pki.CA
 	gw, peer    *x509.Certificate
+	gwInter     *x509.Certificate // intermediate CA of gw, or nil
 	gwKey, pKey crypto.Signer
 	gwCRL       *x509.RevocationList // CRL ikegwd loads (nil: none)
 	swanCRL     *x509.RevocationList // CRL strongSwan loads (nil: none)
@@ -50,6 +51,7 @@ type certOpts struct {
 	gwRemoteID  string          // ikegwd's remote_id ("" = default, %any)
 	swanRemote  string          // strongSwan's remote id ("" = %any)
 	ifAsked     bool            // send_cert ifasked on both sides (certificates only after a CR)
+	gwViaInter  bool            // ikegwd's certificate comes from an intermediate CA (sent with it)
 	dpd         time.Duration
 }
 
@@ -78,8 +80,20 @@ func newCertLab(t *testing.T, o certOpts) *certLab {
 		}
 		return c, k
 	}
-	l.gw, l.gwKey = issue(o.gwFromOther, pki.Leaf{CommonName: "gw", DNSNames: []string{"gw.ikegw.test"},
-		IPs: []net.IP{net.IP(gwPub.Addr().AsSlice())}}, o.gwLeaf)
+	gwLeaf := pki.Leaf{CommonName: "gw", DNSNames: []string{"gw.ikegw.test"}, IPs: []net.IP{net.IP(gwPub.Addr().AsSlice())}}
+	if o.gwViaInter {
+		ic, ik, err := l.ca.Issue(pki.Leaf{CommonName: "ikegw intermediate CA", KeyType: o.kt, CA: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.gwInter = ic
+		gwLeaf.KeyType = o.kt
+		if l.gw, l.gwKey, err = (&pki.CA{Cert: ic, Key: ik}).Issue(gwLeaf); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		l.gw, l.gwKey = issue(o.gwFromOther, gwLeaf, o.gwLeaf)
+	}
 	l.peer, l.pKey = issue(o.peerOther, pki.Leaf{CommonName: "peer", DNSNames: []string{"peer.ikegw.test"}}, o.peerLeaf)
 	if o.revokePeer {
 		if l.gwCRL, err = l.ca.CRL(l.peer); err != nil {
@@ -153,7 +167,11 @@ func newCertBed(t *testing.T, o certOpts) (*bed, *certLab) {
 	}
 
 	// ikegwd: its certificate and key, the trusted CA, maybe a CRL.
-	writePEM(t, filepath.Join(b.dir, "gw.pem"), "CERTIFICATE", cl.gw.Raw, 0o644)
+	gwPEM := pki.CertPEM(cl.gw)
+	if cl.gwInter != nil {
+		gwPEM = append(gwPEM, pki.CertPEM(cl.gwInter)...)
+	}
+	must(t, os.WriteFile(filepath.Join(b.dir, "gw.pem"), gwPEM, 0o644))
 	kp, err := pki.KeyPEM(cl.gwKey)
 	must(t, err)
 	must(t, os.WriteFile(filepath.Join(b.dir, "gw.key"), kp, 0o600))
@@ -348,6 +366,22 @@ func TestInteropCertsIfAsked(t *testing.T) {
 			b.ping(ctx, 3)
 		})
 	}
+}
+
+// TestInteropCertsIntermediate: ikegwd's certificate is issued by an
+// intermediate CA that cert: holds after it; ikegwd sends both and
+// strongSwan, which trusts only the root, builds the chain.
+func TestInteropCertsIntermediate(t *testing.T) {
+	b, _ := newCertBed(t, certOpts{kt: pki.RSA2048, gwViaInter: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	must(t, b.post(api.PathInitiate, "conn=peer"))
+	b.agree(ctx)
+	log := b.swan.Log()
+	if !strings.Contains(log, `received issuer cert "O=ikegw lab, CN=ikegw intermediate CA"`) || !strings.Contains(log, "reached self-signed root ca with a path length of 1") {
+		b.fail("strongSwan did not validate ikegwd's certificate through the intermediate it sent")
+	}
+	b.ping(ctx, 3)
 }
 
 // TestInteropCertsResume: TestInteropResume with a certificate
