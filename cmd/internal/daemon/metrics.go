@@ -72,6 +72,8 @@ var (
 	mTakeoverCount = desc("takeovers_total", "Takeovers (activations) this node ran since it started, by result (ok, failed).", "result")
 	mTakeoverDur   = desc("takeover_duration_seconds", "Duration of this node's successful takeovers, by phase (load, commit, install, engine; total is the whole activation).", "phase")
 	mFailoverReq   = desc("failover_requests_total", "Planned failovers (ikegwctl failover) this node accepted as the active node.")
+	mRaftProposed  = desc("raft_proposed_bytes_total", "Bytes of the sealed Raft log entries this node proposed as leader (each goes to the log and to every follower).")
+	mRaftProposedN = desc("raft_proposed_entries_total", "Raft log entries (batches of commits) this node proposed as leader.")
 	mRaftCommitLat = desc("raft_commit_seconds", "Latency of this node's successful Raft commits: from Commit to the entry applied locally after a quorum stored it (leader only).")
 	mConfigVersion = desc("config_version", "Version of the cluster-wide configuration (connections) this node runs; 0: its own file's.")
 	mScrapeErr     = desc("scrape_errors", "Parts of this scrape that could not be read (see the log).", "part")
@@ -81,7 +83,7 @@ var allDescs = []*prometheus.Desc{mInfo, mRole, mIKESAs, mChildSAs, mIKEPackets,
 	mIKECacheAns, mHandshakes, mDPD, mDeletes, mRekeys, mRuntime, mRaftState, mRaftTerm, mRaftCommit,
 	mRaftApplied, mRaftLast, mRaftLag, mRaftContact, mRaftLeader, mMembers, mTakeovers, mTakeoverPhase,
 	mTakeoverSAs, mDPBytes, mDPPackets, mDPInstalled, mDPErrors, mDPEngine, mScrapeErr,
-	mHSFailures, mTakeoverCount, mTakeoverDur, mFailoverReq, mRaftCommitLat, mConfigVersion}
+	mHSFailures, mTakeoverCount, mTakeoverDur, mFailoverReq, mRaftCommitLat, mRaftProposed, mRaftProposedN, mConfigVersion}
 
 func (c *metricsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range allDescs {
@@ -181,6 +183,9 @@ func (c *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(ch, mRaftContact, contact)
 		gauge(ch, mRaftLeader, b2f(cs.LeaderReady))
 		histogram(ch, mRaftCommitLat, n.cnode.CommitLatency())
+		pe, pb := n.cnode.Proposed()
+		counter(ch, mRaftProposed, pb)
+		counter(ch, mRaftProposedN, pe)
 		gauge(ch, mConfigVersion, float64(n.sync.applied().Version))
 		if ms, err := n.cnode.Members(); err != nil {
 			scrapeErr["members"] = 1
