@@ -187,3 +187,24 @@ func TestUpgradeMembersSelfLag(t *testing.T) {
 		t.Fatalf("%+v", us)
 	}
 }
+
+// FuzzCompareVersions: versions come from other members' metadata; the
+// parser never panics, and the order is antisymmetric and reflexive.
+func FuzzCompareVersions(f *testing.F) {
+	for _, s := range []string{"1.2.3", "v0.3.0-12-gabcdef0", "1.2.3-rc.1+build.5", "dev", "", "1..2", "v1.2.3-"} {
+		f.Add(s, "1.2.3")
+	}
+	f.Fuzz(func(t *testing.T, a, b string) {
+		ab, errA := CompareVersions(a, b)
+		ba, errB := CompareVersions(b, a)
+		if (errA == nil) != (errB == nil) {
+			t.Fatalf("%q vs %q: errors %v / %v", a, b, errA, errB)
+		}
+		if errA == nil && ab != -ba {
+			t.Fatalf("%q vs %q = %d but %q vs %q = %d", a, b, ab, b, a, ba)
+		}
+		if c, err := CompareVersions(a, a); err == nil && c != 0 {
+			t.Fatalf("%q vs itself = %d", a, c)
+		}
+	})
+}
