@@ -319,10 +319,12 @@ func (n *Node) startClustered(ctx context.Context) error {
 		return err
 	}
 	n.dp = dp
+	n.mem = &member{cfg: n.cfg, log: n.log, node: n.cnode, dp: dp, esp: esp, sender: sender, sockHook: n.sockHook}
+	// The replicated connections: loaded now, polled from here on, and
+	// refreshed by a takeover before it builds the engine.
 	n.sync = newConfigSync(n)
 	n.cfg.refresh = n.sync.load
 	go n.sync.run()
-	n.mem = &member{cfg: n.cfg, log: n.log, node: n.cnode, dp: dp, esp: esp, sender: sender, sockHook: n.sockHook}
 	go n.forwardExpiries()
 	n.roles, err = startRoles(n)
 	return err
