@@ -32,7 +32,7 @@ func goBuild(ctx context.Context, srcDir, outDir, version string) (Release, erro
 	for _, b := range []struct{ out, pkg string }{{r.Ikegwd, "./cmd/ikegwd"}, {r.Ikegwctl, "./cmd/ikegwctl"}} {
 		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", versionFlags(version), "-o", b.out, b.pkg)
 		cmd.Dir = srcDir
-		cmd.Env = append(os.Environ(), "GOTOOLCHAIN=local", "GOWORK=off", "GOFLAGS=-mod=readonly")
+		cmd.Env = append(os.Environ(), "GOTOOLCHAIN=local", "GOWORK=off")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return r, fmt.Errorf("gwlab: go build %s in %s (version %s): %w\n%s", b.pkg, srcDir, version, err, tail(string(out), 4000))
 		}
@@ -52,9 +52,11 @@ var ErrNoCommit = errors.New("gwlab: commit not in the repository")
 
 // BuildCommit builds ikegwd and ikegwctl as they were at commit of the git
 // repository repo: `git archive` of the commit into workDir/src, then
-// go build there (dependencies from the module cache or the proxy).
+// go build there (dependencies from the module cache or the proxy). Only
+// reads the repository (safe.directory=* so that a clone owned by another
+// user, as in CI, is read too).
 func BuildCommit(ctx context.Context, repo, commit, workDir, version string) (Release, error) {
-	if out, err := exec.CommandContext(ctx, "git", "-C", repo, "cat-file", "-e", commit+"^{commit}").CombinedOutput(); err != nil {
+	if out, err := exec.CommandContext(ctx, "git", "-c", "safe.directory=*", "-C", repo, "cat-file", "-e", commit+"^{commit}").CombinedOutput(); err != nil {
 		return Release{}, fmt.Errorf("%w: %s is not in %s (%v: %s); a shallow clone lacks it: git fetch --unshallow",
 			ErrNoCommit, commit, repo, err, strings.TrimSpace(string(out)))
 	}
@@ -63,7 +65,7 @@ func BuildCommit(ctx context.Context, repo, commit, workDir, version string) (Re
 		return Release{}, fmt.Errorf("gwlab: %w", err)
 	}
 	tarball := filepath.Join(workDir, "src.tar")
-	if out, err := exec.CommandContext(ctx, "git", "-C", repo, "archive", "--format=tar", "-o", tarball, commit).CombinedOutput(); err != nil {
+	if out, err := exec.CommandContext(ctx, "git", "-c", "safe.directory=*", "-C", repo, "archive", "--format=tar", "-o", tarball, commit).CombinedOutput(); err != nil {
 		return Release{}, fmt.Errorf("gwlab: git archive %s: %w: %s", commit, err, strings.TrimSpace(string(out)))
 	}
 	if out, err := exec.CommandContext(ctx, "tar", "-xf", tarball, "-C", src).CombinedOutput(); err != nil {

@@ -57,7 +57,7 @@ func gitTop(t *testing.T) string {
 	if r := os.Getenv("IKEGW_LAB_REPO"); r != "" {
 		return r
 	}
-	out, err := exec.Command("git", "rev-parse", "--show-toplevel").CombinedOutput()
+	out, err := exec.Command("git", "-c", "safe.directory=*", "rev-parse", "--show-toplevel").CombinedOutput()
 	if err != nil {
 		t.Fatalf("the rolling-upgrade test builds commit %s of this repository, but this is no git work tree: %v: %s", upgradeFromCommit, err, out)
 	}
@@ -482,4 +482,22 @@ func roleEvents(l *Lab) string {
 		}
 	}
 	return b.String()
+}
+
+// A commit the repository lacks (a shallow clone) is a clear error naming
+// it, before anything is built.
+func TestBuildCommitMissing(t *testing.T) {
+	repo := os.Getenv("IKEGW_LAB_REPO")
+	if repo == "" {
+		out, err := exec.Command("git", "-c", "safe.directory=*", "rev-parse", "--show-toplevel").Output()
+		if err != nil {
+			t.Skipf("not a git work tree: %v", err)
+		}
+		repo = strings.TrimSpace(string(out))
+	}
+	const missing = "00000000000000000000000000000000000000ff"
+	_, err := BuildCommit(context.Background(), repo, missing, t.TempDir(), "v0.0.1")
+	if !errors.Is(err, ErrNoCommit) || !strings.Contains(err.Error(), missing) || !strings.Contains(err.Error(), "shallow") {
+		t.Fatalf("missing commit: %v", err)
+	}
 }
