@@ -143,7 +143,7 @@ func Open(cfg Config, f Files) (*Node, error) {
 		db.Close()
 		return nil, err
 	}
-	sl, err := NewTLSStreamLayer(f.RaftBind, f.RaftAdvertise, cert, pool, cfg.Log.With("node", cfg.NodeID))
+	sl, err := NewTLSStreamLayerFiles(f.RaftBind, f.RaftAdvertise, f.TLS.Cert, f.TLS.Key, cert, pool, cfg.Log.With("node", cfg.NodeID))
 	if err != nil {
 		rs.Close()
 		db.Close()

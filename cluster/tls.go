@@ -61,6 +61,12 @@ func verifyNodePeer(cs tls.ConnectionState) error {
 // listener's address is used. cert is this node's certificate (it must be
 // valid for client and server use) and cas the cluster CA pool.
 func NewTLSStreamLayer(bind, advertise string, cert tls.Certificate, cas *x509.CertPool, log *slog.Logger) (*TLSStreamLayer, error) {
+	return newTLSStreamLayer(bind, advertise, cert, cas, log, nil)
+}
+
+// newTLSStreamLayer: with get, the certificate of each handshake comes
+// from get (reloaded files) instead of cert.
+func newTLSStreamLayer(bind, advertise string, cert tls.Certificate, cas *x509.CertPool, log *slog.Logger, get func() (*tls.Certificate, error)) (*TLSStreamLayer, error) {
 	if cas == nil {
 		return nil, errors.New("cluster: raft TLS: no cluster CA")
 	}
@@ -93,6 +99,12 @@ func NewTLSStreamLayer(bind, advertise string, cert tls.Certificate, cas *x509.C
 		log:    log,
 		conns:  make(chan net.Conn),
 		closed: make(chan struct{}),
+	}
+	if get != nil {
+		s.server.Certificates = nil
+		s.server.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return get() }
+		s.client.Certificates = nil
+		s.client.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return get() }
 	}
 	s.advertise = ln.Addr()
 	if advertise != "" {

@@ -14,6 +14,8 @@ import (
 	"math/big"
 	"net"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -218,5 +220,93 @@ func TestRaftReplayedStreamRefused(t *testing.T) {
 	})
 	if n := s.rpcs.Load(); n != 1 {
 		t.Fatalf("the replayed stream delivered %d more RPCs to raft", n-1)
+	}
+}
+
+// TestTLSReloadsNodeCertificate: a node certificate replaced on disk is
+// presented from the next connection on, without a restart; a replacement
+// that does not load is refused (logged) and the last good one stays.
+func TestTLSReloadsNodeCertificate(t *testing.T) {
+	dir, work := t.TempDir(), t.TempDir()
+	labFiles(t, dir, "n1", "n2")
+	certFile, keyFile := filepath.Join(work, "n1.pem"), filepath.Join(work, "n1-key.pem")
+	install := func(from string) {
+		t.Helper()
+		for _, f := range [][2]string{{certs.NodeCertFile("n1"), certFile}, {certs.NodeKeyFile("n1"), keyFile}} {
+			b, err := os.ReadFile(filepath.Join(from, f[0]))
+			if err != nil {
+				t.Fatal(err)
+			}
+			tmp := f[1] + ".tmp"
+			if err := os.WriteFile(tmp, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(tmp, f[1]); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	install(dir)
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, pool, err := certs.NodeFiles(dir, "n1").Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuf{}
+	srv, err := NewTLSStreamLayerFiles("127.0.0.1:0", "", certFile, keyFile, cert, pool, slog.New(slog.NewTextHandler(logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	client, _, err := certs.NodeFiles(dir, "n2").Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := func() *big.Int {
+		t.Helper()
+		c, err := tls.Dial("tcp", srv.Addr().String(), &tls.Config{Certificates: []tls.Certificate{client}, RootCAs: pool,
+			ServerName: "127.0.0.1", MinVersion: tls.VersionTLS13})
+		if err != nil {
+			t.Fatalf("dial: %v", err)
+		}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0].SerialNumber
+	}
+	first := served()
+	// Renewal: a new certificate for n1 from the same CA, moved into place.
+	ca, err := certs.LoadCA(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	renewed := t.TempDir()
+	if err := ca.IssueNode(renewed, "n1", nil, []net.IP{net.IPv4(127, 0, 0, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	install(renewed)
+	later := time.Now().Add(time.Minute)
+	os.Chtimes(certFile, later, later)
+	second := served()
+	if second.Cmp(first) == 0 {
+		t.Fatal("the renewed certificate was not served")
+	}
+	if !strings.Contains(logs.String(), "node certificate reloaded") {
+		t.Error("reload not logged")
+	}
+	// A broken replacement: refused, the renewed pair stays.
+	if err := os.WriteFile(certFile, []byte("-----BEGIN CERTIFICATE-----\nnot a certificate\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := served(); got.Cmp(second) != 0 {
+		t.Fatalf("after a broken replacement the layer serves serial %v, want the last good %v", got, second)
+	}
+	if n := strings.Count(logs.String(), "do not load"); n != 1 {
+		t.Fatalf("broken replacement logged %d times, want once", n)
+	}
+	served()
+	if n := strings.Count(logs.String(), "do not load"); n != 1 {
+		t.Fatalf("broken replacement logged again (%d) on the next connection", n)
 	}
 }
