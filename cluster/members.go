@@ -115,7 +115,14 @@ func (n *Node) AddMember(ctx context.Context, gossipAddr string) (string, error)
 	if err != nil {
 		return "", fmt.Errorf("cluster: join %q: want the node's gossip address host:port: %w", gossipAddr, err)
 	}
-	if err := n.Join(gossipAddr); err != nil {
+	if net.ParseIP(host) == nil {
+		ips, err := net.DefaultResolver.LookupIPAddr(ctx, host)
+		if err != nil || len(ips) == 0 {
+			return "", fmt.Errorf("cluster: join %q: resolve %q: %v", gossipAddr, host, err)
+		}
+		host = ips[0].IP.String()
+	}
+	if err := n.Join(net.JoinHostPort(host, port)); err != nil {
 		return "", err
 	}
 	var name string
