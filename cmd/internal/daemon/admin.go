@@ -187,9 +187,12 @@ func (h *adminHandler) status(w http.ResponseWriter, r *http.Request) {
 		st.Engine = map[string]uint64{"received": es.Received, "sent": es.Sent, "malformed": es.Malformed, "dropped": es.Dropped,
 			"retransmits": es.Retransmits, "answered_from_cache": es.AnsweredFromCache, "phase1_done": es.Phase1Done,
 			"phase1_failed": es.Phase1Failed, "phase2_done": es.Phase2Done, "phase2_failed": es.Phase2Failed,
-			"dpd_sent": es.DPDSent, "dpd_acked": es.DPDAcked, "dpd_timeouts": es.DPDTimeouts, "deletes": es.Deletes}
+			"dpd_sent": es.DPDSent, "dpd_acked": es.DPDAcked, "dpd_timeouts": es.DPDTimeouts, "deletes": es.Deletes,
+			"dropped_half_open_limit": es.DroppedHalfOpenLimit, "dropped_source_limit": es.DroppedSourceLimit,
+			"evicted_half_open": es.EvictedHalfOpen, "log_suppressed": es.LogSuppressed}
 		st.Runtime = map[string]uint64{"persist_calls": rs.PersistCalls, "persist_errors": rs.PersistErrors, "send_errors": rs.SendErrors,
-			"install_errors": rs.InstallErrors, "esp_packets": rs.ESPPackets, "keepalives": rs.Keepalives}
+			"install_errors": rs.InstallErrors, "esp_packets": rs.ESPPackets, "keepalives": rs.Keepalives,
+			"dropped_source_rate": rs.DroppedSourceRate, "dropped_global_rate": rs.DroppedGlobalRate}
 	}
 	if h.n.cnode != nil {
 		cs := h.n.cnode.Stats()
