@@ -109,10 +109,10 @@ func TestSamplerSeesOverlap(t *testing.T) {
 		t.Fatalf("a VIP on a down link counted as held: %v", o)
 	}
 	// The second node's link comes up: two holders.
+	s.SetPhase(2, "both up")
 	if err := nodes[1].SetLink(ctx, "out0", true); err != nil {
 		t.Fatal(err)
 	}
-	s.SetPhase(2, "both up")
 	waitSamples(20)
 	if err := nodes[1].DelAddr(ctx, "out0", vip); err != nil {
 		t.Fatal(err)
