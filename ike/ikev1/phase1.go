@@ -356,7 +356,7 @@ func (e *Engine) respondPhase1(now time.Time, o *out, pkt Packet, h isakmp.Heade
 		}
 		id := localID(conn, pkt.Local.Addr())
 		s.rec.LocalID = toSAIdentity(&id)
-		hashR := ikecrypto.HashR(s.prf, s.rec.SKEYID, p.gxr, p.gxi, s.rec.Cookies.R[:], s.rec.Cookies.I[:], p.saiB, idBody(&id))
+		hashR := ikecrypto.HashR(s.authPRF(), s.rec.SKEYID, p.gxr, p.gxi, s.rec.Cookies.R[:], s.rec.Cookies.I[:], p.saiB, idBody(&id))
 		reply = append(reply, &isakmp.KE{Data: p.gxr}, &isakmp.Nonce{Data: p.nr}, &id)
 		reply = append(reply, e.natdPayloads(s, p, pkt.Local, pkt.Remote)...)
 		reply = append(reply, &isakmp.Hash{Data: hashR})
@@ -480,7 +480,7 @@ func (e *Engine) mainMode(now time.Time, o *out, s *ikeSA, pkt Packet, h isakmp.
 		p.peerCR = len(all[*isakmp.CertRequest](d)) > 0
 		id := localID(s.conn, s.rec.Local.Addr())
 		s.rec.LocalID = toSAIdentity(&id)
-		hashI := ikecrypto.HashI(s.prf, s.rec.SKEYID, p.gxi, p.gxr, s.rec.Cookies.I[:], s.rec.Cookies.R[:], p.saiB, idBody(&id))
+		hashI := ikecrypto.HashI(s.authPRF(), s.rec.SKEYID, p.gxi, p.gxr, s.rec.Cookies.I[:], s.rec.Cookies.R[:], p.saiB, idBody(&id))
 		ps, err := authPayloads(s.conn, p, &id, hashI)
 		if err != nil {
 			e.log.Error("phase 1: cannot sign message 5", "sa", s.String(), "err", err)
@@ -499,7 +499,7 @@ func (e *Engine) mainMode(now time.Time, o *out, s *ikeSA, pkt Packet, h isakmp.
 			e.phase1AuthFailed(o, s, pkt, "message 6 lacks ID", nil)
 			return
 		}
-		want := ikecrypto.HashR(s.prf, s.rec.SKEYID, p.gxr, p.gxi, s.rec.Cookies.R[:], s.rec.Cookies.I[:], p.saiB, idBody(id))
+		want := ikecrypto.HashR(s.authPRF(), s.rec.SKEYID, p.gxr, p.gxi, s.rec.Cookies.R[:], s.rec.Cookies.I[:], p.saiB, idBody(id))
 		if usesSig(s.conn) {
 			fp, why, err := verifySigAuth(s.conn, d, id, want, now)
 			if why != "" {
@@ -573,7 +573,7 @@ func (e *Engine) mainMode(now time.Time, o *out, s *ikeSA, pkt Packet, h isakmp.
 			e.phase1AuthFailed(o, s, pkt, "message 5 lacks ID (wrong pre-shared key?)", nil)
 			return
 		}
-		want := ikecrypto.HashI(s.prf, s.rec.SKEYID, p.gxi, p.gxr, s.rec.Cookies.I[:], s.rec.Cookies.R[:], p.saiB, idRaw[4:])
+		want := ikecrypto.HashI(s.authPRF(), s.rec.SKEYID, p.gxi, p.gxr, s.rec.Cookies.I[:], s.rec.Cookies.R[:], p.saiB, idRaw[4:])
 		if usesSig(s.conn) {
 			fp, why, err := verifySigAuth(s.conn, d, id, want, now)
 			if why != "" {
@@ -597,7 +597,7 @@ func (e *Engine) mainMode(now time.Time, o *out, s *ikeSA, pkt Packet, h isakmp.
 		p.iv = iv
 		myID := localID(s.conn, pkt.Local.Addr())
 		s.rec.LocalID = toSAIdentity(&myID)
-		hashR := ikecrypto.HashR(s.prf, s.rec.SKEYID, p.gxr, p.gxi, s.rec.Cookies.R[:], s.rec.Cookies.I[:], p.saiB, idBody(&myID))
+		hashR := ikecrypto.HashR(s.authPRF(), s.rec.SKEYID, p.gxr, p.gxi, s.rec.Cookies.R[:], s.rec.Cookies.I[:], p.saiB, idBody(&myID))
 		ps6, err := authPayloads(s.conn, p, &myID, hashR)
 		if err != nil {
 			e.log.Error("phase 1: cannot sign message 6", "sa", s.String(), "err", err)
@@ -864,7 +864,7 @@ func (e *Engine) aggressiveMode(now time.Time, o *out, s *ikeSA, pkt Packet, h i
 		}
 		p.gxr, p.gxy, p.nr = slices.Clone(ke.Data), gxy, slices.Clone(nonce.Data)
 		deriveKeys(s, p)
-		want := ikecrypto.HashR(s.prf, s.rec.SKEYID, p.gxr, p.gxi, s.rec.Cookies.R[:], s.rec.Cookies.I[:], p.saiB, idRaw[4:])
+		want := ikecrypto.HashR(s.authPRF(), s.rec.SKEYID, p.gxr, p.gxi, s.rec.Cookies.R[:], s.rec.Cookies.I[:], p.saiB, idRaw[4:])
 		if !ikecrypto.Equal(want, hp.Data) {
 			e.phase1AuthFailed(o, s, pkt, "HASH_R does not verify (wrong pre-shared key?)", nil)
 			return
@@ -883,7 +883,7 @@ func (e *Engine) aggressiveMode(now time.Time, o *out, s *ikeSA, pkt Packet, h i
 		}
 		myID := localID(s.conn, s.rec.Local.Addr())
 		s.rec.LocalID = toSAIdentity(&myID)
-		hashI := ikecrypto.HashI(s.prf, s.rec.SKEYID, p.gxi, p.gxr, s.rec.Cookies.I[:], s.rec.Cookies.R[:], p.saiB, idBody(&myID))
+		hashI := ikecrypto.HashI(s.authPRF(), s.rec.SKEYID, p.gxi, p.gxr, s.rec.Cookies.I[:], s.rec.Cookies.R[:], p.saiB, idBody(&myID))
 		ps := append([]isakmp.Payload{&isakmp.Hash{Data: hashI}}, natds...)
 		msg, iv, err := s.encrypt(s.header(isakmp.ExchangeAggressive, 0), ps, p.iv)
 		if err != nil {
@@ -913,7 +913,7 @@ func (e *Engine) aggressiveMode(now time.Time, o *out, s *ikeSA, pkt Packet, h i
 			e.phase1AuthFailed(o, s, pkt, "message 3 lacks HASH", nil)
 			return
 		}
-		want := ikecrypto.HashI(s.prf, s.rec.SKEYID, p.gxi, p.gxr, s.rec.Cookies.I[:], s.rec.Cookies.R[:], p.saiB, p.idPeerB)
+		want := ikecrypto.HashI(s.authPRF(), s.rec.SKEYID, p.gxi, p.gxr, s.rec.Cookies.I[:], s.rec.Cookies.R[:], p.saiB, p.idPeerB)
 		if !ikecrypto.Equal(want, hp.Data) {
 			e.phase1AuthFailed(o, s, pkt, "HASH_I does not verify (wrong pre-shared key?)", nil)
 			return

@@ -121,3 +121,30 @@ func (e *Engine) refusePhase1(o *out, s *ikeSA, pkt Packet, lastBlock []byte, pe
 	o.send(pkt.Local, pkt.Remote, msg)
 	e.stats.Sent++
 }
+
+// authPRF is the PRF of HASH_I and HASH_R: the negotiated one, except with
+// ECDSA signatures, where the hash is tied to the curve (RFC 4754: SHA-256
+// for P-256, SHA-384 for P-384, SHA-512 for P-521) whatever the proposal
+// says, as strongSwan computes it. SKEYID itself still comes from the
+// negotiated PRF.
+func (s *ikeSA) authPRF() *ikecrypto.Prf {
+	var h ikecrypto.HashAlg
+	switch s.rec.Proposal.AuthMethod {
+	case pki.AuthECDSA256:
+		h = ikecrypto.HashSHA256
+	case pki.AuthECDSA384:
+		h = ikecrypto.HashSHA384
+	case pki.AuthECDSA521:
+		h = ikecrypto.HashSHA512
+	default:
+		return s.prf
+	}
+	if s.prf != nil && s.prf.Alg() == h {
+		return s.prf
+	}
+	p, err := ikecrypto.NewPRF(h)
+	if err != nil {
+		return s.prf // not reached: the three are supported
+	}
+	return p
+}
