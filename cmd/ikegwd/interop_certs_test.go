@@ -52,6 +52,7 @@ type certOpts struct {
 	swanRemote  string          // strongSwan's remote id ("" = %any)
 	ifAsked     bool            // send_cert ifasked on both sides (certificates only after a CR)
 	gwViaInter  bool            // ikegwd's certificate comes from an intermediate CA (sent with it)
+	ike         string          // IKE proposal on both sides (default certIKE)
 	dpd         time.Duration
 }
 
@@ -144,6 +145,9 @@ func newCertBed(t *testing.T, o certOpts) (*bed, *certLab) {
 	if o.dpd == 0 {
 		o.dpd = 30 * time.Second
 	}
+	if o.ike == "" {
+		o.ike = certIKE
+	}
 	cl := newCertLab(t, o)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -226,7 +230,7 @@ connections:
         local_ts: [%s]
         remote_ts: [%s]
         esp_proposals: [%s]
-`, filepath.Join(b.dir, "state"), key, gwPub.Addr(), b.sock, gwPub.Addr(), peerPub.Addr(), extra, certIKE, o.dpd,
+`, filepath.Join(b.dir, "state"), key, gwPub.Addr(), b.sock, gwPub.Addr(), peerPub.Addr(), extra, o.ike, o.dpd,
 		gwNet, peerNet, certESP)
 	b.cfgPath = filepath.Join(b.dir, "ikegwd.yaml")
 	must(t, os.WriteFile(b.cfgPath, []byte(cfg), 0o600))
@@ -243,7 +247,7 @@ connections:
 		Conns: []lab.SwanConn{{
 			Name: "gw", Version: 1,
 			LocalAddrs: []string{peerPub.Addr().String()}, RemoteAddrs: []string{gwPub.Addr().String()},
-			PSK: lab.Secret("placeholder-replaced-by-certificates"), Proposals: []string{certIKE},
+			PSK: lab.Secret("placeholder-replaced-by-certificates"), Proposals: []string{o.ike},
 			Children: []lab.SwanChild{{Name: "net", LocalTS: []string{peerNet.String()}, RemoteTS: []string{gwNet.String()},
 				ESPProposals: []string{certESP}}},
 		}},
@@ -286,7 +290,7 @@ connections:
     }
   }
 }
-`, peerPub.Addr(), gwPub.Addr(), certIKE, swanSendCert, int(o.dpd/time.Second), remoteID, peerNet, gwNet, certESP)
+`, peerPub.Addr(), gwPub.Addr(), o.ike, swanSendCert, int(o.dpd/time.Second), remoteID, peerNet, gwNet, certESP)
 	must(t, os.WriteFile(filepath.Join(swDir, "swanctl.conf"), []byte(swc), 0o600))
 	if out, err := b.swan.Swanctl(ctx, "--load-all", "--clear"); err != nil {
 		t.Fatalf("swanctl --load-all with certificates: %v\n%s", err, out)
@@ -295,21 +299,32 @@ connections:
 	return b, cl
 }
 
-// TestInteropCerts: RSA-2048 and ECDSA P-256 certificates, both roles:
+// TestInteropCerts: RSA-2048, ECDSA P-256 and P-384 certificates, both roles:
 // Main Mode and Quick Mode established with certificates, both sides agree
 // on cookies and SPIs, each side authenticated the other's certificate,
 // and a ping crosses the tunnel.
 func TestInteropCerts(t *testing.T) {
-	for _, kt := range []pki.KeyType{pki.RSA2048, pki.ECDSA256} {
+	for _, c := range []struct {
+		kt  pki.KeyType
+		ike string
+	}{
+		{pki.RSA2048, certIKE},
+		{pki.ECDSA256, certIKE},
+		{pki.ECDSA384, certIKE},
+		// ECDSA hashes with the curve's hash, not the proposal's.
+		{pki.ECDSA256, "aes128-sha1-modp2048"},
+		{pki.ECDSA384, "aes256-sha256-ecp256"},
+	} {
+		kt := c.kt
 		for _, gwInit := range []bool{false, true} {
-			name := fmt.Sprintf("%s/peer-initiates", kt)
+			name := fmt.Sprintf("%s/%s/peer-initiates", kt, c.ike)
 			if gwInit {
-				name = fmt.Sprintf("%s/ikegw-initiates", kt)
+				name = fmt.Sprintf("%s/%s/ikegw-initiates", kt, c.ike)
 			}
 			t.Run(name, func(t *testing.T) {
 				// A DN typed in ikegwd's config must match strongSwan's
 				// certificate subject as sent in its ID payload.
-				b, cl := newCertBed(t, certOpts{kt: kt, gwRemoteID: "O=ikegw lab, CN=peer", swanRemote: "O=ikegw lab, CN=gw"})
+				b, cl := newCertBed(t, certOpts{kt: kt, ike: c.ike, gwRemoteID: "O=ikegw lab, CN=peer", swanRemote: "O=ikegw lab, CN=gw"})
 				ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 				defer cancel()
 				if gwInit {
@@ -325,7 +340,7 @@ func TestInteropCerts(t *testing.T) {
 				// strongSwan authenticated ikegwd with its certificate,
 				// and ikegwd recorded strongSwan's DN.
 				log := b.swan.Log()
-				method := map[pki.KeyType]string{pki.RSA2048: "RSA_EMSA_PKCS1_NULL", pki.ECDSA256: "ECDSA_WITH_NULL"}[kt]
+				method := map[pki.KeyType]string{pki.RSA2048: "RSA_EMSA_PKCS1_NULL", pki.ECDSA256: "ECDSA_WITH_NULL", pki.ECDSA384: "ECDSA_WITH_NULL"}[kt]
 				if !strings.Contains(log, "authentication of 'O=ikegw lab, CN=gw' with "+method+" successful") {
 					b.fail("strongSwan's log does not show it authenticated ikegwd's certificate with %s", method)
 				}

@@ -394,3 +394,45 @@ func TestSignatureRefusalTellsPeer(t *testing.T) {
 		}
 	})
 }
+
+// TestAuthPRF: HASH_I/HASH_R use the negotiated PRF, except with ECDSA,
+// where the curve's hash rules (strongSwan does the same; a P-384 key
+// under a SHA-256 proposal otherwise fails to verify).
+func TestAuthPRF(t *testing.T) {
+	sha1PRF, err := ikecrypto.NewPRF(ikecrypto.HashSHA1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		method uint16
+		want   ikecrypto.HashAlg
+	}{
+		{1, ikecrypto.HashSHA1},
+		{pki.AuthRSASig, ikecrypto.HashSHA1},
+		{pki.AuthECDSA256, ikecrypto.HashSHA256},
+		{pki.AuthECDSA384, ikecrypto.HashSHA384},
+		{pki.AuthECDSA521, ikecrypto.HashSHA512},
+	} {
+		s := &ikeSA{prf: sha1PRF}
+		s.rec.Proposal.AuthMethod = c.method
+		if got := s.authPRF().Alg(); got != c.want {
+			t.Errorf("auth method %d: HASH PRF %v, want %v", c.method, got, c.want)
+		}
+	}
+}
+
+// TestSignatureAuthCurveHash: ECDSA keys under a proposal whose hash is
+// not the curve's still authenticate (both ends use the curve's hash).
+func TestSignatureAuthCurveHash(t *testing.T) {
+	for _, kt := range []pki.KeyType{pki.ECDSA256, pki.ECDSA384} {
+		t.Run(string(kt), func(t *testing.T) {
+			l := newSigLab(t, kt)
+			a, b, w := pairNodes(t, "aes128-sha1-modp2048", "aes128-sha1")
+			w.now = time.Now().Truncate(time.Second)
+			l.pubkey(t, a.eng.conns["to-b"], l.ca, pki.Leaf{CommonName: "a"})
+			l.pubkey(t, b.eng.conns["to-a"], l.ca, pki.Leaf{CommonName: "b"})
+			initiate(t, w, a, "to-b")
+			checkPair(t, a, b)
+		})
+	}
+}
