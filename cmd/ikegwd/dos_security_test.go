@@ -292,6 +292,8 @@ func TestDoSSpoofedMainModeFlood(t *testing.T) {
 	t.Logf("ikegwd engine: %v", st.Engine)
 	t.Logf("ikegwd runtime: %v", st.Runtime)
 	t.Logf("ikegwd log grew %d bytes during the flood", logGrowth)
+	t.Logf("accounted: %d dropped by the runtime + %d received by the engine of %d sent (the rest: kernel socket buffer or in flight)",
+		st.Runtime["dropped_global_rate"]+st.Runtime["dropped_source_rate"], st.Engine["received"], sent)
 
 	if dpd1["dpd_acked"] <= dpd0["dpd_acked"] {
 		b.fail("ikegwd's DPD got no ack in 12 s of flood: before %v after %v", dpd0, dpd1)
@@ -306,7 +308,11 @@ func TestDoSSpoofedMainModeFlood(t *testing.T) {
 	if s2.UniqueID != s.UniqueID {
 		b.fail("strongSwan renegotiated phase 1 during the flood")
 	}
-	// The drops are counted and summarised: the runtime's pre-filter and
+	// The drops are counted (admin API status) ...
+	if st.Runtime["dropped_global_rate"] == 0 || st.Engine["dropped_half_open_limit"] == 0 {
+		b.fail("drop counters did not move: runtime %v engine %v", st.Runtime, st.Engine)
+	}
+	// ... and summarised: the runtime's pre-filter and
 	// the engine's half-open limit both applied.
 	flood := out[logBefore:]
 	if !strings.Contains(flood, "phase 1 rate limits") || !strings.Contains(flood, "dropped_global_rate=") {
