@@ -84,19 +84,30 @@ func (r *Runtime) batchReader(s *socket, recv ESPBatchReceiver) {
 // oobSize holds IP_PKTINFO / IPV6_PKTINFO and UDP_GRO control messages.
 var oobSize = unix.CmsgSpace(unix.SizeofInet6Pktinfo) + unix.CmsgSpace(4)
 
+// espSocketBuffer is the receive and send buffer asked for a NAT-T socket
+// that carries the userspace data plane's ESP: a burst at gigabit rates
+// must not overflow it while the reader waits for a CPU.
+const espSocketBuffer = 4 << 20
+
 // enableGRO turns UDP_GRO on (Linux 5.0); reads then parse the segment
-// size. Without it every datagram arrives alone, which is correct too.
+// size. Without it every datagram arrives alone, which is correct too. It
+// also raises the socket's buffers (beyond net.core.rmem_max with
+// CAP_NET_ADMIN, as the daemon has).
 func (s *socket) enableGRO() {
 	rc, err := s.conn.SyscallConn()
 	if err != nil {
 		return
 	}
 	var serr error
-	if err := rc.Control(func(fd uintptr) {
+	_ = rc.Control(func(fd uintptr) {
+		for _, o := range [][2]int{{unix.SO_RCVBUFFORCE, unix.SO_RCVBUF}, {unix.SO_SNDBUFFORCE, unix.SO_SNDBUF}} {
+			if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o[0], espSocketBuffer) != nil {
+				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o[1], espSocketBuffer)
+			}
+		}
 		serr = unix.SetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_GRO, 1)
-	}); err == nil && serr == nil {
-		s.gro = true
-	}
+	})
+	s.gro = serr == nil
 }
 
 // addrs returns the local and remote address of a datagram read by
