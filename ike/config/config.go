@@ -78,7 +78,7 @@ func ParseDPDAction(s string) (DPDAction, error) {
 // Auth methods.
 const (
 	AuthPSK    = "psk"
-	AuthPubkey = "pubkey" // X.509 certificates, RSA or ECDSA signatures (Main Mode only)
+	AuthPubkey = "pubkey" // X.509 certificates, RSA or ECDSA signatures
 )
 
 // Defaults (strongSwan's where it has one).

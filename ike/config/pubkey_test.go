@@ -29,7 +29,6 @@ func TestPubkeyConfig(t *testing.T) {
 		kind  error
 		text  string
 	}{
-		{"aggressive", append(base[:4:4], "aggressive: true"), ErrNotSupported, "aggressive: auth pubkey is supported in Main Mode only"},
 		{"no cert", []string{"auth: pubkey", "key: gw.key", "cacerts: [ca.pem]"}, ErrMissing, "cert: auth pubkey needs our certificate file"},
 		{"no key", []string{"auth: pubkey", "cert: gw.pem", "cacerts: [ca.pem]"}, ErrMissing, "key: auth pubkey needs the private key file"},
 		{"no CA", []string{"auth: pubkey", "cert: gw.pem", "key: gw.key"}, ErrMissing, "cacerts: auth pubkey needs at least one CA"},
@@ -144,6 +143,9 @@ func TestPubkeyIdentities(t *testing.T) {
 	}
 	if want, _ := pki.ParseDN("O=ikegw lab, CN=peer"); c.RemoteID.Type != IDDERASN1DN || string(c.RemoteID.Data) != string(want) {
 		t.Errorf("remote id %s", c.RemoteID)
+	}
+	if c, err = load("aggressive: true"); err != nil || !c.Aggressive {
+		t.Errorf("aggressive mode with certificates: %v", err)
 	}
 	if c, err = load("local_id: gw"); err != nil || c.LocalID.Type != IDFQDN {
 		t.Errorf("FQDN local id in the certificate's DNS names: %v %v", c, err)

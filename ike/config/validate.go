@@ -137,9 +137,6 @@ func (c *Connection) Validate() error {
 		if c.Pubkey == nil || len(c.Pubkey.Certs) == 0 || c.Pubkey.Key.Signer == nil || c.Pubkey.Trust == nil {
 			return fail("cert", errf(ErrMissing, "auth pubkey needs cert, key and cacerts"))
 		}
-		if c.Aggressive {
-			return fail("aggressive", errf(ErrNotSupported, "auth pubkey is supported in Main Mode only"))
-		}
 	default:
 		return fail("auth", errf(ErrInvalid, "unknown auth method %q (want psk)", clip(c.Auth)))
 	}

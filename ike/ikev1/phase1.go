@@ -83,10 +83,6 @@ func (e *Engine) initiatePhase1(now time.Time, o *out, c *config.Connection, rea
 	if c.Aggressive {
 		mode = isakmp.ExchangeAggressive
 	}
-	if mode == isakmp.ExchangeAggressive && usesSig(c) {
-		e.log.Error("phase 1: certificate authentication is supported in Main Mode only", "conn", c.Name)
-		return nil
-	}
 	p := &phase1{mode: mode, psk: c.PSK, started: now, offer: phase1Offer(c)}
 	s.p1 = p
 	ps := []isakmp.Payload{}
@@ -128,6 +124,7 @@ func (e *Engine) initiatePhase1(now time.Time, o *out, c *config.Connection, rea
 		p.ni = e.randBytes(nonceLen)
 		id := localID(c, c.Local)
 		ps = append(ps, &isakmp.KE{Data: pub}, &isakmp.Nonce{Data: p.ni}, &id)
+		ps = append(ps, certRequests(c)...)
 	}
 	ps = append(ps, &isakmp.VendorID{Data: vidNATT3947}, &isakmp.VendorID{Data: vidDPD})
 	m := &isakmp.Message{Header: s.header(mode, 0), Payloads: ps}
@@ -303,8 +300,8 @@ func (e *Engine) respondPhase1(now time.Time, o *out, pkt Packet, h isakmp.Heade
 	var chosen isakmp.Transform
 	var attrs p1Attrs
 	for _, c := range e.candidates(pkt.Remote.Addr(), aggressive) {
-		if aggressive && (usesSig(c) || !remoteIDAllowed(c, idP, pkt.Remote.Addr())) {
-			continue // certificates are supported in Main Mode only
+		if aggressive && !remoteIDAllowed(c, idP, pkt.Remote.Addr()) {
+			continue
 		}
 		if t, a, ok := selectP1(c, prop.Transforms); ok {
 			conn, chosen, attrs = c, t, a
@@ -357,9 +354,16 @@ func (e *Engine) respondPhase1(now time.Time, o *out, pkt Packet, h isakmp.Heade
 		id := localID(conn, pkt.Local.Addr())
 		s.rec.LocalID = toSAIdentity(&id)
 		hashR := ikecrypto.HashR(s.authPRF(), s.rec.SKEYID, p.gxr, p.gxi, s.rec.Cookies.R[:], s.rec.Cookies.I[:], p.saiB, idBody(&id))
-		reply = append(reply, &isakmp.KE{Data: p.gxr}, &isakmp.Nonce{Data: p.nr}, &id)
+		p.peerCR = len(all[*isakmp.CertRequest](d)) > 0
+		auth, err := authPayloads(conn, p, &id, hashR) // ID, then HASH or [CERT] SIG
+		if err != nil {
+			e.log.Error("phase 1: cannot sign aggressive mode message 2", "conn", conn.Name, "err", err)
+			return
+		}
+		reply = append(reply, &isakmp.KE{Data: p.gxr}, &isakmp.Nonce{Data: p.nr}, auth[0])
+		reply = append(reply, certRequests(conn)...)
 		reply = append(reply, e.natdPayloads(s, p, pkt.Local, pkt.Remote)...)
-		reply = append(reply, &isakmp.Hash{Data: hashR})
+		reply = append(reply, auth[1:]...)
 	}
 	if p.peerNATT {
 		reply = append(reply, &isakmp.VendorID{Data: vidNATT3947})
@@ -848,7 +852,7 @@ func (e *Engine) aggressiveMode(now time.Time, o *out, s *ikeSA, pkt Packet, h i
 		nonce, _, okN := first[*isakmp.Nonce](d)
 		id, idRaw, okID := first[*isakmp.ID](d)
 		hp, _, okH := first[*isakmp.Hash](d)
-		if !okKE || !okN || !okID || !okH {
+		if !okKE || !okN || !okID || (!okH && !usesSig(s.conn)) {
 			e.malformed("aggressive mode message 2 incomplete", nil, pkt)
 			return
 		}
@@ -865,7 +869,15 @@ func (e *Engine) aggressiveMode(now time.Time, o *out, s *ikeSA, pkt Packet, h i
 		p.gxr, p.gxy, p.nr = slices.Clone(ke.Data), gxy, slices.Clone(nonce.Data)
 		deriveKeys(s, p)
 		want := ikecrypto.HashR(s.authPRF(), s.rec.SKEYID, p.gxr, p.gxi, s.rec.Cookies.R[:], s.rec.Cookies.I[:], p.saiB, idRaw[4:])
-		if !ikecrypto.Equal(want, hp.Data) {
+		if usesSig(s.conn) {
+			fp, why, err := verifySigAuth(s.conn, d, id, want, now)
+			if why != "" {
+				e.phase1AuthFailed(o, s, pkt, why, err)
+				return
+			}
+			s.rec.PeerCertSHA256 = fp
+			p.peerCR = len(all[*isakmp.CertRequest](d)) > 0
+		} else if !ikecrypto.Equal(want, hp.Data) {
 			e.phase1AuthFailed(o, s, pkt, "HASH_R does not verify (wrong pre-shared key?)", nil)
 			return
 		}
@@ -884,7 +896,12 @@ func (e *Engine) aggressiveMode(now time.Time, o *out, s *ikeSA, pkt Packet, h i
 		myID := localID(s.conn, s.rec.Local.Addr())
 		s.rec.LocalID = toSAIdentity(&myID)
 		hashI := ikecrypto.HashI(s.authPRF(), s.rec.SKEYID, p.gxi, p.gxr, s.rec.Cookies.I[:], s.rec.Cookies.R[:], p.saiB, idBody(&myID))
-		ps := append([]isakmp.Payload{&isakmp.Hash{Data: hashI}}, natds...)
+		auth, err := authPayloads(s.conn, p, &myID, hashI) // ID (not sent again), then HASH or [CERT] SIG
+		if err != nil {
+			e.log.Error("phase 1: cannot sign aggressive mode message 3", "sa", s.String(), "err", err)
+			return
+		}
+		ps := append(auth[1:], natds...)
 		msg, iv, err := s.encrypt(s.header(isakmp.ExchangeAggressive, 0), ps, p.iv)
 		if err != nil {
 			e.log.Error("phase 1: cannot encrypt message 3", "sa", s.String(), "err", err)
@@ -908,13 +925,21 @@ func (e *Engine) aggressiveMode(now time.Time, o *out, s *ikeSA, pkt Packet, h i
 			e.phase1AuthFailed(o, s, pkt, "message 3 does not decrypt (wrong pre-shared key?)", err)
 			return
 		}
-		hp, _, okH := first[*isakmp.Hash](d)
-		if !okH {
+		want := ikecrypto.HashI(s.authPRF(), s.rec.SKEYID, p.gxi, p.gxr, s.rec.Cookies.I[:], s.rec.Cookies.R[:], p.saiB, p.idPeerB)
+		if usesSig(s.conn) {
+			r := s.rec.RemoteID
+			peerID := &isakmp.ID{IDType: isakmp.IDType(r.Type), Protocol: r.Protocol, Port: r.Port, Data: r.Data}
+			fp, why, err := verifySigAuth(s.conn, d, peerID, want, now)
+			if why != "" {
+				e.refusePhase1(o, s, pkt, iv, true)
+				e.phase1AuthFailed(o, s, pkt, why, err)
+				return
+			}
+			s.rec.PeerCertSHA256 = fp
+		} else if hp, _, okH := first[*isakmp.Hash](d); !okH {
 			e.phase1AuthFailed(o, s, pkt, "message 3 lacks HASH", nil)
 			return
-		}
-		want := ikecrypto.HashI(s.authPRF(), s.rec.SKEYID, p.gxi, p.gxr, s.rec.Cookies.I[:], s.rec.Cookies.R[:], p.saiB, p.idPeerB)
-		if !ikecrypto.Equal(want, hp.Data) {
+		} else if !ikecrypto.Equal(want, hp.Data) {
 			e.phase1AuthFailed(o, s, pkt, "HASH_I does not verify (wrong pre-shared key?)", nil)
 			return
 		}
