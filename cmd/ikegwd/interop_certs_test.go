@@ -53,6 +53,7 @@ type certOpts struct {
 	ifAsked     bool            // send_cert ifasked on both sides (certificates only after a CR)
 	gwViaInter  bool            // ikegwd's certificate comes from an intermediate CA (sent with it)
 	ike         string          // IKE proposal on both sides (default certIKE)
+	aggressive  bool            // Aggressive Mode on both sides
 	dpd         time.Duration
 }
 
@@ -188,6 +189,11 @@ func newCertBed(t *testing.T, o certOpts) (*bed, *certLab) {
 	if o.gwRemoteID != "" {
 		extra += fmt.Sprintf("    remote_id: %q\n", o.gwRemoteID)
 	}
+	swanAggressive := "no"
+	if o.aggressive {
+		extra += "    aggressive: true\n"
+		swanAggressive = "yes"
+	}
 	swanSendCert := "always"
 	if o.ifAsked {
 		extra += "    send_cert: ifasked\n"
@@ -269,7 +275,7 @@ connections:
     local_addrs = %s
     remote_addrs = %s
     proposals = %s
-    aggressive = no
+    aggressive = %s
     send_cert = %s
     dpd_delay = %ds
     rekey_time = 4h
@@ -290,7 +296,7 @@ connections:
     }
   }
 }
-`, peerPub.Addr(), gwPub.Addr(), o.ike, swanSendCert, int(o.dpd/time.Second), remoteID, peerNet, gwNet, certESP)
+`, peerPub.Addr(), gwPub.Addr(), o.ike, swanAggressive, swanSendCert, int(o.dpd/time.Second), remoteID, peerNet, gwNet, certESP)
 	must(t, os.WriteFile(filepath.Join(swDir, "swanctl.conf"), []byte(swc), 0o600))
 	if out, err := b.swan.Swanctl(ctx, "--load-all", "--clear"); err != nil {
 		t.Fatalf("swanctl --load-all with certificates: %v\n%s", err, out)
@@ -397,6 +403,72 @@ func TestInteropCertsIntermediate(t *testing.T) {
 		b.fail("strongSwan did not validate ikegwd's certificate through the intermediate it sent")
 	}
 	b.ping(ctx, 3)
+}
+
+// TestInteropCertsAggressive: Aggressive Mode with certificates, both
+// roles, RSA and ECDSA; and a refused certificate on each side.
+func TestInteropCertsAggressive(t *testing.T) {
+	for _, kt := range []pki.KeyType{pki.RSA2048, pki.ECDSA256} {
+		for _, gwInit := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/ikegw-initiates=%t", kt, gwInit), func(t *testing.T) {
+				b, _ := newCertBed(t, certOpts{kt: kt, aggressive: true, swanRemote: "O=ikegw lab, CN=gw"})
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				if gwInit {
+					must(t, b.post(api.PathInitiate, "conn=peer"))
+				} else {
+					must(t, b.swan.Initiate(ctx, "net"))
+				}
+				b.agree(ctx)
+				log := b.swan.Log()
+				if !strings.Contains(log, "Aggressive Mode") || !strings.Contains(log, "authentication of 'O=ikegw lab, CN=gw' with") {
+					b.fail("strongSwan did not authenticate ikegwd's certificate in Aggressive Mode")
+				}
+				b.ping(ctx, 3)
+			})
+		}
+	}
+	expired := func(l *pki.Leaf) {
+		l.NotBefore, l.NotAfter = time.Now().Add(-48*time.Hour), time.Now().Add(-time.Hour)
+	}
+	for _, c := range []struct {
+		name    string
+		opts    certOpts
+		gwInit  bool
+		gwLog   string
+		swanLog string
+	}{
+		// ikegwd responds and refuses strongSwan's certificate in message 3.
+		{"ikegw-refuses", certOpts{peerOther: true}, false, "peer certificate not issued by a trusted CA", "received DELETE for IKE_SA"},
+		// strongSwan responds and refuses ikegwd's in message 3.
+		{"strongswan-refuses", certOpts{gwLeaf: expired}, true, "", "subject certificate invalid"},
+		// ikegwd initiates and refuses strongSwan's in message 2.
+		{"ikegw-refuses-message-2", certOpts{peerLeaf: expired}, true, "peer certificate expired or not yet valid", ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			c.opts.kt, c.opts.aggressive = pki.ECDSA256, true
+			b, _ := newCertBed(t, c.opts)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if c.gwInit {
+				must(t, b.post(api.PathInitiate, "conn=peer"))
+			} else {
+				b.swan.Initiate(ctx, "net") // fails or is deleted
+			}
+			if !waitLog(ctx, b.gw.Output, c.gwLog) || !waitLog(ctx, b.swan.Log, c.swanLog) {
+				b.fail("logs lack %q (ikegwd) or %q (strongSwan)", c.gwLog, c.swanLog)
+			}
+			for len(b.gwSAs().IKE)+len(b.gwSAs().Children) != 0 {
+				if ctx.Err() != nil {
+					b.fail("ikegwd kept SAs after a refused Aggressive Mode: %+v", b.gwSAs())
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+			if sas, _ := b.swan.ListSAs(ctx); swanUp(sas) {
+				b.fail("strongSwan established")
+			}
+		})
+	}
 }
 
 // TestInteropCertsResume: TestInteropResume with a certificate

@@ -436,3 +436,48 @@ func TestSignatureAuthCurveHash(t *testing.T) {
 		})
 	}
 }
+
+// TestSignatureAuthAggressive: Aggressive Mode with certificates, RSA and
+// ECDSA: CR in messages 1 and 2, [CERT] SIG in 2 and 3; and a refused
+// initiator certificate in message 3 leaves neither side with an SA.
+func TestSignatureAuthAggressive(t *testing.T) {
+	for _, kt := range []pki.KeyType{pki.RSA2048, pki.ECDSA256, pki.ECDSA384} {
+		for _, sendCert := range []string{config.SendCertAlways, config.SendCertIfAsked} {
+			t.Run(string(kt)+"/"+sendCert, func(t *testing.T) {
+				_, a, b, w := sigPair(t, kt)
+				for _, c := range []*config.Connection{a.eng.conns["to-b"], b.eng.conns["to-a"]} {
+					c.Aggressive = true
+					c.Pubkey.SendCert = sendCert
+				}
+				initiate(t, w, a, "to-b")
+				ia, _, _ := checkPair(t, a, b)
+				ib := onlyIKE(t, b)
+				certA := a.eng.conns["to-b"].Pubkey.Certs[0]
+				certB := b.eng.conns["to-a"].Pubkey.Certs[0]
+				if !bytes.Equal(ia.PeerCertSHA256, pki.Fingerprint(certB)) || !bytes.Equal(ib.PeerCertSHA256, pki.Fingerprint(certA)) {
+					t.Fatal("peer certificate fingerprints not recorded")
+				}
+				if a.eng.Stats().Phase1Done != 1 {
+					t.Fatalf("phase 1s: %d", a.eng.Stats().Phase1Done)
+				}
+			})
+		}
+	}
+	t.Run("refused", func(t *testing.T) {
+		l, a, b, w := sigPair(t, pki.ECDSA256)
+		for _, c := range []*config.Connection{a.eng.conns["to-b"], b.eng.conns["to-a"]} {
+			c.Aggressive = true
+		}
+		l.pubkey(t, a.eng.conns["to-b"], l.other, pki.Leaf{CommonName: "a"})
+		a.eng.conns["to-b"].Aggressive = true
+		var logs bytes.Buffer
+		b.eng.log = slog.New(slog.NewTextHandler(&logs, nil))
+		initiate(t, w, a, "to-b")
+		if len(a.eng.ikes)+len(b.eng.ikes) != 0 || len(b.store) != 0 {
+			t.Fatalf("SAs left: initiator %d, responder %d", len(a.eng.ikes), len(b.eng.ikes))
+		}
+		if !strings.Contains(logs.String(), "peer certificate not issued by a trusted CA") {
+			t.Fatalf("responder log:\n%s", logs.String())
+		}
+	})
+}
