@@ -42,7 +42,7 @@ func root() *cobra.Command {
 		SilenceUsage: true,
 	}
 	cmd.PersistentFlags().StringVar(&socket, "socket", DefaultSocket, "control socket of the running lab")
-	cmd.AddCommand(runCmd(&socket), failoverCmd(&socket), stopCmd(&socket), statusCmd(&socket))
+	cmd.AddCommand(runCmd(&socket), failoverCmd(&socket), stopCmd(&socket), statusCmd(&socket), benchCmd())
 	return cmd
 }
 

@@ -23,6 +23,21 @@ var (
 	PeerNet   = netip.MustParsePrefix("10.2.0.0/24")
 	// PeerProtected is the address on the peer's lo the ping goes to.
 	PeerProtected = netip.MustParseAddr("10.2.0.1")
+	// LoadOutside is the load generator's address on the outside segment;
+	// LoadNet holds its source addresses (one per tunnel, on its lo), and
+	// LoadTS the traffic selectors its tunnels propose (one /32 each).
+	LoadOutside = netip.MustParsePrefix("192.0.2.200/24")
+	LoadNet     = netip.MustParsePrefix("198.18.0.0/16")
+	LoadTS      = netip.MustParsePrefix("10.200.0.0/16")
+)
+
+// maxLoadTunnels bounds Options.LoadTunnels (addresses in LoadNet).
+const maxLoadTunnels = 60000
+
+// Load tunnels' proposals (the handshake benchmark's).
+const (
+	LoadIKEProposal = "aes128-sha256-ecp256"
+	LoadESPProposal = "aes128-sha256"
 )
 
 // Ports of the cluster links.
@@ -92,6 +107,8 @@ type configParams struct {
 	// Raft timings (cluster.heartbeat_timeout, election_timeout,
 	// leader_lease).
 	Heartbeat, Election, Lease time.Duration
+	// Load adds the "load" connection for the load generator.
+	Load bool
 }
 
 // nodeConfig renders the ikegwd configuration file of member self.
@@ -152,5 +169,17 @@ connections:
       - {name: net, local_ts: [%s], remote_ts: [%s], esp_proposals: [%s]}
 `, IfOutside, OutsideVIP, IfInside, InsideVIP, OutsideVIP.Addr(), PeerOutside.Addr(), q(filepath.Join(p.Dir, "psk")),
 		IKEProposal, p.DPDDelay, InsideNet, PeerNet, ESPProposal)
+	if p.Load {
+		fmt.Fprintf(&b, `  - name: load
+    local_addrs: %s
+    remote_addrs: "%%any"
+    remote_id: "%%any"
+    psk_file: %s
+    proposals: [%s]
+    dpd_delay: 0s
+    children:
+      - {name: net, local_ts: [%s], remote_ts: [%s], esp_proposals: [%s]}
+`, OutsideVIP.Addr(), q(filepath.Join(p.Dir, "psk")), LoadIKEProposal, InsideNet, LoadTS, LoadESPProposal)
+	}
 	return b.String()
 }

@@ -2,8 +2,11 @@ package gwlab
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
+	"os/exec"
 	"slices"
 	"strings"
 	"syscall"
@@ -24,6 +27,10 @@ const (
 	NodeDeath Kind = "node-death"
 	// Planned: SIGTERM to the active ikegwd, which hands over.
 	Planned Kind = "planned"
+	// PlannedCLI: `ikegwctl failover --to OTHER` against the active
+	// ikegwd (Options.Ctl), which hands over to that gateway and stays up
+	// as a standby.
+	PlannedCLI Kind = "planned-cli"
 )
 
 // SeqFailure is what strongSwan logs when an ESP packet's sequence number
@@ -311,8 +318,10 @@ func (l *Lab) Failover(ctx context.Context, kind Kind) (Report, error) {
 				err = fmt.Errorf("gwlab: %s: SIGTERM to pid %d: %w", active, pid, kerr)
 			}
 		}
+	case PlannedCLI:
+		err = l.ctlFailover(ctx, n)
 	default:
-		err = fmt.Errorf("%w: failover kind %q: want %s, %s or %s", ErrOptions, kind, DaemonDeath, NodeDeath, Planned)
+		err = fmt.Errorf("%w: failover kind %q: want %s, %s, %s or %s", ErrOptions, kind, DaemonDeath, NodeDeath, Planned, PlannedCLI)
 	}
 	if err != nil {
 		return r, err
@@ -367,6 +376,34 @@ func (l *Lab) Failover(ctx context.Context, kind Kind) (Report, error) {
 	l.log.Info("gwlab: failover", "kind", kind, "killed", r.Killed, "new_active", r.NewActive,
 		"outage_ms", r.Gap.Milliseconds(), "lost", r.Lost, "sa_unchanged", r.PeerSAUnchanged, "spis_unchanged", r.SPIsUnchanged, "seq_failures", r.SeqFailures)
 	return r, errors.Join(errs...)
+}
+
+// ctlFailover runs `ikegwctl --socket SOCK failover --to OTHER` against
+// active node n, OTHER being the first other gateway whose links are up.
+func (l *Lab) ctlFailover(ctx context.Context, n *Node) error {
+	if l.opts.Ctl == "" {
+		return fmt.Errorf("%w: a %s failover needs Options.Ctl (the ikegwctl binary)", ErrOptions, PlannedCLI)
+	}
+	to := ""
+	for _, o := range l.nodes {
+		o.mu.Lock()
+		cut := o.cut
+		o.mu.Unlock()
+		if o != n && !o.Witness && !cut {
+			to = o.Name
+			break
+		}
+	}
+	if to == "" {
+		return fmt.Errorf("gwlab: no other gateway to hand %s's role to", n.Name)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, l.opts.Ctl, "--socket", n.Socket, "failover", "--to", to).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("gwlab: ikegwctl failover --to %s on %s: %w: %s", to, n.Name, err, strings.TrimSpace(string(out)))
+	}
+	return nil
 }
 
 // cleanTimeout bounds waiting for a dead daemon's leftovers to go.
@@ -436,4 +473,85 @@ func (l *Lab) NodeAdminStatus(ctx context.Context, name string) (Status, error) 
 	var s Status
 	err = adminGet(ctx, n.Socket, "/v1/status", &s)
 	return s, err
+}
+
+// ExpireARP makes the peer and the protected host forget the VIPs' MAC
+// addresses, as 60 s of ARP ageing would (their neighbour entries for the
+// VIPs are deleted, so the next packet resolves them again), then waits
+// until a ping sent after that is answered and both resolved each VIP to
+// gateway active's own interface. After a daemon death that shows the dead
+// node answers no ARP for the VIPs any more: had it answered, an entry
+// could name its MAC, and packets sent to it would be lost.
+func (l *Lab) ExpireARP(ctx context.Context, active string) error {
+	n, err := l.Node(active)
+	if err != nil {
+		return err
+	}
+	checks := []struct {
+		ns   string
+		dev  string
+		vip  netip.Addr
+		gwIf string
+	}{{l.Peer.Name(), "eth0", OutsideVIP.Addr(), IfOutside}, {l.Host.Name(), "eth0", InsideVIP.Addr(), IfInside}}
+	for _, c := range checks {
+		if out, err := exec.CommandContext(ctx, "ip", "-n", c.ns, "neigh", "flush", "to", c.vip.String(), "dev", c.dev).CombinedOutput(); err != nil {
+			return fmt.Errorf("gwlab: ip -n %s neigh flush %s: %w: %s", c.ns, c.vip, err, strings.TrimSpace(string(out)))
+		}
+	}
+	mark := time.Now()
+	if err := l.waitReply(ctx, mark); err != nil {
+		return fmt.Errorf("gwlab: after the VIPs' ARP entries expired: %w", err)
+	}
+	for _, c := range checks {
+		want, err := linkMAC(ctx, n.NS.Name(), c.gwIf)
+		if err != nil {
+			return err
+		}
+		for {
+			got, state, err := neighMAC(ctx, c.ns, c.vip)
+			if err == nil && got == want && state != "INCOMPLETE" && state != "FAILED" {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("gwlab: %s resolves %s to %q (%s, err %v), want %s's %s %s: %w", c.ns, c.vip, got, state, err, active, c.gwIf, want, ctx.Err())
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}
+	return nil
+}
+
+// linkMAC is the hardware address of interface dev in namespace ns.
+func linkMAC(ctx context.Context, ns, dev string) (string, error) {
+	out, err := exec.CommandContext(ctx, "ip", "-n", ns, "-j", "link", "show", "dev", dev).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("gwlab: ip -n %s link show %s: %w: %s", ns, dev, err, strings.TrimSpace(string(out)))
+	}
+	var links []struct {
+		Address string `json:"address"`
+	}
+	if err := json.Unmarshal(out, &links); err != nil || len(links) != 1 {
+		return "", fmt.Errorf("gwlab: ip -n %s link show %s: unexpected output %q (%v)", ns, dev, out, err)
+	}
+	return links[0].Address, nil
+}
+
+// neighMAC is namespace ns's neighbour entry for addr: MAC and state.
+func neighMAC(ctx context.Context, ns string, addr netip.Addr) (mac, state string, err error) {
+	out, err := exec.CommandContext(ctx, "ip", "-n", ns, "-j", "neigh", "show", "to", addr.String()).CombinedOutput()
+	if err != nil {
+		return "", "", fmt.Errorf("gwlab: ip -n %s neigh show %s: %w: %s", ns, addr, err, strings.TrimSpace(string(out)))
+	}
+	var ents []struct {
+		LLAddr string   `json:"lladdr"`
+		State  []string `json:"state"`
+	}
+	if err := json.Unmarshal(out, &ents); err != nil {
+		return "", "", fmt.Errorf("gwlab: ip -n %s neigh show %s: unexpected output %q: %w", ns, addr, out, err)
+	}
+	if len(ents) == 0 {
+		return "", "NONE", nil
+	}
+	return ents[0].LLAddr, strings.Join(ents[0].State, ","), nil
 }

@@ -2,11 +2,15 @@ package gwlab
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -77,13 +81,14 @@ func buildT(t *testing.T, o Options) *Lab {
 // against the new active, and a planned failover (SIGTERM) loses at most
 // one ping.
 func TestFailover(t *testing.T) {
-	l := buildT(t, Options{Gateways: 2, Witness: true})
-	ctx, cancel := context.WithTimeout(context.Background(), 170*time.Second)
+	l := buildT(t, Options{Gateways: 2, Witness: true, Ctl: ikegwctlT(t)})
+	ctx, cancel := context.WithTimeout(context.Background(), 240*time.Second)
 	defer cancel()
 	if !l.Supervised() {
 		t.Log("ikegwd has no supervise subcommand: gateways run `ikegwd run` directly")
 	}
 
+	minUnplanned := 1 << 30 // fewest pings an unplanned failover lost
 	for round := range 5 {
 		kind := DaemonDeath
 		if round%2 == 1 {
@@ -105,6 +110,25 @@ func TestFailover(t *testing.T) {
 		}
 		if !r.OK() || !r.ActiveAgrees {
 			t.Fatalf("round %d: not seamless:\n%s\nbefore: %s\nafter:  %s", round+1, r, r.Before, r.After)
+		}
+		minUnplanned = min(minUnplanned, r.Lost)
+		if round == 0 {
+			// Issue 5: after a daemon-only death, once the ARP caches
+			// expired and were refreshed (60 s on real hosts) the peer
+			// still reaches the new active. Rather than wait 60 s (or
+			// lower the peer's base_reachable_time and wait for a
+			// STALE/PROBE cycle, which only re-confirms the entry by
+			// unicast), the test deletes the peer's and the host's
+			// neighbour entries for the VIPs, the end state of ageing,
+			// so the next packet resolves them by broadcast ARP, which the
+			// dead node would answer if it still held a VIP.
+			actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err := l.ExpireARP(actx, r.NewActive)
+			cancel()
+			if err != nil {
+				t.Fatalf("round %d: after the daemon death of %s: %v", round+1, r.Killed, err)
+			}
+			t.Logf("round %d: ARP entries expired and re-resolved to %s; ping flows", round+1, r.NewActive)
 		}
 		seq := strings.Count(l.Swan().Log(), SeqFailure)
 		restartAt := time.Now()
@@ -185,21 +209,61 @@ func TestFailover(t *testing.T) {
 		}
 	})
 
+	// Planned failovers, alternating SIGTERM to the active ikegwd and
+	// `ikegwctl failover --to OTHER`; each hands over to a target that
+	// staged its takeover first (see failover's package documentation).
 	t.Run("planned", func(t *testing.T) {
-		r, err := l.Failover(ctx, Planned)
-		t.Logf("planned failover: outage %d ms, lost %d of %d (%s -> %s)", r.Gap.Milliseconds(), r.Lost, r.Sent, r.Killed, r.NewActive)
-		if err != nil {
-			t.Fatalf("%v\n%s", err, r)
+		kinds := []Kind{Planned, PlannedCLI, Planned, PlannedCLI}
+		var lost []int
+		for i, kind := range kinds {
+			r, err := l.Failover(ctx, kind)
+			for try := 0; err != nil && r.NewActive == "" && strings.Contains(err.Error(), "not active: ask the active node") && try < 3; try++ {
+				// The node found active lost the role (a fence on a
+				// starved machine) before the CLI reached it: nothing
+				// was handed over; ask the active one again.
+				t.Logf("planned %d: %v; again", i+1, err)
+				time.Sleep(500 * time.Millisecond)
+				r, err = l.Failover(ctx, kind)
+			}
+			t.Logf("planned %d (%s): outage %d ms, lost %d of %d (%s -> %s)", i+1, kind, r.Gap.Milliseconds(), r.Lost, r.Sent, r.Killed, r.NewActive)
+			if sp := r.Split; sp != nil {
+				t.Logf("planned %d: new active after %d ms; its takeover: load %.1f, commit %.1f (0: staged), install %.1f, engine %.1f ms",
+					i+1, r.Takeover.Milliseconds(), sp.LoadMS, sp.CommitMS, sp.InstallMS, sp.EngineMS)
+			}
+			if err != nil {
+				t.Fatalf("%v\n%s", err, r)
+			}
+			if !r.OK() {
+				t.Fatalf("planned failover not seamless:\n%s", r)
+			}
+			lost = append(lost, r.Lost)
+			if kind == Planned {
+				// SIGTERM stops the old active's ikegwd after the handover.
+				if err := l.Restart(ctx, r.Killed); err != nil {
+					t.Fatalf("restarting %s: %v", r.Killed, err)
+				}
+			}
 		}
-		if !r.OK() {
-			t.Fatalf("planned failover not seamless:\n%s", r)
+		// Issue 5 wants at most one lost ping per planned failover. What
+		// is left between the old active's release and the target's claim
+		// is Raft round trips (transfer, the vote with its fsyncs, the new
+		// leader's quorum check): 6-8 ms on a quiet machine, that is at most
+		// one ping at 10 ms, but 15-50 ms when the shared 2-core machine
+		// runs at a load of 10+. Like the benchmarks, the test then compares
+		// within the run: the lower median of the planned runs must stay
+		// within plannedCIMaxLost or a quarter of the fewest pings an
+		// unplanned failover lost above (a handover that fell back to an
+		// unstaged takeover, or a regression, fails), and every run above
+		// one ping is reported as an acceptance gap (BENCHMARKS.md).
+		sorted := slices.Clone(lost)
+		slices.Sort(sorted)
+		bound := max(plannedCIMaxLost, minUnplanned/4)
+		if med := sorted[(len(sorted)-1)/2]; med > bound {
+			t.Errorf("planned failovers lost %v pings: lower median %d > %d (unplanned ones lost at least %d; issue 5 wants at most %d each)",
+				lost, med, bound, minUnplanned, plannedMaxLost)
 		}
-		if r.Lost > plannedMaxLost {
-			// Issue 5 asks for at most one; ikegwd's handover (VIPs
-			// released before the new active claims them) loses 3-4 at a
-			// 10 ms interval on this machine today. Reported, not failed,
-			// until the handover is make-before-break: see the lead's note.
-			t.Logf("ACCEPTANCE GAP: planned failover lost %d pings, issue 5 wants at most %d", r.Lost, plannedMaxLost)
+		if sorted[len(sorted)-1] > plannedMaxLost {
+			t.Logf("ACCEPTANCE GAP: planned failovers lost %v pings; issue 5 wants at most %d each (unplanned ones lost at least %d)", lost, plannedMaxLost, minUnplanned)
 		}
 	})
 	if strings.Contains(l.Swan().Log(), SeqFailure) {
@@ -207,8 +271,38 @@ func TestFailover(t *testing.T) {
 	}
 }
 
-// plannedMaxLost is issue 5's bound on pings lost in a planned failover.
-const plannedMaxLost = 1
+// plannedMaxLost is issue 5's bound on pings lost in a planned failover;
+// plannedCIMaxLost the bound the test enforces on a loaded machine.
+const (
+	plannedMaxLost   = 1
+	plannedCIMaxLost = 3
+)
+
+var (
+	ctlOnce sync.Once
+	ctlBin  string
+	ctlErr  error
+)
+
+// ikegwctlT builds ikegwctl from this tree once per test binary (next to
+// the ikegwd TestMain built, or in a directory of the first caller).
+func ikegwctlT(t *testing.T) string {
+	t.Helper()
+	ctlOnce.Do(func() {
+		dir := filepath.Dir(ikegwdBin)
+		if os.Getenv("IKEGW_LAB_IKEGWD") != "" {
+			dir = t.TempDir()
+		}
+		ctlBin = filepath.Join(dir, "ikegwctl")
+		if out, err := exec.Command("go", "build", "-o", ctlBin, "ikegw/cmd/ikegwctl").CombinedOutput(); err != nil {
+			ctlErr = fmt.Errorf("building ikegwctl: %w\n%s", err, out)
+		}
+	})
+	if ctlErr != nil {
+		t.Fatal(ctlErr)
+	}
+	return ctlBin
+}
 
 func agreeNow(ctx context.Context, l *Lab, node string, p PeerState) bool {
 	ok, err := l.agrees(ctx, node, p)

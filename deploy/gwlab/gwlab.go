@@ -69,6 +69,15 @@ type Options struct {
 	Dir string
 	// Bin is the ikegwd binary (required).
 	Bin string
+	// Ctl is the ikegwctl binary, needed only for PlannedCLI failovers.
+	Ctl string
+	// LoadTunnels > 0 adds a load namespace on the outside segment
+	// (LoadOutside, with LoadTunnels source addresses from LoadNet on its
+	// lo) and a second connection "load" on the gateways (PSK, any remote,
+	// no DPD); SetupLoad then sets up that many tunnels with Ikeload.
+	LoadTunnels int
+	// Ikeload is the cmd/ikeload binary (required with LoadTunnels).
+	Ikeload string
 	// NoSupervisor runs `ikegwd run` even when `ikegwd supervise` exists.
 	NoSupervisor bool
 	// Logger gets one line per lab event; slog.Default() if nil.
@@ -159,6 +168,12 @@ func (o *Options) setDefaults() error {
 			return fmt.Errorf("%w: Raft timing %v: want at least 5ms", ErrOptions, *d.v)
 		}
 	}
+	if o.LoadTunnels < 0 || o.LoadTunnels > maxLoadTunnels {
+		return fmt.Errorf("%w: LoadTunnels %d: want 0..%d", ErrOptions, o.LoadTunnels, maxLoadTunnels)
+	}
+	if o.LoadTunnels > 0 && o.Ikeload == "" {
+		return fmt.Errorf("%w: LoadTunnels %d needs Ikeload (the ikeload binary)", ErrOptions, o.LoadTunnels)
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -215,8 +230,10 @@ type Lab struct {
 	nodes      []*Node
 	supervised bool
 
-	Peer   *lab.NS
-	Host   *lab.NS
+	Peer *lab.NS
+	Host *lab.NS
+	// Load is the load generator's namespace (nil without LoadTunnels).
+	Load   *lab.NS
 	swan   *lab.Swan
 	pinger *lab.Pinger
 
@@ -335,7 +352,7 @@ func (l *Lab) writeFiles(ctx context.Context, members []nodePlan) error {
 		return fmt.Errorf("gwlab: %w", err)
 	}
 	p := configParams{Dir: l.dir, Dataplane: l.opts.Dataplane, DPDDelay: l.opts.DPDDelay, LogLevel: l.opts.LogLevel, Members: members,
-		Heartbeat: l.opts.HeartbeatTimeout, Election: l.opts.ElectionTimeout, Lease: l.opts.LeaderLease}
+		Heartbeat: l.opts.HeartbeatTimeout, Election: l.opts.ElectionTimeout, Lease: l.opts.LeaderLease, Load: l.opts.LoadTunnels > 0}
 	for _, m := range members {
 		if err := ca.IssueNode(certDir, m.Name, nil, []net.IP{m.Cluster.AsSlice()}); err != nil {
 			return fmt.Errorf("gwlab: %w", err)
@@ -452,6 +469,11 @@ func (l *Lab) buildNetwork(ctx context.Context, members []nodePlan) error {
 	if _, err := l.Peer.AddLoopbackAddr(ctx, PeerNet); err != nil {
 		return err
 	}
+	if l.opts.LoadTunnels > 0 {
+		if err := l.buildLoad(ctx, outside); err != nil {
+			return err
+		}
+	}
 	if l.Host, err = b.NewNS(ctx, "host"); err != nil {
 		return err
 	}
@@ -469,7 +491,16 @@ func (l *Lab) buildNetwork(ctx context.Context, members []nodePlan) error {
 // lookup (the userspace one routes the peer's net into its TUN itself). A
 // real gateway has its upstream route; here the peer is the upstream.
 func (l *Lab) addRoutes(ctx context.Context, n *Node) error {
-	if n.Witness || l.opts.Dataplane == "userspace" {
+	if n.Witness {
+		return nil
+	}
+	if l.opts.LoadTunnels > 0 {
+		// IKE answers to the load generator's source addresses.
+		if err := n.NS.AddRoute(ctx, LoadNet, LoadOutside.Addr(), IfOutside); err != nil {
+			return err
+		}
+	}
+	if l.opts.Dataplane == "userspace" {
 		return nil
 	}
 	return n.NS.AddRoute(ctx, PeerNet, PeerOutside.Addr(), IfOutside)

@@ -92,7 +92,8 @@ func (m *member) activate(ctx context.Context) (err error) {
 		} else {
 			t.Staged = true
 			t.Load, t.Install = st.load, st.install
-			return m.start(ctx, st.rt, st.ikes, st.live, &t)
+			m.startStaged(st, &t)
+			return nil
 		}
 	}
 	ikes, kids, err := loadAll(m.node.Store())
@@ -123,7 +124,7 @@ func (m *member) activate(ctx context.Context) (err error) {
 	mark = time.Now()
 	m.install(ctx, live)
 	t.Install = time.Since(mark)
-	rt, err := m.newRuntime()
+	_, rt, err := m.newRuntime()
 	if err != nil {
 		return err
 	}
@@ -142,10 +143,10 @@ func (m *member) install(ctx context.Context, live []*sa.ChildSA) {
 
 // newRuntime builds the engine and the IKE runtime (sockets bound to the
 // VIPs with IP_FREEBIND); nothing runs until start.
-func (m *member) newRuntime() (*runtime.Runtime, error) {
+func (m *member) newRuntime() (*ikev1.Engine, *runtime.Runtime, error) {
 	eng, err := ikev1.New(ikev1.Config{Connections: m.cfg.connections(), Log: m.log.With("component", "ike")})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	rt, err := runtime.New(runtime.Config{
 		Engine: eng, Listen: m.cfg.ListenAddrs(), Port: m.cfg.IKE.Port, NATTPort: m.cfg.IKE.NATTPort, FreeBind: true,
@@ -153,9 +154,9 @@ func (m *member) newRuntime() (*runtime.Runtime, error) {
 		Log: m.log.With("component", "runtime"),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("takeover: IKE sockets: %w", err)
+		return nil, nil, fmt.Errorf("takeover: IKE sockets: %w", err)
 	}
-	return rt, nil
+	return eng, rt, nil
 }
 
 // start runs rt, restores the engine from the records (the pairs are
@@ -179,7 +180,13 @@ func (m *member) start(ctx context.Context, rt *runtime.Runtime, ikes []*sa.IKES
 	m.lastTakeover = *t
 	m.log.Info("takeover complete", "ike_sas", len(ikes), "child_sas", len(live), "staged", t.Staged,
 		"load", t.Load, "commit", t.Commit, "install", t.Install, "engine", t.Engine, "total", time.Since(t.Started))
-	// Connections this node should start and that have no SA yet.
+	m.initiateMissing(ctx, rt, ikes)
+	return nil
+}
+
+// initiateMissing starts the connections this node should initiate and
+// that have no established IKE SA among ikes.
+func (m *member) initiateMissing(ctx context.Context, rt *runtime.Runtime, ikes []*sa.IKESA) {
 	for _, c := range m.cfg.connections() {
 		if !c.Initiate {
 			continue
@@ -196,7 +203,6 @@ func (m *member) start(ctx context.Context, rt *runtime.Runtime, ikes []*sa.IKES
 			}
 		}
 	}
-	return nil
 }
 
 // deactivate stops answering IKE and removes the data plane's SAs (the
@@ -240,14 +246,42 @@ var errNotActive = errors.New("this node is not the active gateway")
 // stagedTakeover is a takeover prepared on the target of a planned handover
 // while the old active still holds the VIPs: the records read, the pairs
 // installed with the jumped counters the handover committed, the runtime
-// built (sockets bound, nothing running).
+// built (sockets bound, nothing running) and its engine restored.
 type stagedTakeover struct {
 	id, term      uint64
 	ikes          []*sa.IKESA
 	live          []*sa.ChildSA
 	rt            *runtime.Runtime
+	timers        []ikev1.Action // the restored engine's, armed at activation
 	at            time.Time
 	load, install time.Duration
+}
+
+// startStaged starts the runtime of a staged takeover, whose engine was
+// restored while staging: its timers are armed by the runtime's loop before
+// it handles any packet (events are handled in order), so the activation
+// does not wait for the loop. m.mu is held.
+func (m *member) startStaged(st *stagedTakeover, t *TakeoverTimes) {
+	mark := time.Now()
+	rt := st.rt
+	m.sender.rt.Store(rt)
+	go rt.Run(context.Background())
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		err := rt.Do(ctx, func(time.Time, *ikev1.Engine) ([]ikev1.Action, error) { return st.timers, nil })
+		if err != nil && !errors.Is(err, runtime.ErrClosed) {
+			m.log.Error("takeover: arming the restored engine's timers failed", "err", err)
+		}
+		m.initiateMissing(ctx, rt, st.ikes)
+	}()
+	t.Engine = time.Since(mark)
+	t.IKESAs, t.ChildSAs = len(st.ikes), len(st.live)
+	m.rt = rt
+	m.activatedAt = time.Now()
+	m.lastTakeover = *t
+	m.log.Info("takeover complete", "ike_sas", t.IKESAs, "child_sas", t.ChildSAs, "staged", true,
+		"load", t.Load, "install", t.Install, "engine", t.Engine, "total", time.Since(t.Started))
 }
 
 // stagedLife is how long a staged takeover waits for the leadership.
@@ -298,7 +332,16 @@ func (m *member) stage(ctx context.Context, h cluster.HandoverBody) {
 	mark := time.Now()
 	m.install(ctx, st.live)
 	st.install = time.Since(mark)
-	if st.rt, err = m.newRuntime(); err != nil {
+	eng, rt, err := m.newRuntime()
+	if err == nil {
+		// The engine is not running yet: restore it here, and let the
+		// activation arm the timers.
+		st.rt = rt
+		if st.timers, err = eng.Restore(time.Now(), ikes, st.live, ikev1.RestoreOptions{}); err != nil {
+			rt.Close()
+		}
+	}
+	if err != nil {
 		m.log.Warn("handover: staging failed; the takeover will start from scratch", "err", err)
 		if err := m.dp.Flush(ctx); err != nil {
 			m.log.Error("handover: data plane flush failed", "err", err)

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# bench/failover.sh: failover outage vs tunnel count (issue 5 target, issue 7
+# item 2). For each N in SIZES (1 100 1000) it builds the cluster lab
+# (2 gateways + witness, userspace data plane, `ikegw-lab bench`): the
+# strongSwan peer's tunnel carries a ping every 10 ms, cmd/ikeload sets up
+# the other N-1 tunnels (Main Mode + Quick Mode, PSK, NAT-T) so the cluster
+# holds N IKE SAs and N IPsec SA pairs; then it kills the active RUNS (5)
+# times per kind (KINDS: daemon death = SIGKILL of ikegwd alone, node death
+# = links cut and every process killed; `planned` = SIGTERM handover), the
+# dead node restarted as standby between runs. Outage = the largest gap
+# between ping replies; split = detection + election (failure -> takeover
+# start on the new active), its load / commit / install / engine, and the
+# rest (VIP claim, announcements, first packets).
+#
+# Needs root, charon + swanctl, Go, jq. Usage: bench/failover.sh [report.md]
+# Raw JSON lines in bench/results/failover-N.jsonl.
+set -euo pipefail
+SIZES=${SIZES:-"1 100 1000"}
+RUNS=${RUNS:-5}
+KINDS=${KINDS:-daemon-death,node-death}
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+REPORT=${1:-$REPO/bench/RESULTS-failover.md}
+OUT=$REPO/bench/results
+mkdir -p "$OUT"
+WORK=$(mktemp -d /tmp/ikegw-fobench.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+cd "$REPO"
+for c in ikegwd ikegwctl ikeload ikegw-lab; do
+	go build -o "$WORK/$c" "./cmd/$c"
+done
+for n in $SIZES; do
+	echo "failover bench: $n tunnels, $RUNS runs of $KINDS" >&2
+	"$WORK/ikegw-lab" bench --tunnels "$n" --runs "$RUNS" --kinds "$KINDS" \
+		--bin "$WORK/ikegwd" --ikeload "$WORK/ikeload" --ctl "$WORK/ikegwctl" > "$OUT/failover-$n.jsonl"
+done
+# median of a jq number stream
+med='sort | if length == 0 then null else (if length % 2 == 1 then .[length/2|floor] else (.[length/2-1] + .[length/2]) / 2 end) end'
+{
+	echo "# Failover outage vs tunnel count"
+	echo
+	echo "- Machine: $(nproc) cores, $(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2; exit}'), kernel $(uname -r); load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+	echo "- Date: $(date -u +%FT%TZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+	echo "- Command: \`bench/failover.sh\` (SIZES=\"$SIZES\" RUNS=$RUNS KINDS=$KINDS), per size \`ikegw-lab bench --tunnels N --runs $RUNS --kinds $KINDS\`"
+	echo "- Lab: 2 gateways + witness, Raft heartbeat/election 200 ms, leader lease 100 ms, userspace data plane, counter sync 200 ms; ping every 10 ms through the strongSwan peer's tunnel"
+	echo
+	echo "| tunnels | kind | runs ok | outage median (min-max) ms | lost median | detect+elect ms | load ms | commit ms | install ms | engine ms | rest ms |"
+	echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+	for n in $SIZES; do
+		f="$OUT/failover-$n.jsonl"
+		for k in ${KINDS//,/ }; do
+			jq -rs --arg k "$k" --arg n "$n" "
+				def med: $med;
+				def r: . * 10 | round / 10;
+				[.[] | select(.kind == \$k)] as \$all | [\$all[] | select(.seamless)] as \$ok |
+				\"| \(\$n) | \(\$k) | \(\$ok|length)/\(\$all|length) | \([\$ok[].outage_ms]|med|r) (\([\$ok[].outage_ms]|min|r)-\([\$ok[].outage_ms]|max|r)) | \([\$ok[].lost]|med) | \([\$ok[].detect_elect_ms]|med|r) | \([\$ok[].load_ms]|med|r) | \([\$ok[].commit_ms]|med|r) | \([\$ok[].install_ms]|med|r) | \([\$ok[].engine_ms]|med|r) | \([\$ok[].rest_ms]|med|r) |\"
+			" "$f"
+		done
+	done
+	echo
+	echo "Raw: bench/results/failover-N.jsonl (one line per failover; \`error\` says why a run was not seamless)."
+} > "$REPORT"
+cat "$REPORT"

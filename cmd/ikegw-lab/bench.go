@@ -1,0 +1,152 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"ikegw/deploy/gwlab"
+)
+
+// benchRow is one failover of `ikegw-lab bench`, as a JSON line.
+type benchRow struct {
+	Tunnels int    `json:"tunnels"`
+	Kind    string `json:"kind"`
+	Run     int    `json:"run"`
+	Killed  string `json:"killed"`
+	Active  string `json:"new_active"`
+	// OutageMS is the largest gap between ping replies through the
+	// peer's tunnel; Lost the pings lost.
+	OutageMS float64 `json:"outage_ms"`
+	Lost     int     `json:"lost"`
+	// DetectElectMS: from the failure until the new active's takeover
+	// started (failure detection, election, Barrier); then its own
+	// split; RestMS is what is left of the outage: VIP claim, the
+	// announcements and the first packets.
+	DetectElectMS float64 `json:"detect_elect_ms"`
+	LoadMS        float64 `json:"load_ms"`
+	CommitMS      float64 `json:"commit_ms"`
+	InstallMS     float64 `json:"install_ms"`
+	EngineMS      float64 `json:"engine_ms"`
+	RestMS        float64 `json:"rest_ms"`
+	ChildSAs      int     `json:"child_sas"`
+	Seamless      bool    `json:"seamless"`
+	Err           string  `json:"error,omitempty"`
+}
+
+func benchCmd() *cobra.Command {
+	var (
+		o       gwlab.Options
+		tunnels int
+		runs    int
+		kinds   string
+		verbose bool
+	)
+	c := &cobra.Command{
+		Use:   "bench",
+		Short: "Failover outage vs tunnel count: build the lab with TUNNELS tunnels (the peer's plus ikeload's), kill the active RUNS times per kind, print one JSON line per failover",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if os.Geteuid() != 0 {
+				return errors.New("ikegw-lab bench needs root (network namespaces, veth, strongSwan)")
+			}
+			if tunnels < 1 || runs < 1 {
+				return fmt.Errorf("--tunnels %d, --runs %d: want at least 1 each", tunnels, runs)
+			}
+			var ks []gwlab.Kind
+			for _, k := range strings.Split(kinds, ",") {
+				switch kk := gwlab.Kind(strings.TrimSpace(k)); kk {
+				case gwlab.DaemonDeath, gwlab.NodeDeath, gwlab.Planned, gwlab.PlannedCLI:
+					ks = append(ks, kk)
+				default:
+					return fmt.Errorf("--kinds: %q: want %s, %s, %s or %s", k, gwlab.DaemonDeath, gwlab.NodeDeath, gwlab.Planned, gwlab.PlannedCLI)
+				}
+			}
+			o.Witness = true
+			o.LoadTunnels = tunnels - 1
+			level := slog.LevelWarn
+			if verbose {
+				level = slog.LevelInfo
+			}
+			o.Logger = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			return bench(ctx, cmd.OutOrStdout(), o, tunnels, runs, ks)
+		},
+	}
+	f := c.Flags()
+	f.IntVar(&tunnels, "tunnels", 1, "tunnels in the cluster: the peer's (with the ping) plus TUNNELS-1 set up by ikeload")
+	f.IntVar(&runs, "runs", 5, "failovers per kind")
+	f.StringVar(&kinds, "kinds", "daemon-death,node-death", "comma-separated failover kinds: daemon-death, node-death, planned, planned-cli")
+	f.StringVar(&o.Bin, "bin", "bin/ikegwd", "ikegwd binary")
+	f.StringVar(&o.Ikeload, "ikeload", "bin/ikeload", "ikeload binary (tunnels > 1)")
+	f.StringVar(&o.Ctl, "ctl", "bin/ikegwctl", "ikegwctl binary (planned-cli)")
+	f.StringVar(&o.Dir, "dir", "", "work directory (default: a temporary one, removed at the end)")
+	f.BoolVar(&verbose, "verbose", false, "log every lab event")
+	return c
+}
+
+func bench(ctx context.Context, out io.Writer, o gwlab.Options, tunnels, runs int, kinds []gwlab.Kind) error {
+	if o.LoadTunnels == 0 {
+		o.Ikeload = ""
+	}
+	bctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	l, err := gwlab.Build(bctx, o)
+	cancel()
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	if o.LoadTunnels > 0 {
+		lctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+		res, err := l.SetupLoad(lctx)
+		cancel()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "ikegw-lab bench: %d load tunnels up (%.0f tunnels/s)\n", res.OK, res.Rate)
+	}
+	enc := json.NewEncoder(out)
+	for _, k := range kinds {
+		for run := 1; run <= runs; run++ {
+			fctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+			r, ferr := l.Failover(fctx, k)
+			cancel()
+			row := benchRow{Tunnels: tunnels, Kind: string(k), Run: run, Killed: r.Killed, Active: r.NewActive,
+				OutageMS: float64(r.Gap.Microseconds()) / 1e3, Lost: r.Lost, Seamless: r.OK() && ferr == nil}
+			if s := r.Split; s != nil {
+				row.DetectElectMS = max(0, float64(s.Started.Sub(r.At).Microseconds())/1e3)
+				row.LoadMS, row.CommitMS, row.InstallMS, row.EngineMS, row.ChildSAs = s.LoadMS, s.CommitMS, s.InstallMS, s.EngineMS, s.ChildSAs
+				row.RestMS = max(0, row.OutageMS-row.DetectElectMS-s.LoadMS-s.CommitMS-s.InstallMS-s.EngineMS)
+			}
+			if ferr != nil {
+				row.Err = ferr.Error()
+			}
+			if err := enc.Encode(row); err != nil {
+				return err
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if r.Killed != "" && k != gwlab.PlannedCLI {
+				rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+				err := l.Restart(rctx, r.Killed)
+				cancel()
+				if err != nil {
+					return fmt.Errorf("restarting %s: %w", r.Killed, err)
+				}
+			}
+			time.Sleep(time.Second) // let the restarted node settle as standby
+		}
+	}
+	return nil
+}
