@@ -556,8 +556,10 @@ func (r *runner) clusterSettled(ctx context.Context) (bool, string) {
 
 // check settles the peers and checks every invariant; it returns the
 // number of tunnels checked and whether the lab settled.
-func (r *runner) check(ctx context.Context, round int) (int, bool) {
-	ctx, cancel := context.WithTimeout(ctx, r.o.SettleTimeout)
+func (r *runner) check(parent context.Context, round int) (int, bool) {
+	// Each wait has its own deadline: a slow one does not eat the next.
+	wait := func() (context.Context, context.CancelFunc) { return context.WithTimeout(parent, r.o.SettleTimeout) }
+	ctx, cancel := wait()
 	defer cancel()
 	since := time.Now()
 	// The peers: no exchange in flight.
@@ -570,30 +572,49 @@ func (r *runner) check(ctx context.Context, round int) (int, bool) {
 		}
 		sas[i] = got
 	}
-	// Traffic flows through every pinned tunnel.
-	for _, p := range r.peers {
+	// Traffic flows through every pinned tunnel the peer still holds (a
+	// pinned tunnel that is gone is reported as lost below).
+	ctx, cancel = wait()
+	defer cancel()
+	for i, p := range r.peers {
+		if !slices.ContainsFunc(PeerTunnels(p.name, peerConn, sas[i]), func(t Tunnel) bool { return t.Child == p.pinned }) {
+			continue
+		}
 		if err := waitReply(ctx, p.pinger, since); err != nil {
 			r.violate(round, "dark", fmt.Sprintf("%s: no ping reply through tunnel %s", p.name, p.pinned), err.Error())
 		}
 	}
 	// Re-read after the pings: SAs of every peer, settled.
+	ctx, cancel = wait()
+	defer cancel()
 	var tunnels []Tunnel
+	var broken []*peer
 	for i, p := range r.peers {
 		if got, err := p.swan.WaitFor(ctx, quiet); err == nil {
 			sas[i] = got
 		}
+		bad := false
 		if d := CheckPhase1(p.base, peerConn, sas[i]); d != "" {
 			r.violate(round, "phase1", p.name+" renegotiated phase 1 or lost its IKE SA", d)
+			bad = true
 		}
 		ts := PeerTunnels(p.name, peerConn, sas[i])
 		tunnels = append(tunnels, ts...)
+		var lost []string
 		for c, w := range p.wants() {
-			if w != wantUp {
-				continue
+			if w == wantUp && !slices.ContainsFunc(ts, func(t Tunnel) bool { return t.Child == c }) {
+				lost = append(lost, c)
 			}
-			if !slices.ContainsFunc(ts, func(t Tunnel) bool { return t.Child == c }) {
-				r.violate(round, "lost", fmt.Sprintf("%s lost tunnel %s that it did not tear down", p.name, c), fmt.Sprintf("%+v", sas[i]))
-			}
+		}
+		if len(lost) > 0 {
+			slices.Sort(lost)
+			est, other := Phase1Of(peerConn, sas[i])
+			r.violate(round, "lost", fmt.Sprintf("%s lost %d tunnels it did not tear down: %s", p.name, len(lost), strings.Join(lost, " ")),
+				fmt.Sprintf("its IKE SAs now: established %v, other %v; %d tunnels installed", est, other, len(ts)))
+			bad = true
+		}
+		if bad {
+			broken = append(broken, p)
 		}
 		lines := SeqFailureLines(p.swan.Log())
 		if len(lines) > p.seqSeen {
@@ -601,8 +622,17 @@ func (r *runner) check(ctx context.Context, round int) (int, bool) {
 			p.seqSeen = len(lines)
 		}
 	}
+	defer func() {
+		for _, p := range broken {
+			ctx, cancel := wait()
+			r.repair(ctx, round, p)
+			cancel()
+		}
+	}()
 	// Every member knows every tunnel; replicated records may trail the
 	// active by a little: poll until they agree or the deadline.
+	ctx, cancel = wait()
+	defer cancel()
 	var views map[string]api.SAs
 	var active string
 	var missing []string
@@ -635,6 +665,38 @@ func (r *runner) check(ctx context.Context, round int) (int, bool) {
 		}
 	}
 	return len(tunnels), true
+}
+
+// repair makes a peer that broke (its violations are reported) useful
+// for the next rounds: its pinned tunnel is set up again, its IKE SA now
+// is the new baseline and the expectations follow what it holds.
+func (r *runner) repair(ctx context.Context, round int, p *peer) {
+	sas, err := p.swan.ListSAs(ctx)
+	if err == nil && !slices.ContainsFunc(PeerTunnels(p.name, peerConn, sas), func(t Tunnel) bool { return t.Child == p.pinned }) {
+		if err = p.swan.Initiate(ctx, p.pinned); err == nil {
+			sas, err = p.swan.ListSAs(ctx)
+		}
+	}
+	if err != nil {
+		r.violate(round, "settle", fmt.Sprintf("%s: could not be repaired after its violation", p.name), err.Error())
+		return
+	}
+	est, other := Phase1Of(peerConn, sas)
+	if len(est) != 1 || len(other) != 0 {
+		r.violate(round, "settle", fmt.Sprintf("%s: could not be repaired after its violation", p.name), fmt.Sprintf("IKE SAs: established %v, other %v", est, other))
+		return
+	}
+	p.base = est[0]
+	ts := PeerTunnels(p.name, peerConn, sas)
+	p.mu.Lock()
+	for _, c := range p.children {
+		p.want[c] = wantDown
+	}
+	for _, t := range ts {
+		p.want[t.Child] = wantUp
+	}
+	p.mu.Unlock()
+	fmt.Fprintf(r.o.Out, "chaos: round %d: %s repaired: IKE SA %s, %d tunnels\n", round, p.name, p.base, len(ts))
 }
 
 // views reads the active's SA view and every other member's replicated
