@@ -58,8 +58,9 @@ type ConfigApplied struct {
 	// Version counts ConfigApply commits (0: none yet; the node runs the
 	// connections of its own file).
 	Version uint64 `json:"version"`
-	// RaftIndex is the node's applied Raft index when it loaded this
-	// version: the ConfigApply entry's index or later.
+	// RaftIndex is the index of the ConfigApply entry that committed this
+	// version (when the entry was compacted into a snapshot already: the
+	// node's applied index when it loaded it, an upper bound).
 	RaftIndex   uint64    `json:"raft_index,omitempty"`
 	AppliedAt   time.Time `json:"applied_at,omitzero"`
 	Connections []string  `json:"connections"`

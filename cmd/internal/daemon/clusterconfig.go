@@ -157,7 +157,11 @@ func (s *configSync) load() {
 	}
 	s.n.forceEncap(conns)
 	s.n.cfg.setConnectionsOnly(conns)
-	s.cur = api.ConfigApplied{Version: ver, RaftIndex: s.n.cnode.Stats().AppliedIndex, AppliedAt: time.Now().UTC(), Connections: connNames(conns)}
+	idx, ok := s.n.cnode.ConfigIndex(ver)
+	if !ok {
+		idx = s.n.cnode.Stats().AppliedIndex // compacted: at or below this
+	}
+	s.cur = api.ConfigApplied{Version: ver, RaftIndex: idx, AppliedAt: time.Now().UTC(), Connections: connNames(conns)}
 	s.log.Info("cluster-wide configuration loaded", "version", ver, "connections", len(conns), "raft_index", s.cur.RaftIndex)
 }
 
