@@ -62,7 +62,12 @@ func OpenRaftStores(dir string, logger hclog.Logger) (*RaftStores, error) {
 		bs.Close()
 		return nil, fmt.Errorf("store: raft snapshots in %s: %w", filepath.Join(dir, RaftSnapshotsDir), err)
 	}
-	return &RaftStores{Log: bs, Stable: bs, Snapshots: snaps, bolt: bs}, nil
+	snapDir := filepath.Join(dir, RaftSnapshotsDir)
+	if err := tightenTree(snapDir); err != nil {
+		bs.Close()
+		return nil, err
+	}
+	return &RaftStores{Log: bs, Stable: bs, Snapshots: privateSnapshots{SnapshotStore: snaps, dir: snapDir}, bolt: bs}, nil
 }
 
 // Close closes the log and stable store. Snapshots need no closing.
