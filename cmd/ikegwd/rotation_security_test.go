@@ -188,6 +188,11 @@ func TestKeyRotationRollingRestart(t *testing.T) {
 			t.Fatal("gossip encrypted with a key the receiver did not hold during the rotation")
 		}
 	}
+	// Every node's state (SA database, Raft log, stable store, snapshots)
+	// is 0600 in 0700 directories.
+	for _, n := range cb.nodes {
+		checkStateModes(t, filepath.Join(cb.dir, n.name))
+	}
 	rec := pinger.Snapshot()
 	t.Logf("ping: %d sent, %d replies, largest gap %v over the whole rotation", rec.Sent, rec.Received(), rec.MaxGap())
 }
