@@ -54,6 +54,8 @@ type certOpts struct {
 	gwViaInter  bool            // ikegwd's certificate comes from an intermediate CA (sent with it)
 	ike         string          // IKE proposal on both sides (default certIKE)
 	aggressive  bool            // Aggressive Mode on both sides
+	gwLocalID   string          // ikegwd's local_id ("" = its certificate's subject)
+	swanLocalID string          // strongSwan's local id ("" = its certificate's subject)
 	dpd         time.Duration
 }
 
@@ -189,6 +191,9 @@ func newCertBed(t *testing.T, o certOpts) (*bed, *certLab) {
 	if o.gwRemoteID != "" {
 		extra += fmt.Sprintf("    remote_id: %q\n", o.gwRemoteID)
 	}
+	if o.gwLocalID != "" {
+		extra += fmt.Sprintf("    local_id: %q\n", o.gwLocalID)
+	}
 	swanAggressive := "no"
 	if o.aggressive {
 		extra += "    aggressive: true\n"
@@ -265,9 +270,12 @@ connections:
 	if cl.swanCRL != nil {
 		writePEM(t, filepath.Join(swDir, "x509crl", "ca.crl"), "X509 CRL", cl.swanCRL.Raw, 0o644)
 	}
-	remoteID := ""
+	remoteID, localID := "", ""
 	if o.swanRemote != "" {
 		remoteID = fmt.Sprintf("      id = \"%s\"\n", o.swanRemote)
+	}
+	if o.swanLocalID != "" {
+		localID = fmt.Sprintf("      id = \"%s\"\n", o.swanLocalID)
 	}
 	swc := fmt.Sprintf(`connections {
   gw {
@@ -282,7 +290,7 @@ connections:
     local {
       auth = pubkey
       certs = peer.pem
-    }
+%s    }
     remote {
       auth = pubkey
 %s    }
@@ -296,7 +304,7 @@ connections:
     }
   }
 }
-`, peerPub.Addr(), gwPub.Addr(), o.ike, swanAggressive, swanSendCert, int(o.dpd/time.Second), remoteID, peerNet, gwNet, certESP)
+`, peerPub.Addr(), gwPub.Addr(), o.ike, swanAggressive, swanSendCert, int(o.dpd/time.Second), localID, remoteID, peerNet, gwNet, certESP)
 	must(t, os.WriteFile(filepath.Join(swDir, "swanctl.conf"), []byte(swc), 0o600))
 	if out, err := b.swan.Swanctl(ctx, "--load-all", "--clear"); err != nil {
 		t.Fatalf("swanctl --load-all with certificates: %v\n%s", err, out)
@@ -469,6 +477,27 @@ func TestInteropCertsAggressive(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestInteropCertsSANIdentities: identities from the certificates'
+// subjectAltNames instead of their DNs: strongSwan is peer.ikegw.test
+// (FQDN, a DNS SAN), ikegwd is 192.0.2.1 (an IP SAN); each side checks the
+// other's against its certificate and its configured remote id.
+func TestInteropCertsSANIdentities(t *testing.T) {
+	b, _ := newCertBed(t, certOpts{kt: pki.ECDSA256,
+		gwLocalID: gwPub.Addr().String(), gwRemoteID: "@peer.ikegw.test",
+		swanLocalID: "peer.ikegw.test", swanRemote: gwPub.Addr().String()})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	must(t, b.swan.Initiate(ctx, "net"))
+	b.agree(ctx)
+	if log := b.swan.Log(); !strings.Contains(log, fmt.Sprintf("authentication of '%s' with ECDSA_WITH_NULL successful", gwPub.Addr())) {
+		b.fail("strongSwan did not authenticate ikegwd as %s", gwPub.Addr())
+	}
+	if g := b.gwSAs(); len(g.IKE) != 1 || g.IKE[0].RemoteID != "peer.ikegw.test" {
+		b.fail("ikegwd's peer identity: %+v", g.IKE)
+	}
+	b.ping(ctx, 3)
 }
 
 // TestInteropCertsResume: TestInteropResume with a certificate
