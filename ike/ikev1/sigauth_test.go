@@ -3,6 +3,7 @@ package ikev1
 import (
 	"bytes"
 	"crypto/x509"
+	"fmt"
 	"log/slog"
 	"net"
 	"strings"
@@ -480,4 +481,51 @@ func TestSignatureAuthAggressive(t *testing.T) {
 			t.Fatalf("responder log:\n%s", logs.String())
 		}
 	})
+}
+
+// TestSignatureReauthentication: a reauthentication (a new phase 1 before
+// the IKE SA's lifetime ends) validates the peer's certificate again: it
+// succeeds with the fingerprint recorded anew, and fails, with the reason
+// logged, once the responder's CRL revokes the initiator's certificate.
+func TestSignatureReauthentication(t *testing.T) {
+	for _, revoke := range []bool{false, true} {
+		t.Run(fmt.Sprintf("revoked=%t", revoke), func(t *testing.T) {
+			l, a, b, w := sigPair(t, pki.ECDSA256)
+			ca, cb := a.eng.conns["to-b"], b.eng.conns["to-a"]
+			ca.IKELifetime = 2 * time.Hour
+			ca.Children[0].RekeyTime, ca.Children[0].LifeTime = 10*time.Hour, 11*time.Hour
+			cb.Children[0].LifeTime = 11 * time.Hour
+			initiate(t, w, a, "to-b")
+			ike1, _, _ := checkPair(t, a, b)
+			var logs bytes.Buffer
+			b.eng.log = slog.New(slog.NewTextHandler(&logs, nil))
+			if revoke {
+				crl, err := l.ca.CRL(ca.Pubkey.Certs[0])
+				if err != nil {
+					t.Fatal(err)
+				}
+				if cb.Pubkey.Trust, err = pki.NewTrust([]*x509.Certificate{l.ca.Cert}, []*x509.RevocationList{crl}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for i := 0; i < 110; i++ {
+				w.advance(time.Minute)
+			}
+			if !revoke {
+				ike2, _, _ := checkPair(t, a, b)
+				if ike2.Cookies == ike1.Cookies || !bytes.Equal(onlyIKE(t, b).PeerCertSHA256, pki.Fingerprint(ca.Pubkey.Certs[0])) {
+					t.Fatal("not reauthenticated with the certificate")
+				}
+				return
+			}
+			if b.eng.Stats().Phase1FailedBy[FailAuth] == 0 || !strings.Contains(logs.String(), "peer certificate revoked by CRL") {
+				t.Fatalf("reauthentication with a revoked certificate not refused: %v\n%s", b.eng.Stats().Phase1FailedBy, logs.String())
+			}
+			for _, s := range b.eng.IKESAs() {
+				if s.Cookies != ike1.Cookies {
+					t.Fatalf("responder holds a new IKE SA %s", s.Cookies)
+				}
+			}
+		})
+	}
 }
