@@ -582,6 +582,10 @@ func (r *Runtime) pick(local netip.Addr, remote netip.AddrPort, natt bool) *sock
 	return wild
 }
 
+// encryptedISAKMP reports whether b is an ISAKMP message with the
+// encryption flag (RFC 2408 3.1: flags at offset 19, bit 0).
+func encryptedISAKMP(b []byte) bool { return len(b) >= 28 && b[19]&0x01 != 0 }
+
 func (r *Runtime) send(v ikev1.Send) {
 	natt := v.Local.Port() == r.cfg.NATTPort || v.Keepalive
 	s := r.pick(v.Local.Addr(), v.Remote, natt)
@@ -595,8 +599,13 @@ func (r *Runtime) send(v ikev1.Send) {
 		data = make([]byte, 4+len(v.Data))
 		copy(data[4:], v.Data)
 	}
-	if v.Local.Addr().IsValid() && !v.Local.Addr().IsUnspecified() {
-		r.srcFor.Store(v.Remote.Addr(), v.Local.Addr())
+	// Remember the source for ESP to this peer only once keys exist (an
+	// encrypted message, or a keepalive): a reply to a spoofed message 1
+	// must not grow the map (one entry per forged source address).
+	if v.Local.Addr().IsValid() && !v.Local.Addr().IsUnspecified() && (v.Keepalive || encryptedISAKMP(v.Data)) {
+		if old, ok := r.srcFor.Load(v.Remote.Addr()); !ok || old.(netip.Addr) != v.Local.Addr() {
+			r.srcFor.Store(v.Remote.Addr(), v.Local.Addr())
+		}
 	}
 	if err := s.write(data, v.Local.Addr(), v.Remote); err != nil {
 		r.count(func(st *Stats) { st.SendErrors++ })
