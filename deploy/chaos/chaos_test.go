@@ -99,6 +99,7 @@ func TestOptionsRefused(t *testing.T) {
 		{Options{Bin: "x", NoWitness: true}, "without a witness"},
 		{Options{Bin: "x", Kinds: []Kind{"boom"}}, `"boom"`},
 		{Options{Bin: "x", Rounds: -1}, "Rounds -1"},
+		{Options{Bin: "x", PeerExchanges: -1}, "PeerExchanges -1"},
 	} {
 		err := tc.o.setDefaults()
 		if !errors.Is(err, ErrOptions) || !strings.Contains(err.Error(), tc.want) {
@@ -219,9 +220,11 @@ func TestSeqMonitor(t *testing.T) {
 }
 
 func TestSeqFailureLines(t *testing.T) {
-	log := "a\n 12[ESP] " + SeqFailure + ":\n b\n" + SeqFailure + " again\n"
-	if got := SeqFailureLines(log); len(got) != 2 || !strings.HasPrefix(got[0], "12[ESP]") {
-		t.Fatalf("%q", got)
+	log := "03:34:40 06[ESP] " + SeqFailure + ":\n    remote seq 12, local 40\n03:34:40 07[ESP] " + SeqFailure + ":\n03:34:41 x\n"
+	got := SeqFailureLines(log)
+	want := []string{"03:34:40 06[ESP] " + SeqFailure + ": remote seq 12, local 40", "03:34:40 07[ESP] " + SeqFailure + ":"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("%q, want %q", got, want)
 	}
 	if got := SeqFailureLines("nothing here\n"); len(got) != 0 {
 		t.Fatalf("%q", got)
@@ -280,5 +283,28 @@ func TestWriteTable(t *testing.T) {
 	}
 	if r.OK() {
 		t.Error("OK with a violation")
+	}
+}
+
+func TestPeerSwanConfig(t *testing.T) {
+	sc := peerSwanConfig(3, 50, lab.Secret("s3cr3t-psk-value"), 10*time.Second, 16)
+	conf, err := sc.StrongswanConf("/x/charon.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(conf, "max_ikev1_exchanges = 16") {
+		t.Errorf("strongswan.conf lacks max_ikev1_exchanges = 16:\n%s", conf)
+	}
+	sw, err := sc.SwanctlConf()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"192.0.2.123", "t01", "t50", "10.23.0.0/24", "10.1.0.150/32"} {
+		if !strings.Contains(sw, want) {
+			t.Errorf("swanctl.conf lacks %q", want)
+		}
+	}
+	if d := peerSwanConfig(1, 2, "x", time.Second, 0); d.Charon != nil {
+		t.Errorf("0 exchanges set charon options %v", d.Charon)
 	}
 }

@@ -207,15 +207,27 @@ func (m *SeqMonitor) Observe(round int, active string, views map[string]api.SAs)
 }
 
 // SeqFailureLines returns the lines of log that report an ESP sequence
-// number (replay) failure.
+// number (replay) failure, each with its detail line when charon wrote
+// one (a continuation line without a time stamp).
 func SeqFailureLines(log string) []string {
 	var out []string
-	for _, l := range strings.Split(log, "\n") {
-		if strings.Contains(l, SeqFailure) {
-			out = append(out, strings.TrimSpace(l))
+	lines := strings.Split(log, "\n")
+	for i, l := range lines {
+		if !strings.Contains(l, SeqFailure) {
+			continue
 		}
+		e := strings.TrimSpace(l)
+		if i+1 < len(lines) && !stamped(lines[i+1]) && strings.TrimSpace(lines[i+1]) != "" {
+			e += " " + strings.TrimSpace(lines[i+1])
+		}
+		out = append(out, e)
 	}
 	return out
+}
+
+// stamped reports whether a charon log line starts with "hh:mm:ss".
+func stamped(l string) bool {
+	return len(l) >= 8 && l[2] == ':' && l[5] == ':' && strings.Trim(l[:2]+l[3:5]+l[6:8], "0123456789") == ""
 }
 
 // SeqFailure is what strongSwan's libipsec logs for an ESP packet whose

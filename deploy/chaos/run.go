@@ -57,6 +57,12 @@ type Options struct {
 	PingInterval time.Duration
 	// DPDDelay on both sides; 10 s if zero.
 	DPDDelay time.Duration
+	// PeerExchanges is the chaos peers' charon.max_ikev1_exchanges: how
+	// many IKEv1 exchanges (Quick Modes and Informationals) per IKE SA
+	// charon keeps the IV of; 0 keeps strongSwan's default, 3. With 3, a
+	// burst of DELETEs from the gateway during a peer's Quick Mode makes
+	// charon forget that Quick Mode's IV (see README).
+	PeerExchanges int
 }
 
 func (o *Options) setDefaults() error {
@@ -78,6 +84,8 @@ func (o *Options) setDefaults() error {
 		return fmt.Errorf("%w: Peers %d: want 1..20", ErrOptions, o.Peers)
 	case o.Tunnels < 2 || o.Tunnels > 150:
 		return fmt.Errorf("%w: Tunnels %d: want 2..150 (one pinned, the others churned)", ErrOptions, o.Tunnels)
+	case o.PeerExchanges < 0 || o.PeerExchanges > 1000:
+		return fmt.Errorf("%w: PeerExchanges %d: want 0 (strongSwan's default) or 1..1000", ErrOptions, o.PeerExchanges)
 	case o.NoWitness && o.Gateways < 3:
 		return fmt.Errorf("%w: %d gateways without a witness: want 3 or more", ErrOptions, o.Gateways)
 	}
@@ -302,7 +310,7 @@ func (r *runner) round(ctx context.Context, n int, f Fault) bool {
 		rr.ChurnOK, rr.ChurnErr = ch.stop()
 		for _, e := range ch.errs {
 			if len(r.res.ChurnErrors) < maxChurnErrors {
-				r.res.ChurnErrors = append(r.res.ChurnErrors, fmt.Sprintf("round %d: %s", n, e))
+				r.res.ChurnErrors = append(r.res.ChurnErrors, fmt.Sprintf("round %d: %s", n, clip(e, 300)))
 			}
 		}
 	}
@@ -324,6 +332,18 @@ func (r *runner) round(ctx context.Context, n int, f Fault) bool {
 	fmt.Fprintf(r.o.Out, "chaos: round %d: %s on %s: %d tunnels checked, churn %d ok %d failed, %d violations (%v)\n",
 		n, map[bool]string{true: f.String(), false: "(setup)"}[n > 0], orDash(rr.Node), rr.Tunnels, rr.ChurnOK, rr.ChurnErr, rr.Violations, rr.Took.Round(time.Millisecond))
 	return settled
+}
+
+// clip shortens s to its first line and at most n bytes (swanctl errors
+// carry charon's whole log of the attempt).
+func clip(s string, n int) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i] + " ..."
+	}
+	if len(s) > n {
+		s = s[:n] + " ..."
+	}
+	return s
 }
 
 func orDash(s string) string {

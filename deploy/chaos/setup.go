@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -183,16 +184,12 @@ func (r *runner) startPeers(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		c := lab.SwanConn{Name: peerConn, Version: 1,
-			LocalAddrs: []string{peerOutside(k).Addr().String()}, RemoteAddrs: []string{gwlab.OutsideVIP.Addr().String()},
-			PSK: psk, Proposals: []string{gwlab.IKEProposal}, DPDDelay: r.o.DPDDelay, RekeyTime: 4 * time.Hour}
 		p := &peer{name: ns.Name()[len(r.lab.Tag()):], pinned: childName(pinnedChild), want: map[string]childWant{}, ownPing: true}
-		for i := 1; i <= r.o.Tunnels; i++ {
-			c.Children = append(c.Children, lab.SwanChild{Name: childName(i), LocalTS: []string{peerNet(k).String()},
-				RemoteTS: []string{netip.PrefixFrom(insideHost(i), 32).String()}, ESPProposals: []string{gwlab.ESPProposal}, RekeyTime: time.Hour})
-			p.children = append(p.children, childName(i))
+		sc := peerSwanConfig(k, r.o.Tunnels, psk, r.o.DPDDelay, r.o.PeerExchanges)
+		for _, ch := range sc.Conns[0].Children {
+			p.children = append(p.children, ch.Name)
 		}
-		p.swan, err = ns.StartStrongSwan(ctx, lab.SwanConfig{RetransmitTries: 5, RetransmitTimeout: time.Second, Conns: []lab.SwanConn{c}})
+		p.swan, err = ns.StartStrongSwan(ctx, sc)
 		if err != nil {
 			return err
 		}
@@ -200,6 +197,23 @@ func (r *runner) startPeers(ctx context.Context) error {
 		r.peers = append(r.peers, p)
 	}
 	return nil
+}
+
+// peerSwanConfig is chaos peer k's strongSwan configuration: one IKEv1
+// connection to the outside VIP with tunnels children.
+func peerSwanConfig(k, tunnels int, psk lab.Secret, dpd time.Duration, exchanges int) lab.SwanConfig {
+	c := lab.SwanConn{Name: peerConn, Version: 1,
+		LocalAddrs: []string{peerOutside(k).Addr().String()}, RemoteAddrs: []string{gwlab.OutsideVIP.Addr().String()},
+		PSK: psk, Proposals: []string{gwlab.IKEProposal}, DPDDelay: dpd, RekeyTime: 4 * time.Hour}
+	for i := 1; i <= tunnels; i++ {
+		c.Children = append(c.Children, lab.SwanChild{Name: childName(i), LocalTS: []string{peerNet(k).String()},
+			RemoteTS: []string{netip.PrefixFrom(insideHost(i), 32).String()}, ESPProposals: []string{gwlab.ESPProposal}, RekeyTime: time.Hour})
+	}
+	sc := lab.SwanConfig{RetransmitTries: 5, RetransmitTimeout: time.Second, Conns: []lab.SwanConn{c}}
+	if exchanges > 0 {
+		sc.Charon = map[string]string{"max_ikev1_exchanges": strconv.Itoa(exchanges)}
+	}
+	return sc
 }
 
 // establish brings every chaos peer's IKE SA and tunnels up (peers in

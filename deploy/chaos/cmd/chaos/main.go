@@ -40,6 +40,7 @@ func run() int {
 	flag.StringVar(&faults, "faults", "all", "fault kinds: all or a comma-separated list of kill-daemon, kill-node, partition, loss, stop")
 	flag.StringVar(&o.Dir, "dir", "", "lab work directory (default: a temporary one, removed)")
 	flag.DurationVar(&o.SettleTimeout, "settle", 120*time.Second, "deadline of each settle wait")
+	flag.IntVar(&o.PeerExchanges, "peer-exchanges", 0, "the peers' charon.max_ikev1_exchanges (0: strongSwan's default, 3)")
 	flag.BoolVar(&verbose, "v", false, "log the lab's events to stderr")
 	flag.Parse()
 	kinds, err := chaos.ParseKinds(faults)
