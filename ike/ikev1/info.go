@@ -59,7 +59,7 @@ func (e *Engine) handleInfo(now time.Time, o *out, pkt Packet, h isakmp.Header, 
 		}
 		if s.rec.Role == sa.Initiator {
 			e.phase1Refused(o, s, n.NotifyType)
-		} else {
+		} else if e.logLimit(now, "phase1-error-notify") { // unauthenticated: rate-limited
 			e.log.Warn("peer reported an error during phase 1", "sa", s.String(), "notify", n.NotifyType.String())
 		}
 		return
