@@ -50,7 +50,7 @@ med='sort | if length == 0 then null else (if length % 2 == 1 then .[length/2|fl
 		for k in ${KINDS//,/ }; do
 			jq -rs --arg k "$k" --arg n "$n" "
 				def med: $med;
-				def r: . * 10 | round / 10;
+				def r: if . == null then null else . * 10 | round / 10 end;
 				[.[] | select(.kind == \$k)] as \$all | [\$all[] | select(.seamless)] as \$ok |
 				\"| \(\$n) | \(\$k) | \(\$ok|length)/\(\$all|length) | \([\$ok[].outage_ms]|med|r) (\([\$ok[].outage_ms]|min|r)-\([\$ok[].outage_ms]|max|r)) | \([\$ok[].lost]|med) | \([\$ok[].detect_elect_ms]|med|r) | \([\$ok[].load_ms]|med|r) | \([\$ok[].commit_ms]|med|r) | \([\$ok[].install_ms]|med|r) | \([\$ok[].engine_ms]|med|r) | \([\$ok[].rest_ms]|med|r) |\"
 			" "$f"

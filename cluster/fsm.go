@@ -389,7 +389,8 @@ func sortedKeys(m map[uint32]sa.Counters) []uint32 {
 }
 
 // PriorTermsApplied reports whether this node has applied every entry of
-// its log written in an earlier term than the current one. On a leader that
+// its log written in an earlier term than the current one (entries that
+// change nothing new, see changesNothingNew, may still wait). On a leader that
 // is what the Barrier establishes: a leader's log holds every committed
 // entry (Raft's leader completeness), entries of its own term are its own
 // (none carries an SA it has not committed itself), and a follower applies
@@ -408,8 +409,42 @@ func (n *Node) PriorTermsApplied() bool {
 	}
 	var l raft.Log
 	for i := applied + 1; i <= last; i++ {
-		if err := n.deps.Logs.GetLog(i, &l); err != nil || l.Term < term {
+		if err := n.deps.Logs.GetLog(i, &l); err != nil {
 			return false
+		}
+		if l.Term < term && !n.fsm.changesNothingNew(&l) {
+			return false
+		}
+	}
+	return true
+}
+
+// changesNothingNew reports whether applying l can change no SA and no
+// counter: an entry that is not a command (no-op, barrier, membership), or
+// a Batch of Handover commands only. A planned handover ends with such an
+// entry (the announcement repeated: its replication tells the target that
+// the first one is committed), which the target may leave for later.
+func (f *FSM) changesNothingNew(l *raft.Log) bool {
+	if l.Type != raft.LogCommand {
+		return true
+	}
+	if len(l.Data) < headerLen || CommandType(l.Data[0]) != TypeBatch {
+		return false
+	}
+	hdr := l.Data[:headerLen]
+	body, err := f.sealer.Open(l.Data[headerLen:], hdr)
+	if err != nil {
+		return false
+	}
+	var b batchBody
+	if err := decMode.Unmarshal(body, &b); err != nil {
+		return false
+	}
+	for _, g := range b.Groups {
+		for _, c := range g {
+			if len(c) < headerLen || CommandType(c[0]) != TypeHandover {
+				return false
+			}
 		}
 	}
 	return true

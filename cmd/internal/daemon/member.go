@@ -392,8 +392,12 @@ func (m *member) watchHandovers(ctx context.Context, pollEvery time.Duration) {
 		if a := r.AppliedIndex(); a != applied {
 			applied = a
 			h, ok, err := cluster.ReadHandover(m.node.Store())
+			if err != nil {
+				m.log.Warn("handover: reading the last announcement failed", "err", err)
+			}
 			if err == nil && ok && h.ID != seen {
 				seen = h.ID
+				m.log.Info("handover: announcement applied", "from", h.From, "to", h.To, "term", h.Term, "applied_index", a)
 				if h.To == m.cfg.Node.Name {
 					m.stage(ctx, h)
 				} else {
@@ -455,6 +459,13 @@ func (m *member) announce(ctx context.Context, target string) (int, error) {
 	}
 	if err := m.node.Commit(ctx, cmds...); err != nil {
 		return 0, fmt.Errorf("announcing the handover to %s: %w", target, err)
+	}
+	// Raft tells a follower that an entry is committed only with the next
+	// one it replicates: repeat the announcement (applying it again changes
+	// nothing), so the target applies the first and stages. It may leave
+	// the repeat unapplied and still be ready at once (PriorTermsApplied).
+	if err := m.node.Commit(ctx, cmds[len(cmds)-1]); err != nil {
+		return 0, fmt.Errorf("repeating the handover announcement to %s: %w", target, err)
 	}
 	m.mu.Lock()
 	m.announced = id
