@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"ikegw/ike/sa"
 )
 
 // TestFSMHandover: a Handover is stored as the last one applied (a cancel,
@@ -69,5 +71,32 @@ func TestPriorTermsApplied(t *testing.T) {
 	waitFor(t, 10*time.Second, to.id+" with every earlier-term entry applied", to.n.PriorTermsApplied)
 	if to.n.Raft().AppliedIndex() < leader.n.Raft().AppliedIndex() {
 		t.Fatalf("new leader applied %d, the old one %d", to.n.Raft().AppliedIndex(), leader.n.Raft().AppliedIndex())
+	}
+}
+
+// TestChangesNothingNew: only non-command entries and Batches of Handover
+// commands may stay unapplied on a leader that acts before its Barrier.
+func TestChangesNothingNew(t *testing.T) {
+	s := testSealer(t)
+	f := NewFSM(DBBackend(testDB(t, s)), s, quietLog())
+	h := Handover(HandoverBody{ID: 1, From: "gw1", To: "gw2", Term: 3})
+	cases := []struct {
+		name string
+		l    raft.Log
+		want bool
+	}{
+		{"no-op", raft.Log{Type: raft.LogNoop}, true},
+		{"barrier", raft.Log{Type: raft.LogBarrier}, true},
+		{"handover only", raft.Log{Type: raft.LogCommand, Data: batchEntry(t, s, []Command{h})}, true},
+		{"two handover groups", raft.Log{Type: raft.LogCommand, Data: batchEntry(t, s, []Command{h}, []Command{h})}, true},
+		{"counters and handover", raft.Log{Type: raft.LogCommand, Data: batchEntry(t, s, []Command{CountersBatch(map[uint32]sa.Counters{1: {OutSeq: 9}}), h})}, false},
+		{"an SA", raft.Log{Type: raft.LogCommand, Data: batchEntry(t, s, []Command{UpsertIKE(testIKE(1))})}, false},
+		{"plain handover entry", raft.Log{Type: raft.LogCommand, Data: entry(t, s, h)}, false},
+		{"garbage", raft.Log{Type: raft.LogCommand, Data: []byte{byte(TypeBatch), 0, 1, 9, 9}}, false},
+	}
+	for _, c := range cases {
+		if got := f.changesNothingNew(&c.l); got != c.want {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
 	}
 }
