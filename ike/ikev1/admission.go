@@ -33,7 +33,7 @@ import (
 // admission tracks the half-open responder SAs the engine admitted.
 type admission struct {
 	unknown int                   // of Engine.halfOpen: held by unknown sources
-	perSrc  map[netip.Addr]int    // half-open SAs by source address
+	perSrc  map[netip.Addr]int    // half-open SAs by source (sourceKey)
 	entries map[*ikeSA]*halfEntry // every admitted SA
 	order   *list.List            // unknown-source entries, oldest first (*ikeSA)
 }
@@ -87,7 +87,7 @@ func (e *Engine) KnownPeer(a netip.Addr) bool {
 func (e *Engine) admitHalf(now time.Time, o *out, src netip.Addr) bool {
 	src = src.Unmap()
 	known := e.KnownPeer(src)
-	if e.adm.perSrc[src] >= e.cfg.MaxHalfOpenPerSource {
+	if e.adm.perSrc[sourceKey(src)] >= e.cfg.MaxHalfOpenPerSource {
 		e.stats.DroppedSourceLimit++
 		e.stats.Dropped++
 		e.limitedWarn(now, "half-open-source", "phase 1 request dropped: per-source half-open limit reached",
@@ -132,13 +132,13 @@ func (e *Engine) evictUnknownHalf(o *out) bool {
 // countHalf records an admitted half-open SA (after admitHalf said yes).
 func (e *Engine) countHalf(s *ikeSA, src netip.Addr) {
 	src = src.Unmap()
-	h := &halfEntry{src: src, known: e.KnownPeer(src)}
+	h := &halfEntry{src: sourceKey(src), known: e.KnownPeer(src)}
 	if !h.known {
 		h.elem = e.adm.order.PushBack(s)
 		e.adm.unknown++
 	}
 	e.adm.entries[s] = h
-	e.adm.perSrc[src]++
+	e.adm.perSrc[h.src]++
 	e.halfOpen++
 	s.p1.countedHalf = true
 }
@@ -164,6 +164,16 @@ func (e *Engine) releaseHalf(s *ikeSA) {
 	} else {
 		delete(e.adm.perSrc, h.src)
 	}
+}
+
+// sourceKey is the per-source limit's key: the address, an IPv6 address
+// by its /64 (one host usually holds the whole prefix).
+func sourceKey(a netip.Addr) netip.Addr {
+	if a.Is6() {
+		p, _ := a.Prefix(64)
+		return p.Addr()
+	}
+	return a
 }
 
 // HalfOpen returns the responder phase 1 exchanges in progress: all of

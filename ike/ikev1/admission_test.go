@@ -176,10 +176,17 @@ func TestAdmissionPerSourceLimit(t *testing.T) {
 	if st := b.eng.Stats(); st.DroppedSourceLimit != 6 {
 		t.Fatalf("DroppedSourceLimit %d, want 6", st.DroppedSourceLimit)
 	}
+	// Addresses of one IPv6 /64 share the limit.
+	spoof(b, w.now, mainMode1(t), 6, func(i int) netip.Addr {
+		return netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: byte(i + 1)})
+	})
+	if total, _ := b.eng.HalfOpen(); total != 8 {
+		t.Fatalf("%d half-open after 6 requests from one /64, want 4 + 4", total)
+	}
 	// Another source is not affected.
 	spoof(b, w.now, mainMode1(t), 1, func(int) netip.Addr { return netip.MustParseAddr("203.0.113.10") })
-	if total, _ := b.eng.HalfOpen(); total != 5 {
-		t.Fatalf("%d half-open, want 5", total)
+	if total, _ := b.eng.HalfOpen(); total != 9 {
+		t.Fatalf("%d half-open, want 9", total)
 	}
 }
 
