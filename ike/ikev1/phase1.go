@@ -931,7 +931,10 @@ func (e *Engine) aggressiveMode(now time.Time, o *out, s *ikeSA, pkt Packet, h i
 			peerID := &isakmp.ID{IDType: isakmp.IDType(r.Type), Protocol: r.Protocol, Port: r.Port, Data: r.Data}
 			fp, why, err := verifySigAuth(s.conn, d, peerID, want, now)
 			if why != "" {
-				e.refusePhase1(o, s, pkt, iv, true)
+				// A notify, not a DELETE, although the initiator believes
+				// phase 1 done: strongSwan answers a DELETE here by
+				// initiating again at once, forever.
+				e.refusePhase1(o, s, pkt, iv, false)
 				e.phase1AuthFailed(o, s, pkt, why, err)
 				return
 			}

@@ -92,7 +92,8 @@ func verifySigAuth(c *config.Connection, d isakmp.Decoded, id *isakmp.ID, hash [
 // AUTHENTICATION_FAILED notify (the initiator, waiting for message 6, gives
 // up at once with that reason instead of retransmitting), a refused message
 // 6 a DELETE of the ISAKMP SA (the responder believes phase 1 done and
-// would otherwise keep it until DPD). The informational is encrypted with
+// would otherwise keep it until DPD; in Aggressive Mode, message 3, the
+// caller asks for the notify instead). The informational is encrypted with
 // the IV of its message ID from lastBlock, the last ciphertext block of the
 // refused message, and carries HASH(1). It is sent from and to the
 // addresses of the refused packet.
