@@ -447,7 +447,7 @@ func TestInteropCertsAggressive(t *testing.T) {
 		swanLog string
 	}{
 		// ikegwd responds and refuses strongSwan's certificate in message 3.
-		{"ikegw-refuses", certOpts{peerOther: true}, false, "peer certificate not issued by a trusted CA", "received DELETE for IKE_SA"},
+		{"ikegw-refuses", certOpts{peerOther: true}, false, "peer certificate not issued by a trusted CA", "received AUTHENTICATION_FAILED error notify"},
 		// strongSwan responds and refuses ikegwd's in message 3.
 		{"strongswan-refuses", certOpts{gwLeaf: expired}, true, "", "subject certificate invalid"},
 		// ikegwd initiates and refuses strongSwan's in message 2.
@@ -474,6 +474,12 @@ func TestInteropCertsAggressive(t *testing.T) {
 			}
 			if sas, _ := b.swan.ListSAs(ctx); swanUp(sas) {
 				b.fail("strongSwan established")
+			}
+			// Our refusal does not make strongSwan start over at once (a
+			// DELETE while its Quick Mode waits did, in a tight loop; it
+			// still retries once its Quick Mode times out, 12 s here).
+			if n := strings.Count(b.swan.Log(), "initiating Aggressive Mode"); n > 3 {
+				b.fail("strongSwan initiated %d times after the refusal", n)
 			}
 		})
 	}
@@ -660,6 +666,9 @@ func TestInteropCertsRefused(t *testing.T) {
 			// Nor on strongSwan's: it was refused, or told.
 			if _, err := b.swan.WaitFor(ctx, func(s []lab.IKESA) bool { return len(s) == 0 }); err != nil {
 				b.fail("strongSwan kept an SA after the refusal: %v", err)
+			}
+			if n := strings.Count(b.swan.Log(), "initiating Main Mode"); n > 3 {
+				b.fail("strongSwan initiated %d times after the refusal", n)
 			}
 		})
 	}
