@@ -262,7 +262,10 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 	}
 	r.sampler.Start()
 	// Round 0 checks the lab as set up.
-	r.round(ctx, 0, Fault{})
+	if !r.round(ctx, 0, Fault{}) {
+		fmt.Fprintf(o.Out, "chaos: the lab as set up did not settle: no rounds run\n")
+		return r.res, nil
+	}
 	for i, f := range r.res.Plan {
 		if err := ctx.Err(); err != nil {
 			return r.res, err
