@@ -207,6 +207,9 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 	r.res = &Result{Seed: o.Seed, Plan: Plan(o.Seed, o.Rounds, o.Kinds, !o.NoWitness)}
 	fmt.Fprintf(o.Out, "chaos: seed %d, %d rounds, %d gateways%s, %d peers x %d tunnels, faults %v\n", o.Seed, o.Rounds, o.Gateways,
 		map[bool]string{true: "", false: " + witness"}[o.NoWitness], o.Peers, o.Tunnels, o.Kinds)
+	for i, f := range r.res.Plan {
+		fmt.Fprintf(o.Out, "chaos: plan: round %d: %s (lead %.1fs)\n", i+1, f, f.Lead.Seconds())
+	}
 	r.lab, err = gwlab.Build(ctx, gwlab.Options{Gateways: o.Gateways, Witness: !o.NoWitness, Bin: o.Bin, Dir: o.Dir, Logger: o.Logger,
 		DPDDelay: o.DPDDelay, StartTimeout: 2 * time.Minute, WaitTimeout: o.SettleTimeout})
 	if err != nil {
