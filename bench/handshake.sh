@@ -3,6 +3,9 @@
 # (cmd/ikeload, ikegw's engine as initiator) against
 #   (a) strongSwan 5.9.8 charon as responder (kernel-libipsec, so NAT-T), and
 #   (b) a single ikegwd as responder (userspace data plane, bbolt state),
+#   (c) a 3-node ikegw cluster (every SA committed through Raft; the lab of
+#       deploy/gwlab, driven by bench/clusterhs; ecp256 only: the lab's load
+#       connection proposes aes128-sha256-ecp256),
 # for aes128-sha256 with ecp256 and with modp2048 (ESP aes128-sha256, no
 # PFS), RUNS runs each, interleaved (a, b, a, b, ...) so the ratios are
 # measured under the same machine load. Writes raw JSON per run and a
@@ -14,7 +17,7 @@
 # Usage: bench/handshake.sh [report.md]      (default bench/RESULTS-handshake.md)
 # Environment: TUNNELS (2000), TUNNELS_<suite> per suite (TUNNELS_modp2048
 #              500: its DH is ~50x dearer), CONC (64), RUNS (5), SUITES ("ecp256 modp2048"),
-#              SETUPS ("strongswan ikegwd"), INPROC=0 skips the in-process
+#              SETUPS ("strongswan ikegwd cluster"), INPROC=0 skips the in-process
 #              benchmarks, KEEP=1 keeps the work directory, PERF_DIR=dir
 #              records each responder with perf during its load run and
 #              writes perf reports (flat, by symbol) there.
@@ -25,7 +28,7 @@ TUNNELS_modp2048=${TUNNELS_modp2048:-500}
 CONC=${CONC:-64}
 RUNS=${RUNS:-5}
 SUITES=${SUITES:-"ecp256 modp2048"}
-SETUPS=${SETUPS:-"strongswan ikegwd"}
+SETUPS=${SETUPS:-"strongswan ikegwd cluster"}
 ESP=aes128-sha256
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 REPORT=${1:-$REPO/bench/RESULTS-handshake.md}
@@ -35,6 +38,12 @@ ID_PREFIX=ikb
 . "$REPO/bench/responder.sh"
 
 declare -A LOADCMD
+case " $SETUPS " in
+*" cluster "*)
+	echo "building bench/clusterhs" >&2
+	(cd "$REPO" && go build -o "$WORK/clusterhs" ./bench/clusterhs) || die "bench/clusterhs does not build"
+	;;
+esac
 run_load() { # setup suite run
 	local perfpid=""
 	if [ -n "${PERF_DIR:-}" ]; then
@@ -88,9 +97,20 @@ for suite in $SUITES; do
 				resp_cpu_ms >"$WORK/raw/$setup-$suite-$run.cpu"
 				stop_resp
 				;;
+			cluster)
+				[ "$HAVE_IKEGWD" = 1 ] && [ "$suite" = ecp256 ] || continue
+				n=$(tunnels_for "$suite")
+				CLUSTERCMD="clusterhs -ikegwd ikegwd -ikeload ikeload -tunnels $n -concurrency $CONC"
+				"$WORK/clusterhs" -ikegwd "$WORK/ikegwd" -ikeload "$WORK/ikeload" -tunnels "$n" -concurrency "$CONC" \
+					-o "$WORK/raw/$setup-$suite-$run.json" 2>"$WORK/raw/$setup-$suite-$run.err" ||
+					{ tail -20 "$WORK/raw/$setup-$suite-$run.err" >&2; die "clusterhs failed ($suite run $run)"; }
+				echo n/a >"$WORK/raw/$setup-$suite-$run.sas"
+				echo n/a >"$WORK/raw/$setup-$suite-$run.cpu"
+				;;
 			*) die "unknown setup $setup" ;;
 			esac
 			f="$WORK/raw/$setup-$suite-$run.json"
+			[ -e "$WORK/raw/$setup-$suite-$run.json" ] || continue
 			printf '%-10s %-9s run %d: ok %s/%s  %s tunnels/s  p50 %s ms  p99 %s ms  responder: %s IKE SAs, %s ms CPU\n' "$setup" "$suite" "$run" \
 				"$(field "$f" ok)" "$(tunnels_for "$suite")" "$(field "$f" tunnels_per_s)" "$(field "$f" p50_ms)" "$(field "$f" p99_ms)" \
 				"$(cat "$WORK/raw/$setup-$suite-$run.sas")" "$(cat "$WORK/raw/$setup-$suite-$run.cpu")" >&2
@@ -104,14 +124,14 @@ median() { sort -g | awk '{v[NR]=$1} END {if (NR==0) {print "n/a"; exit} if (NR%
 val() {
 	local f="$WORK/raw/$1-$2-$3"
 	if [ "$4" = cpu_ms_per_tunnel ]; then
-		awk -v c="$(cat "$f.cpu")" -v n="$(field "$f.json" ok)" 'BEGIN { if (n > 0) printf "%.3f\n", c / n; else print "n/a" }'
+		awk -v c="$(cat "$f.cpu")" -v n="$(field "$f.json" ok)" 'BEGIN { if (n > 0 && c != "n/a") printf "%.3f\n", c / n; else print "n/a" }'
 	else
 		field "$f.json" "$4"
 	fi
 }
 med() { # setup suite field
 	local run
-	for run in $(seq 1 "$RUNS"); do [ -e "$WORK/raw/$1-$2-$run.json" ] && val "$1" "$2" "$run" "$3"; done | grep -v n/a | median
+	for run in $(seq 1 "$RUNS"); do [ -e "$WORK/raw/$1-$2-$run.json" ] && val "$1" "$2" "$run" "$3"; done | { grep -v n/a || true; } | median
 }
 # paired_ratio setup suite field: median over runs of this setup's value
 # divided by strongSwan's in the same (adjacent) run.
@@ -123,7 +143,7 @@ paired_ratio() {
 		b=$(val strongswan "$2" "$run" "$3")
 		ratio "$a" "$b"
 		echo
-	done | grep -v n/a | median
+	done | { grep -v n/a || true; } | median
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a=="n/a" || b=="n/a" || b==0) print "n/a"; else printf "%.2f", a/b }'; }
 
@@ -178,6 +198,9 @@ us() { awk -v v="$(inproc "$1" "$2")" 'BEGIN { if (v == "") print "n/a"; else pr
 	echo "- Generator: \`ikeload\` (ikegw's engine as initiator, one engine/event loop, in-memory state, a data plane that only records installs), \`-encap\` so both responders do NAT-T (strongSwan's kernel-libipsec fakes a NAT anyway) and IKE floats to 4500."
 	echo "- (a) strongSwan: charon $("$CHARON" --version 2>&1 | head -1 | awk '{print $NF}'), kernel-libipsec (userspace ESP on a TUN), threads = 16, ikesa_table_size = 4096, ikesa_table_segments = 16, no DPD, log level 0, one connection with remote_addrs = 10.78.0.0/16."
 	echo "- (b) ikegwd (built from $IKEGWD_SRC): a single node, userspace data plane (TUN), state in bbolt under /tmp, log level warn, one connection with remote_addrs %any."
+	case " $SETUPS " in *" cluster "*)
+		echo "- (c) cluster: deploy/gwlab's lab with 3 gateways (no witness), each ikegwd in its own namespace with its own bbolt state, Raft over mutual TLS with fsync, heartbeat/election 1 s, lease 500 ms; the active holds the outside VIP and commits every SA (and the cached Main Mode message 6) through Raft before sending what it guards; the generator sits on the outside segment. Built fresh per run. Its CPU is not measured (three processes). The replication cost is read from the active's metrics around the run: Raft entries and sealed bytes proposed per tunnel (counter syncs included) and the commit latency histogram's p50/p99 (Prometheus-style interpolation inside 0.5/1/2/5/10/20/50 ms buckets)." ;;
+	esac
 	echo "- Responder CPU is the responder process's user + system time (/proc/PID/stat, $(getconf CLK_TCK) Hz ticks) from its start until the run ended, divided by the tunnels set up: it includes start-up, and it is the least noisy number on a shared machine."
 	echo "- Each run starts a fresh responder; runs alternate between the setups (a, b, a, b, ...). $RUNS runs per setup and suite; the generator and the responder share the machine's $(nproc) cores (and the machine is shared with other work: compare the ratios, not the absolute numbers)."
 	echo
@@ -185,6 +208,7 @@ us() { awk -v v="$(inproc "$1" "$2")" 'BEGIN { if (v == "") print "n/a"; else pr
 	echo
 	echo '```'
 	for suite in $SUITES; do echo "${LOADCMD[$suite]}"; done
+	[ -n "${CLUSTERCMD:-}" ] && echo "$CLUSTERCMD   # (c), bench/clusterhs: builds the lab, runs ikeload with the same flags against the VIP"
 	echo '```'
 	echo
 	echo "## Medians"
@@ -196,11 +220,16 @@ us() { awk -v v="$(inproc "$1" "$2")" 'BEGIN { if (v == "") print "n/a"; else pr
 		basecpu=$(med strongswan "$suite" cpu_ms_per_tunnel)
 		for setup in $SETUPS; do
 			[ "$setup" = ikegwd ] && [ "$HAVE_IKEGWD" != 1 ] && continue
+			[ "$setup" = cluster ] && [ "$suite" != ecp256 ] && continue
 			tps=$(med "$setup" "$suite" tunnels_per_s)
 			cpu=$(med "$setup" "$suite" cpu_ms_per_tunnel)
 			echo "| $suite | $setup | $(med "$setup" "$suite" ok) of $(tunnels_for "$suite") | $tps | $(med "$setup" "$suite" p50_ms) | $(med "$setup" "$suite" p99_ms) | $cpu | $(ratio "$tps" "$base") | $(paired_ratio "$setup" "$suite" tunnels_per_s) | $(ratio "$basecpu" "$cpu") |"
 		done
 	done
+	case " $SETUPS " in *" cluster "*)
+		echo
+		echo "Replication during the cluster runs (medians): $(med cluster ecp256 raft_bytes_per_tunnel) bytes and $(med cluster ecp256 raft_entries_per_tunnel) Raft entries per tunnel; commit latency p50 $(med cluster ecp256 raft_commit_p50_ms) ms, p99 $(med cluster ecp256 raft_commit_p99_ms) ms over $(med cluster ecp256 raft_commits) commits per run (one commit carries what the engine's actions of one event-loop turn persist)." ;;
+	esac
 	echo
 	echo "## Raw runs"
 	echo
