@@ -41,7 +41,12 @@ type benchRow struct {
 	RestMS        float64 `json:"rest_ms"`
 	ChildSAs      int     `json:"child_sas"`
 	Seamless      bool    `json:"seamless"`
-	Err           string  `json:"error,omitempty"`
+	// Why a run was not seamless: the ping resumed, the peer kept its IKE
+	// SA and SPIs, replayed ESP sequence numbers it logged.
+	Resumed     bool   `json:"resumed"`
+	SAUnchanged bool   `json:"sa_unchanged"`
+	SeqFailures int    `json:"seq_failures"`
+	Err         string `json:"error,omitempty"`
 }
 
 func benchCmd() *cobra.Command {
@@ -122,7 +127,8 @@ func bench(ctx context.Context, out io.Writer, o gwlab.Options, tunnels, runs in
 			r, ferr := l.Failover(fctx, k)
 			cancel()
 			row := benchRow{Tunnels: tunnels, Kind: string(k), Run: run, Killed: r.Killed, Active: r.NewActive,
-				OutageMS: float64(r.Gap.Microseconds()) / 1e3, Lost: r.Lost, Seamless: r.OK() && ferr == nil}
+				OutageMS: float64(r.Gap.Microseconds()) / 1e3, Lost: r.Lost, Seamless: r.OK() && ferr == nil,
+				Resumed: r.Resumed, SAUnchanged: r.PeerSAUnchanged && r.SPIsUnchanged, SeqFailures: r.SeqFailures}
 			if s := r.Split; s != nil {
 				row.DetectElectMS = max(0, float64(s.Started.Sub(r.At).Microseconds())/1e3)
 				row.LoadMS, row.CommitMS, row.InstallMS, row.EngineMS, row.ChildSAs = s.LoadMS, s.CommitMS, s.InstallMS, s.EngineMS, s.ChildSAs
