@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"time"
 
+	"ikegw/ike/pki"
 	"ikegw/ike/sa"
 )
 
@@ -174,15 +175,18 @@ const (
 
 // IKESA is the view of an ISAKMP SA.
 type IKESA struct {
-	Connection  string    `json:"connection"`
-	ICookie     string    `json:"icookie"`
-	RCookie     string    `json:"rcookie"`
-	Role        string    `json:"role"`
-	State       string    `json:"state"`
-	Local       string    `json:"local"`
-	Remote      string    `json:"remote"`
-	LocalID     string    `json:"local_id"`
-	RemoteID    string    `json:"remote_id"`
+	Connection string `json:"connection"`
+	ICookie    string `json:"icookie"`
+	RCookie    string `json:"rcookie"`
+	Role       string `json:"role"`
+	State      string `json:"state"`
+	Local      string `json:"local"`
+	Remote     string `json:"remote"`
+	LocalID    string `json:"local_id"`
+	RemoteID   string `json:"remote_id"`
+	// PeerCert is the SHA-256 fingerprint of the certificate that
+	// authenticated the peer (signature authentication only).
+	PeerCert    string    `json:"peer_cert_sha256,omitempty"`
 	Encr        uint16    `json:"encr"`
 	KeyLen      uint16    `json:"key_len"`
 	Hash        uint16    `json:"hash"`
@@ -246,6 +250,8 @@ func idString(id sa.Identity) string {
 		}
 	case 2, 3:
 		return string(id.Data)
+	case 9: // ID_DER_ASN1_DN
+		return pki.DNString(id.Data)
 	}
 	return fmt.Sprintf("type%d:%s", id.Type, hex.EncodeToString(id.Data))
 }
@@ -255,7 +261,7 @@ func IKEView(r *sa.IKESA) IKESA {
 	return IKESA{
 		Connection: r.Connection, ICookie: hex.EncodeToString(r.Cookies.I[:]), RCookie: hex.EncodeToString(r.Cookies.R[:]),
 		Role: r.Role.String(), State: r.State.String(), Local: r.Local.String(), Remote: r.Remote.String(),
-		LocalID: idString(r.LocalID), RemoteID: idString(r.RemoteID),
+		LocalID: idString(r.LocalID), RemoteID: idString(r.RemoteID), PeerCert: hex.EncodeToString(r.PeerCertSHA256),
 		Encr: r.Proposal.Encr, KeyLen: r.Proposal.KeyLen, Hash: r.Proposal.Hash, Group: r.Proposal.Group,
 		NATLocal: r.NATLocal, NATRemote: r.NATRemote, Floated: r.Floated, DPD: r.DPD, DPDSeq: r.DPDOurSeq,
 		Established: unixTime(r.Established), RekeyAt: unixTime(r.RekeyAt), ExpireAt: unixTime(r.ExpireAt),

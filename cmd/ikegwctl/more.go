@@ -212,6 +212,9 @@ func showSA(cmd *cobra.Command, args []string) error {
 	for _, x := range sel.IKE {
 		fmt.Fprintf(out, "%s: #%s_i %s_r, %s, %s\n", x.Connection, x.ICookie, x.RCookie, x.State, x.Role)
 		fmt.Fprintf(out, "  local  '%s' @ %s\n  remote '%s' @ %s\n", x.LocalID, x.Local, x.RemoteID, x.Remote)
+		if x.PeerCert != "" {
+			fmt.Fprintf(out, "  peer certificate SHA-256 %s\n", x.PeerCert)
+		}
 		fmt.Fprintf(out, "  encr %d/%d bits, hash %d, group %d; NAT local %t remote %t, floated %t; DPD %t (seq %d)\n",
 			x.Encr, x.KeyLen, x.Hash, x.Group, x.NATLocal, x.NATRemote, x.Floated, x.DPD, x.DPDSeq)
 		fmt.Fprintf(out, "  established %s, rekey %s, expires %s\n", x.Established.Format(time.RFC3339), ts(x.RekeyAt), ts(x.ExpireAt))
