@@ -139,11 +139,14 @@ type Engine struct {
 
 	mu       sync.RWMutex
 	closed   bool
-	children map[uint32]*child    // by inbound SPI
-	outSPIs  map[outKey]*child    // outbound SPI and peer
-	ordered  []*child             // install order, for the outbound lookup
-	routes   map[netip.Prefix]int // reference counts of our routes
-	throws   map[netip.Addr]int   // reference counts of the peers' throw routes
+	children map[uint32]*child // by inbound SPI
+	outSPIs  map[outKey]*child // outbound SPI and peer
+	ordered  []*child          // install order, for the outbound lookup
+	// policyGen changes whenever a pair is installed or removed: the
+	// read loop's flow cache is emptied then.
+	policyGen atomic.Uint64
+	routes    map[netip.Prefix]int // reference counts of our routes
+	throws    map[netip.Addr]int   // reference counts of the peers' throw routes
 
 	expMu     sync.Mutex
 	expClosed bool
@@ -459,6 +462,7 @@ func (e *Engine) InstallChild(ctx context.Context, c *sa.ChildSA) error {
 	e.children[c.ID()] = ch
 	e.outSPIs[ok] = ch
 	e.ordered = append(e.ordered, ch)
+	e.policyGen.Add(1)
 	e.log.Info("child installed", "spi_in", spiHex(c.In.SPI), "spi_out", spiHex(c.Out.SPI),
 		"peer", ch.dst, "encr", c.Out.Encr, "integ", c.Out.Integ, "out_seq", c.Counters.OutSeq, "in_seq", c.Counters.InSeq)
 	return nil
@@ -608,6 +612,7 @@ func (e *Engine) removeLocked(spi uint32) {
 	delete(e.children, spi)
 	delete(e.outSPIs, outKey{ch.rec.Out.SPI, ch.rec.Out.Dst})
 	e.ordered = slices.DeleteFunc(e.ordered, func(x *child) bool { return x == ch })
+	e.policyGen.Add(1)
 	for _, ts := range ch.rec.RemoteTS {
 		e.delRoute(ts.Prefix)
 	}
@@ -851,6 +856,42 @@ func (e *Engine) checkLifetimes() {
 // superseded (sa.ChildRekeyed). The newest wins so that, after a rekey,
 // outbound traffic moves to the new pair as soon as it is installed, while
 // the old one still decrypts until it is deleted (as the kernel does).
+// outCache remembers which pair recent flows' packets leave on, so that a
+// gateway with thousands of pairs does not match every packet against
+// every pair's selectors. Owned by the read loop; emptied whenever the set
+// of pairs changes, and when it is full (it holds at most outCacheMax
+// flows, so a scan of many addresses cannot grow it).
+type outCache struct {
+	gen uint64
+	m   map[flow]*child
+}
+
+const outCacheMax = 4096
+
+// lookupCached is lookupOut through c (nil: no cache).
+func (e *Engine) lookupCached(c *outCache, f *flow) *child {
+	if c == nil {
+		return e.lookupOut(f)
+	}
+	if g := e.policyGen.Load(); g != c.gen || c.m == nil {
+		if c.m == nil {
+			c.m = make(map[flow]*child)
+		}
+		clear(c.m)
+		c.gen = g
+	}
+	if ch, ok := c.m[*f]; ok && (ch == nil || !ch.hard.Load()) {
+		return ch
+	}
+	ch := e.lookupOut(f)
+	if len(c.m) >= outCacheMax {
+		clear(c.m)
+	}
+	c.m[*f] = ch
+	return ch
+}
+
+// lookupOut finds the newest usable pair whose selectors cover f.
 func (e *Engine) lookupOut(f *flow) *child {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
@@ -881,7 +922,7 @@ func (e *Engine) readLoop() {
 		bufs[i] = full[i][:esp.MaxHeadroom+e.mtu]
 	}
 	sizes := make([]int, n)
-	b := outBatch{pkts: make([][]byte, 0, n), dsts: make([]netip.AddrPort, 0, n), kids: make([]*child, 0, n)}
+	b := outBatch{pkts: make([][]byte, 0, n), dsts: make([]netip.AddrPort, 0, n), kids: make([]*child, 0, n), cache: &outCache{}}
 	bs, _ := e.sender.(BatchSender)
 	for {
 		cnt, err := e.dev.ReadBatch(bufs, sizes, esp.MaxHeadroom)
@@ -916,9 +957,10 @@ func (e *Engine) readLoop() {
 
 // outBatch collects the sealed packets of one read.
 type outBatch struct {
-	pkts [][]byte
-	dsts []netip.AddrPort
-	kids []*child
+	pkts  [][]byte
+	dsts  []netip.AddrPort
+	kids  []*child
+	cache *outCache // nil: no flow cache
 }
 
 func (b *outBatch) reset() { b.pkts, b.dsts, b.kids = b.pkts[:0], b.dsts[:0], b.kids[:0] }
@@ -959,7 +1001,7 @@ func (e *Engine) outbound(b *outBatch, buf []byte, n int) {
 		e.malformed.Add(1)
 		return
 	}
-	ch := e.lookupOut(&f)
+	ch := e.lookupCached(b.cache, &f)
 	if ch == nil {
 		e.noPolicy.Add(1)
 		return

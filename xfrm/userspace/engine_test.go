@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math"
@@ -669,5 +670,98 @@ func TestIPv6InnerAndOuter(t *testing.T) {
 	// The peer really got it on its v6 address.
 	if st, _ := b.e.Stats(cb.ID()); st.InPackets != 1 {
 		t.Fatalf("%+v", st)
+	}
+}
+
+// The read loop's flow cache answers repeated flows without a scan, and
+// never outlives a change of the installed pairs: a pair installed later
+// for the same selectors takes over, a removed one stops matching.
+func TestOutboundFlowCache(t *testing.T) {
+	a := newSide(t, "tunA", outerA, nil)
+	ctx := context.Background()
+	var pairs []*sa.ChildSA
+	for i := 0; i < 300; i++ {
+		c, _ := pairFor(true)
+		c.In.SPI, c.Out.SPI = 0xd0000000+uint32(i), 0xe0000000+uint32(i)
+		c.RemoteTS = []sa.TrafficSelector{{Prefix: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 2, byte(i >> 8), byte(i)}), 32)}}
+		if err := a.e.InstallChild(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+		pairs = append(pairs, c)
+	}
+	f, ok := parseFlow(ipv4("10.1.0.1", "10.2.1.2", 17, 40, 1)) // pair 258
+	if !ok {
+		t.Fatal("flow not parsed")
+	}
+	var c outCache
+	if ch := a.e.lookupCached(&c, &f); ch == nil || ch.rec.ID() != pairs[258].ID() {
+		t.Fatalf("first lookup: %v", ch)
+	}
+	if len(c.m) != 1 {
+		t.Fatalf("cache holds %d flows", len(c.m))
+	}
+	if ch := a.e.lookupCached(&c, &f); ch == nil || ch.rec.ID() != pairs[258].ID() {
+		t.Fatal("cached lookup differs")
+	}
+	// A newer pair with the same selectors (a rekey) takes the flow.
+	n, _ := pairFor(true)
+	n.In.SPI, n.Out.SPI = 0xd1000000, 0xe1000000
+	n.RemoteTS = pairs[258].RemoteTS
+	if err := a.e.InstallChild(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	if ch := a.e.lookupCached(&c, &f); ch == nil || ch.rec.ID() != n.ID() {
+		t.Fatalf("after the rekey the flow leaves on %v, want the new pair", ch)
+	}
+	// Both gone: no pair (and the miss is cached until the next change).
+	for _, x := range []*sa.ChildSA{n, pairs[258]} {
+		if err := a.e.DeleteChild(ctx, x); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ch := a.e.lookupCached(&c, &f); ch != nil {
+		t.Fatalf("deleted pair %08x still matches", ch.rec.ID())
+	}
+	if err := a.e.InstallChild(ctx, pairs[258]); err != nil {
+		t.Fatal(err)
+	}
+	if ch := a.e.lookupCached(&c, &f); ch == nil {
+		t.Fatal("a cached miss outlived the install of a matching pair")
+	}
+}
+
+func BenchmarkOutboundLookup(b *testing.B) {
+	for _, n := range []int{1, 1000} {
+		b.Run(fmt.Sprintf("pairs=%d", n), func(b *testing.B) {
+			e, err := New(Config{Sender: &directWire{}, Device: &discardDevice{done: make(chan struct{})}, Logger: quiet()})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer e.Close()
+			for i := 0; i < n; i++ {
+				c, _ := pairFor(true)
+				c.In.SPI, c.Out.SPI = 0xd0000000+uint32(i), 0xe0000000+uint32(i)
+				c.RemoteTS = []sa.TrafficSelector{{Prefix: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 2, byte(i >> 8), byte(i)}), 32)}}
+				if err := e.InstallChild(context.Background(), c); err != nil {
+					b.Fatal(err)
+				}
+			}
+			f, _ := parseFlow(ipv4("10.1.0.1", "10.2.0.0", 17, 40, 1)) // the first pair: the scan's worst case
+			b.Run("scan", func(b *testing.B) {
+				for i := 0; i < b.N; i++ {
+					if e.lookupOut(&f) == nil {
+						b.Fatal("no pair")
+					}
+				}
+			})
+			b.Run("cached", func(b *testing.B) {
+				var c outCache
+				for i := 0; i < b.N; i++ {
+					if e.lookupCached(&c, &f) == nil {
+						b.Fatal("no pair")
+					}
+				}
+			})
+		})
 	}
 }
