@@ -308,3 +308,17 @@ func TestPeerSwanConfig(t *testing.T) {
 		t.Errorf("0 exchanges set charon options %v", d.Charon)
 	}
 }
+
+func TestStale(t *testing.T) {
+	v := api.SAs{Children: []api.ChildSA{
+		{State: "INSTALLED", SPIIn: "C0000002", SPIOut: "c0000001"}, // the peer's tun
+		{State: "INSTALLED", SPIIn: "c0000009", SPIOut: "c0000008"}, // nobody's
+		{State: "REKEYED", SPIIn: "c0000007", SPIOut: "c0000006"},   // waiting for its delete
+	}}
+	if n := Stale(v, []Tunnel{tun}); n != 1 {
+		t.Fatalf("Stale = %d, want 1", n)
+	}
+	if n := Stale(v, nil); n != 2 {
+		t.Fatalf("Stale without tunnels = %d, want 2", n)
+	}
+}

@@ -97,6 +97,23 @@ func Unknown(views map[string]api.SAs, tunnels []Tunnel) []string {
 	return out
 }
 
+// Stale counts the INSTALLED children of a gateway's view that no peer
+// holds (the peer deleted them but the cluster never committed the
+// DELETE): not a violation, but each is a DELETE the gateway sends later.
+func Stale(v api.SAs, tunnels []Tunnel) int {
+	held := map[[2]string]bool{}
+	for _, t := range tunnels {
+		held[[2]string{strings.ToLower(t.SPIOut), strings.ToLower(t.SPIIn)}] = true
+	}
+	n := 0
+	for _, c := range v.Children {
+		if strings.EqualFold(c.State, "INSTALLED") && !held[[2]string{strings.ToLower(c.SPIIn), strings.ToLower(c.SPIOut)}] {
+			n++
+		}
+	}
+	return n
+}
+
 // Phase1 is a peer's IKE SA identity: what must not change.
 type Phase1 struct {
 	UniqueID         uint32

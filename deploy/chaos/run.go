@@ -122,12 +122,15 @@ func (o *Options) setDefaults() error {
 
 // RoundResult is one line of the summary.
 type RoundResult struct {
-	Round      int
-	Fault      Fault
-	Node       string // the node the fault hit ("" for the cluster segment)
-	Tunnels    int    // tunnels checked
-	ChurnOK    int    // tunnel set-ups and tear-downs that succeeded
-	ChurnErr   int    // and that failed (not a violation: availability)
+	Round    int
+	Fault    Fault
+	Node     string // the node the fault hit ("" for the cluster segment)
+	Tunnels  int    // tunnels checked
+	ChurnOK  int    // tunnel set-ups and tear-downs that succeeded
+	ChurnErr int    // and that failed (not a violation: availability)
+	// Stale counts the active's installed children no peer holds after
+	// the round (not a violation; see Stale).
+	Stale      int
 	Violations int
 	Took       time.Duration
 }
@@ -150,7 +153,7 @@ func (r *Result) OK() bool { return len(r.Violations) == 0 }
 // WriteTable prints the summary table and every violation.
 func (r *Result) WriteTable(w io.Writer) {
 	fmt.Fprintf(w, "chaos summary (seed %d)\n", r.Seed)
-	fmt.Fprintf(w, "%5s  %-28s  %-8s  %7s  %9s  %10s  %6s\n", "round", "fault", "node", "tunnels", "churn ok", "churn err", "viol.")
+	fmt.Fprintf(w, "%5s  %-28s  %-8s  %7s  %9s  %10s  %6s  %6s\n", "round", "fault", "node", "tunnels", "churn ok", "churn err", "stale", "viol.")
 	tot := RoundResult{}
 	for _, rr := range r.Rounds {
 		node := rr.Node
@@ -161,13 +164,13 @@ func (r *Result) WriteTable(w io.Writer) {
 		if rr.Round == 0 {
 			f = "(setup)"
 		}
-		fmt.Fprintf(w, "%5d  %-28s  %-8s  %7d  %9d  %10d  %6d\n", rr.Round, f, node, rr.Tunnels, rr.ChurnOK, rr.ChurnErr, rr.Violations)
+		fmt.Fprintf(w, "%5d  %-28s  %-8s  %7d  %9d  %10d  %6d  %6d\n", rr.Round, f, node, rr.Tunnels, rr.ChurnOK, rr.ChurnErr, rr.Stale, rr.Violations)
 		tot.Tunnels += rr.Tunnels
 		tot.ChurnOK += rr.ChurnOK
 		tot.ChurnErr += rr.ChurnErr
 		tot.Violations += rr.Violations
 	}
-	fmt.Fprintf(w, "%5s  %-28s  %-8s  %7d  %9d  %10d  %6d\n", "total", "", "", tot.Tunnels, tot.ChurnOK, tot.ChurnErr, tot.Violations)
+	fmt.Fprintf(w, "%5s  %-28s  %-8s  %7d  %9d  %10d  %6s  %6d\n", "total", "", "", tot.Tunnels, tot.ChurnOK, tot.ChurnErr, "", tot.Violations)
 	fmt.Fprintf(w, "VIP samples: %d every %v (%d with a read error)\n", r.Samples, SampleInterval, r.SampleErrs)
 	for _, e := range r.ChurnErrors {
 		fmt.Fprintf(w, "churn error: %s\n", e)
@@ -322,7 +325,7 @@ func (r *runner) round(ctx context.Context, n int, f Fault) bool {
 	}
 	r.sampler.SetPhase(n, "check")
 	if settled {
-		rr.Tunnels, settled = r.check(ctx, n)
+		rr.Tunnels, rr.Stale, settled = r.check(ctx, n)
 	}
 	overlaps, samples, errs, lastErr := r.sampler.Take()
 	for _, o := range overlaps {
@@ -335,8 +338,8 @@ func (r *runner) round(ctx context.Context, n int, f Fault) bool {
 	rr.Violations = len(r.res.Violations) - before
 	rr.Took = time.Since(start)
 	r.res.Rounds = append(r.res.Rounds, rr)
-	fmt.Fprintf(r.o.Out, "chaos: round %d: %s on %s: %d tunnels checked, churn %d ok %d failed, %d violations (%v)\n",
-		n, map[bool]string{true: f.String(), false: "(setup)"}[n > 0], orDash(rr.Node), rr.Tunnels, rr.ChurnOK, rr.ChurnErr, rr.Violations, rr.Took.Round(time.Millisecond))
+	fmt.Fprintf(r.o.Out, "chaos: round %d: %s on %s: %d tunnels checked, churn %d ok %d failed, %d stale, %d violations (%v)\n",
+		n, map[bool]string{true: f.String(), false: "(setup)"}[n > 0], orDash(rr.Node), rr.Tunnels, rr.ChurnOK, rr.ChurnErr, rr.Stale, rr.Violations, rr.Took.Round(time.Millisecond))
 	return settled
 }
 
@@ -581,8 +584,9 @@ func (r *runner) clusterSettled(ctx context.Context) (bool, string) {
 }
 
 // check settles the peers and checks every invariant; it returns the
-// number of tunnels checked and whether the lab settled.
-func (r *runner) check(parent context.Context, round int) (int, bool) {
+// number of tunnels checked, the active's stale children and whether the
+// lab settled.
+func (r *runner) check(parent context.Context, round int) (int, int, bool) {
 	// Each wait has its own deadline: a slow one does not eat the next.
 	wait := func() (context.Context, context.CancelFunc) { return context.WithTimeout(parent, r.o.SettleTimeout) }
 	ctx, cancel := wait()
@@ -594,7 +598,7 @@ func (r *runner) check(parent context.Context, round int) (int, bool) {
 		got, err := p.swan.WaitFor(ctx, quiet)
 		if err != nil {
 			r.violate(round, "settle", p.name+": IKE and child SAs did not settle", err.Error())
-			return 0, false
+			return 0, 0, false
 		}
 		sas[i] = got
 	}
@@ -685,12 +689,14 @@ func (r *runner) check(parent context.Context, round int) (int, bool) {
 		}
 		r.violate(round, "known", fmt.Sprintf("%d tunnel views missing on the cluster", len(missing)), strings.Join(ev, "\n"))
 	}
+	stale := 0
 	if views != nil {
 		for _, b := range r.seqs.Observe(round, active, views) {
 			r.violate(round, "outseq", "outbound sequence number went back", b)
 		}
+		stale = Stale(views[active], tunnels)
 	}
-	return len(tunnels), true
+	return len(tunnels), stale, true
 }
 
 // repair makes a peer that broke (its violations are reported) useful
