@@ -640,7 +640,7 @@ func TestReqidReuseAndIndexes(t *testing.T) {
 	}
 	for _, n := range []*node{a, b} {
 		if len(n.eng.ikes)+len(n.eng.children)+len(n.eng.idx.halfByI)+len(n.eng.idx.ikesByPeer)+
-			len(n.eng.idx.kidsByPeer)+len(n.eng.idx.kidsByName)+len(n.eng.idx.reqidOf)+len(n.eng.idx.reqidRefs) != 0 {
+			len(n.eng.idx.kidsByPeer)+len(n.eng.idx.kidsBySel)+len(n.eng.idx.reqidOf)+len(n.eng.idx.reqidRefs) != 0 {
 			t.Fatalf("%s: state left after deletes: %d ikes, %d children, index %+v", n.name, len(n.eng.ikes), len(n.eng.children), n.eng.idx)
 		}
 	}

@@ -17,7 +17,7 @@ type index struct {
 	halfByI    map[[8]byte]*ikeSA                    // responder SAs by initiator cookie
 	ikesByPeer map[netip.Addr]map[[16]byte]*ikeSA    // by remote address
 	kidsByPeer map[netip.Addr]map[uint32]*sa.ChildSA // by outbound destination
-	kidsByName map[string]map[uint32]*sa.ChildSA     // by connection and child name
+	kidsBySel  map[string]map[uint32]*sa.ChildSA     // by connection, child and selectors (reqidKey)
 	reqidOf    map[string]uint32                     // by connection, child and selectors
 	reqidRefs  map[uint32]int
 	freeReqids []uint32
@@ -29,7 +29,7 @@ func newIndex() index {
 		halfByI:    map[[8]byte]*ikeSA{},
 		ikesByPeer: map[netip.Addr]map[[16]byte]*ikeSA{},
 		kidsByPeer: map[netip.Addr]map[uint32]*sa.ChildSA{},
-		kidsByName: map[string]map[uint32]*sa.ChildSA{},
+		kidsBySel:  map[string]map[uint32]*sa.ChildSA{},
 		reqidOf:    map[string]uint32{},
 		reqidRefs:  map[uint32]int{},
 		nextReqid:  1,
@@ -104,11 +104,11 @@ func (e *Engine) putChild(c *sa.ChildSA) {
 		e.idx.kidsByPeer[a] = m
 	}
 	m[c.In.SPI] = c
-	nk := nameKey(c.Connection, c.Child)
-	n := e.idx.kidsByName[nk]
+	nk := childReqidKey(c)
+	n := e.idx.kidsBySel[nk]
 	if n == nil {
 		n = map[uint32]*sa.ChildSA{}
-		e.idx.kidsByName[nk] = n
+		e.idx.kidsBySel[nk] = n
 	}
 	n[c.In.SPI] = c
 	e.idx.reqidRefs[c.Reqid]++
@@ -132,11 +132,11 @@ func (e *Engine) dropChild(c *sa.ChildSA) {
 			delete(e.idx.kidsByPeer, a)
 		}
 	}
-	nk := nameKey(c.Connection, c.Child)
-	if n := e.idx.kidsByName[nk]; n != nil {
+	nk := childReqidKey(c)
+	if n := e.idx.kidsBySel[nk]; n != nil {
 		delete(n, c.In.SPI)
 		if len(n) == 0 {
-			delete(e.idx.kidsByName, nk)
+			delete(e.idx.kidsBySel, nk)
 		}
 	}
 	e.idx.reqidRefs[c.Reqid]--

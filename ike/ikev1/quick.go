@@ -287,7 +287,7 @@ func childPairs(s *ikeSA, c *config.Child) []tsPair {
 // pairUp reports whether an installed pair of the given child covers
 // exactly these selectors, or a Quick Mode for them is under way on s.
 func (e *Engine) pairUp(s *ikeSA, conn, child string, p tsPair) bool {
-	for _, c := range e.idx.kidsByName[nameKey(conn, child)] {
+	for _, c := range e.idx.kidsBySel[reqidKey(conn, child, p.local, p.remote)] {
 		if c.State == sa.ChildInstalled && len(c.LocalTS) == 1 && len(c.RemoteTS) == 1 &&
 			c.LocalTS[0] == p.local && c.RemoteTS[0] == p.remote {
 			return true
@@ -671,7 +671,7 @@ func prefixString(ts sa.TrafficSelector) string {
 // connection, child and traffic selectors.
 func (e *Engine) findRekeyed(n *sa.ChildSA) *sa.ChildSA {
 	var best *sa.ChildSA
-	for _, c := range e.idx.kidsByName[nameKey(n.Connection, n.Child)] {
+	for _, c := range e.idx.kidsBySel[childReqidKey(n)] {
 		if c == n || c.State != sa.ChildInstalled {
 			continue
 		}
