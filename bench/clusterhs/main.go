@@ -118,6 +118,7 @@ func run(ctx context.Context, ikegwd, ikeload string, tunnels, conc int, proposa
 		"-tunnels", strconv.Itoa(tunnels), "-concurrency", strconv.Itoa(conc), "-proposal", proposal, "-esp", esp, "-encap",
 		"-psk-file", filepath.Join(dir, "psk"), "-ts-base", gwlab.LoadTS.Addr().String(), "-remote-ts", gwlab.InsideNet.String(),
 		"-tunnel-timeout", "30s", "-duration", "5m", "-o", "json"}
+	cpu0 := nodeCPU(dir)
 	cmd := exec.CommandContext(ctx, "ip", args...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
@@ -133,7 +134,18 @@ func run(ctx context.Context, ikegwd, ikeload string, tunnels, conc int, proposa
 	if err != nil {
 		return nil, fmt.Errorf("metrics of %s after the run: %w", active, err)
 	}
+	cpu1 := nodeCPU(dir)
 	ok, _ := res["ok"].(float64)
+	var total float64
+	for name, c := range cpu1 {
+		ms := c - cpu0[name]
+		res["cpu_ms_"+name] = round(ms)
+		total += ms
+	}
+	if ok > 0 {
+		res["cpu_ms_per_tunnel"] = round((cpu1[active]-cpu0[active])/ok*1000) / 1000
+		res["cluster_cpu_ms_per_tunnel"] = round(total/ok*1000) / 1000
+	}
 	res["setup"] = "cluster"
 	res["cluster"] = "3 gateways, Raft over mutual TLS, bbolt with fsync"
 	if ok > 0 {
@@ -150,6 +162,43 @@ func run(ctx context.Context, ikegwd, ikeload string, tunnels, conc int, proposa
 }
 
 func round(v float64) float64 { return math.Round(v*10) / 10 }
+
+// nodeCPU returns the user+system CPU time in ms of each gateway's
+// `ikegwd run` process of the lab in dir, by node name (gw1.yaml -> gw1).
+func nodeCPU(dir string) map[string]float64 {
+	out := map[string]float64{}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return out
+	}
+	hz := 100.0 // USER_HZ on Linux
+	for _, e := range ents {
+		pid := e.Name()
+		if pid[0] < '0' || pid[0] > '9' {
+			continue
+		}
+		cl, err := os.ReadFile("/proc/" + pid + "/cmdline")
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(cl), "\x00"), "\x00")
+		if len(args) < 4 || args[1] != "run" || args[2] != "-c" || !strings.HasPrefix(args[3], dir+"/") {
+			continue
+		}
+		st, err := os.ReadFile("/proc/" + pid + "/stat")
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(st[strings.LastIndexByte(string(st), ')')+2:]))
+		if len(f) < 13 {
+			continue
+		}
+		ut, _ := strconv.ParseFloat(f[11], 64)
+		stm, _ := strconv.ParseFloat(f[12], 64)
+		out[strings.TrimSuffix(filepath.Base(args[3]), ".yaml")] = (ut + stm) * 1000 / hz
+	}
+	return out
+}
 
 type metrics struct {
 	entries, bytes float64
