@@ -105,7 +105,8 @@ for suite in $SUITES; do
 					-o "$WORK/raw/$setup-$suite-$run.json" 2>"$WORK/raw/$setup-$suite-$run.err" ||
 					{ tail -20 "$WORK/raw/$setup-$suite-$run.err" >&2; die "clusterhs failed ($suite run $run)"; }
 				echo n/a >"$WORK/raw/$setup-$suite-$run.sas"
-				echo n/a >"$WORK/raw/$setup-$suite-$run.cpu"
+				# The active's CPU (the cluster's total is in the raw JSON).
+				jq -r '.cpu_ms_per_tunnel * .ok | floor' "$WORK/raw/$setup-$suite-$run.json" >"$WORK/raw/$setup-$suite-$run.cpu"
 				;;
 			*) die "unknown setup $setup" ;;
 			esac
@@ -199,7 +200,7 @@ us() { awk -v v="$(inproc "$1" "$2")" 'BEGIN { if (v == "") print "n/a"; else pr
 	echo "- (a) strongSwan: charon $("$CHARON" --version 2>&1 | head -1 | awk '{print $NF}'), kernel-libipsec (userspace ESP on a TUN), threads = 16, ikesa_table_size = 4096, ikesa_table_segments = 16, no DPD, log level 0, one connection with remote_addrs = 10.78.0.0/16."
 	echo "- (b) ikegwd (built from $IKEGWD_SRC): a single node, userspace data plane (TUN), state in bbolt under /tmp, log level warn, one connection with remote_addrs %any."
 	case " $SETUPS " in *" cluster "*)
-		echo "- (c) cluster: deploy/gwlab's lab with 3 gateways (no witness), each ikegwd in its own namespace with its own bbolt state, Raft over mutual TLS with fsync, heartbeat/election 1 s, lease 500 ms; the active holds the outside VIP and commits every SA (and the cached Main Mode message 6) through Raft before sending what it guards; the generator sits on the outside segment. Built fresh per run. Its CPU is not measured (three processes). The replication cost is read from the active's metrics around the run: Raft entries and sealed bytes proposed per tunnel (counter syncs included) and the commit latency histogram's p50/p99 (Prometheus-style interpolation inside 0.5/1/2/5/10/20/50 ms buckets)." ;;
+		echo "- (c) cluster: deploy/gwlab's lab with 3 gateways (no witness), each ikegwd in its own namespace with its own bbolt state, Raft over mutual TLS with fsync, heartbeat/election 1 s, lease 500 ms; the active holds the outside VIP and commits every SA (and the cached Main Mode message 6) through Raft before sending what it guards; the generator sits on the outside segment. Built fresh per run. Its CPU column is the active node's (user + system of its \`ikegwd run\` during the load run); the followers' is in the raw JSON (cpu_ms_gwN) and summed below. The replication cost is read from the active's metrics around the run: Raft entries and sealed bytes proposed per tunnel (counter syncs included) and the commit latency histogram's p50/p99 (Prometheus-style interpolation inside 0.5/1/2/5/10/20/50 ms buckets)." ;;
 	esac
 	echo "- Responder CPU is the responder process's user + system time (/proc/PID/stat, $(getconf CLK_TCK) Hz ticks) from its start until the run ended, divided by the tunnels set up: it includes start-up, and it is the least noisy number on a shared machine."
 	echo "- Each run starts a fresh responder; runs alternate between the setups (a, b, a, b, ...). $RUNS runs per setup and suite; the generator and the responder share the machine's $(nproc) cores (and the machine is shared with other work: compare the ratios, not the absolute numbers)."
@@ -228,7 +229,8 @@ us() { awk -v v="$(inproc "$1" "$2")" 'BEGIN { if (v == "") print "n/a"; else pr
 	done
 	case " $SETUPS " in *" cluster "*)
 		echo
-		echo "Replication during the cluster runs (medians): $(med cluster ecp256 raft_bytes_per_tunnel) bytes and $(med cluster ecp256 raft_entries_per_tunnel) Raft entries per tunnel; commit latency p50 $(med cluster ecp256 raft_commit_p50_ms) ms, p99 $(med cluster ecp256 raft_commit_p99_ms) ms over $(med cluster ecp256 raft_commits) commits per run (one commit carries what the engine's actions of one event-loop turn persist)." ;;
+		echo "Cluster CPU (all three gateways) per tunnel, median: $(med cluster ecp256 cluster_cpu_ms_per_tunnel) ms; the active's: $(med cluster ecp256 cpu_ms_per_tunnel) ms. The three replicas, the generator and the strongSwan peer of the lab share the machine's $(nproc) cores, where (a) and (b) run one responder process: on this machine the cluster's rate is bounded by the CPU of three replicas, which production gives three machines."
+				echo "Replication during the cluster runs (medians): $(med cluster ecp256 raft_bytes_per_tunnel) bytes and $(med cluster ecp256 raft_entries_per_tunnel) Raft entries per tunnel; commit latency p50 $(med cluster ecp256 raft_commit_p50_ms) ms, p99 $(med cluster ecp256 raft_commit_p99_ms) ms over $(med cluster ecp256 raft_commits) commits per run (one commit carries what the engine's actions of one event-loop turn persist)." ;;
 	esac
 	echo
 	echo "## Raw runs"
