@@ -600,12 +600,12 @@ func (h *HALab) PeerSwan() *lab.Swan { return h.peer }
 // Pinger is the protected host's pinger.
 func (h *HALab) Pinger() *lab.Pinger { return h.pinger }
 
-// KillNode kills node idx the way gwlab kills an ikegw node: its bridge
-// ports down, SIGKILL of every process in its namespace (charon among
-// them), its own links down (the sync link too). The kernel SAs a killed
-// charon leaves behind die with the links. It returns when the bridge
-// ports were down (the node was cut off): under TCG each `ip` command takes
-// a good part of a second, so that is later than the call.
+// KillNode kills node idx: its bridge ports and its sync link down (cut
+// off from everything), then SIGKILL of every process in its namespace
+// (charon among them), then its own links down. The kernel SAs a killed
+// charon leaves behind die with the links. It returns when the node was cut
+// off: under TCG each `ip` command takes a good part of a second, so that
+// is later than the call.
 func (h *HALab) KillNode(ctx context.Context, idx int) (cut time.Time, err error) {
 	n := h.nodes[idx]
 	var errs []error
@@ -614,22 +614,17 @@ func (h *HALab) KillNode(ctx context.Context, idx int) (cut time.Time, err error
 			errs = append(errs, err)
 		}
 	}
+	if err := n.ns.SetLink(ctx, ifSync, false); err != nil {
+		errs = append(errs, err)
+	}
 	cut = time.Now()
 	h.mu.Lock()
 	n.dead = true
 	h.mu.Unlock()
-	out, err := exec.CommandContext(ctx, "ip", "netns", "pids", n.ns.Name()).CombinedOutput()
-	if err != nil {
-		errs = append(errs, fmt.Errorf("hacompare: ip netns pids %s: %w: %s", n.ns.Name(), err, out))
+	if err := killAll(ctx, n.ns); err != nil {
+		errs = append(errs, err)
 	}
-	for _, f := range strings.Fields(string(out)) {
-		if pid, err := strconv.Atoi(f); err == nil {
-			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
-				errs = append(errs, fmt.Errorf("hacompare: %s: SIGKILL %d: %w", n.name, pid, err))
-			}
-		}
-	}
-	for _, ifn := range []string{ifOutside, ifInside, ifSync} {
+	for _, ifn := range []string{ifOutside, ifInside} {
 		if err := n.ns.SetLink(ctx, ifn, false); err != nil {
 			errs = append(errs, err)
 		}
@@ -640,6 +635,23 @@ func (h *HALab) KillNode(ctx context.Context, idx int) (cut time.Time, err error
 		errs = append(errs, fmt.Errorf("hacompare: %s: charon did not exit after SIGKILL", n.name))
 	}
 	return cut, errors.Join(errs...)
+}
+
+// killAll sends SIGKILL to every process in ns.
+func killAll(ctx context.Context, ns *lab.NS) error {
+	out, err := exec.CommandContext(ctx, "ip", "netns", "pids", ns.Name()).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("hacompare: ip netns pids %s: %w: %s", ns.Name(), err, out)
+	}
+	var errs []error
+	for _, f := range strings.Fields(string(out)) {
+		if pid, err := strconv.Atoi(f); err == nil {
+			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+				errs = append(errs, fmt.Errorf("hacompare: %s: SIGKILL %d: %w", ns.Name(), pid, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func (h *HALab) nodeByName(name string) (*haNode, error) {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"strings"
 	"time"
 
@@ -49,9 +50,9 @@ type Result struct {
 	// SeqFailuresBefore is the peer's SeqFailure log count before the
 	// kill (nonzero: something replayed already in normal operation).
 	SeqFailuresBefore int `json:"seq_failures_before"`
-	// OSeqAtKill is the killed gateway's outbound sequence number to the
-	// peer just before the kill, OSeqAfter the survivor's at the end of the
-	// run (strongSwan ha only; 0 when unknown).
+	// OSeqAtKill is the killed gateway's last outbound sequence number to
+	// the peer (read from its cut-off namespace), OSeqAfter the survivor's
+	// at the end of the run (strongSwan ha only; 0 when unknown).
 	OSeqAtKill uint32 `json:"oseq_at_kill"`
 	OSeqAfter  uint32 `json:"oseq_after"`
 	// SameIKESA and SameSPIs: the peer kept its IKE SA and child SPIs.
@@ -218,9 +219,6 @@ func (h *HALab) Failover(ctx context.Context, warm time.Duration) (Result, error
 	if err != nil {
 		return r, err
 	}
-	// Read before the warm-up ends: each `ip` takes most of a second
-	// under TCG.
-	r.OSeqAtKill, _ = outboundSeq(ctx, n.ns)
 	if err := warmUp(ctx, h.pinger, warm); err != nil {
 		return r, err
 	}
@@ -236,6 +234,9 @@ func (h *HALab) Failover(ctx context.Context, warm time.Duration) (Result, error
 	cancel()
 	wctx, cancel := context.WithTimeout(ctx, h.opts.WaitTimeout)
 	defer cancel()
+	// The dead node's kernel SAs outlive charon (its namespace is cut off
+	// but still there): its last outbound sequence number.
+	r.OSeqAtKill, _ = outboundSeq(wctx, n.ns)
 	if err := waitReply(wctx, h.pinger, at); err != nil {
 		errs = append(errs, fmt.Errorf("hacompare: strongSwan ha: the ping did not resume: %w", err))
 	}
@@ -302,7 +303,8 @@ type IkegwOptions struct {
 }
 
 // RunIkegw builds gwlab (2 gateways + witness, kernel data plane), lets the
-// host ping for warm, runs Failover(NodeDeath) and removes the lab.
+// host ping for warm, kills the active gateway's node (ikegwNodeDeath) and
+// removes the lab.
 func RunIkegw(ctx context.Context, o IkegwOptions, warm time.Duration) (r Result, err error) {
 	r = Result{Impl: ImplIkegw, Warm: warm}
 	if o.PingInterval <= 0 {
@@ -335,51 +337,89 @@ func RunIkegw(ctx context.Context, o IkegwOptions, warm time.Duration) (r Result
 			}
 		}
 	}()
-	var errs []error
+	r2, err := ikegwNodeDeath(ctx, l, o.Logger, warm)
+	r2.Impl, r2.Run = r.Impl, r.Run
+	r = r2
+	if err != nil {
+		r.Err = err.Error()
+	}
+	return r, err
+}
+
+// ikegwNodeDeath is gwlab's node death with this package's timing: the
+// active gateway's links (outside, inside, cluster) go down in one `ip
+// -batch` (cut off), then every process in its namespace gets SIGKILL.
+// gwlab.Failover does the same with a 10 s budget for all its `ip`
+// commands, which a loaded TCG guest exceeds (its error ends the run
+// before anything is measured), and takes the failure time before its
+// first command.
+func ikegwNodeDeath(ctx context.Context, l *gwlab.Lab, log *slog.Logger, warm time.Duration) (Result, error) {
+	r := Result{}
+	wctx, cancel := context.WithTimeout(ctx, 120*time.Second)
+	defer cancel()
+	active, err := l.WaitActive(wctx, "")
+	if err != nil {
+		return r, err
+	}
+	n, err := l.Node(active)
+	if err != nil {
+		return r, err
+	}
+	before, err := l.PeerState(wctx)
+	if err != nil {
+		return r, err
+	}
+	cBefore, err := readPeerCounters(wctx, l.Peer, l.Swan())
+	if err != nil {
+		return r, err
+	}
 	if err := warmUp(ctx, l.Pinger(), warm); err != nil {
 		return r, err
 	}
-	cBefore, err := readPeerCounters(ctx, l.Peer, l.Swan())
-	if err != nil {
-		return r, err
-	}
 	sentBefore := l.Pinger().Snapshot().Sent
-	rep, err := l.Failover(ctx, gwlab.NodeDeath)
-	if err != nil {
+	var errs []error
+	cmd := exec.CommandContext(wctx, "ip", "-n", n.NS.Name(), "-batch", "-")
+	cmd.Stdin = strings.NewReader(fmt.Sprintf("link set %s down\nlink set %s down\nlink set %s down\n", gwlab.IfOutside, gwlab.IfInside, gwlab.IfCluster))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		errs = append(errs, fmt.Errorf("hacompare: ikegw: cutting %s's links: %w: %s", active, err, out))
+	}
+	at := time.Now()
+	if err := killAll(wctx, n.NS); err != nil {
 		errs = append(errs, err)
 	}
-	r.Outage, r.Lost, r.Resumed, r.Sent, r.Takeover = rep.Gap, rep.Lost, rep.Resumed, rep.Sent, rep.Takeover
-	// gwlab.Failover takes the failure time before KillNode's first `ip`
-	// command and may see a reply to a request sent before the cut as the
-	// ping resuming. Measure again over a window that surely ends after
-	// the ping resumed: a reply to a request sent after the new active
-	// reported its role, then one more second.
-	if rep.NewActive != "" && !rep.At.IsZero() {
-		wctx, cancel := context.WithTimeout(ctx, 120*time.Second)
-		if werr := waitReply(wctx, l.Pinger(), rep.At.Add(rep.Takeover)); werr != nil {
-			errs = append(errs, fmt.Errorf("hacompare: ikegw: the ping did not resume after %s took over: %w", rep.NewActive, werr))
-		}
-		cancel()
-		time.Sleep(settle)
-		rec := l.Pinger().Snapshot()
-		out := gwlab.MeasureOutage(rec, rep.At, time.Now())
-		r.Outage, r.Lost, r.Resumed, r.Sent = out.Gap, out.Lost, out.Resumed, rec.Sent-sentBefore
-		r.Warm = rep.At.Sub(rec.Start)
-		logGaps(o.Logger, rec, rep.At)
+	newActive, err := l.WaitActive(wctx, active)
+	if err != nil {
+		errs = append(errs, err)
+	} else {
+		r.Takeover = time.Since(at)
 	}
-	r.SameIKESA, r.SameSPIs = rep.PeerSAUnchanged, rep.SPIsUnchanged
-	cAfter, err := readPeerCounters(ctx, l.Peer, l.Swan())
+	if err := waitReply(wctx, l.Pinger(), at); err != nil {
+		errs = append(errs, fmt.Errorf("hacompare: ikegw: the ping did not resume (new active %q): %w", newActive, err))
+	}
+	select {
+	case <-time.After(settle):
+	case <-ctx.Done():
+	}
+	rec := l.Pinger().Snapshot()
+	out := gwlab.MeasureOutage(rec, at, time.Now())
+	r.Outage, r.Lost, r.Resumed, r.Sent = out.Gap, out.Lost, out.Resumed, rec.Sent-sentBefore
+	r.Warm = at.Sub(rec.Start)
+	logGaps(log, rec, at)
+	cAfter, err := readPeerCounters(wctx, l.Peer, l.Swan())
 	if err != nil {
 		errs = append(errs, err)
 	} else {
 		r.addPeerDelta(cBefore, cAfter)
 	}
-	logSeqFailures(o.Logger, l.Swan().Log())
-	err = errors.Join(errs...)
-	if err != nil {
-		r.Err = err.Error()
+	if after, err := l.PeerState(wctx); err != nil {
+		errs = append(errs, err)
+	} else {
+		r.SameIKESA = after.UniqueID == before.UniqueID && after.InitiatorSPI == before.InitiatorSPI && after.ResponderSPI == before.ResponderSPI
+		r.SameSPIs = after.ChildSPIIn == before.ChildSPIIn && after.ChildSPIOut == before.ChildSPIOut
 	}
-	return r, err
+	logSeqFailures(log, l.Swan().Log())
+	log.Info("hacompare: failover", "result", r.String(), "killed", active, "new_active", newActive)
+	return r, errors.Join(errs...)
 }
 
 // logGaps logs the kill time and every gap of more than 4 intervals
