@@ -39,8 +39,8 @@
 //     installs the pairs with the committed jumped counters, builds the
 //     engine and the IKE runtime (nothing runs yet) and opens its Raft
 //     connections.
-//  3. The active releases its VIPs, transfers leadership to the target,
-//     and only then stops IKE and its data plane.
+//  3. The active releases its VIPs, stops IKE and its data plane, and
+//     transfers leadership to the target.
 //  4. The target wins the election; it is ready at once when it has
 //     applied every entry of an earlier term in its log
 //     (Leadership.LeaderReady, cluster.Node.PriorTermsApplied): no Barrier

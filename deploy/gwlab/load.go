@@ -64,7 +64,8 @@ type LoadResult struct {
 // SetupLoad sets up Options.LoadTunnels tunnels from the load namespace
 // to the outside VIP with ikeload (Main Mode + Quick Mode, PSK, UDP
 // encapsulation as the userspace data plane wants), and returns once
-// ikeload is done and the active gateway lists that many more children.
+// ikeload is done and the active gateway lists that many more children
+// (ikeload's result says how many: at least 95% of them, or an error).
 // The tunnels carry no traffic: they are SAs the cluster replicates and a
 // new active installs.
 func (l *Lab) SetupLoad(ctx context.Context) (LoadResult, error) {
@@ -85,9 +86,15 @@ func (l *Lab) SetupLoad(ctx context.Context) (LoadResult, error) {
 	if jerr := json.Unmarshal(out, &res); jerr != nil {
 		return res, fmt.Errorf("gwlab: ikeload: %v (decoding its output: %v): %s", err, jerr, tail(stderr.String(), 2000))
 	}
-	if res.OK != n {
+	// On a starved machine a few setups time out; the cluster then holds
+	// a few tunnels less, which the caller sees in the result.
+	if res.OK*100 < n*95 {
 		return res, fmt.Errorf("gwlab: ikeload set up %d of %d tunnels (%d failed): %s", res.OK, n, res.Failed, tail(stderr.String(), 2000))
 	}
+	if res.OK != n {
+		l.log.Warn("gwlab: ikeload did not set up every tunnel", "ok", res.OK, "want", n, "failed", res.Failed)
+	}
+	n = res.OK
 	// The active lists them (plus the peer's).
 	active, err := l.Active(ctx)
 	if err != nil {

@@ -275,9 +275,9 @@ func New(cfg Config, lead Leadership, vips VIPs, cb Callbacks) (*Machine, error)
 func (m *Machine) State() State { return State(m.state.Load()) }
 
 // Handover gives up the active role for a planned failover: it releases the
-// VIPs (if active), asks the cluster to hand leadership to another gateway,
-// then calls OnStandby, and stays standby for HandoverHold. It returns
-// StepDown's error.
+// VIPs and calls OnStandby (if active), then asks the cluster to hand
+// leadership to another gateway, and stays standby for HandoverHold. It
+// returns StepDown's error.
 func (m *Machine) Handover(ctx context.Context) error {
 	if !m.running.Load() {
 		return ErrNotRunning
@@ -334,18 +334,15 @@ func (m *Machine) Run(ctx context.Context) error {
 		case <-m.fence.C:
 			m.onFenceTimer()
 		case reply := <-m.handover:
-			// The VIPs go first; OnStandby (stopping IKE and the data
-			// plane, which may take a while with many SAs) only once
-			// leadership is on its way, so it does not delay the target.
-			if m.State() != Standby {
-				m.release("handover")
-			}
+			// The VIPs go first, then OnStandby stops IKE and the data
+			// plane (so the old active sends nothing more, with sequence
+			// numbers below the target's), then leadership moves.
+			m.standDown("handover")
 			m.hold(m.cfg.HandoverHold)
 			err := m.lead.StepDown()
 			if err != nil {
 				m.log.Warn("role: handover: leadership transfer failed", "err", err)
 			}
-			m.standDown("handover")
 			reply <- err
 		}
 	}
