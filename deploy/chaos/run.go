@@ -411,12 +411,11 @@ func (r *runner) waitActive(ctx context.Context, not string) (string, error) {
 
 // inject inflicts f and undoes it (restart, heal, SIGCONT); it returns
 // the node hit.
-func (r *runner) inject(ctx context.Context, round int, f Fault) (string, error) {
+func (r *runner) inject(ctx context.Context, round int, f Fault) (node string, err error) {
 	active, standbys, witness, err := r.roles(ctx)
 	if err != nil {
 		return "", err
 	}
-	var node string
 	switch f.Target {
 	case TargetActive:
 		node = active
@@ -441,9 +440,9 @@ func (r *runner) inject(ctx context.Context, round int, f Fault) (string, error)
 		}
 		return node, r.restart(ctx, node, node == active, f.Hold)
 	case Partition:
-		n, err := r.lab.Node(node)
-		if err != nil {
-			return node, err
+		n, nerr := r.lab.Node(node)
+		if nerr != nil {
+			return node, nerr
 		}
 		var faults []*lab.Fault
 		defer func() {
@@ -466,9 +465,9 @@ func (r *runner) inject(ctx context.Context, round int, f Fault) (string, error)
 		sleep(ctx, f.Hold)
 		return node, nil
 	case Loss:
-		_, clus, _, err := r.lab.Bridges()
-		if err != nil {
-			return "", err
+		_, clus, _, berr := r.lab.Bridges()
+		if berr != nil {
+			return "", berr
 		}
 		var faults []*lab.Fault
 		defer func() {
