@@ -77,9 +77,11 @@ func buildT(t *testing.T, o Options) *Lab {
 // active dies 5 times in a row (daemon death and node death alternating,
 // the dead node restarted as standby between rounds); each time the peer
 // keeps its IKE SA and SPIs, sees no replayed ESP sequence number, and the
-// ping resumes. Then a Quick Mode rekey started by the peer and DPD work
-// against the new active, and a planned failover (SIGTERM) loses at most
-// one ping.
+// ping resumes; after the first daemon death the VIPs' ARP entries expire
+// and the peer still reaches the new active. Then a Quick Mode rekey
+// started by the peer and DPD work against the new active, and planned
+// failovers (SIGTERM, `ikegwctl failover --to`) hand over to a staged
+// target (issue 5 wants at most one lost ping each: see the bound below).
 func TestFailover(t *testing.T) {
 	l := buildT(t, Options{Gateways: 2, Witness: true, Ctl: ikegwctlT(t)})
 	ctx, cancel := context.WithTimeout(context.Background(), 240*time.Second)
@@ -188,19 +190,27 @@ func TestFailover(t *testing.T) {
 	})
 
 	t.Run("dpd", func(t *testing.T) {
-		st, err := l.NodeAdminStatus(ctx, active)
-		if err != nil {
-			t.Fatal(err)
-		}
-		acked := st.Engine["dpd_acked"]
+		// Whichever gateway is active: on a starved machine the lab's
+		// 100 ms lease may move the role meanwhile, and each activation
+		// starts its engine's counters afresh.
+		who, acked := "", uint64(0)
 		deadline := time.Now().Add(2*l.opts.DPDDelay + 5*time.Second)
 		for {
-			st, err = l.NodeAdminStatus(ctx, active)
-			if err == nil && st.Engine["dpd_acked"] > acked {
-				break
+			a, err := l.Active(ctx)
+			var st Status
+			if err == nil {
+				st, err = l.NodeAdminStatus(ctx, a)
+			}
+			if err == nil && st.Engine != nil {
+				n := st.Engine["dpd_acked"]
+				if a != who || n < acked { // another active, or a fence restarted its engine
+					who, acked = a, n
+				} else if n > acked {
+					break
+				}
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("no R-U-THERE of %s acknowledged by the peer within %v (engine %+v, err %v)", active, 2*l.opts.DPDDelay+5*time.Second, st.Engine, err)
+				t.Fatalf("no R-U-THERE of the active gateway (%s) acknowledged by the peer within %v (engine %+v, err %v)", who, 2*l.opts.DPDDelay+5*time.Second, st.Engine, err)
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
