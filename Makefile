@@ -9,7 +9,7 @@ PKGS     := ./...
 RACE_PKGS := ./cluster/... ./store/... ./failover/... ./xfrm/... ./ike/runtime/...
 FUZZTIME ?= 20s
 
-.PHONY: all build test test-unit test-race test-kernel lint fuzz fuzz-long bench deps clean run stop failover
+.PHONY: all build test test-unit test-race test-kernel lint fuzz fuzz-long bench deps clean run stop failover chaos
 
 all: build
 
@@ -60,6 +60,14 @@ test: lint test-unit test-race test-kernel fuzz
 bench: build
 	@scripts/deps.sh test kernel bench
 	scripts/bench.sh
+
+# Chaos test (issue 8): 20 seeded rounds of faults (daemon and node death,
+# partitions, 10% cluster packet loss, SIGSTOP of the active) against 2
+# gateways + witness with 4 strongSwan peers x 50 tunnels; prints a summary
+# table, exits 1 on any invariant violation. SEED=N repeats a run.
+# deploy/chaos/README.md lists what it currently finds.
+chaos: deps build
+	$(GO) run ./deploy/chaos/cmd/chaos -rounds 20 -peers 4 -tunnels 50 $(if $(SEED),-seed $(SEED))
 
 # The local lab (network namespaces, as root): 2 gateways + a witness
 # (LAB_FLAGS="--gateways 3 --no-witness" for three gateways), a strongSwan

@@ -10,7 +10,13 @@
 #   4. Kernel SA install rate in the VM (xfrm/kernel).
 #   5. bench/throughput.sh and bench/memory.sh: iperf3 through a tunnel and
 #      RSS per 1,000 tunnels, against strongSwan in the same run.
-# Environment: SKIP="micro handshake throughput memory failover kernel".
+#   6. bench/failover.sh: outage vs tunnel count (1, 100, 1,000) with the
+#      takeover split.
+#   7. bench/hacompare.sh: failover against strongSwan's ha plugin in the VM.
+#   8. bench/dos.sh: a 60 s spoofed Main Mode flood (RSS, CPU, drops, a
+#      legitimate peer's setup time).
+# Environment: SKIP="micro handshake throughput memory failover kernel
+# outage hacompare dos".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=bench/results
@@ -56,5 +62,17 @@ if [[ $skip != *" kernel "* ]]; then
 	echo "bench: kernel SA install rate (VM)"
 	scripts/vm/test-kernel.sh -test.run '^$' -test.bench 'InstallPairs' -test.benchtime 1x > "$out/kernel-install.txt" 2>&1 || true
 	grep -E 'Benchmark|pairs/s' "$out/kernel-install.txt" || true
+fi
+if [[ $skip != *" outage "* ]]; then
+	echo "bench: failover outage vs tunnel count"
+	bench/failover.sh > "$out/failover-bench.log" 2>&1 || echo "bench: failover.sh failed (see $out/failover-bench.log)"
+fi
+if [[ $skip != *" hacompare "* ]]; then
+	echo "bench: failover vs strongSwan's ha plugin (VM)"
+	bench/hacompare.sh > "$out/hacompare.log" 2>&1 || echo "bench: hacompare.sh failed (see $out/hacompare.log)"
+fi
+if [[ $skip != *" dos "* ]]; then
+	echo "bench: spoofed Main Mode flood"
+	bench/dos.sh > /dev/null 2>&1 || echo "bench: dos.sh failed (see $out/dos.txt)"
 fi
 echo "bench: done; results in $out/"
