@@ -86,11 +86,15 @@ func (e *Engine) HandleTimer(now time.Time, t Timer) []Action {
 	case TimerChildExpire:
 		if c := e.children[t.SPI]; c != nil {
 			e.log.Info("IPsec SA pair lifetime expired", "conn", c.Connection, "child", c.Child, "spi_in", fmt.Sprintf("%08x", c.In.SPI))
-			e.deleteChild(&o, c, true)
+			e.deleteChildAs(now, &o, c, true, true)
 		}
 	case TimerChildDelete:
 		if c := e.children[t.SPI]; c != nil && c.State == sa.ChildRekeyed {
-			e.deleteChild(&o, c, true)
+			e.deleteChildAs(now, &o, c, true, true)
+		}
+	case TimerDeleteFlush:
+		if s := e.ikes[t.IKE.Key()]; s != nil && len(s.pendingDeletes) > 0 {
+			e.flushDeletes(&o, s)
 		}
 	}
 	return o.acts
@@ -229,7 +233,7 @@ func (e *Engine) HandleExpiry(now time.Time, inSPI uint32, hard bool) []Action {
 	}
 	if hard {
 		e.log.Info("IPsec SA pair hard lifetime reached in the data plane", "conn", c.Connection, "child", c.Child, "spi_in", fmt.Sprintf("%08x", inSPI))
-		e.deleteChild(&o, c, true)
+		e.deleteChild(now, &o, c, true)
 	} else {
 		e.rekeyChild(now, &o, inSPI)
 	}
@@ -363,7 +367,7 @@ func (e *Engine) Terminate(now time.Time, conn string) ([]Action, error) {
 	}
 	for _, c := range e.sortedChildren() {
 		if c.Connection == conn {
-			e.deleteChild(&o, c, false)
+			e.deleteChild(now, &o, c, false)
 		}
 	}
 	return o.acts, nil
@@ -386,7 +390,7 @@ func (e *Engine) DeleteChildSA(now time.Time, spi uint32) ([]Action, error) {
 		return nil, fmt.Errorf("%w: no IPsec SA pair with inbound SPI %08x", ErrNoSA, spi)
 	}
 	var o out
-	e.deleteChild(&o, c, true)
+	e.deleteChild(now, &o, c, true)
 	return o.acts, nil
 }
 

@@ -98,10 +98,11 @@ const (
 	TimerChildDelete                      // delete a rekeyed pair after its grace period
 	TimerKeepalive                        // NAT-T keepalive
 	TimerExchange                         // give up a phase 2 / informational exchange
+	TimerDeleteFlush                      // send the DELETEs gathered for an ISAKMP SA
 )
 
 var timerKindNames = [...]string{"", "retransmit", "half-open", "dpd", "ike-rekey", "ike-expire",
-	"child-rekey", "child-expire", "child-delete", "keepalive", "exchange"}
+	"child-rekey", "child-expire", "child-delete", "keepalive", "exchange", "delete-flush"}
 
 func (k TimerKind) String() string {
 	if int(k) < len(timerKindNames) && k != 0 {

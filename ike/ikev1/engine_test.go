@@ -774,3 +774,66 @@ func TestMultipleSelectorsOnePairEach(t *testing.T) {
 		}
 	}
 }
+
+// Pairs that expire together are deleted with one INFORMATIONAL carrying
+// all their SPIs, sent deleteCoalesce later, not one message each (a
+// burst of them makes strongSwan lose its own Quick Mode in flight).
+func TestExpiringPairsShareOneDelete(t *testing.T) {
+	ts := func(ps ...string) []sa.TrafficSelector {
+		var out []sa.TrafficSelector
+		for _, p := range ps {
+			out = append(out, sa.TrafficSelector{Prefix: netip.MustParsePrefix(p)})
+		}
+		return out
+	}
+	ca := conn(t, "to-b", addrA, addrB, "secret-psk-1", "aes256-sha256-modp2048", "aes256-sha256", "10.1.0.0/16", "10.2.0.0/16")
+	ca.Children[0].LocalTS, ca.Children[0].RemoteTS = ts("10.1.0.0/16", "10.3.0.0/24"), ts("10.2.0.0/16", "10.4.0.0/24")
+	cb := conn(t, "to-a", addrB, addrA, "secret-psk-1", "aes256-sha256-modp2048", "aes256-sha256", "10.2.0.0/16", "10.1.0.0/16")
+	cb.Children[0].LocalTS, cb.Children[0].RemoteTS = ts("10.2.0.0/16", "10.4.0.0/24"), ts("10.1.0.0/16", "10.3.0.0/24")
+	a, b := newNode(t, "a", addrA, ca), newNode(t, "b", addrB, cb)
+	w := newWorld(t, a, b)
+	initiate(t, w, a, "to-b")
+	kids := installedChildren(a)
+	if len(kids) != 4 || len(installedChildren(b)) != 4 {
+		t.Fatalf("%d and %d pairs, want 4 each", len(kids), len(installedChildren(b)))
+	}
+	sends := func(acts []Action) (n int) {
+		for _, x := range acts {
+			if _, ok := x.(Send); ok {
+				n++
+			}
+		}
+		return n
+	}
+	var flush *Timer
+	for _, c := range kids {
+		acts := a.eng.HandleTimer(w.now, Timer{Kind: TimerChildExpire, SPI: c.In.SPI})
+		if n := sends(acts); n != 0 {
+			t.Fatalf("expiry of %08x sent %d messages at once", c.In.SPI, n)
+		}
+		for _, x := range acts {
+			if ar, ok := x.(ArmTimer); ok && ar.Timer.Kind == TimerDeleteFlush {
+				if !ar.At.Equal(w.now.Add(deleteCoalesce)) {
+					t.Fatalf("flush armed for %v, want now + %v", ar.At.Sub(w.now), deleteCoalesce)
+				}
+				tm := ar.Timer
+				flush = &tm
+			}
+		}
+		a.apply(acts)
+	}
+	if flush == nil {
+		t.Fatal("no delete flush armed")
+	}
+	acts := a.eng.HandleTimer(w.now.Add(deleteCoalesce), *flush)
+	if n := sends(acts); n != 1 {
+		t.Fatalf("flush sent %d messages, want one for all four pairs", n)
+	}
+	w.deliver(a, a.apply(acts))
+	if n := len(installedChildren(b)); n != 0 {
+		t.Fatalf("the peer still holds %d pairs after the DELETE", n)
+	}
+	if d := b.eng.Stats().Deletes; d != 4 {
+		t.Fatalf("peer counted %d deletes, want 4", d)
+	}
+}

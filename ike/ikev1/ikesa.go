@@ -45,6 +45,10 @@ type ikeSA struct {
 	dpdSince       time.Time // when the first unanswered R-U-THERE was sent
 	dpdLastSent    time.Time // when the last R-U-THERE was sent
 	lastHeard      time.Time // last authenticated message from the peer
+
+	// pendingDeletes are inbound SPIs of pairs whose DELETE waits for
+	// TimerDeleteFlush, to go out together in one INFORMATIONAL.
+	pendingDeletes []uint32
 }
 
 // phase1 is a Main or Aggressive Mode exchange in progress.

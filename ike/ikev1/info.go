@@ -171,7 +171,7 @@ func (e *Engine) handleDelete(now time.Time, o *out, s *ikeSA, d *isakmp.Delete)
 					e.stats.Deletes++
 					e.log.Info("peer deleted an IPsec SA pair", "conn", c.Connection, "child", c.Child,
 						"spi_in", fmt.Sprintf("%08x", c.In.SPI), "spi_out", fmt.Sprintf("%08x", c.Out.SPI))
-					e.deleteChild(o, c, false)
+					e.deleteChild(now, o, c, false)
 					break
 				}
 			}
@@ -181,20 +181,64 @@ func (e *Engine) handleDelete(now time.Time, o *out, s *ikeSA, d *isakmp.Delete)
 
 // deleteChild removes an IPsec SA pair: persist the deletion, then (if
 // notify) tell the peer, then remove it from the data plane.
-func (e *Engine) deleteChild(o *out, c *sa.ChildSA, notify bool) {
+func (e *Engine) deleteChild(now time.Time, o *out, c *sa.ChildSA, notify bool) {
+	e.deleteChildAs(now, o, c, notify, false)
+}
+
+// deleteCoalesce is how long the DELETEs of expiring pairs wait for others
+// of the same ISAKMP SA. Pairs expire in bursts (a new active resumes every
+// overdue timer at once); one INFORMATIONAL per pair then floods the peer,
+// and strongSwan keeps the state of only three IKEv1 exchanges per ISAKMP
+// SA (charon.max_ikev1_exchanges): a burst during its own Quick Mode makes
+// it lose that Quick Mode, and after its retransmissions the whole ISAKMP SA.
+const deleteCoalesce = 50 * time.Millisecond
+
+// maxDeleteSPIs bounds the SPIs of one Delete payload (a message stays far
+// below any path MTU: 4 bytes each).
+const maxDeleteSPIs = 200
+
+// deleteChildAs deletes a pair; with notify the peer is told, at once or,
+// with batched, together with the other pairs of the same ISAKMP SA that
+// are deleted within deleteCoalesce.
+func (e *Engine) deleteChildAs(now time.Time, o *out, c *sa.ChildSA, notify, batched bool) {
 	e.dropChild(c)
 	c.State = sa.ChildDeleted
 	o.add(Persist{DeleteChildren: []uint32{c.In.SPI}})
 	if notify {
-		if s := e.ikes[c.IKE.Key()]; s != nil && s.established() {
-			e.sendInfo(o, s, []isakmp.Payload{&isakmp.Delete{DOI: isakmp.DOIIPsec, Protocol: isakmp.ProtoESP, SPIs: [][]byte{be32(c.In.SPI)}}})
-		} else if s := e.anyIKEFor(c.Connection, c.Out.Dst); s != nil {
+		s := e.ikes[c.IKE.Key()]
+		if s == nil || !s.established() {
+			s = e.anyIKEFor(c.Connection, c.Out.Dst)
+		}
+		switch {
+		case s == nil:
+		case batched:
+			if len(s.pendingDeletes) == 0 {
+				o.arm(Timer{Kind: TimerDeleteFlush, IKE: s.rec.Cookies}, now.Add(deleteCoalesce))
+			}
+			s.pendingDeletes = append(s.pendingDeletes, c.In.SPI)
+		default:
 			e.sendInfo(o, s, []isakmp.Payload{&isakmp.Delete{DOI: isakmp.DOIIPsec, Protocol: isakmp.ProtoESP, SPIs: [][]byte{be32(c.In.SPI)}}})
 		}
 	}
 	o.add(DeleteChild{Child: cloneChild(c)})
 	for _, k := range []TimerKind{TimerChildRekey, TimerChildExpire, TimerChildDelete} {
 		o.stop(Timer{Kind: k, SPI: c.In.SPI})
+	}
+}
+
+// flushDeletes sends the DELETEs gathered on s, maxDeleteSPIs per message.
+func (e *Engine) flushDeletes(o *out, s *ikeSA) {
+	o.stop(Timer{Kind: TimerDeleteFlush, IKE: s.rec.Cookies})
+	spis := s.pendingDeletes
+	s.pendingDeletes = nil
+	for len(spis) > 0 {
+		n := min(len(spis), maxDeleteSPIs)
+		d := &isakmp.Delete{DOI: isakmp.DOIIPsec, Protocol: isakmp.ProtoESP}
+		for _, spi := range spis[:n] {
+			d.SPIs = append(d.SPIs, be32(spi))
+		}
+		e.sendInfo(o, s, []isakmp.Payload{d})
+		spis = spis[n:]
 	}
 }
 
@@ -242,11 +286,16 @@ func (e *Engine) deleteIKE(now time.Time, o *out, s *ikeSA, notify, deleteChildr
 	}
 	if notify {
 		// Children first, while the SA that carries the deletes exists.
+		// One INFORMATIONAL for all of them (and for those already
+		// waiting to be flushed), then the ISAKMP SA's own.
 		if deleteChildren {
 			for _, c := range kids {
-				e.deleteChild(o, c, true)
+				e.deleteChildAs(now, o, c, true, true)
 			}
 			kids = nil
+		}
+		if len(s.pendingDeletes) > 0 {
+			e.flushDeletes(o, s)
 		}
 		o.add(p)
 		e.sendInfo(o, s, []isakmp.Payload{&isakmp.Delete{DOI: isakmp.DOIIPsec, Protocol: isakmp.ProtoISAKMP, SPIs: [][]byte{cookieSPI(s.rec.Cookies)}}})
@@ -257,7 +306,7 @@ func (e *Engine) deleteIKE(now time.Time, o *out, s *ikeSA, notify, deleteChildr
 	e.removeIKE(o, s)
 	if deleteChildren {
 		for _, c := range kids {
-			e.deleteChild(o, c, false)
+			e.deleteChild(now, o, c, false)
 		}
 	}
 }
@@ -273,7 +322,7 @@ func (e *Engine) initialContact(now time.Time, o *out, s *ikeSA) {
 	}
 	for _, c := range e.peerChildren(s.rec.Remote.Addr()) {
 		if c.Connection == s.rec.Connection && c.IKE != s.rec.Cookies {
-			e.deleteChild(o, c, false)
+			e.deleteChild(now, o, c, false)
 		}
 	}
 }

@@ -760,7 +760,7 @@ func (e *Engine) phase1AuthFailed(o *out, s *ikeSA, pkt Packet, why string, err 
 func (e *Engine) removeIKE(o *out, s *ikeSA) {
 	e.dropIKE(s)
 	e.releaseHalf(s)
-	for _, k := range []TimerKind{TimerRetransmit, TimerHalfOpen, TimerDPD, TimerIKERekey, TimerIKEExpire, TimerKeepalive} {
+	for _, k := range []TimerKind{TimerRetransmit, TimerHalfOpen, TimerDPD, TimerIKERekey, TimerIKEExpire, TimerKeepalive, TimerDeleteFlush} {
 		o.stop(Timer{Kind: k, IKE: s.rec.Cookies})
 	}
 	for id := range s.xchg {
