@@ -52,7 +52,7 @@ src 192.0.2.100 dst 192.0.2.10
 	replay-window 32 seq 0x00000000 flag af-unspec (0x00100000)
 	anti-replay context: seq 0x78, oseq 0x0, bitmap 0xffffffff
 	stats:
-	  replay-window 0 replay 42 failed 1
+	  replay-window 81 replay 42 failed 1
 `
 
 func TestParseXfrmStates(t *testing.T) {
@@ -65,7 +65,7 @@ func TestParseXfrmStates(t *testing.T) {
 	}
 	want := []XfrmState{
 		{Src: "192.0.2.10", Dst: "192.0.2.100", SPI: 0xc7a1b2c3, OSeq: 0x7b},
-		{Src: "192.0.2.100", Dst: "192.0.2.10", SPI: 0xabcd, Seq: 0x78, Replay: 42},
+		{Src: "192.0.2.100", Dst: "192.0.2.10", SPI: 0xabcd, Seq: 0x78, OutsideWindow: 81, Replay: 42},
 	}
 	for i := range want {
 		if ss[i] != want[i] {

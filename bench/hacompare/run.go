@@ -43,8 +43,9 @@ type Result struct {
 	// failed" log lines (kernel-libipsec peer: one per dropped packet).
 	SeqFailures int `json:"seq_failures"`
 	// XfrmSeqErrors is the growth of XfrmInStateSeqError in the peer's
-	// namespace, and XfrmReplay the sum of its SAs' replay counters
-	// (kernel ESP peer only; 0 with kernel-libipsec).
+	// namespace, and XfrmReplay that of its SAs' replay drop counters
+	// (outside the window plus replayed inside it; kernel ESP peer only,
+	// 0 with kernel-libipsec).
 	XfrmSeqErrors uint64 `json:"xfrm_seq_errors"`
 	XfrmReplay    uint64 `json:"xfrm_replay"`
 	// SeqFailuresBefore is the peer's SeqFailure log count before the
@@ -110,7 +111,7 @@ func readPeerCounters(ctx context.Context, peer *lab.NS, swan *lab.Swan) (peerCo
 		return c, err
 	}
 	for _, s := range states {
-		c.replay += s.Replay
+		c.replay += s.OutsideWindow + s.Replay
 	}
 	return c, nil
 }

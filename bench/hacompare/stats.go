@@ -66,9 +66,10 @@ type XfrmState struct {
 	// Seq and OSeq are the anti-replay context: the highest inbound
 	// sequence number seen, and the last outbound one sent.
 	Seq, OSeq uint32
-	// Replay is the number of packets dropped by the replay check
-	// ("stats: replay-window W replay N failed F").
-	Replay uint64
+	// OutsideWindow and Replay are the packets dropped by the replay
+	// check: too old for the window, and replayed inside it ("stats:
+	// replay-window W replay N failed F"; W and N).
+	OutsideWindow, Replay uint64
 }
 
 // ParseXfrmStates parses `ip -s xfrm state` output (iproute2 6.x layout).
@@ -113,11 +114,15 @@ func ParseXfrmStates(text string) ([]XfrmState, error) {
 				}
 			}
 		case len(f) >= 5 && f[0] == "replay-window" && f[2] == "replay":
+			w, err := strconv.ParseUint(f[1], 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("%w: ip xfrm state line %d %q: replay-window: %v", ErrParse, n, line, err)
+			}
 			v, err := strconv.ParseUint(f[3], 10, 64)
 			if err != nil {
 				return nil, fmt.Errorf("%w: ip xfrm state line %d %q: replay: %v", ErrParse, n, line, err)
 			}
-			out[cur].Replay = v
+			out[cur].OutsideWindow, out[cur].Replay = w, v
 		}
 	}
 	return out, nil
