@@ -32,9 +32,11 @@
 //     in one entry the jumped counters of every pair (live data plane
 //     counters plus the sequence-number margin) and a Handover naming the
 //     target (cluster command 9; a cluster with an older member refuses it
-//     and the handover goes on the old way).
-//  2. It waits a grace time (Raft's commit timeout, so the target learns
-//     the entry is committed, plus staging time per pair). The target,
+//     and the handover goes on the old way). It commits the announcement a
+//     second time: Raft tells a follower that an entry is committed only
+//     with the next one, and applying it again changes nothing.
+//  2. It waits a grace time (60 ms plus 50 us per pair) for the target to
+//     stage. The target,
 //     applying the Handover, stages its takeover: reads the records,
 //     installs the pairs with the committed jumped counters, builds the
 //     engine and the IKE runtime (nothing runs yet) and opens its Raft
@@ -43,8 +45,8 @@
 //     transfers leadership to the target.
 //  4. The target wins the election; it is ready at once when it has
 //     applied every entry of an earlier term in its log
-//     (Leadership.LeaderReady, cluster.Node.PriorTermsApplied): no Barrier
-//     round trip. Its activation finishes the staged takeover (restore the
+//     (Leadership.LeaderReady, cluster.Node.PriorTermsApplied; the repeated
+//     announcement may wait): no Barrier round trip. Its activation finishes the staged takeover (restore the
 //     engine, start the runtime) with no Raft commit, while the role machine
 //     confirms leadership with a quorum as always; then it claims the VIPs.
 //
