@@ -9,7 +9,7 @@ want=(iproute2 nftables iputils-ping tcpdump procps psmisc
 for what in "${@:-test}"; do
   case "$what" in
     kernel) want+=(qemu-system-x86 busybox-static cpio kmod) ;;
-    bench) want+=(iperf3 hyperfine jq) ;;
+    bench) want+=(iperf3 hyperfine jq iptables) ;;  # iptables: CLUSTERIP for bench/hacompare.sh
   esac
 done
 
