@@ -187,6 +187,7 @@ func (e *Engine) rekeyChild(now time.Time, o *out, spi uint32) {
 // with fresh Quick Modes (make before break) and retires the old SA after
 // the rekey grace period.
 func (e *Engine) finishReauth(now time.Time, o *out, s *ikeSA, old sa.Cookies) {
+	e.stats.IKEReauths++
 	for _, c := range e.peerChildren(s.rec.Remote.Addr()) {
 		if c.IKE == old && c.State == sa.ChildInstalled {
 			if cc := e.childConfig(c); cc != nil {

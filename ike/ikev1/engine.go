@@ -201,6 +201,8 @@ type Stats struct {
 	DPDSent, DPDAcked      uint64
 	DPDTimeouts            uint64
 	Deletes                uint64
+	ChildRekeys            uint64 // IPsec SA pairs replaced by a rekey (either side started it)
+	IKEReauths             uint64 // ISAKMP SAs replaced by a reauthentication
 }
 
 // New builds an engine for the given connections.

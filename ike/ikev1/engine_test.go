@@ -595,6 +595,11 @@ func TestReauthentication(t *testing.T) {
 	if len(a.store) != 1 || len(b.store) != 1 {
 		t.Fatalf("old IKE SA not removed: %d / %d stored", len(a.store), len(b.store))
 	}
+	// The reauthenticating side counts it, and the pair moved by a Quick
+	// Mode under the new SA counts as a rekey.
+	if st := a.eng.Stats(); st.IKEReauths != 1 || st.ChildRekeys != 1 {
+		t.Fatalf("reauthentications %d, rekeys %d, want 1 and 1", st.IKEReauths, st.ChildRekeys)
+	}
 }
 
 func TestGarbageNeverPanics(t *testing.T) {
@@ -772,6 +777,9 @@ func TestMultipleSelectorsOnePairEach(t *testing.T) {
 		if before[spi] {
 			t.Fatalf("pair %08x was not rekeyed", spi)
 		}
+	}
+	if ra, rb := a.eng.Stats().ChildRekeys, b.eng.Stats().ChildRekeys; ra != 4 || rb != 4 {
+		t.Fatalf("rekeys counted: initiator %d, responder %d, want 4 each", ra, rb)
 	}
 }
 

@@ -624,6 +624,7 @@ func (e *Engine) respondQuick(now time.Time, o *out, s *ikeSA, pkt Packet, h isa
 	persist := Persist{IKE: []*sa.IKESA{cloneIKE(&s.rec)}, Children: []*sa.ChildSA{cloneChild(c)}}
 	if old != nil {
 		old.State = sa.ChildRekeyed
+		e.stats.ChildRekeys++
 		persist.Children = append(persist.Children, cloneChild(old))
 	}
 	e.putChild(c)
@@ -792,6 +793,7 @@ func (e *Engine) quickReply(now time.Time, o *out, s *ikeSA, x *exchange, d isak
 	persist := Persist{Children: []*sa.ChildSA{cloneChild(c)}}
 	if old != nil {
 		old.State = sa.ChildRekeyed
+		e.stats.ChildRekeys++
 		persist.Children = append(persist.Children, cloneChild(old))
 	}
 	e.putChild(c)

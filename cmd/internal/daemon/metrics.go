@@ -49,6 +49,7 @@ var (
 	mHandshakes    = desc("ike_handshakes_total", "Completed and failed exchanges by phase (1: Main Mode, 2: Quick Mode).", "phase", "result")
 	mDPD           = desc("dpd_total", "Dead peer detection events.", "event")
 	mDeletes       = desc("ike_deletes_total", "Delete notifications processed or sent.")
+	mRekeyTotal    = desc("rekeys_total", "Completed rekeys: IPsec SA pairs replaced by a Quick Mode rekey (kind child), ISAKMP SAs replaced by a reauthentication (kind ike).", "kind")
 	mRekeys        = desc("child_sas_rekeyed", "IPsec SA pairs superseded by a rekey and not yet deleted.")
 	mRuntime       = desc("runtime_events_total", "IKE runtime events.", "event")
 	mRaftState     = desc("raft_state", "1 for this node's Raft state.", "state")
@@ -80,7 +81,7 @@ var (
 )
 
 var allDescs = []*prometheus.Desc{mInfo, mRole, mIKESAs, mChildSAs, mIKEPackets, mIKEDropped, mIKERetrans,
-	mIKECacheAns, mHandshakes, mDPD, mDeletes, mRekeys, mRuntime, mRaftState, mRaftTerm, mRaftCommit,
+	mIKECacheAns, mHandshakes, mDPD, mDeletes, mRekeys, mRekeyTotal, mRuntime, mRaftState, mRaftTerm, mRaftCommit,
 	mRaftApplied, mRaftLast, mRaftLag, mRaftContact, mRaftLeader, mMembers, mTakeovers, mTakeoverPhase,
 	mTakeoverSAs, mDPBytes, mDPPackets, mDPInstalled, mDPErrors, mDPEngine, mScrapeErr,
 	mHSFailures, mTakeoverCount, mTakeoverDur, mFailoverReq, mRaftCommitLat, mRaftProposed, mRaftProposedN, mConfigVersion}
@@ -273,6 +274,8 @@ func engineMetrics(ch chan<- prometheus.Metric, es ikev1.Stats) {
 	counter(ch, mDPD, es.DPDAcked, "acked")
 	counter(ch, mDPD, es.DPDTimeouts, "timeout")
 	counter(ch, mDeletes, es.Deletes)
+	counter(ch, mRekeyTotal, es.ChildRekeys, "child")
+	counter(ch, mRekeyTotal, es.IKEReauths, "ike")
 }
 
 // takeoverMetrics exports the takeover counters and histograms.
