@@ -505,13 +505,9 @@ func (e *Engine) mainMode(now time.Time, o *out, s *ikeSA, pkt Packet, h isakmp.
 		}
 		want := ikecrypto.HashR(s.authPRF(), s.rec.SKEYID, p.gxr, p.gxi, s.rec.Cookies.R[:], s.rec.Cookies.I[:], p.saiB, idBody(id))
 		if usesSig(s.conn) {
-			fp, why, err := verifySigAuth(s.conn, d, id, want, now)
-			if why != "" {
-				e.refusePhase1(o, s, pkt, iv, true)
-				e.phase1AuthFailed(o, s, pkt, why, err)
+			if !e.sigAuthOK(now, o, s, pkt, d, id, want, iv, true) {
 				return
 			}
-			s.rec.PeerCertSHA256 = fp
 		} else if hp, _, okH := first[*isakmp.Hash](d); !okH || !ikecrypto.Equal(want, hp.Data) {
 			e.phase1AuthFailed(o, s, pkt, "HASH_R missing or does not verify", nil)
 			return
@@ -579,13 +575,9 @@ func (e *Engine) mainMode(now time.Time, o *out, s *ikeSA, pkt Packet, h isakmp.
 		}
 		want := ikecrypto.HashI(s.authPRF(), s.rec.SKEYID, p.gxi, p.gxr, s.rec.Cookies.I[:], s.rec.Cookies.R[:], p.saiB, idRaw[4:])
 		if usesSig(s.conn) {
-			fp, why, err := verifySigAuth(s.conn, d, id, want, now)
-			if why != "" {
-				e.refusePhase1(o, s, pkt, iv, false)
-				e.phase1AuthFailed(o, s, pkt, why, err)
+			if !e.sigAuthOK(now, o, s, pkt, d, id, want, iv, false) {
 				return
 			}
-			s.rec.PeerCertSHA256 = fp
 		} else if hp, _, okH := first[*isakmp.Hash](d); !okH || !ikecrypto.Equal(want, hp.Data) {
 			e.phase1AuthFailed(o, s, pkt, "HASH_I missing or does not verify (wrong pre-shared key?)", nil)
 			return
@@ -870,12 +862,9 @@ func (e *Engine) aggressiveMode(now time.Time, o *out, s *ikeSA, pkt Packet, h i
 		deriveKeys(s, p)
 		want := ikecrypto.HashR(s.authPRF(), s.rec.SKEYID, p.gxr, p.gxi, s.rec.Cookies.R[:], s.rec.Cookies.I[:], p.saiB, idRaw[4:])
 		if usesSig(s.conn) {
-			fp, why, err := verifySigAuth(s.conn, d, id, want, now)
-			if why != "" {
-				e.phase1AuthFailed(o, s, pkt, why, err)
+			if !e.sigAuthOK(now, o, s, pkt, d, id, want, nil, false) {
 				return
 			}
-			s.rec.PeerCertSHA256 = fp
 			p.peerCR = len(all[*isakmp.CertRequest](d)) > 0
 		} else if !ikecrypto.Equal(want, hp.Data) {
 			e.phase1AuthFailed(o, s, pkt, "HASH_R does not verify (wrong pre-shared key?)", nil)
@@ -929,16 +918,12 @@ func (e *Engine) aggressiveMode(now time.Time, o *out, s *ikeSA, pkt Packet, h i
 		if usesSig(s.conn) {
 			r := s.rec.RemoteID
 			peerID := &isakmp.ID{IDType: isakmp.IDType(r.Type), Protocol: r.Protocol, Port: r.Port, Data: r.Data}
-			fp, why, err := verifySigAuth(s.conn, d, peerID, want, now)
-			if why != "" {
-				// A notify, not a DELETE, although the initiator believes
-				// phase 1 done: strongSwan answers a DELETE here by
-				// initiating again at once, forever.
-				e.refusePhase1(o, s, pkt, iv, false)
-				e.phase1AuthFailed(o, s, pkt, why, err)
+			// A notify, not a DELETE, on a refusal, although the initiator
+			// believes phase 1 done: strongSwan answers a DELETE here by
+			// initiating again at once, forever.
+			if !e.sigAuthOK(now, o, s, pkt, d, peerID, want, iv, false) {
 				return
 			}
-			s.rec.PeerCertSHA256 = fp
 		} else if hp, _, okH := first[*isakmp.Hash](d); !okH {
 			e.phase1AuthFailed(o, s, pkt, "message 3 lacks HASH", nil)
 			return

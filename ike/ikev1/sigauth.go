@@ -86,6 +86,22 @@ func verifySigAuth(c *config.Connection, d isakmp.Decoded, id *isakmp.ID, hash [
 	return pki.Fingerprint(cert), "", nil
 }
 
+// sigAuthOK checks the peer's certificate and its signature over want
+// (HASH_I or HASH_R) and records the certificate's fingerprint. On a
+// refusal it tells the peer, encrypted under iv (nil: the peer cannot be
+// told yet; peerDone: the peer believes phase 1 complete), fails the phase
+// 1 with the reason and reports false.
+func (e *Engine) sigAuthOK(now time.Time, o *out, s *ikeSA, pkt Packet, d isakmp.Decoded, id *isakmp.ID, want, iv []byte, peerDone bool) bool {
+	fp, why, err := verifySigAuth(s.conn, d, id, want, now)
+	if why != "" {
+		e.refusePhase1(o, s, pkt, iv, peerDone)
+		e.phase1AuthFailed(o, s, pkt, why, err)
+		return false
+	}
+	s.rec.PeerCertSHA256 = fp
+	return true
+}
+
 // refusePhase1 tells the peer that its Main Mode message 5 or 6, which
 // decrypted under the phase 1 keys, is refused (its certificate, signature
 // or identity), as strongSwan does: a refused message 5 gets an
