@@ -1058,7 +1058,8 @@ func (e *Engine) HandleInbound(pkt []byte, from netip.AddrPort) {
 // HandleInboundBatch is HandleInbound for the packets of one socket read
 // (recvmmsg); the accepted inner packets go to the device writer together.
 func (e *Engine) HandleInboundBatch(pkts [][]byte, from []netip.AddrPort) {
-	out := make([][]byte, 0, len(pkts))
+	var stack [64][]byte // the runtime reads at most 64 datagrams at once
+	out := stack[:0]
 	for i, p := range pkts {
 		if q := e.open(p, from[i]); q != nil {
 			out = append(out, q)
