@@ -8,14 +8,8 @@
 # The sourcing script sets before: SUITES, SETUPS, TUNNELS (and optionally
 # TUNNELS_<suite>), CONC, ESP, REPO, and ID_PREFIX (a short tag for the
 # namespace names).
-die() { echo "${0##*/}: $*" >&2; exit 1; }
-[ "$(id -u)" = 0 ] || die "needs root (network namespaces)"
-CHARON=""
-for p in /usr/lib/ipsec/charon /usr/libexec/ipsec/charon /usr/lib/strongswan/charon; do
-	[ -x "$p" ] && CHARON=$p && break
-done
-command -v swanctl >/dev/null || CHARON=""
-[ -n "$CHARON" ] || die "strongSwan (charon, swanctl) not installed: scripts/deps.sh installs it"
+# shellcheck source=bench/lib.sh
+. "$REPO/bench/lib.sh"
 tunnels_for() { eval "echo \${TUNNELS_$1:-$TUNNELS}"; }
 MAXT=0
 for suite in $SUITES; do
@@ -25,22 +19,7 @@ for suite in $SUITES; do
 	[ "$n" -gt "$MAXT" ] && MAXT=$n
 done
 
-ID="${ID_PREFIX:-ikb}$$$RANDOM"
-NSR="$ID-r"   # responder
-NSL="$ID-l"   # load generator
-WORK=$(mktemp -d "/tmp/$ID.XXXX")
-PIDS=()
-
-cleanup() {
-	set +e
-	for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
-	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-	ip netns del "$NSR" 2>/dev/null
-	ip netns del "$NSL" 2>/dev/null
-	if [ "${KEEP:-}" = 1 ]; then echo "work directory kept: $WORK" >&2; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# NSR: the responder; NSL: the load generator.
 
 echo "building ikeload and ikegwd" >&2
 (cd "$REPO" && go build -o "$WORK/ikeload" ./cmd/ikeload)

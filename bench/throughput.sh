@@ -32,33 +32,15 @@ IKE=aes128-sha256-ecp256
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 REPORT=${1:-$REPO/bench/RESULTS-throughput.md}
 
-die() { echo "throughput.sh: $*" >&2; exit 1; }
-[ "$(id -u)" = 0 ] || die "needs root (network namespaces)"
-CHARON=""
-for p in /usr/lib/ipsec/charon /usr/libexec/ipsec/charon /usr/lib/strongswan/charon; do
-	[ -x "$p" ] && CHARON=$p && break
-done
-command -v swanctl >/dev/null || die "swanctl not installed"
-[ -n "$CHARON" ] || die "charon not installed: scripts/deps.sh installs strongSwan"
+ID_PREFIX=ikt
+# shellcheck source=bench/lib.sh
+. "$REPO/bench/lib.sh"
 command -v iperf3 >/dev/null || die "iperf3 not installed: apt-get install -y --no-install-recommends iperf3"
 command -v jq >/dev/null || die "jq not installed"
 [ "$DUR" -ge 1 ] && [ "$DUR" -le 120 ] || die "DUR $DUR: want 1..120"
 
-ID="ikt$$$RANDOM"
-NSL="$ID-l" # left: initiator, iperf3 client, 10.66.0.1, protects 10.98.1.0/24
-NSR="$ID-r" # right: responder, iperf3 server, 10.66.0.2, protects 10.98.2.0/24
-WORK=$(mktemp -d "/tmp/$ID.XXXX")
-PIDS=()
-cleanup() {
-	set +e
-	for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
-	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-	ip netns del "$NSL" 2>/dev/null
-	ip netns del "$NSR" 2>/dev/null
-	if [ "${KEEP:-}" = 1 ]; then echo "work directory kept: $WORK" >&2; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# NSL: left, initiator, iperf3 client, 10.66.0.1, protects 10.98.1.0/24;
+# NSR: right, responder, iperf3 server, 10.66.0.2, protects 10.98.2.0/24.
 
 echo "building ikegwd, ikegwctl" >&2
 (cd "$REPO" && go build -o "$WORK/ikegwd" ./cmd/ikegwd && go build -o "$WORK/ikegwctl" ./cmd/ikegwctl)
