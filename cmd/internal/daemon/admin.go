@@ -335,8 +335,16 @@ func startAdminTLS(addr string, n *Node, mux http.Handler, log *slog.Logger) (*h
 	if err != nil {
 		return nil, nil, fmt.Errorf("admin TCP listener (%s=%q): %w", EnvAdminListen, addr, err)
 	}
-	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pool,
-		ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS13}
+	// The listener serves the node certificate from its files and reads
+	// them again when they change, like the Raft transport: a renewed
+	// certificate is used from the next connection on.
+	reload, err := certs.NewReloader(t.Cert, t.Key, cert, "admin API: node certificate", log)
+	if err != nil {
+		ln.Close()
+		return nil, nil, fmt.Errorf("admin TCP listener: %w", err)
+	}
+	cfg := &tls.Config{GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return reload.Get() },
+		ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS13}
 	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, TLSConfig: cfg,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

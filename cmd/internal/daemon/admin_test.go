@@ -203,3 +203,71 @@ func TestAdminTLSRoles(t *testing.T) {
 		t.Fatalf("client without certificate accepted: %d %s", code, body)
 	}
 }
+
+// TestAdminTLSReloadsCertificate renews the node certificate under a
+// running admin TCP listener: the next connection gets the new one without
+// a restart, and a broken replacement keeps the last good pair in use.
+func TestAdminTLSReloadsCertificate(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := certs.GenerateCA(dir, "test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ca.IssueNode(dir, "gw1", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	n := testNode(t)
+	f := certs.NodeFiles(dir, "gw1")
+	n.cfg.Cluster = &ClusterConfig{}
+	n.cfg.Cluster.TLS.CA, n.cfg.Cluster.TLS.Cert, n.cfg.Cluster.TLS.Key = f.CA, f.Cert, f.Key
+	srv, addr, err := startAdminTLS("127.0.0.1:0", n, adminMux(n, n.log), n.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.Cert)
+	viewer := issue(t, ca, dir, "viewer")
+	served := func() *big.Int {
+		t.Helper()
+		c, err := tls.Dial("tcp", addr.String(), &tls.Config{RootCAs: pool, ServerName: "gw1",
+			Certificates: []tls.Certificate{viewer}, MinVersion: tls.VersionTLS13})
+		if err != nil {
+			t.Fatalf("dial: %v", err)
+		}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0].SerialNumber
+	}
+	first := served()
+	renewed := t.TempDir()
+	if err := ca.IssueNode(renewed, "gw1", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	install := func(name, dst string, b []byte) {
+		t.Helper()
+		if b == nil {
+			var err error
+			if b, err = os.ReadFile(filepath.Join(renewed, name)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := os.WriteFile(dst+".tmp", b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(dst+".tmp", dst); err != nil {
+			t.Fatal(err)
+		}
+		later := time.Now().Add(time.Minute)
+		os.Chtimes(dst, later, later)
+	}
+	install(certs.NodeKeyFile("gw1"), f.Key, nil)
+	install(certs.NodeCertFile("gw1"), f.Cert, nil)
+	second := served()
+	if second.Cmp(first) == 0 {
+		t.Fatal("the renewed certificate was not served")
+	}
+	install("", f.Cert, []byte("-----BEGIN CERTIFICATE-----\nnot a certificate\n"))
+	if third := served(); third.Cmp(second) != 0 {
+		t.Fatalf("after a broken replacement the listener served serial %v, want the last good %v", third, second)
+	}
+}
