@@ -163,6 +163,13 @@ type Takeover struct {
 	EngineMS  float64   `json:"engine_ms"`
 	IKESAs    int       `json:"ike_sas"`
 	ChildSAs  int       `json:"child_sas"`
+	// Staged: the takeover used what a planned handover to this node
+	// prepared (its announcement's jumped counters, no commit of its
+	// own); StagedLate: prepared only at activation. Unstaged says why a
+	// handover announced to this node was not used.
+	Staged     bool   `json:"staged,omitempty"`
+	StagedLate bool   `json:"staged_late,omitempty"`
+	Unstaged   string `json:"unstaged,omitempty"`
 }
 
 // Roles a node reports.

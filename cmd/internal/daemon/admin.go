@@ -203,7 +203,8 @@ func (h *adminHandler) status(w http.ResponseWriter, r *http.Request) {
 			t := h.n.mem.takeover()
 			if !t.Started.IsZero() {
 				st.Cluster.LastTakeover = &api.Takeover{Started: t.Started.UTC(), LoadMS: ms(t.Load), CommitMS: ms(t.Commit),
-					InstallMS: ms(t.Install), EngineMS: ms(t.Engine), IKESAs: t.IKESAs, ChildSAs: t.ChildSAs}
+					InstallMS: ms(t.Install), EngineMS: ms(t.Engine), IKESAs: t.IKESAs, ChildSAs: t.ChildSAs,
+					Staged: t.Staged, StagedLate: t.StagedLate, Unstaged: t.Unstaged}
 			}
 		}
 	}

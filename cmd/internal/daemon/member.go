@@ -39,10 +39,14 @@ type member struct {
 	// gate stops the engine's SA commits while a handover is prepared.
 	gate persistGate
 	// announced is the ID of the handover this node announced as the
-	// active (0: none pending).
-	announced uint64
-	// staged is the takeover prepared for a handover to this node.
-	staged *stagedTakeover
+	// active (0: none pending), announcedTerm the Raft term it was
+	// announced in.
+	announced     uint64
+	announcedTerm uint64
+	// staged is the takeover prepared for a handover to this node;
+	// usedHandover the ID of the last one a takeover used.
+	staged       *stagedTakeover
+	usedHandover uint64
 }
 
 // TakeoverTimes splits the last activation for metrics and the bench.
@@ -53,8 +57,16 @@ type TakeoverTimes struct {
 	Install time.Duration // data plane installs
 	Engine  time.Duration // engine restore and sockets
 	// Staged: the takeover finished what a planned handover had staged
-	// (Load and Install were spent before the old active let go).
-	Staged   bool
+	// (Load and Install were spent before the old active let go, unless
+	// StagedLate).
+	Staged bool
+	// StagedLate: the handover's announcement was applied but not yet
+	// staged when the leadership came; it was staged at activation (no
+	// commit of jumped counters needed: the announcement has them).
+	StagedLate bool
+	// Unstaged says why a takeover after a handover announced to this
+	// node did not use it ("" when it did, or when none was announced).
+	Unstaged string
 	IKESAs   int
 	ChildSAs int
 }
@@ -73,23 +85,40 @@ func (m *member) activate(ctx context.Context) (err error) {
 	}
 	t := TakeoverTimes{Started: time.Now()}
 	defer func() { m.stats.record(t, err) }()
-	if m.announced != 0 {
-		// This node announced a handover that did not happen: cancel it
-		// before any SA change, so that its target never trusts what it
-		// staged from before these changes.
+	if m.announced != 0 && m.node.Raft().CurrentTerm() == m.announcedTerm {
+		// This node announced a handover that did not happen (it still
+		// leads the term it announced in): cancel it before any SA
+		// change, so that its target never trusts what it staged from
+		// before these changes. In a later term there is nothing to
+		// cancel: a target trusts its staged state only as the leader of
+		// the term right after the announcement (stagedValid), and that
+		// term is over. Cancelling then would only spoil a handover
+		// announced to this node since (it is the last one applied).
 		if err := m.node.Commit(ctx, cluster.Handover(cluster.HandoverBody{ID: newHandoverID(), From: m.cfg.Node.Name,
 			Term: m.node.Raft().CurrentTerm()})); err != nil {
 			return fmt.Errorf("takeover: cancelling the handover this node announced: %w", err)
 		}
-		m.announced = 0
 	}
+	m.announced, m.announcedTerm = 0, 0
 	m.gate.open()
+	if m.staged == nil {
+		// The last handover applied may name this node while its
+		// watcher has not staged it yet (it polls; the leadership can
+		// come first on a loaded machine): stage it now. The jumped
+		// counters are committed by the announcement, so this still
+		// saves the takeover's own commit; stagedValid below decides.
+		if h, ok, err := cluster.ReadHandover(m.node.Store()); err == nil && ok && h.To == m.cfg.Node.Name && h.ID != m.usedHandover {
+			t.StagedLate = m.stageLocked(ctx, h)
+		}
+	}
 	if st := m.staged; st != nil {
 		m.staged = nil
 		if err := m.stagedValid(st); err != nil {
 			m.log.Info("takeover: the pre-staged handover does not apply; full takeover", "reason", err)
+			t.Unstaged = err.Error()
 			st.rt.Close()
 		} else {
+			m.usedHandover = st.id
 			t.Staged = true
 			t.Load, t.Install = st.load, st.install
 			m.startStaged(st, &t)
@@ -312,15 +341,21 @@ func (m *member) stagedValid(st *stagedTakeover) error {
 func (m *member) stage(ctx context.Context, h cluster.HandoverBody) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.stageLocked(ctx, h)
+}
+
+// stageLocked is stage with m.mu held; it reports whether a takeover is
+// staged now.
+func (m *member) stageLocked(ctx context.Context, h cluster.HandoverBody) bool {
 	if m.rt != nil {
-		return
+		return false
 	}
 	m.dropStaged("a newer handover")
 	start := time.Now()
 	ikes, kids, err := loadAll(m.node.Store())
 	if err != nil {
 		m.log.Warn("handover: staging failed; the takeover will read the records", "err", err)
-		return
+		return false
 	}
 	st := &stagedTakeover{id: h.ID, term: h.Term, ikes: ikes, at: start}
 	for _, c := range kids {
@@ -346,7 +381,7 @@ func (m *member) stage(ctx context.Context, h cluster.HandoverBody) {
 		if err := m.dp.Flush(ctx); err != nil {
 			m.log.Error("handover: data plane flush failed", "err", err)
 		}
-		return
+		return false
 	}
 	m.staged = st
 	// The election and the first quorum check of the target are Raft
@@ -354,6 +389,7 @@ func (m *member) stage(ctx context.Context, h cluster.HandoverBody) {
 	m.node.WarmConnections(2)
 	m.log.Info("handover: takeover staged", "from", h.From, "term", h.Term, "ike_sas", len(ikes), "child_sas", len(st.live),
 		"load", st.load, "install", st.install, "total", time.Since(start))
+	return true
 }
 
 // dropStaged discards a staged takeover (m.mu held).
@@ -452,8 +488,8 @@ func (m *member) announce(ctx context.Context, target string) (int, error) {
 		cs.SyncedAt = now
 		jumped[c.In.SPI] = cs
 	}
-	id := newHandoverID()
-	cmds := []cluster.Command{cluster.Handover(cluster.HandoverBody{ID: id, From: m.cfg.Node.Name, To: target, Term: m.node.Raft().CurrentTerm()})}
+	id, term := newHandoverID(), m.node.Raft().CurrentTerm()
+	cmds := []cluster.Command{cluster.Handover(cluster.HandoverBody{ID: id, From: m.cfg.Node.Name, To: target, Term: term})}
 	if len(jumped) > 0 {
 		cmds = append([]cluster.Command{cluster.CountersBatch(jumped)}, cmds...)
 	}
@@ -468,7 +504,7 @@ func (m *member) announce(ctx context.Context, target string) (int, error) {
 		return 0, fmt.Errorf("repeating the handover announcement to %s: %w", target, err)
 	}
 	m.mu.Lock()
-	m.announced = id
+	m.announced, m.announcedTerm = id, term
 	m.mu.Unlock()
 	return len(jumped), nil
 }
