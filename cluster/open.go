@@ -149,6 +149,11 @@ func Open(cfg Config, f Files) (*Node, error) {
 		db.Close()
 		return nil, err
 	}
+	lease := cfg.LeaderLeaseTimeout
+	if lease == 0 {
+		lease = 500 * time.Millisecond
+	}
+	sl.SetRTOMin(RTOMinFor(lease))
 	trans := NewTLSTransport(sl, cfg.Log.With("node", cfg.NodeID))
 	n, err := New(cfg, Deps{
 		DB: db, Backend: DBBackend(db), Sealer: sealer,

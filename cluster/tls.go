@@ -27,6 +27,7 @@ type TLSStreamLayer struct {
 	server    *tls.Config
 	client    *tls.Config
 	log       *slog.Logger
+	rto       rtoTuner
 
 	conns     chan net.Conn
 	closed    chan struct{}
@@ -148,6 +149,7 @@ func (s *TLSStreamLayer) acceptLoop() {
 
 func (s *TLSStreamLayer) handshake(raw net.Conn) {
 	defer s.wg.Done()
+	s.tune(raw)
 	tc := tls.Server(raw, s.server)
 	ctx, cancel := context.WithTimeout(context.Background(), handshakeTimeout)
 	defer cancel()
@@ -210,13 +212,36 @@ func (s *TLSStreamLayer) Dial(address raft.ServerAddress, timeout time.Duration)
 	}
 	cfg := s.client.Clone()
 	cfg.ServerName = host
-	d := &net.Dialer{Timeout: timeout}
-	c, err := tls.DialWithDialer(d, "tcp", string(address), cfg)
-	if err != nil {
-		s.log.Warn("cluster: raft dial refused or failed", "addr", string(address), "err", err)
-		return nil, fmt.Errorf("cluster: raft dial %s: %w", address, err)
+	ctx := context.Background()
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
 	}
-	return c, nil
+	raw, err := (&net.Dialer{}).DialContext(ctx, "tcp", string(address))
+	if err == nil {
+		s.tune(raw)
+		c := tls.Client(raw, cfg)
+		if err = c.HandshakeContext(ctx); err == nil {
+			return c, nil
+		}
+		raw.Close()
+	}
+	s.log.Warn("cluster: raft dial refused or failed", "addr", string(address), "err", err)
+	return nil, fmt.Errorf("cluster: raft dial %s: %w", address, err)
+}
+
+// SetRTOMin sets the minimum TCP retransmission timeout of the Raft
+// connections made or accepted from now on (0: the kernel's default, 200
+// ms on Linux). Open sets RTOMinFor(the leader lease); see tcprto.go.
+func (s *TLSStreamLayer) SetRTOMin(d time.Duration) { s.rto.set(d) }
+
+// tune applies the connection options to a new TCP connection; a failure
+// is logged (the connection still works, with the kernel's timeouts).
+func (s *TLSStreamLayer) tune(raw net.Conn) {
+	if err := s.rto.apply(raw); err != nil {
+		s.log.Warn("cluster: raft connection keeps the kernel's retransmission timeout", "remote", raw.RemoteAddr().String(), "err", err)
+	}
 }
 
 // NewTLSTransport returns a raft network transport over a TLSStreamLayer.
