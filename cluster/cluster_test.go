@@ -35,6 +35,8 @@ type tcluster struct {
 	disk   bool
 	sealer *store.Sealer
 	tune   func(*Config)
+	// backend, if set, wraps node i's FSM backend.
+	backend func(i int, b Backend) Backend
 }
 
 func fastConfig(c *Config) {
@@ -82,6 +84,9 @@ func (c *tcluster) start(i int) {
 	}
 	tn.db = db
 	deps := Deps{DB: db, Sealer: c.sealer, Transport: tn.trans}
+	if c.backend != nil {
+		deps.Backend = c.backend(i, DBBackend(db))
+	}
 	if c.disk {
 		rs, err := store.OpenRaftStores(filepath.Join(tn.dir, RaftDir), nil)
 		if err != nil {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"sync/atomic"
 
 	"github.com/hashicorp/raft"
 
@@ -176,6 +177,11 @@ type FSM struct {
 	backend Backend
 	sealer  Sealer
 	log     *slog.Logger
+	// applied is the index of the last entry Apply finished (applied or
+	// refused); 0 after a snapshot Restore until the next entry. Raft's
+	// own AppliedIndex runs ahead of it: raft counts an entry applied once
+	// it is queued for the FSM, not once the FSM has applied it.
+	applied atomic.Uint64
 }
 
 // NewFSM returns an FSM over backend, opening entries with sealer.
@@ -198,6 +204,7 @@ type BatchResult struct {
 // value when the entry is refused (unknown type, newer version, undecodable,
 // stale), or *BatchResult for a Batch entry. It never panics on bad input.
 func (f *FSM) Apply(l *raft.Log) any {
+	defer f.applied.Store(l.Index)
 	if l.Type != raft.LogCommand {
 		return nil
 	}
@@ -342,6 +349,9 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 // Restore replaces the SA database with a snapshot.
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
+	// The snapshot's index is not given to the FSM: unknown until the
+	// next entry (PriorTermsApplied then answers false).
+	f.applied.Store(0)
 	if err := f.backend.Restore(rc); err != nil {
 		return fmt.Errorf("cluster: restore snapshot: %w", err)
 	}
@@ -398,9 +408,14 @@ func sortedKeys(m map[uint32]sa.Counters) []uint32 {
 // act on its store without waiting for the Barrier (failover uses it for a
 // planned handover, where the old leader left time for its last commit
 // index to reach the target). Any read error answers false.
+//
+// Applied means applied by the FSM (FSMAppliedIndex), not raft's
+// AppliedIndex, which counts entries merely queued for the FSM: a node
+// catching up (just restarted, or loaded) may be leader with a store that
+// lacks entries raft calls applied.
 func (n *Node) PriorTermsApplied() bool {
 	term := n.raft.CurrentTerm()
-	applied, last := n.raft.AppliedIndex(), n.raft.LastIndex()
+	applied, last := n.fsm.applied.Load(), n.raft.LastIndex()
 	if last <= applied {
 		return true
 	}
@@ -418,6 +433,12 @@ func (n *Node) PriorTermsApplied() bool {
 	}
 	return true
 }
+
+// FSMAppliedIndex is the index of the last log entry this node's FSM has
+// applied to the SA database (0 after a snapshot restore until the next
+// entry). Unlike Raft().AppliedIndex(), which counts entries handed to the
+// FSM's queue, the store holds everything up to it.
+func (n *Node) FSMAppliedIndex() uint64 { return n.fsm.applied.Load() }
 
 // changesNothingNew reports whether applying l can change no SA and no
 // counter: an entry that is not a command (no-op, barrier, membership), or
