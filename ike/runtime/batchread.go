@@ -20,6 +20,35 @@ type ESPBatchReceiver interface {
 // readBatch is how many datagrams one recvmmsg call takes at most.
 const readBatch = 64
 
+// readBufSize is one datagram buffer of the batch reader: with UDP_GRO a
+// read may hold up to 64 KiB of one flow's coalesced datagrams, and an IKE
+// message may be as large without it.
+const readBufSize = 65536
+
+// readBuffers returns n buffers of size bytes each for the batch reader,
+// and the function that gives them back. They are one anonymous mapping
+// outside the Go heap: the kernel backs a page only when a datagram is
+// copied into it (a handshake load touches the first page of each buffer;
+// only large coalesced reads touch more), and the 4 MiB of a socket's
+// buffers do not count as live heap, which would raise the garbage
+// collector's goal and let that much more garbage stay resident. Where
+// the mapping fails, they come from the heap. release must be called once,
+// when nothing refers to the buffers any more.
+func readBuffers(n, size int) (bufs [][]byte, release func()) {
+	bufs = make([][]byte, n)
+	area, err := unix.Mmap(-1, 0, n*size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		for i := range bufs {
+			bufs[i] = make([]byte, size)
+		}
+		return bufs, func() {}
+	}
+	for i := range bufs {
+		bufs[i] = area[i*size : (i+1)*size : (i+1)*size]
+	}
+	return bufs, func() { _ = unix.Munmap(area) }
+}
+
 // espIn collects the ESP packets of one read batch.
 type espIn struct {
 	pkts [][]byte
@@ -32,9 +61,11 @@ type espIn struct {
 func (r *Runtime) batchReader(s *socket, recv ESPBatchReceiver) {
 	defer r.wg.Done()
 	s.enableGRO()
+	bufs, release := readBuffers(readBatch, readBufSize)
+	defer release()
 	msgs := make([]ipv4.Message, readBatch) // ipv6.Message is the same type
 	for i := range msgs {
-		msgs[i].Buffers = [][]byte{make([]byte, 65536)}
+		msgs[i].Buffers = [][]byte{bufs[i]}
 		msgs[i].OOB = make([]byte, oobSize)
 	}
 	esp := espIn{pkts: make([][]byte, 0, readBatch), from: make([]netip.AddrPort, 0, readBatch)}
