@@ -193,6 +193,7 @@ type Stats struct {
 	LogSuppressed          uint64
 	Retransmits            uint64 // requests we resent
 	AnsweredFromCache      uint64 // retransmitted requests answered with the cached reply
+	Resaved                uint64 // of those, replies whose commit had failed (PersistFailed), committed again first
 	Phase1Done, Phase2Done uint64
 	Phase1Failed           uint64
 	Phase2Failed           uint64

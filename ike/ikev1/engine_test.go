@@ -74,6 +74,10 @@ type node struct {
 	// sentBeforePersist counts violations of "persist first" for messages
 	// that finish an exchange.
 	lists [][]Action
+	// failPersist, when it returns true for a Persist, makes it fail like
+	// the runtime's: nothing else of that list but the timers runs, and
+	// the engine hears of it (PersistFailed).
+	failPersist func(Persist) bool
 }
 
 func newNode(t testing.TB, name string, addr netip.Addr, conns ...*config.Connection) *node {
@@ -88,6 +92,23 @@ func newNode(t testing.TB, name string, addr netip.Addr, conns ...*config.Connec
 // apply records the actions and returns the packets to deliver.
 func (n *node) apply(acts []Action) []Packet {
 	n.lists = append(n.lists, acts)
+	if n.failPersist != nil {
+		for _, a := range acts {
+			if p, ok := a.(Persist); ok && n.failPersist(p) {
+				for _, a := range acts {
+					switch v := a.(type) {
+					case ArmTimer:
+						n.timers[v.Timer] = v.At
+					case StopTimer:
+						delete(n.timers, v.Timer)
+					}
+				}
+				n.lists[len(n.lists)-1] = nil
+				n.eng.PersistFailed(p)
+				return nil
+			}
+		}
+	}
 	var pkts []Packet
 	for _, a := range acts {
 		switch v := a.(type) {

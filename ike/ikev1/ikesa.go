@@ -77,6 +77,7 @@ type phase1 struct {
 	lastRecvHash [32]byte
 	retries      int
 	done         bool // established; kept only to answer retransmits
+	unsaved      bool // the commit guarding lastSent failed (PersistFailed)
 	countedHalf  bool
 	started      time.Time
 

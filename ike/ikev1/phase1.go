@@ -229,6 +229,9 @@ func (e *Engine) answerFromCache(o *out, p *phase1, pkt Packet, s *ikeSA) {
 	}
 	e.stats.AnsweredFromCache++
 	e.stats.Sent++
+	if p.unsaved {
+		e.resavePhase1(o, s, p)
+	}
 	o.send(s.rec.Local, s.rec.Remote, p.lastSent)
 }
 

@@ -40,6 +40,12 @@ type exchange struct {
 	retries      int
 	started      time.Time
 	restored     bool // rebuilt from a replicated record; only HASH(3) is expected
+	// unsaved: the commit guarding lastSent failed (PersistFailed); it is
+	// resent only behind a new Persist.
+	unsaved bool
+	// replaced is the inbound SPI of the pair a responder's new pair
+	// replaced (a rekey), 0 if none.
+	replaced uint32
 }
 
 // p2Attrs is an ESP transform's attributes, decoded.
@@ -388,6 +394,9 @@ func (e *Engine) handleQuick(now time.Time, o *out, pkt Packet, h isakmp.Header,
 	if x != nil && x.role == sa.Responder && x.lastSent != nil && datagramHash(pkt.Data) == x.lastRecvHash {
 		e.stats.AnsweredFromCache++
 		e.stats.Sent++
+		if x.unsaved {
+			e.resaveQuick(o, s, x)
+		}
 		o.send(s.rec.Local, s.rec.Remote, x.lastSent)
 		return
 	}
@@ -626,6 +635,7 @@ func (e *Engine) respondQuick(now time.Time, o *out, s *ikeSA, pkt Packet, h isa
 		old.State = sa.ChildRekeyed
 		e.stats.ChildRekeys++
 		persist.Children = append(persist.Children, cloneChild(old))
+		x.replaced = old.In.SPI
 	}
 	e.putChild(c)
 	o.add(persist)
