@@ -97,6 +97,14 @@ type Runtime struct {
 
 	srcFor sync.Map // remote netip.Addr -> the local netip.Addr IKE uses with it
 
+	// unsent: hashes of messages a failed commit guarded (executor-owned).
+	unsent map[[32]byte]struct{}
+	// failed: Persists that failed, for the engine's PersistFailed (taken
+	// by the event loop when failSig fires).
+	failMu  sync.Mutex
+	failed  []ikev1.Persist
+	failSig chan struct{}
+
 	closeOnce sync.Once
 	done      chan struct{}
 	wg        sync.WaitGroup
@@ -125,6 +133,10 @@ type Stats struct {
 	// New phase 1 requests from unknown sources dropped before the engine
 	// by the per-source and the global rate limit (admission.go).
 	DroppedSourceRate, DroppedGlobalRate uint64
+	// UnsavedDrops counts messages not sent because the commit that
+	// guards them failed and no later commit has covered them (see
+	// unsaved.go).
+	UnsavedDrops uint64
 }
 
 // ErrClosed is returned after Close.
@@ -145,14 +157,16 @@ func New(cfg Config) (*Runtime, error) {
 		cfg.CounterSync = time.Second
 	}
 	r := &Runtime{
-		cfg:    cfg,
-		eng:    cfg.Engine,
-		log:    cfg.Log,
-		now:    cfg.Clock,
-		events: make(chan event, 1024),
-		execq:  make(chan job, 1024),
-		timers: map[ikev1.Timer]*timerEntry{},
-		done:   make(chan struct{}),
+		cfg:     cfg,
+		eng:     cfg.Engine,
+		log:     cfg.Log,
+		now:     cfg.Clock,
+		events:  make(chan event, 1024),
+		execq:   make(chan job, 1024),
+		timers:  map[ikev1.Timer]*timerEntry{},
+		done:    make(chan struct{}),
+		unsent:  map[[32]byte]struct{}{},
+		failSig: make(chan struct{}, 1),
 	}
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
@@ -243,6 +257,8 @@ func (r *Runtime) Run(ctx context.Context) error {
 			return nil
 		case ev := <-r.events:
 			r.handle(ev)
+		case <-r.failSig:
+			r.tellEngineFailed()
 		}
 	}
 }
@@ -497,6 +513,7 @@ func (r *Runtime) execute(batch []job) {
 		if err := r.cfg.Persister.Persist(ctx, merged); err != nil {
 			r.count(func(st *Stats) { st.PersistErrors++ })
 			r.log.Error("persist failed: the packets it guards are not sent", "err", err)
+			r.persistFailed(batch, merged)
 			for _, j := range batch {
 				if j.ack != nil {
 					close(j.ack)
@@ -506,10 +523,13 @@ func (r *Runtime) execute(batch []job) {
 		}
 	}
 	for _, j := range batch {
+		guarded := hasPersist(j)
 		for _, a := range j.acts {
 			switch v := a.(type) {
 			case ikev1.Send:
-				r.send(v)
+				if r.sendable(v, guarded) {
+					r.send(v)
+				}
 			case ikev1.InstallChild:
 				if err := r.cfg.DataPlane.InstallChild(ctx, v.Child); err != nil {
 					r.count(func(st *Stats) { st.InstallErrors++ })
