@@ -647,6 +647,9 @@ func (r *Runtime) counterSync() {
 			return
 		case <-t.C:
 		}
+		// SyncedAt is taken before the read: the counters are at least as
+		// recent as it (a takeover's jump covers what was sent after it).
+		now := r.now().UnixNano()
 		ctx, cancel := context.WithTimeout(context.Background(), r.cfg.CounterSync)
 		m, err := r.cfg.DataPlane.Counters(ctx)
 		cancel()
@@ -657,7 +660,6 @@ func (r *Runtime) counterSync() {
 		if len(m) == 0 {
 			continue
 		}
-		now := r.now().UnixNano()
 		for k, c := range m {
 			c.SyncedAt = now
 			m[k] = c
