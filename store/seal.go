@@ -100,18 +100,17 @@ func NewSealer(key []byte, previous ...[]byte) (*Sealer, error) {
 
 // blobAEAD derives the AEAD of one v2 blob from a sealing key and its salt.
 func blobAEAD(sub, salt []byte) (cipher.AEAD, error) {
-	k, err := hkdf.Key(sha256.New, sub, salt, sealKeyInfoV2, 32)
-	if err != nil {
-		return nil, err
-	}
-	block, err := aes.NewCipher(k)
+	var k [32]byte
+	blobKey(&k, sub, salt, sealKeyInfoV2)
+	block, err := aes.NewCipher(k[:])
+	clear(k[:])
 	if err != nil {
 		return nil, err
 	}
 	return cipher.NewGCMWithRandomNonce(block)
 }
 
-const sealKeyInfoV2 = "ikegw store seal v2 blob key"
+var sealKeyInfoV2 = []byte("ikegw store seal v2 blob key")
 
 // String never shows key material.
 func (s *Sealer) String() string {
