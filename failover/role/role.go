@@ -49,6 +49,23 @@
 // 500ms of margin before the earliest possible new leader. Config.Lease must
 // therefore stay well below the cluster's HeartbeatTimeout.
 //
+// The verifier records the start of every successful check itself as soon
+// as it returns, and the machine reads the newest one before it fences or
+// claims: a machine held up by a slow callback or a stalled CPU decides with
+// the newest confirmation, not with the older results queued for it (it
+// used to fence on those and re-activate at once). s above is still the
+// start of a call that succeeded, so the argument is unchanged.
+//
+// Liveness: every check is a Raft heartbeat round over TCP, and a lost
+// segment waits for the retransmission timeout, by Linux's default at least
+// 200ms, longer than a short lease (the lab's 100ms). With 10% loss on the
+// cluster link the lab's active fenced and re-activated about once a second
+// (make chaos, issue 8: 24 activations in TestChaosLoss's 15s of loss). The
+// Raft connections therefore use a minimum RTO of a fifth of the lease
+// (cluster.RTOMinFor; on kernels before 6.15, rto_min on the route to the
+// cluster network: deploy/OPERATIONS.md); with it the same test activates
+// once.
+//
 // Raft's own lease check steps the leader down when no quorum was in contact
 // for LeaderLeaseTimeout; contact is counted from when each follower's
 // reply arrived, which is later than s, so raft's step-down comes at about
@@ -217,6 +234,16 @@ type Machine struct {
 	fence           *time.Timer
 	term            uint64
 	wg              sync.WaitGroup
+
+	// newest is the start of the newest successful quorum check, written
+	// by the verifier as soon as the check returns: a loop held up (a slow
+	// callback, a stalled CPU) still fences on the newest confirmation,
+	// not on those queued in verifyRes.
+	newest struct {
+		sync.Mutex
+		gen   uint64
+		start time.Time
+	}
 }
 
 type verifyResult struct {
@@ -416,13 +443,19 @@ func (m *Machine) startVerifier(ctx context.Context) {
 			if vctx.Err() != nil {
 				return
 			}
-			select {
-			case m.verifyRes <- verifyResult{gen: gen, start: start, err: err}:
-			case <-vctx.Done():
+			r := verifyResult{gen: gen, start: start, err: err}
+			if err != nil {
+				select {
+				case m.verifyRes <- r:
+				case <-vctx.Done():
+				}
 				return
 			}
-			if err != nil {
-				return
+			m.noteConfirmed(gen, start)
+			select {
+			case m.verifyRes <- r:
+			default:
+				// The loop is behind: it reads this one from newest.
 			}
 			select {
 			case <-t.C:
@@ -474,8 +507,9 @@ func (m *Machine) onVerify(ctx context.Context, r verifyResult) {
 	}
 	if r.start.After(m.lastConfirmed) {
 		m.lastConfirmed = r.start
-		m.fence.Reset(time.Until(m.lastConfirmed.Add(m.cfg.Lease)))
 	}
+	m.refreshConfirmed()
+	m.fence.Reset(time.Until(m.lastConfirmed.Add(m.cfg.Lease)))
 	switch m.State() {
 	case Activating:
 		m.maybeClaim(ctx)
@@ -490,6 +524,7 @@ func (m *Machine) onVerify(ctx context.Context, r verifyResult) {
 // maybeClaim claims the VIPs once OnActivate succeeded and a quorum
 // confirmed leadership within half a lease.
 func (m *Machine) maybeClaim(ctx context.Context) {
+	m.refreshConfirmed()
 	if !m.activated || m.lastConfirmed.IsZero() || time.Since(m.lastConfirmed) >= m.cfg.Lease/2 {
 		return
 	}
@@ -509,6 +544,7 @@ func (m *Machine) onFenceTimer() {
 	if m.State() != Active {
 		return
 	}
+	m.refreshConfirmed()
 	since := time.Since(m.lastConfirmed)
 	if since < m.cfg.Lease {
 		m.fence.Reset(m.cfg.Lease - since)
@@ -517,6 +553,27 @@ func (m *Machine) onFenceTimer() {
 	m.release("fencing")
 	m.callStandby()
 	m.setState(Fencing, fmt.Sprintf("no quorum confirmation for %v (lease %v); VIPs released", since.Round(time.Millisecond), m.cfg.Lease))
+}
+
+// noteConfirmed records a successful quorum check of generation gen that
+// started at start (verifier goroutine).
+func (m *Machine) noteConfirmed(gen uint64, start time.Time) {
+	m.newest.Lock()
+	defer m.newest.Unlock()
+	if gen > m.newest.gen || gen == m.newest.gen && start.After(m.newest.start) {
+		m.newest.gen, m.newest.start = gen, start
+	}
+}
+
+// refreshConfirmed takes the newest successful quorum check of the current
+// generation into lastConfirmed (loop goroutine).
+func (m *Machine) refreshConfirmed() {
+	m.newest.Lock()
+	gen, start := m.newest.gen, m.newest.start
+	m.newest.Unlock()
+	if gen == m.gen && start.After(m.lastConfirmed) {
+		m.lastConfirmed = start
+	}
 }
 
 // failActivation undoes a failed activation and hands leadership on.
