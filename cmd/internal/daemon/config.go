@@ -16,6 +16,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"ikegw/failover"
 	"ikegw/ike/config"
 )
 
@@ -96,11 +97,18 @@ type DataplaneConfig struct {
 	Kind string `yaml:"kind"` // auto | kernel | userspace
 	TUN  string `yaml:"tun"`
 	MTU  int    `yaml:"mtu"`
-	// SeqMargin is added to the last synced outbound sequence number when
-	// pairs are re-installed (restart, takeover): it covers the traffic of
-	// one sync interval at line rate (DESIGN.md invariant 3).
+	// SeqMargin is the smallest jump of the outbound sequence number when
+	// pairs are re-installed (restart, takeover). The jump itself is
+	// derived from a bound: max_pps x (time since the counters were last
+	// synced + max_clock_skew) (failover.SeqBound, DESIGN.md invariant 3).
 	SeqMargin   uint64        `yaml:"seq_margin"`
 	CounterSync time.Duration `yaml:"counter_sync"`
+	// MaxPPS is the most ESP packets per second one IPsec SA pair can
+	// send (default: 10 GbE line rate in minimum-size frames).
+	MaxPPS uint64 `yaml:"max_pps"`
+	// MaxClockSkew is the most two members' wall clocks may differ
+	// (default 250ms; keep them NTP-synchronised).
+	MaxClockSkew time.Duration `yaml:"max_clock_skew"`
 }
 
 // LogConfig sets up log/slog.
@@ -269,6 +277,15 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Dataplane.CounterSync == 0 {
 		c.Dataplane.CounterSync = DefaultCounterSync
+	}
+	if c.Dataplane.MaxPPS == 0 {
+		c.Dataplane.MaxPPS = failover.DefaultMaxPPS
+	}
+	if c.Dataplane.MaxClockSkew == 0 {
+		c.Dataplane.MaxClockSkew = failover.DefaultClockSkew
+	}
+	if c.Dataplane.MaxClockSkew < 0 || c.Dataplane.MaxClockSkew >= failover.HandoverWindow {
+		return fmt.Errorf("config: dataplane.max_clock_skew %s: want 0..%s", c.Dataplane.MaxClockSkew, failover.HandoverWindow)
 	}
 	if c.Dataplane.CounterSync < 10*time.Millisecond {
 		return fmt.Errorf("config: dataplane.counter_sync %s: too short", c.Dataplane.CounterSync)

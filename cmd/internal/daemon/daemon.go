@@ -331,7 +331,8 @@ func (n *Node) startClustered(ctx context.Context) error {
 }
 
 // restore resumes every persisted SA: the pairs are re-installed with their
-// outbound sequence numbers jumped by the margin (persisted first, so a
+// outbound sequence numbers jumped by the bound (failover.SeqBound: every
+// packet the previous run may have sent since its last sync; persisted first, so a
 // second restart jumps again from there), then the engine continues them.
 func (n *Node) restore(ctx context.Context) error {
 	ikes, kids, err := loadAll(n.db)
@@ -343,11 +344,14 @@ func (n *Node) restore(ctx context.Context) error {
 	}
 	jumped := map[uint32]sa.Counters{}
 	var live []*sa.ChildSA
+	now := time.Now()
+	bound := n.cfg.seqBound()
 	for _, c := range kids {
 		if c.State == sa.ChildDeleted {
 			continue
 		}
-		c.Counters.OutSeq += n.cfg.Dataplane.SeqMargin
+		c.Counters.OutSeq += bound.Jump(c, now)
+		c.Counters.SyncedAt = now.UnixNano()
 		jumped[c.In.SPI] = c.Counters
 		live = append(live, c)
 	}
@@ -365,7 +369,7 @@ func (n *Node) restore(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("restoring the engine: %w", err)
 	}
-	n.log.Info("resumed persisted SAs", "ike_sas", len(ikes), "child_sas", len(live), "seq_margin", n.cfg.Dataplane.SeqMargin)
+	n.log.Info("resumed persisted SAs", "ike_sas", len(ikes), "child_sas", len(live), "max_pps", n.cfg.Dataplane.MaxPPS)
 	return nil
 }
 

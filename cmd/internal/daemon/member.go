@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"ikegw/cluster"
+	"ikegw/failover"
 	"ikegw/ike/ikev1"
 	"ikegw/ike/runtime"
 	"ikegw/ike/sa"
@@ -131,15 +132,19 @@ func (m *member) activate(ctx context.Context) (err error) {
 	}
 	t.Load = time.Since(t.Started)
 	// Sequence numbers never go back: every pair continues at the last
-	// synced value plus the margin, and that is replicated first, so a
-	// second takeover jumps from there.
+	// committed value plus every packet the old active may have sent since
+	// it read that value (failover.SeqBound), and that is replicated
+	// first, as counters read now, so a second takeover jumps from there.
 	jumped := map[uint32]sa.Counters{}
 	var live []*sa.ChildSA
+	now := time.Now()
+	bound := m.cfg.seqBound()
 	for _, c := range kids {
 		if c.State == sa.ChildDeleted {
 			continue
 		}
-		c.Counters.OutSeq += m.cfg.Dataplane.SeqMargin
+		c.Counters.OutSeq += bound.Jump(c, now)
+		c.Counters.SyncedAt = now.UnixNano()
 		jumped[c.In.SPI] = c.Counters
 		live = append(live, c)
 	}
@@ -277,12 +282,15 @@ var errNotActive = errors.New("this node is not the active gateway")
 // installed with the jumped counters the handover committed, the runtime
 // built (sockets bound, nothing running) and its engine restored.
 type stagedTakeover struct {
-	id, term      uint64
-	ikes          []*sa.IKESA
-	live          []*sa.ChildSA
-	rt            *runtime.Runtime
-	timers        []ikev1.Action // the restored engine's, armed at activation
-	at            time.Time
+	id, term uint64
+	ikes     []*sa.IKESA
+	live     []*sa.ChildSA
+	rt       *runtime.Runtime
+	timers   []ikev1.Action // the restored engine's, armed at activation
+	at       time.Time
+	// readAt is when the old active read the counters it committed with
+	// the announcement (zero when a pair carries none: not usable).
+	readAt        time.Time
 	load, install time.Duration
 }
 
@@ -334,7 +342,16 @@ func (m *member) stagedValid(st *stagedTakeover) error {
 	if term := m.node.Raft().CurrentTerm(); term != h.Term+1 {
 		return fmt.Errorf("leader in term %d, the handover was announced in term %d", term, h.Term)
 	}
+	if now := time.Now(); !m.cfg.seqBound().StagedValid(st.readAt, now) {
+		return fmt.Errorf("the staged counters were read at %s, %s ago: the handover's jump covers %s (failover.HandoverWindow)",
+			st.readAt.UTC().Format(time.RFC3339Nano), now.Sub(st.readAt).Round(time.Millisecond), failover.HandoverWindow)
+	}
 	return nil
+}
+
+// seqBound is the sequence-number jump bound of the configuration.
+func (c *Config) seqBound() failover.SeqBound {
+	return failover.SeqBound{MaxPPS: c.Dataplane.MaxPPS, ClockSkew: c.Dataplane.MaxClockSkew, Min: c.Dataplane.SeqMargin}
 }
 
 // stage prepares the takeover for handover h to this node (a standby).
@@ -359,11 +376,26 @@ func (m *member) stageLocked(ctx context.Context, h cluster.HandoverBody) bool {
 	}
 	st := &stagedTakeover{id: h.ID, term: h.Term, ikes: ikes, at: start}
 	for _, c := range kids {
-		if c.State != sa.ChildDeleted {
-			st.live = append(st.live, c) // counters: jumped by the handover entry
+		if c.State == sa.ChildDeleted {
+			continue
+		}
+		st.live = append(st.live, c) // counters: jumped by the handover entry
+		// readAt: the oldest read time of any pair (zero if one has none).
+		var at time.Time
+		if c.Counters.SyncedAt > 0 {
+			at = time.Unix(0, c.Counters.SyncedAt)
+		}
+		if len(st.live) == 1 || at.IsZero() || (!st.readAt.IsZero() && at.Before(st.readAt)) {
+			st.readAt = at
 		}
 	}
 	st.load = time.Since(start)
+	if !m.cfg.seqBound().StagedValid(st.readAt, time.Now()) {
+		// An old announcement (a node catching up replays them): its
+		// counters no longer cover the old active's packets.
+		m.log.Info("handover: announcement too old to stage", "from", h.From, "term", h.Term, "counters_read_at", st.readAt)
+		return false
+	}
 	mark := time.Now()
 	m.install(ctx, st.live)
 	st.install = time.Since(mark)
@@ -385,8 +417,10 @@ func (m *member) stageLocked(ctx context.Context, h cluster.HandoverBody) bool {
 	}
 	m.staged = st
 	// The election and the first quorum check of the target are Raft
-	// round trips: open their connections now.
-	m.node.WarmConnections(2)
+	// round trips: open their connections now, without holding m.mu (an
+	// activation waits for it, and a peer that is shutting down may take
+	// seconds to answer).
+	go m.node.WarmConnections(2)
 	m.log.Info("handover: takeover staged", "from", h.From, "term", h.Term, "ike_sas", len(ikes), "child_sas", len(st.live),
 		"load", st.load, "install", st.install, "total", time.Since(start))
 	return true
@@ -409,14 +443,14 @@ func (m *member) dropStaged(reason string) {
 
 // watchHandovers stages the takeover when a Handover naming this node is
 // applied, and drops a staged takeover that waited stagedLife in vain. It
-// polls the applied index (cheap) every pollEvery until ctx ends.
+// polls the FSM's applied index (cheap) every pollEvery until ctx ends:
+// raft's own AppliedIndex runs ahead of the store.
 func (m *member) watchHandovers(ctx context.Context, pollEvery time.Duration) {
-	r := m.node.Raft()
 	var seen uint64
 	if h, ok, err := cluster.ReadHandover(m.node.Store()); err == nil && ok {
 		seen = h.ID // announced before this run: not for us to stage
 	}
-	applied := r.AppliedIndex()
+	applied := m.node.FSMAppliedIndex()
 	t := time.NewTicker(pollEvery)
 	defer t.Stop()
 	for {
@@ -425,7 +459,7 @@ func (m *member) watchHandovers(ctx context.Context, pollEvery time.Duration) {
 			return
 		case <-t.C:
 		}
-		if a := r.AppliedIndex(); a != applied {
+		if a := m.node.FSMAppliedIndex(); a != applied {
 			applied = a
 			h, ok, err := cluster.ReadHandover(m.node.Store())
 			if err != nil {
@@ -473,19 +507,22 @@ func (m *member) announce(ctx context.Context, target string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	// The read time is taken before the read: the counters are at least
+	// as recent as it.
+	readAt := time.Now()
 	liveCounters, err := m.dp.Counters(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("reading the data plane counters: %w", err)
 	}
-	now := time.Now().UnixNano()
+	jump := m.cfg.seqBound().HandoverJump()
 	jumped := map[uint32]sa.Counters{}
 	for _, c := range kids {
 		if c.State == sa.ChildDeleted {
 			continue
 		}
 		cs := ikev1.MergeCounters(c.Counters, liveCounters[c.In.SPI])
-		cs.OutSeq += m.cfg.Dataplane.SeqMargin
-		cs.SyncedAt = now
+		cs.OutSeq += jump
+		cs.SyncedAt = readAt.UnixNano()
 		jumped[c.In.SPI] = cs
 	}
 	id, term := newHandoverID(), m.node.Raft().CurrentTerm()
