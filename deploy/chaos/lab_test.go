@@ -132,10 +132,10 @@ func TestSamplerSeesOverlap(t *testing.T) {
 
 // TestChaosShort is the CI form of `make chaos`: 2 gateways and a witness,
 // gwlab's peer plus 2 peers x 10 tunnels, 4 seeded rounds of daemon death,
-// node death (restart with its disk) and partitions. It leaves out, until
-// ikegw handles them, the faults `make chaos` shows violations for (see
-// README): SIGSTOP of the active (two VIP holders), and long cluster
-// packet loss (leadership flapping; a peer's Quick Mode never answered).
+// node death (restart with its disk), partitions and 10% loss on the
+// cluster links (seed 20261144: loss 10.1s, kill-node active, kill-daemon
+// active, partition standby 7.8s). It leaves out, until ikegw handles it,
+// SIGSTOP of the active (two VIP holders, see README).
 // The peers track 16 IKEv1 exchanges per IKE SA instead of strongSwan's 3:
 // with 3, a burst of DELETEs from a new active during a peer's Quick Mode
 // makes charon lose the Quick Mode's IV and renegotiate phase 1 (`make
@@ -146,7 +146,7 @@ func TestChaosShort(t *testing.T) {
 	if _, err := exec.LookPath("swanctl"); err != nil {
 		t.Skip("chaos: strongSwan (swanctl) is not installed: scripts/deps.sh installs it")
 	}
-	seed := int64(20261132)
+	seed := int64(20261144)
 	if s := os.Getenv("IKEGW_CHAOS_SEED"); s != "" {
 		v, err := strconv.ParseInt(s, 10, 64)
 		if err != nil {
@@ -168,7 +168,7 @@ func TestChaosShort(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	res, err := Run(ctx, Options{Bin: ikegwdBin, Rounds: 4, Peers: 2, Tunnels: 10, Seed: seed,
-		Kinds: []Kind{KillDaemon, KillNode, Partition}, PeerExchanges: 16, Dir: filepath.Join(dir, "lab"),
+		Kinds: []Kind{KillDaemon, KillNode, Partition, Loss}, PeerExchanges: 16, Dir: filepath.Join(dir, "lab"),
 		Out: &out, Logger: slog.New(slog.NewTextHandler(logf, nil))})
 	var table strings.Builder
 	if res != nil {
