@@ -22,7 +22,7 @@ func benchManager(b *testing.B, n int, ann Announce) *Manager {
 		if i%2 == 1 {
 			p = netip.MustParsePrefix(fmt.Sprintf("2001:db8::%x/64", 0x10+i))
 		}
-		vips = append(vips, VIP{"eth0", p})
+		vips = append(vips, VIP{Interface: "eth0", Prefix: p})
 	}
 	m, err := New(Config{VIPs: vips, NetNS: nsPath(ns), Announce: ann, Log: quiet()})
 	if err != nil {

@@ -125,11 +125,11 @@ func TestManagerAddHeldRelease(t *testing.T) {
 	sh(t, "ip", "-n", ns, "addr", "add", "2001:db8::2/64", "dev", "out0", "nodad")
 
 	vips := []VIP{
-		{"out0", netip.MustParsePrefix("192.0.2.10/24")},
-		{"out0", netip.MustParsePrefix("192.0.2.11/24")},
-		{"out0", netip.MustParsePrefix("2001:db8::10/64")},
-		{"in0", netip.MustParsePrefix("10.9.0.1/16")},
-		{"in0", netip.MustParsePrefix("fd00:9::1/64")},
+		{Interface: "out0", Prefix: netip.MustParsePrefix("192.0.2.10/24")},
+		{Interface: "out0", Prefix: netip.MustParsePrefix("192.0.2.11/24")},
+		{Interface: "out0", Prefix: netip.MustParsePrefix("2001:db8::10/64")},
+		{Interface: "in0", Prefix: netip.MustParsePrefix("10.9.0.1/16")},
+		{Interface: "in0", Prefix: netip.MustParsePrefix("fd00:9::1/64")},
 	}
 	m := newManager(t, Config{VIPs: vips, NetNS: nsPath(ns), Announce: Announce{Count: 2, Interval: 10 * time.Millisecond}})
 	nh := nlIn(t, h)

@@ -21,6 +21,22 @@
 // interface that is already gone is not an error). It never decides who may
 // hold the addresses: that is the role machine's business (failover/role).
 //
+// # Standby forwarding
+//
+// Config.Forward may list prefixes for a VIP. While this node does not hold the VIP
+// (after Release, and so after every start, and after the supervisor
+// cleaned up a dead daemon), it routes them via the VIP's address on the
+// VIP's interface (metric ForwardMetric, protocol ForwardProtocol); Claim
+// removes those routes. Hosts behind the gateways keep sending to the old
+// active's MAC address until the new active's gratuitous ARP reaches them;
+// with the routes, the old node forwards those packets to the VIP's new
+// holder (the kernel queues them while it resolves the VIP) instead of
+// dropping them, so a planned handover loses nothing on that side. Without
+// a holder the VIP does not resolve and the packets are dropped: a standby
+// never sends a tunnel's traffic anywhere else (not out of its default
+// route in clear text). Route failures are logged, never fatal: the VIPs
+// themselves are what Release and Claim guarantee.
+//
 // Caveat for IPv4: when the VIP is the primary address of its subnet on an
 // interface (it was added before the node's own address of that subnet),
 // deleting it also deletes the secondaries unless the interface has
@@ -66,6 +82,16 @@ type VIP struct {
 	// example 192.0.2.10/24 or 2001:db8::10/64.
 	Prefix netip.Prefix
 }
+
+// ForwardMetric is the metric of the standby forwarding routes, and
+// ForwardProtocol their routing protocol number (rtnetlink's
+// RTM_NEWROUTE rtm_protocol): an administrator's route to the same
+// destination with a lower metric wins, and `ip route show proto 245`
+// lists ours.
+const (
+	ForwardMetric   = 4500
+	ForwardProtocol = 245
+)
 
 // Addr is the VIP's address.
 func (v VIP) Addr() netip.Addr { return v.Prefix.Addr() }
@@ -115,6 +141,24 @@ func (v VIP) Validate() error {
 		return fmt.Errorf("%w: %s: write an IPv4-mapped address as plain IPv4", ErrBadVIP, v)
 	case !a.IsGlobalUnicast() && !a.IsPrivate():
 		return fmt.Errorf("%w: %s: not a unicast address (loopback, multicast, link-local and unspecified addresses cannot be VIPs)", ErrBadVIP, v)
+	}
+	return nil
+}
+
+// validateForward checks the standby forwarding prefixes of v.
+func validateForward(v VIP, fwd []netip.Prefix) error {
+	a := v.Addr()
+	for _, f := range fwd {
+		switch {
+		case !f.IsValid():
+			return fmt.Errorf("%w: %s: forward: an invalid prefix", ErrBadVIP, v)
+		case f.Addr().Is4() != a.Is4():
+			return fmt.Errorf("%w: %s: forward %s: not of the VIP's address family", ErrBadVIP, v, f)
+		case f.Bits() == 0:
+			return fmt.Errorf("%w: %s: forward %s: a default route is not forwarded (a standby would send all its traffic to the active)", ErrBadVIP, v, f)
+		case f.Contains(a):
+			return fmt.Errorf("%w: %s: forward %s contains the VIP itself", ErrBadVIP, v, f)
+		}
 	}
 	return nil
 }
@@ -169,12 +213,20 @@ type Config struct {
 	// calling process.
 	NetNS string
 	Log   *slog.Logger
+	// Forward lists, by VIP address, destinations (typically the remote
+	// traffic selectors of the tunnels an inside VIP serves) that a node
+	// not holding the VIP routes via the VIP's address, that is to
+	// whichever node holds it: see "Standby forwarding" in the package
+	// documentation.
+	Forward map[netip.Addr][]netip.Prefix
 }
 
 // Manager adds, removes and announces a fixed set of VIPs. Its methods are
 // safe for concurrent use.
 type Manager struct {
 	vips     []VIP
+	forward  map[netip.Addr][]netip.Prefix // standby forwarding, by VIP address (opMu)
+	claimed  bool                          // the last Claim succeeded and no Release since (opMu)
 	announce Announce
 	ns       netns.NsHandle
 	log      *slog.Logger
@@ -208,6 +260,14 @@ func New(cfg Config) (*Manager, error) {
 			return nil, fmt.Errorf("%w: vips[%d]: %s: address already configured as %s", ErrBadVIP, i, v, o)
 		}
 		seen[v.Addr()] = v
+		if err := validateForward(v, cfg.Forward[v.Addr()]); err != nil {
+			return nil, fmt.Errorf("vips[%d]: %w", i, err)
+		}
+	}
+	for a := range cfg.Forward {
+		if _, ok := seen[a]; !ok {
+			return nil, fmt.Errorf("%w: forward: %s is not a configured VIP", ErrBadVIP, a)
+		}
 	}
 	a := cfg.Announce
 	if a.Count == 0 {
@@ -242,8 +302,15 @@ func New(cfg Config) (*Manager, error) {
 		}
 		return nil, fmt.Errorf("vip: open netlink: %w", err)
 	}
+	fwd := map[netip.Addr][]netip.Prefix{}
+	for a, ps := range cfg.Forward {
+		if len(ps) > 0 {
+			fwd[a] = slices.Clone(ps)
+		}
+	}
 	return &Manager{
 		vips:     slices.Clone(cfg.VIPs),
+		forward:  fwd,
 		announce: a,
 		ns:       ns,
 		log:      cfg.Log,
@@ -281,13 +348,16 @@ func (m *Manager) Claim(ctx context.Context) error {
 	if len(errs) > 0 {
 		return errors.Join(errs...)
 	}
+	m.claimed = true
 	if m.announce.Count < 0 || len(m.vips) == 0 {
+		m.forwardLocked(false)
 		return nil
 	}
 	targets := m.targetsLocked()
 	m.mu.Lock()
 	m.announceRoundLocked(targets)
 	m.mu.Unlock()
+	m.forwardLocked(false)
 	if m.announce.Count > 1 && len(targets) > 0 {
 		actx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
@@ -329,7 +399,95 @@ func (m *Manager) Release(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
+	if len(errs) == 0 {
+		m.claimed = false
+		m.forwardLocked(true)
+	}
 	return errors.Join(errs...)
+}
+
+// SetForward replaces the standby forwarding prefixes (Config.Forward),
+// for example after the tunnels' configuration changed. While the VIPs are
+// not claimed the routes change at once: those no longer wanted go, the new
+// ones come.
+func (m *Manager) SetForward(fwd map[netip.Addr][]netip.Prefix) error {
+	m.opMu.Lock()
+	defer m.opMu.Unlock()
+	if m.isClosed() {
+		return ErrClosed
+	}
+	next := map[netip.Addr][]netip.Prefix{}
+	for i, v := range m.vips {
+		if err := validateForward(v, fwd[v.Addr()]); err != nil {
+			return fmt.Errorf("vips[%d]: %w", i, err)
+		}
+		if len(fwd[v.Addr()]) > 0 {
+			next[v.Addr()] = slices.Clone(fwd[v.Addr()])
+		}
+	}
+	for a := range fwd {
+		if !slices.ContainsFunc(m.vips, func(v VIP) bool { return v.Addr() == a }) {
+			return fmt.Errorf("%w: forward: %s is not a configured VIP", ErrBadVIP, a)
+		}
+	}
+	if !m.claimed {
+		old := m.forward
+		m.forward = map[netip.Addr][]netip.Prefix{}
+		for a, ps := range old {
+			for _, p := range ps {
+				if !slices.Contains(next[a], p) {
+					m.forward[a] = append(m.forward[a], p)
+				}
+			}
+		}
+		m.forwardLocked(false)
+	}
+	m.forward = next
+	if !m.claimed {
+		m.forwardLocked(true)
+	}
+	return nil
+}
+
+// forwardLocked adds (on, after a release: with the VIP's stale neighbour
+// entry removed) or deletes the standby forwarding routes of every VIP that
+// has Forward prefixes. Failures are logged.
+func (m *Manager) forwardLocked(on bool) {
+	for _, v := range m.vips {
+		fwd := m.forward[v.Addr()]
+		if len(fwd) == 0 {
+			continue
+		}
+		link, err := m.h.LinkByName(v.Interface)
+		if err != nil {
+			if on {
+				m.log.Warn("vip: standby forwarding: interface not found", "vip", v.String(), "err", err)
+			}
+			continue
+		}
+		if on {
+			// A neighbour entry for the VIP may be left from an earlier
+			// time as a standby, naming the node that held it then; the
+			// forwarded packets must wait for the new holder's answer.
+			err := m.h.NeighDel(&netlink.Neigh{LinkIndex: link.Attrs().Index, IP: v.Addr().AsSlice()})
+			if err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ESRCH) {
+				m.log.Warn("vip: standby forwarding: stale neighbour entry not removed", "vip", v.String(), "err", err)
+			}
+		}
+		for _, f := range fwd {
+			r := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: prefixNet(f.Masked()), Gw: v.Addr().AsSlice(),
+				Priority: ForwardMetric, Protocol: ForwardProtocol}
+			if on {
+				if err := m.h.RouteReplace(r); err != nil {
+					m.log.Warn("vip: standby forwarding route not added", "dst", f.String(), "via", v.Addr().String(), "dev", v.Interface, "err", err)
+				}
+				continue
+			}
+			if err := m.h.RouteDel(r); err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENOENT) {
+				m.log.Warn("vip: standby forwarding route not removed", "dst", f.String(), "via", v.Addr().String(), "dev", v.Interface, "err", err)
+			}
+		}
+	}
 }
 
 func (m *Manager) removeLocked(v VIP) error {

@@ -157,6 +157,7 @@ func (s *configSync) load() {
 	}
 	s.n.forceEncap(conns)
 	s.n.cfg.setConnectionsOnly(conns)
+	s.n.updateForward()
 	idx, ok := s.n.cnode.ConfigIndex(ver)
 	if !ok {
 		idx = s.n.cnode.Stats().AppliedIndex // compacted: at or below this

@@ -15,6 +15,7 @@ import (
 
 	"ikegw/cluster"
 	"ikegw/cmd/api"
+	"ikegw/failover/vip"
 	"ikegw/ike/config"
 	"ikegw/ike/ikev1"
 	"ikegw/ike/runtime"
@@ -41,9 +42,10 @@ type Node struct {
 
 	sockHook func(*net.UDPConn, bool) error // set by the kernel data plane
 
-	cnode *cluster.Node // clustered
-	mem   *member       // clustered gateway
-	roles *roles        // clustered gateway
+	cnode *cluster.Node               // clustered
+	mem   *member                     // clustered gateway
+	roles *roles                      // clustered gateway
+	vips  atomic.Pointer[vip.Manager] // clustered gateway, once the roles start
 
 	failovers atomic.Uint64 // planned failovers accepted (admin API)
 	sync      *configSync   // clustered gateway: the replicated connections

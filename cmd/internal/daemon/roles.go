@@ -4,12 +4,15 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/netip"
+	"slices"
 	"time"
 
 	"ikegw/cluster"
 	"ikegw/failover"
 	"ikegw/failover/role"
 	"ikegw/failover/vip"
+	"ikegw/ike/config"
 )
 
 // roles runs the active/standby role machine (failover/role) of a cluster
@@ -32,6 +35,7 @@ func startRoles(n *Node) (*roles, error) {
 	if err != nil {
 		return nil, err
 	}
+	n.vips.Store(vm)
 	// A previous run may have died holding them (the supervisor removes
 	// them too; this is the start-time half of the same rule).
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -137,6 +141,57 @@ func newVIPs(cfg *Config, log *slog.Logger) (*vip.Manager, error) {
 		}
 		vips = append(vips, p)
 	}
-	return vip.New(vip.Config{VIPs: vips, Log: log.With("component", "vip"),
+	return vip.New(vip.Config{VIPs: vips, Log: log.With("component", "vip"), Forward: forwardOf(vips, cfg.connectionsOnly(), log),
 		Announce: vip.Announce{Count: cfg.Failover.Announce.Count, Interval: cfg.Failover.Announce.Interval}})
+}
+
+// forwardOf gives each VIP the remote traffic selectors of the children
+// whose local selectors contain it (an inside VIP, the gateway of the
+// protected hosts): a node that does not hold the VIP routes them to the
+// node that does (vip "Standby forwarding"). Selectors of the whole
+// address space are left out (never a default route), and so are those of
+// children without static selectors.
+func forwardOf(vips []vip.VIP, conns []*config.Connection, log *slog.Logger) map[netip.Addr][]netip.Prefix {
+	out := map[netip.Addr][]netip.Prefix{}
+	for i := range vips {
+		a := vips[i].Addr()
+		var fwd []netip.Prefix
+		for _, c := range conns {
+			for _, ch := range c.Children {
+				inside := false
+				for _, ts := range ch.LocalTS {
+					if ts.Prefix.Contains(a) {
+						inside = true
+					}
+				}
+				if !inside {
+					continue
+				}
+				for _, ts := range ch.RemoteTS {
+					p := ts.Prefix.Masked()
+					if p.Bits() == 0 || p.Addr().Is4() != a.Is4() || p.Contains(a) || slices.Contains(fwd, p) {
+						continue
+					}
+					fwd = append(fwd, p)
+				}
+			}
+		}
+		if len(fwd) > 0 {
+			out[a] = fwd
+			log.Debug("vip: standby forwarding", "vip", vips[i].String(), "prefixes", fmt.Sprint(fwd))
+		}
+	}
+	return out
+}
+
+// updateForward gives the VIP manager the standby forwarding prefixes of the
+// current connections (after a cluster-wide configuration change).
+func (n *Node) updateForward() {
+	vm := n.vips.Load()
+	if vm == nil {
+		return
+	}
+	if err := vm.SetForward(forwardOf(vm.VIPs(), n.cfg.connectionsOnly(), n.log)); err != nil {
+		n.log.Warn("vip: standby forwarding not updated", "err", err)
+	}
 }

@@ -1,0 +1,95 @@
+package vip
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+)
+
+// TestForwardRoutes checks standby forwarding in a namespace: Release
+// routes the prefixes via the VIP (and drops a stale neighbour entry for
+// it), Claim removes the routes, SetForward swaps them while not claimed,
+// and nothing else in the routing table is touched.
+func TestForwardRoutes(t *testing.T) {
+	requireRoot(t)
+	ns := "ikfw-" + suffix(t)
+	newNS(t, ns)
+	sh(t, "ip", "-n", ns, "link", "add", "in0", "type", "veth", "peer", "name", "in0p")
+	sh(t, "ip", "-n", ns, "link", "set", "in0p", "up")
+	sh(t, "ip", "-n", ns, "link", "set", "in0", "up")
+	sh(t, "ip", "-n", ns, "addr", "add", "10.9.0.2/16", "dev", "in0")
+	sh(t, "ip", "-n", ns, "addr", "add", "fd00:9::2/64", "dev", "in0", "nodad")
+	// An administrator's route to a forwarded prefix, with a lower metric:
+	// it must survive everything.
+	sh(t, "ip", "-n", ns, "route", "add", "10.51.0.0/16", "via", "10.9.0.254", "dev", "in0")
+	v4 := VIP{Interface: "in0", Prefix: netip.MustParsePrefix("10.9.0.1/16")}
+	v6 := VIP{Interface: "in0", Prefix: netip.MustParsePrefix("fd00:9::1/64")}
+	fwd := map[netip.Addr][]netip.Prefix{
+		v4.Addr(): {netip.MustParsePrefix("10.50.0.0/16"), netip.MustParsePrefix("10.51.0.0/16")},
+		v6.Addr(): {netip.MustParsePrefix("fd00:50::/48")},
+	}
+	m := newManager(t, Config{VIPs: []VIP{v4, v6}, NetNS: nsPath(ns), Announce: Announce{Count: -1}, Forward: fwd})
+	ctx := context.Background()
+	routes := func() string {
+		t.Helper()
+		return sh(t, "ip", "-n", ns, "route", "show", "proto", "245") + sh(t, "ip", "-n", ns, "-6", "route", "show", "proto", "245")
+	}
+	want := []string{"10.50.0.0/16 via 10.9.0.1 dev in0 metric 4500", "10.51.0.0/16 via 10.9.0.1 dev in0 metric 4500", "fd00:50::/48 via fd00:9::1 dev in0 metric 4500"}
+	has := func(label, out string, lines []string, present bool) {
+		t.Helper()
+		for _, w := range lines {
+			if strings.Contains(out, w) != present {
+				t.Errorf("%s: route %q present=%v, want %v in:\n%s", label, w, !present, present, out)
+			}
+		}
+	}
+	sh(t, "ip", "-n", ns, "neigh", "replace", "10.9.0.1", "lladdr", "02:00:00:00:00:01", "dev", "in0", "nud", "stale")
+	must(t, m.Release(ctx))
+	has("after release", routes(), want, true)
+	if out := sh(t, "ip", "-n", ns, "neigh", "show", "10.9.0.1", "dev", "in0"); strings.Contains(out, "02:00:00:00:00:01") {
+		t.Errorf("stale neighbour entry for the VIP kept after release: %s", out)
+	}
+	must(t, m.Release(ctx)) // idempotent
+	has("after a second release", routes(), want, true)
+	must(t, m.Claim(ctx))
+	has("after claim", routes(), want, false)
+	if out := sh(t, "ip", "-n", ns, "route", "show", "10.51.0.0/16"); !strings.Contains(out, "via 10.9.0.254") {
+		t.Errorf("the administrator's route is gone: %q", out)
+	}
+	// While claimed, a change is only remembered.
+	must(t, m.SetForward(map[netip.Addr][]netip.Prefix{v4.Addr(): {netip.MustParsePrefix("10.60.0.0/16")}}))
+	if out := routes(); strings.TrimSpace(out) != "" {
+		t.Errorf("SetForward while claimed added routes:\n%s", out)
+	}
+	must(t, m.Release(ctx))
+	has("after release with the new set", routes(), []string{"10.60.0.0/16 via 10.9.0.1 dev in0 metric 4500"}, true)
+	has("after release with the new set", routes(), want, false)
+	// While released, a change applies at once.
+	must(t, m.SetForward(fwd))
+	has("after SetForward back", routes(), want, true)
+	has("after SetForward back", routes(), []string{"10.60.0.0/16"}, false)
+	if out := sh(t, "ip", "-n", ns, "route", "show", "10.51.0.0/16"); !strings.Contains(out, "via 10.9.0.254") {
+		t.Errorf("the administrator's route is gone: %q", out)
+	}
+}
+
+func TestForwardRefused(t *testing.T) {
+	v4 := VIP{Interface: "in0", Prefix: netip.MustParsePrefix("10.9.0.1/16")}
+	for _, tc := range []struct {
+		fwd  map[netip.Addr][]netip.Prefix
+		want string
+	}{
+		{map[netip.Addr][]netip.Prefix{v4.Addr(): {netip.MustParsePrefix("0.0.0.0/0")}}, "default route"},
+		{map[netip.Addr][]netip.Prefix{v4.Addr(): {netip.MustParsePrefix("fd00::/8")}}, "address family"},
+		{map[netip.Addr][]netip.Prefix{v4.Addr(): {netip.MustParsePrefix("10.0.0.0/8")}}, "contains the VIP"},
+		{map[netip.Addr][]netip.Prefix{v4.Addr(): {{}}}, "invalid prefix"},
+		{map[netip.Addr][]netip.Prefix{netip.MustParseAddr("10.9.0.7"): {netip.MustParsePrefix("10.50.0.0/16")}}, "not a configured VIP"},
+	} {
+		_, err := New(Config{VIPs: []VIP{v4}, Forward: tc.fwd, Log: quiet()})
+		if !errors.Is(err, ErrBadVIP) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("forward %v: err %v, want ErrBadVIP mentioning %q", tc.fwd, err, tc.want)
+		}
+	}
+}
