@@ -243,14 +243,19 @@ func TestFailover(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%v\n%s", err, r)
 			}
-			// Every member runs this tree, so the target must finish the
-			// takeover the handover staged; the one legitimate miss is
-			// another leader between the announcement and the target's
-			// term (an election on a starved machine).
+			// Every member runs this tree, so the target finishes the
+			// takeover the handover staged. A starved machine has
+			// legitimate misses (the announcement failed or came too
+			// late, another leader came between); a staging spoiled by
+			// a handover or cancel applied after it is a bug.
 			if sp := r.Split; sp == nil {
 				t.Errorf("planned %d: the new active %s reports no takeover split", i+1, r.NewActive)
-			} else if !sp.Staged && !strings.Contains(sp.Unstaged, "leader in term") {
-				t.Errorf("planned %d: the new active %s did not use the staged takeover (reason %q)", i+1, r.NewActive, sp.Unstaged)
+			} else if !sp.Staged {
+				if sp.Unstaged == "" || strings.Contains(sp.Unstaged, "another handover") {
+					t.Errorf("planned %d: the new active %s did not use the staged takeover (reason %q)", i+1, r.NewActive, sp.Unstaged)
+				} else {
+					t.Logf("planned %d: not staged: %s", i+1, sp.Unstaged)
+				}
 			}
 			if !r.OK() {
 				t.Fatalf("planned failover not seamless:\n%s", r)

@@ -108,8 +108,16 @@ func (m *member) activate(ctx context.Context) (err error) {
 		// come first on a loaded machine): stage it now. The jumped
 		// counters are committed by the announcement, so this still
 		// saves the takeover's own commit; stagedValid below decides.
-		if h, ok, err := cluster.ReadHandover(m.node.Store()); err == nil && ok && h.To == m.cfg.Node.Name && h.ID != m.usedHandover {
-			t.StagedLate = m.stageLocked(ctx, h)
+		h, ok, err := cluster.ReadHandover(m.node.Store())
+		switch {
+		case err != nil:
+			t.Unstaged = "reading the last handover: " + err.Error()
+		case !ok || h.To != m.cfg.Node.Name || h.ID == m.usedHandover:
+			t.Unstaged = "no handover to this node was announced"
+		default:
+			if t.StagedLate = m.stageLocked(ctx, h); !t.StagedLate {
+				t.Unstaged = "the announcement could not be staged (too old, or staging failed: see the log)"
+			}
 		}
 	}
 	if st := m.staged; st != nil {
