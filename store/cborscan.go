@@ -192,15 +192,15 @@ func spliceCounters(rec []byte, update sa.Counters) (out []byte, ok bool, err er
 			return nil, false, nil
 		}
 	}
-	var old sa.Counters
-	if err := rawDec.Unmarshal(cnt, &old); err != nil {
-		return nil, false, nil
+	old, ok := decodeCounters(cnt)
+	if !ok {
+		if err := rawDec.Unmarshal(cnt, &old); err != nil {
+			return nil, false, nil
+		}
 	}
 	merged := MergeCounters(old, update)
-	cb, err := sa.Marshal(&merged)
-	if err != nil {
-		return nil, true, fmt.Errorf("encode counters: %w", err)
-	}
+	var buf [96]byte // the encoded Counters of a 64-packet replay window fit
+	cb := appendCounters(buf[:0], &merged)
 	out = make([]byte, 0, len(rec)-len(cnt)+len(cb))
 	out = append(out, rec[:cs]...)
 	out = append(out, cb...)
