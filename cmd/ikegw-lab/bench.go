@@ -34,13 +34,19 @@ type benchRow struct {
 	// split; RestMS is what is left of the outage: VIP claim, the
 	// announcements and the first packets.
 	DetectElectMS float64 `json:"detect_elect_ms"`
-	LoadMS        float64 `json:"load_ms"`
-	CommitMS      float64 `json:"commit_ms"`
-	InstallMS     float64 `json:"install_ms"`
-	EngineMS      float64 `json:"engine_ms"`
-	RestMS        float64 `json:"rest_ms"`
-	ChildSAs      int     `json:"child_sas"`
-	Seamless      bool    `json:"seamless"`
+	// Its parts, from the new active's log (absent when it does not
+	// say): DetectMS until its Raft became a candidate, ElectMS until it
+	// led, ReadyMS until its takeover started (Barrier or applied log).
+	DetectMS  *float64 `json:"detect_ms,omitempty"`
+	ElectMS   *float64 `json:"elect_ms,omitempty"`
+	ReadyMS   *float64 `json:"ready_ms,omitempty"`
+	LoadMS    float64  `json:"load_ms"`
+	CommitMS  float64  `json:"commit_ms"`
+	InstallMS float64  `json:"install_ms"`
+	EngineMS  float64  `json:"engine_ms"`
+	RestMS    float64  `json:"rest_ms"`
+	ChildSAs  int      `json:"child_sas"`
+	Seamless  bool     `json:"seamless"`
 	// Why a run was not seamless: the ping resumed, the peer kept its IKE
 	// SA and SPIs, replayed ESP sequence numbers it logged.
 	Resumed     bool   `json:"resumed"`
@@ -133,6 +139,10 @@ func bench(ctx context.Context, out io.Writer, o gwlab.Options, tunnels, runs in
 				row.DetectElectMS = max(0, float64(s.Started.Sub(r.At).Microseconds())/1e3)
 				row.LoadMS, row.CommitMS, row.InstallMS, row.EngineMS, row.ChildSAs = s.LoadMS, s.CommitMS, s.InstallMS, s.EngineMS, s.ChildSAs
 				row.RestMS = max(0, row.OutageMS-row.DetectElectMS-s.LoadMS-s.CommitMS-s.InstallMS-s.EngineMS)
+				if !r.Candidate.IsZero() && !r.Elected.IsZero() {
+					ms := func(d time.Duration) *float64 { v := float64(d.Microseconds()) / 1e3; return &v }
+					row.DetectMS, row.ElectMS, row.ReadyMS = ms(r.Candidate.Sub(r.At)), ms(r.Elected.Sub(r.Candidate)), ms(s.Started.Sub(r.Elected))
+				}
 			}
 			if ferr != nil {
 				row.Err = ferr.Error()

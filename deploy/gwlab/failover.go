@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -214,6 +215,11 @@ type Report struct {
 	// Split is the new active's own account of its takeover (nil if it
 	// gave none).
 	Split *Takeover
+	// Candidate and Elected are when the new active's Raft became a
+	// candidate (its election timeout ran out: the failure detected) and
+	// leader, from its log (zero when the log does not say: e.g. a planned
+	// handover's target is elected without a timeout).
+	Candidate, Elected time.Time
 	// DeadClean (daemon death only) is how long after the kill the dead
 	// daemon's node last held a VIP or a TUN device; -1 if it still did
 	// when the report was made.
@@ -366,6 +372,11 @@ func (l *Lab) Failover(ctx context.Context, kind Kind) (Report, error) {
 		if st, err := l.NodeAdminStatus(wctx, r.NewActive); err == nil && st.Cluster != nil {
 			r.Split = st.Cluster.LastTakeover
 		}
+		if n, err := l.Node(r.NewActive); err == nil {
+			if p := n.Proc(); p != nil {
+				r.Candidate, r.Elected = electionTimes(p.OutputPath(), r.At)
+			}
+		}
 	}
 	if clean != nil {
 		r.DeadClean = <-clean
@@ -376,6 +387,43 @@ func (l *Lab) Failover(ctx context.Context, kind Kind) (Report, error) {
 	l.log.Info("gwlab: failover", "kind", kind, "killed", r.Killed, "new_active", r.NewActive,
 		"outage_ms", r.Gap.Milliseconds(), "lost", r.Lost, "sa_unchanged", r.PeerSAUnchanged, "spis_unchanged", r.SPIsUnchanged, "seq_failures", r.SeqFailures)
 	return r, errors.Join(errs...)
+}
+
+// electionTimes reads an ikegwd log (slog text) for the first Raft
+// "entering candidate state" and "cluster: elected leader" lines at or
+// after at; the election is the last candidacy before the first
+// leadership.
+func electionTimes(path string, at time.Time) (candidate, elected time.Time) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		isCand := strings.Contains(line, `msg="entering candidate state"`)
+		isLeader := strings.Contains(line, `msg="cluster: elected leader"`)
+		if !isCand && !isLeader {
+			continue
+		}
+		f, ok := strings.CutPrefix(line, "time=")
+		if !ok {
+			continue
+		}
+		ts, _, _ := strings.Cut(f, " ")
+		t, err := time.Parse(time.RFC3339Nano, ts)
+		if err != nil || t.Before(at) {
+			continue
+		}
+		if isCand {
+			candidate = t
+		} else {
+			elected = t
+			if candidate.After(elected) {
+				candidate = time.Time{}
+			}
+			return candidate, elected
+		}
+	}
+	return time.Time{}, time.Time{}
 }
 
 // ctlFailover runs `ikegwctl --socket SOCK failover --to OTHER` against

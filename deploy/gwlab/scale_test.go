@@ -2,6 +2,7 @@ package gwlab
 
 import (
 	"context"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -65,5 +66,32 @@ func TestFailoverAtScale(t *testing.T) {
 	}
 	if n := strings.Count(l.Swan().Log(), SeqFailure); n != 0 {
 		t.Fatalf("the peer logged %d replayed ESP sequence numbers (%q) over the whole test", n, SeqFailure)
+	}
+}
+
+func TestElectionTimes(t *testing.T) {
+	at := time.Date(2026, 11, 27, 6, 0, 0, 0, time.UTC)
+	log := strings.Join([]string{
+		`time=2026-11-27T05:59:59.000Z level=INFO msg="entering candidate state" component=raft term=3`,
+		`time=2026-11-27T05:59:59.100Z level=INFO msg="cluster: elected leader" component=cluster node=gw2 term=3`,
+		`time=2026-11-27T06:00:00.300Z level=INFO msg="entering candidate state" component=raft term=5`,
+		`time=2026-11-27T06:00:00.500Z level=INFO msg="entering candidate state" component=raft term=6`,
+		`not a log line`,
+		`time=2026-11-27T06:00:00.540Z level=INFO msg="cluster: elected leader" component=cluster node=gw2 term=6`,
+		`time=2026-11-27T06:00:09.000Z level=INFO msg="cluster: elected leader" component=cluster node=gw2 term=8`,
+	}, "\n")
+	p := filepath.Join(t.TempDir(), "gw2.log")
+	if err := os.WriteFile(p, []byte(log), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, e := electionTimes(p, at)
+	if want := at.Add(500 * time.Millisecond); !c.Equal(want) {
+		t.Errorf("candidate %s, want %s (the last candidacy before the leadership)", c, want)
+	}
+	if want := at.Add(540 * time.Millisecond); !e.Equal(want) {
+		t.Errorf("elected %s, want %s", e, want)
+	}
+	if c, e := electionTimes(filepath.Join(t.TempDir(), "missing"), at); !c.IsZero() || !e.IsZero() {
+		t.Errorf("missing log: %s %s", c, e)
 	}
 }
