@@ -908,9 +908,9 @@ func (e *Engine) lookupOut(f *flow) *child {
 	return nil
 }
 
-// readLoop reads packets from the TUN device in batches (a TSO
-// super-packet arrives split into its segments), encrypts them in place and
-// hands the batch to the sender. One goroutine; the Sender does not retain
+// readLoop reads packets from the TUN device in batches (what queued up
+// since the last wakeup; a TSO/USO super-packet arrives split into its
+// segments), encrypts them in place and hands the batch to the sender. One goroutine; the Sender does not retain
 // what it sends.
 func (e *Engine) readLoop() {
 	defer e.wg.Done()
@@ -926,6 +926,15 @@ func (e *Engine) readLoop() {
 	bs, _ := e.sender.(BatchSender)
 	for {
 		cnt, err := e.dev.ReadBatch(bufs, sizes, esp.MaxHeadroom)
+		var bad *vnetError
+		if errors.As(err, &bad) {
+			// One read dropped; the packets before it go on.
+			e.malformed.Add(1)
+			if e.debugOn() {
+				e.log.Debug("TUN read dropped", "device", e.dev.Name(), "err", err)
+			}
+			err = nil
+		}
 		if err != nil && cnt == 0 {
 			if errors.Is(err, os.ErrClosed) {
 				return

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"runtime"
+	"sync/atomic"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -69,19 +70,24 @@ func (single) BatchSize() int { return 1 }
 const tunPath = "/dev/net/tun"
 
 // tunDevice is a Linux TUN device with virtio-net headers and TCP/UDP
-// segmentation offloads (IFF_VNET_HDR, TUNSETOFFLOAD), driven through
-// wireguard-go's tun package: a read returns a TSO/USO super-packet split
-// into its segments, a write coalesces consecutive segments of a flow
-// (GRO), so a bulk transfer costs one system call per ~64 KiB instead of
-// one per packet. The file is non-blocking, so Close unblocks a Read.
+// segmentation offloads (IFF_VNET_HDR, TUNSETOFFLOAD). Reads go through
+// vnetReader: several packets per wakeup, a TSO/USO super-packet split
+// into its segments. Writes go through wireguard-go's tun package, which
+// coalesces consecutive segments of a flow into one super-packet (GRO), so
+// a bulk transfer costs one system call per ~64 KiB instead of one per
+// packet. The file is non-blocking, so Close unblocks a Read.
 type tunDevice struct {
-	dev  wgtun.Device
-	name string
+	dev    wgtun.Device
+	rd     *vnetReader
+	name   string
+	closed atomic.Bool
 }
 
 func (t *tunDevice) ReadBatch(bufs [][]byte, sizes []int, offset int) (int, error) {
-	n, err := t.dev.Read(bufs, sizes, offset)
-	if errors.Is(err, fs.ErrClosed) {
+	n, err := t.rd.readBatch(bufs, sizes, offset)
+	var bad *vnetError
+	if err != nil && !errors.As(err, &bad) &&
+		(t.closed.Load() || errors.Is(err, fs.ErrClosed) || errors.Is(err, unix.EBADFD)) {
 		err = os.ErrClosed
 	}
 	return n, err
@@ -93,7 +99,10 @@ func (t *tunDevice) WriteBatch(bufs [][]byte, offset int) (int, error) {
 
 func (t *tunDevice) BatchSize() int { return t.dev.BatchSize() }
 func (t *tunDevice) Name() string   { return t.name }
-func (t *tunDevice) Close() error   { return t.dev.Close() }
+func (t *tunDevice) Close() error {
+	t.closed.Store(true)
+	return t.dev.Close()
+}
 
 // openTUN creates a non-persistent TUN device (it disappears with its file)
 // in the calling thread's network namespace. name may hold a %d.
@@ -120,7 +129,12 @@ func openTUN(name string) (*tunDevice, error) {
 		// closes it: closing it here could close a reused descriptor.
 		return nil, fmt.Errorf("userspace: TUN %q: enable offloads: %w", ifr.Name(), err)
 	}
-	return &tunDevice{dev: dev, name: got}, nil
+	rd, err := newVnetReader(dev.File())
+	if err != nil {
+		dev.Close()
+		return nil, fmt.Errorf("userspace: TUN %q: %w", got, err)
+	}
+	return &tunDevice{dev: dev, rd: rd, name: got}, nil
 }
 
 // inNetNS runs fn on a locked OS thread switched into ns (when ns is open),
