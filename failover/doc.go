@@ -61,7 +61,13 @@
 //     that applied every earlier-term entry of its log holds every
 //     committed SA, which is what the Barrier would have waited for. If it
 //     has not (the commit index did not reach it), it waits for the
-//     Barrier as before.
+//     Barrier as before. Applied means applied by the FSM
+//     (cluster.Node.FSMAppliedIndex): raft's own AppliedIndex counts an
+//     entry once it is queued for the FSM. Before that was fixed, a node
+//     restarted a few seconds earlier and still applying its log (1,000
+//     pairs per counter sync) became leader, read a store that lacked the
+//     last takeovers' jumps and installed sequence numbers the peer had
+//     seen: the replayed ESP packets of issue 5 at 1,000 tunnels.
 //   - The staged state is that store: the closed gate puts every SA change
 //     the old active made known to a peer before the Handover entry, and the
 //     old active commits none after it. The target uses what it staged only
@@ -72,8 +78,51 @@
 //     any SA change; a target that sees another Handover drops its staging,
 //     and a staging unused for 10 s is dropped too.
 //   - Sequence numbers never go back (3): the target starts every pair at
-//     the old active's live counter plus the margin, committed before the
-//     release (so a later takeover jumps from there); the old active
-//     forwards for a few milliseconds after reading its counters, far less
-//     than the margin covers (one sync interval at line rate).
+//     the old active's live counter read at time T plus max_pps x
+//     HandoverWindow (1 s), committed before the release (so a later
+//     takeover jumps from there). The old active forwards from T until it
+//     releases, before the target is elected; the target uses the staging
+//     only if it activates within HandoverWindow - max_clock_skew of T
+//     (SeqBound.StagedValid), otherwise it takes over the slow way, which
+//     jumps again from the committed counters by their age.
+//
+// # Sequence-number jump
+//
+// DESIGN.md invariant 3 asks every takeover to start each outbound SA above
+// every sequence number the old active used. The jump is derived from a
+// bound (SeqBound), not a fixed margin:
+//
+//	jump = max_pps x (now - T + max_clock_skew), at least seq_margin
+//
+//   - T is when the pair's last committed counters were read from the old
+//     active's data plane (Counters.SyncedAt, stamped before the read), or
+//     the pair's establishment if they were never synced (its counters
+//     started at 0). The active syncs every pair's counters every
+//     counter_sync (1 s by default, 200 ms in the lab), batched in one
+//     entry; a sync whose commit failed or lagged simply leaves T older,
+//     and the jump grows with it: the age of the last committed sync is
+//     known at takeover, whatever happened to the syncs after it.
+//   - max_pps (dataplane.max_pps) bounds the packets one pair can send per
+//     second. The default, 14,880,952, is 10 GbE line rate in minimum-size
+//     frames (64 bytes + 20 of preamble and gap): no ESP packet is smaller,
+//     so no pair sends faster through a 10 GbE port. A faster link needs a
+//     larger value; a known slower one may use a smaller (smaller jumps).
+//   - The old active stopped sending before the new active's takeover
+//     began: it died (SIGKILL, node death), or it fenced (dropped its VIPs
+//     and stopped its data plane within the leader lease, before any other
+//     node could be elected), or it handed over (released before the
+//     transfer). So the packets it sent after T are at most max_pps x (its
+//     stop - T) <= max_pps x (now - T) in real time.
+//   - T is the old active's clock and now the new active's: the clocks may
+//     differ by max_clock_skew (dataplane.max_clock_skew, 250 ms by
+//     default; members must be NTP-synchronised within it).
+//   - The jumped counters are committed with SyncedAt = now before the
+//     pairs are installed, so a second takeover jumps from there.
+//
+// The cost is sequence-number space: with the defaults a takeover 0.5 s
+// after the last sync jumps about 11 million, so a pair survives about 380
+// takeovers before its 32-bit space runs out (the data plane then refuses
+// it and it must be rekeyed); a rekey (hourly by default) starts a new
+// pair at 0. In the lab (200 ms sync) the measured jumps were 9-16
+// million per takeover at 1,000 tunnels.
 package failover
