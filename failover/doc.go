@@ -94,6 +94,8 @@
 //
 //	jump = max_pps x (now - T + max_clock_skew), at least seq_margin
 //
+// where:
+//
 //   - T is when the pair's last committed counters were read from the old
 //     active's data plane (Counters.SyncedAt, stamped before the read), or
 //     the pair's establishment if they were never synced (its counters
