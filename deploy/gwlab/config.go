@@ -109,6 +109,8 @@ type configParams struct {
 	Heartbeat, Election, Lease time.Duration
 	// Load adds the "load" connection for the load generator.
 	Load bool
+	// CounterSync is dataplane.counter_sync; 200 ms if zero.
+	CounterSync time.Duration
 }
 
 // nodeConfig renders the ikegwd configuration file of member self.
@@ -119,7 +121,11 @@ func nodeConfig(p configParams, self nodePlan) string {
 		self.Name, q(self.Dir), q(filepath.Join(p.Dir, "cluster.key")))
 	if !self.Witness {
 		fmt.Fprintf(&b, "ike:\n  listen: [%s]\n", OutsideVIP.Addr())
-		fmt.Fprintf(&b, "dataplane:\n  kind: %s\n  counter_sync: 200ms\n", p.Dataplane)
+		cs := p.CounterSync
+		if cs == 0 {
+			cs = 200 * time.Millisecond
+		}
+		fmt.Fprintf(&b, "dataplane:\n  kind: %s\n  counter_sync: %s\n", p.Dataplane, cs)
 	}
 	fmt.Fprintf(&b, "log:\n  level: %s\n", p.LogLevel)
 	fmt.Fprintf(&b, "admin:\n  socket: %s\n", q(self.Socket))

@@ -100,6 +100,10 @@ type Options struct {
 	// Raft timings; 200 ms, 200 ms and 100 ms if zero (one fast host).
 	// Slow hosts (the TCG VM) need longer ones.
 	HeartbeatTimeout, ElectionTimeout, LeaderLease time.Duration
+	// CounterSync is the gateways' dataplane.counter_sync; 200 ms if zero
+	// (fresh sequence numbers for the failover tests; ikegwd's default is
+	// 1 s).
+	CounterSync time.Duration
 }
 
 func (o *Options) setDefaults() error {
@@ -352,7 +356,8 @@ func (l *Lab) writeFiles(ctx context.Context, members []nodePlan) error {
 		return fmt.Errorf("gwlab: %w", err)
 	}
 	p := configParams{Dir: l.dir, Dataplane: l.opts.Dataplane, DPDDelay: l.opts.DPDDelay, LogLevel: l.opts.LogLevel, Members: members,
-		Heartbeat: l.opts.HeartbeatTimeout, Election: l.opts.ElectionTimeout, Lease: l.opts.LeaderLease, Load: l.opts.LoadTunnels > 0}
+		Heartbeat: l.opts.HeartbeatTimeout, Election: l.opts.ElectionTimeout, Lease: l.opts.LeaderLease, Load: l.opts.LoadTunnels > 0,
+		CounterSync: l.opts.CounterSync}
 	for _, m := range members {
 		if err := ca.IssueNode(certDir, m.Name, nil, []net.IP{m.Cluster.AsSlice()}); err != nil {
 			return fmt.Errorf("gwlab: %w", err)
