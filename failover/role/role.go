@@ -54,7 +54,10 @@
 // claims: a machine held up by a slow callback or a stalled CPU decides with
 // the newest confirmation, not with the older results queued for it (it
 // used to fence on those and re-activate at once). s above is still the
-// start of a call that succeeded, so the argument is unchanged.
+// start of a call that succeeded, so the argument is unchanged. Several
+// checks in flight would not confirm sooner: raft counts every pending
+// check with the same heartbeat and replication replies, so a later check
+// never completes before an earlier one.
 //
 // Liveness: every check is a Raft heartbeat round over TCP, and a lost
 // segment waits for the retransmission timeout, by Linux's default at least
