@@ -93,6 +93,18 @@
 //
 // The machine also claims only with a fresh confirmation (younger than half
 // a lease), so a leader that was cut off while OnActivate ran never claims.
+//
+// # The published lease
+//
+// A frozen process (SIGSTOP, a stalled CPU) cannot fence itself: its VIPs
+// stay in the kernel and its data plane resumes sending before the loop
+// runs. So the machine publishes its lease (Callbacks.OnLease: s + Lease on
+// every newer confirmation, the zero time when it ends) for watchers
+// outside the loop: the daemon's send gates drop packets past the deadline
+// and the supervisor removes the VIPs. A renewal published after the
+// previous deadline passed is a lapse: the machine then fences as if its
+// timer had fired (the watchers did) and claims again only after
+// OnActivate and a fresh confirmation.
 package role
 
 import (
@@ -173,6 +185,15 @@ type Callbacks struct {
 	OnActive func()
 	// OnStandby runs after the VIPs are released, once per OnActivate.
 	OnStandby func()
+	// OnLease reports the lease this node holds while not standby: the
+	// start of the newest successful quorum check plus Lease, each time a
+	// newer check succeeds, and the zero time when the lease ends (fence,
+	// stand-down). Past the deadline this node must not act as the active
+	// (the daemon's send gates and the supervisor's fence). It is called
+	// from the quorum checker's goroutine as soon as a check returns (a
+	// loop held up by a slow callback still renews), and from the
+	// machine's goroutine; never concurrently. It must not block.
+	OnLease func(deadline time.Time)
 }
 
 // Config configures a Machine.
@@ -246,6 +267,15 @@ type Machine struct {
 		sync.Mutex
 		gen   uint64
 		start time.Time
+		// The lease given to OnLease (see renew): cur is the loop's
+		// generation, end the deadline published (zero: none), floor
+		// the end of the last lease (only checks started after it
+		// publish again), lapsed that a renewal came after the
+		// published deadline had passed.
+		cur    uint64
+		end    time.Time
+		floor  time.Time
+		lapsed bool
 	}
 }
 
@@ -427,6 +457,7 @@ func (m *Machine) tryActivate(ctx context.Context, reason string) {
 	m.setState(Activating, reason)
 	m.gen++
 	m.lastConfirmed = time.Time{}
+	m.endLease(m.gen)
 	m.startVerifier(ctx)
 	m.startActivation(ctx)
 }
@@ -455,6 +486,7 @@ func (m *Machine) startVerifier(ctx context.Context) {
 				return
 			}
 			m.noteConfirmed(gen, start)
+			m.renew(gen, start)
 			select {
 			case m.verifyRes <- r:
 			default:
@@ -512,6 +544,9 @@ func (m *Machine) onVerify(ctx context.Context, r verifyResult) {
 		m.lastConfirmed = r.start
 	}
 	m.refreshConfirmed()
+	if m.takeLapsed() && m.State() == Active {
+		m.fenceNow("the lease lapsed before a newer quorum check was taken in (a frozen or starved process); VIPs released")
+	}
 	m.fence.Reset(time.Until(m.lastConfirmed.Add(m.cfg.Lease)))
 	switch m.State() {
 	case Activating:
@@ -531,6 +566,8 @@ func (m *Machine) maybeClaim(ctx context.Context) {
 	if !m.activated || m.lastConfirmed.IsZero() || time.Since(m.lastConfirmed) >= m.cfg.Lease/2 {
 		return
 	}
+	// A lapse before this claim changes nothing: the VIPs were not held.
+	m.takeLapsed()
 	m.vipsDirty = true
 	if err := m.vips.Claim(ctx); err != nil {
 		m.failActivation(fmt.Errorf("claim VIPs: %w", err))
@@ -548,14 +585,78 @@ func (m *Machine) onFenceTimer() {
 		return
 	}
 	m.refreshConfirmed()
+	if m.takeLapsed() {
+		m.fenceNow("the lease lapsed before a newer quorum check was taken in (a frozen or starved process); VIPs released")
+		return
+	}
 	since := time.Since(m.lastConfirmed)
 	if since < m.cfg.Lease {
 		m.fence.Reset(m.cfg.Lease - since)
 		return
 	}
+	m.fenceNow(fmt.Sprintf("no quorum confirmation for %v (lease %v); VIPs released", since.Round(time.Millisecond), m.cfg.Lease))
+}
+
+// fenceNow releases the VIPs of an active node whose lease ended and moves
+// to fencing; a later quorum check activates it again (OnActivate, then a
+// claim with a fresh confirmation).
+func (m *Machine) fenceNow(reason string) {
 	m.release("fencing")
+	m.endLease(m.gen)
 	m.callStandby()
-	m.setState(Fencing, fmt.Sprintf("no quorum confirmation for %v (lease %v); VIPs released", since.Round(time.Millisecond), m.cfg.Lease))
+	m.setState(Fencing, reason)
+}
+
+// renew publishes the lease of a successful quorum check of generation gen
+// that started at start (verifier goroutine). A renewal published after
+// the previous deadline passed marks the lease lapsed: whoever watched the
+// deadline (the supervisor, the send gates) treated the node as fenced
+// meanwhile, so the machine fences too (takeLapsed) and claims again only
+// with a fresh confirmation. OnLease runs before the check, so a renewal
+// published in time is seen by a watcher that reads every renewal written
+// before it decides.
+func (m *Machine) renew(gen uint64, start time.Time) {
+	m.newest.Lock()
+	defer m.newest.Unlock()
+	end := start.Add(m.cfg.Lease)
+	if gen != m.newest.cur || !start.After(m.newest.floor) || !end.After(m.newest.end) {
+		return
+	}
+	prev := m.newest.end
+	m.newest.end = end
+	if m.cb.OnLease != nil {
+		m.cb.OnLease(end)
+	}
+	if !prev.IsZero() && !time.Now().Before(prev) {
+		m.newest.lapsed = true
+	}
+}
+
+// endLease ends the published lease and makes gen the generation whose
+// checks may publish again, from checks started after now (loop
+// goroutine).
+func (m *Machine) endLease(gen uint64) {
+	m.newest.Lock()
+	defer m.newest.Unlock()
+	m.newest.cur = gen
+	m.newest.floor = time.Now()
+	m.newest.lapsed = false
+	if m.newest.end.IsZero() {
+		return
+	}
+	m.newest.end = time.Time{}
+	if m.cb.OnLease != nil {
+		m.cb.OnLease(time.Time{})
+	}
+}
+
+// takeLapsed reports (and clears) a lapsed lease (loop goroutine).
+func (m *Machine) takeLapsed() bool {
+	m.newest.Lock()
+	defer m.newest.Unlock()
+	l := m.newest.lapsed
+	m.newest.lapsed = false
+	return l
 }
 
 // noteConfirmed records a successful quorum check of generation gen that
@@ -614,6 +715,7 @@ func (m *Machine) standDown(reason string) {
 	}
 	m.fence.Stop()
 	m.lastConfirmed = time.Time{}
+	m.endLease(m.gen)
 	if m.actCancel != nil {
 		// Activation in progress (the VIPs are not claimed before it
 		// ends): wait for the callback to return.
