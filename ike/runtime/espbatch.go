@@ -17,6 +17,9 @@ func (r *Runtime) SendESPBatch(pkts [][]byte, dsts []netip.AddrPort) (int, error
 	if len(pkts) != len(dsts) {
 		return 0, fmt.Errorf("runtime: %d packets for %d destinations", len(pkts), len(dsts))
 	}
+	if r.gated(len(pkts)) {
+		return 0, ErrGateClosed
+	}
 	sent := 0
 	for sent < len(pkts) {
 		// The longest run of packets to one destination goes in one call

@@ -73,6 +73,10 @@ type Config struct {
 	// Admission rate-limits new phase 1 requests before they reach the
 	// engine (admission.go); the zero value means the defaults.
 	Admission Admission
+	// Gate, when set, is asked before every IKE message and ESP batch is
+	// sent; closed, they are dropped and counted (gate.go). Nil: always
+	// open.
+	Gate Gate
 }
 
 // Runtime runs one engine.
@@ -137,6 +141,9 @@ type Stats struct {
 	// guards them failed and no later commit has covered them (see
 	// unsaved.go).
 	UnsavedDrops uint64
+	// GateDrops counts IKE messages and ESP packets dropped because the
+	// send gate was closed (this node's lease had run out; gate.go).
+	GateDrops uint64
 }
 
 // ErrClosed is returned after Close.
@@ -566,6 +573,9 @@ func mergePersist(dst *ikev1.Persist, p ikev1.Persist) {
 // userspace data plane's sender). The source address is the one our IKE
 // traffic to that peer uses.
 func (r *Runtime) SendESP(b []byte, dst netip.AddrPort) error {
+	if r.gated(1) {
+		return ErrGateClosed
+	}
 	var src netip.Addr
 	if v, ok := r.srcFor.Load(dst.Addr()); ok {
 		src = v.(netip.Addr)
@@ -607,6 +617,9 @@ func (r *Runtime) pick(local netip.Addr, remote netip.AddrPort, natt bool) *sock
 func encryptedISAKMP(b []byte) bool { return len(b) >= 28 && b[19]&0x01 != 0 }
 
 func (r *Runtime) send(v ikev1.Send) {
+	if r.gated(1) {
+		return
+	}
 	natt := v.Local.Port() == r.cfg.NATTPort || v.Keepalive
 	s := r.pick(v.Local.Addr(), v.Remote, natt)
 	if s == nil {
