@@ -133,7 +133,7 @@ func run(ctx context.Context, ikegwd, ikeload string, tunnels, conc int, proposa
 		return nil, fmt.Errorf("ikeload: %v; output: %v: %s", err, jerr, stderr.String())
 	}
 	if a, err := l.Active(ctx); err != nil || a != active {
-		return nil, fmt.Errorf("the active changed during the run (%s -> %s, %v): not a clean measurement", active, a, err)
+		return nil, fmt.Errorf("the active changed during the run (%s -> %s, %v): not a clean measurement; the nodes' last log lines:\n%s", active, a, err, logTails(dir, 8))
 	}
 	after, err := scrape(ctx, sock)
 	if err != nil {
@@ -329,4 +329,20 @@ func sample(line string) (string, float64, bool) {
 		return "", 0, false
 	}
 	return line[:i], v, true
+}
+
+// logTails returns the last n lines of each node's log in the lab
+// directory dir (logs/*.log), each headed by its file name.
+func logTails(dir string, n int) string {
+	var b strings.Builder
+	files, _ := filepath.Glob(filepath.Join(dir, "logs", "*.log"))
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		lines := strings.Split(strings.TrimRight(string(raw), "\n"), "\n")
+		fmt.Fprintf(&b, "== %s\n%s\n", filepath.Base(f), strings.Join(lines[max(0, len(lines)-n):], "\n"))
+	}
+	return b.String()
 }
