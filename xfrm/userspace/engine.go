@@ -92,6 +92,10 @@ type Config struct {
 	LifetimeTick time.Duration
 	// Now is the clock for lifetimes. Default time.Now.
 	Now func() time.Time
+	// Gate, when set, is asked once per batch read from the TUN device;
+	// closed, the batch is dropped before it is sealed and counted
+	// (gate.go). Nil: always open.
+	Gate Gate
 }
 
 // Defaults of Config.
@@ -122,6 +126,7 @@ type EngineStats struct {
 	NoPolicy     uint64 // TUN packets no installed pair's selectors match
 	Malformed    uint64 // undecodable inner or outer packets, bad padding
 	DeviceErrors uint64 // TUN read/write errors
+	GateDrops    uint64 // TUN packets dropped by the closed send gate (gate.go)
 }
 
 // Engine is the userspace data plane. It implements xfrm.DataPlane.
@@ -153,6 +158,9 @@ type Engine struct {
 	expiries  chan xfrm.Expiry
 
 	noSA, noPolicy, malformed, devErrors atomic.Uint64
+
+	gate      Gate // nil: always open
+	gateDrops atomic.Uint64
 
 	in inQueue // decrypted packets on their way to the device
 
@@ -194,7 +202,7 @@ func New(cfg Config) (*Engine, error) {
 	e := &Engine{
 		log: cfg.Logger, sender: cfg.Sender, mtu: cfg.MTU, now: cfg.Now, tick: cfg.LifetimeTick,
 		children: map[uint32]*child{}, outSPIs: map[outKey]*child{}, routes: map[netip.Prefix]int{},
-		throws: map[netip.Addr]int{}, done: make(chan struct{}),
+		throws: map[netip.Addr]int{}, done: make(chan struct{}), gate: cfg.Gate,
 	}
 	if e.log == nil {
 		e.log = slog.Default()
@@ -687,7 +695,7 @@ func (e *Engine) AllStats() map[uint32]Stats {
 // EngineStats returns the drops that belong to no pair.
 func (e *Engine) EngineStats() EngineStats {
 	return EngineStats{NoSA: e.noSA.Load(), NoPolicy: e.noPolicy.Load(),
-		Malformed: e.malformed.Load(), DeviceErrors: e.devErrors.Load()}
+		Malformed: e.malformed.Load(), DeviceErrors: e.devErrors.Load(), GateDrops: e.gateDrops.Load()}
 }
 
 // Expiries implements xfrm.DataPlane.
@@ -954,6 +962,9 @@ func (e *Engine) readLoop() {
 				return
 			case <-time.After(10 * time.Millisecond):
 			}
+			continue
+		}
+		if e.gateClosed(cnt) {
 			continue
 		}
 		b.reset()
