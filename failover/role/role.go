@@ -485,8 +485,9 @@ func (m *Machine) startVerifier(ctx context.Context) {
 				}
 				return
 			}
-			m.noteConfirmed(gen, start)
+			// Published before the loop can claim with it.
 			m.renew(gen, start)
+			m.noteConfirmed(gen, start)
 			select {
 			case m.verifyRes <- r:
 			default:
