@@ -82,7 +82,7 @@ func (r *Runtime) sendRun(pkts [][]byte, dst netip.AddrPort) (int, error) {
 		} else {
 			n, err = s.p4.WriteBatch(msgs[sent:], 0)
 		}
-		sent += n
+		sent += max(n, 0) // x/net passes sendmmsg's -1 on an error through
 		if err != nil {
 			return sent, err
 		}

@@ -91,7 +91,7 @@ func (s *socket) sendGSO(pkts [][]byte, addr net.Addr, base []byte) (int, error)
 		} else {
 			n, err = s.p4.WriteBatch(msgs[sentMsgs:], 0)
 		}
-		sentMsgs += n
+		sentMsgs += max(n, 0) // x/net passes sendmmsg's -1 on an error through
 		if err != nil || n == 0 {
 			sent := 0
 			if sentMsgs > 0 {
