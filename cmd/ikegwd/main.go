@@ -4,14 +4,17 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"ikegw/cluster/certs"
 	"ikegw/cmd/internal/daemon"
@@ -95,7 +98,11 @@ func cleanupCmd() *cobra.Command {
 
 // superviseCmd runs `ikegwd run` as a child and cleans up the moment it
 // dies, however it dies (SIGKILL included): the VIPs and kernel SAs of a
-// dead daemon must not compete with the new active node.
+// dead daemon must not compete with the new active node. It also fences a
+// frozen child (SIGSTOP, starved): the child reports its role machine's
+// lease on a pipe (fd 3) and the supervisor removes the VIPs when a
+// deadline passes without a renewal (daemon.Fencer). A supervisor frozen
+// with its child fences nothing (SECURITY.md).
 func superviseCmd() *cobra.Command {
 	var path string
 	c := &cobra.Command{
@@ -116,9 +123,15 @@ func superviseCmd() *cobra.Command {
 			}
 			child := exec.Command(self, "run", "-c", path)
 			child.Stdout, child.Stderr = os.Stdout, os.Stderr
+			fencer, stopFence, err := startFence(cfg, log, child)
+			if err != nil {
+				return err
+			}
+			defer stopFence()
 			if err := child.Start(); err != nil {
 				return err
 			}
+			fencer()
 			sigs := make(chan os.Signal, 4)
 			signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 			done := make(chan error, 1)
@@ -227,4 +240,57 @@ func versionCmd() *cobra.Command {
 		Short: "Print the version",
 		Run:   func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), daemon.Version) },
 	}
+}
+
+// startFence prepares the lease heartbeat pipe of a cluster gateway with
+// VIPs: the write end becomes the child's fd 3 (daemon.FenceFDEnv). The
+// returned start runs the fencer once the child started; stop ends it and
+// frees the VIP manager.
+func startFence(cfg *daemon.Config, log *slog.Logger, child *exec.Cmd) (start, stop func(), err error) {
+	nothing := func() {}
+	if cfg.Cluster == nil || len(cfg.Failover.VIPs) == 0 {
+		return nothing, nothing, nil
+	}
+	release, closeVIPs, err := daemon.ReleaseVIPs(cfg, log)
+	if err != nil {
+		return nil, nil, fmt.Errorf("supervise: fence: %w", err)
+	}
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		closeVIPs()
+		return nil, nil, fmt.Errorf("supervise: fence pipe: %w", err)
+	}
+	if err := unix.SetNonblock(p[0], true); err != nil {
+		unix.Close(p[0])
+		unix.Close(p[1])
+		closeVIPs()
+		return nil, nil, fmt.Errorf("supervise: fence pipe: %w", err)
+	}
+	w := os.NewFile(uintptr(p[1]), "fence-heartbeat")
+	child.ExtraFiles = []*os.File{w} // fd 3 in the child
+	child.Env = append(os.Environ(), daemon.FenceFDEnv+"=3")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	f := &daemon.Fencer{FD: p[0], Release: release, Log: log}
+	start = func() {
+		// The child holds its own copy now: ours would hide its exit
+		// (no EOF).
+		w.Close()
+		go func() {
+			defer close(done)
+			if err := f.Run(ctx); err != nil && ctx.Err() == nil {
+				log.Error("fence: stopped; a frozen daemon is no longer fenced", "err", err)
+			}
+		}()
+	}
+	stop = func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(time.Second):
+		}
+		unix.Close(p[0])
+		closeVIPs()
+	}
+	return start, stop, nil
 }

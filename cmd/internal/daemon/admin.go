@@ -192,7 +192,7 @@ func (h *adminHandler) status(w http.ResponseWriter, r *http.Request) {
 			"evicted_half_open": es.EvictedHalfOpen, "log_suppressed": es.LogSuppressed}
 		st.Runtime = map[string]uint64{"persist_calls": rs.PersistCalls, "persist_errors": rs.PersistErrors, "send_errors": rs.SendErrors,
 			"install_errors": rs.InstallErrors, "esp_packets": rs.ESPPackets, "keepalives": rs.Keepalives,
-			"dropped_source_rate": rs.DroppedSourceRate, "dropped_global_rate": rs.DroppedGlobalRate}
+			"dropped_source_rate": rs.DroppedSourceRate, "dropped_global_rate": rs.DroppedGlobalRate, "gate_closed": rs.GateDrops}
 	}
 	if h.n.cnode != nil {
 		cs := h.n.cnode.Stats()

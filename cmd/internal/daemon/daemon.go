@@ -47,6 +47,7 @@ type Node struct {
 	roles *roles                      // clustered gateway
 	vips  atomic.Pointer[vip.Manager] // clustered gateway, once the roles start
 
+	fence     *fence        // clustered gateway: send gate and supervisor heartbeat (fence.go)
 	failovers atomic.Uint64 // planned failovers accepted (admin API)
 	sync      *configSync   // clustered gateway: the replicated connections
 }
@@ -205,8 +206,12 @@ func (n *Node) newDataplane(ctx context.Context, sender *lateSender) (xfrm.DataP
 		if err := userspace.Probe(); err != nil {
 			return nil, nil, fmt.Errorf("userspace data plane: %w", err)
 		}
+		var gate userspace.Gate
+		if n.fence != nil {
+			gate = &n.fence.gate
+		}
 		u, err := userspace.New(userspace.Config{Sender: sender, Name: cfg.Dataplane.TUN, MTU: cfg.Dataplane.MTU,
-			Logger: log.With("component", "dataplane")})
+			Logger: log.With("component", "dataplane"), Gate: gate})
 		if err != nil {
 			return nil, nil, fmt.Errorf("userspace data plane: %w", err)
 		}
@@ -315,13 +320,16 @@ func (n *Node) startClustered(ctx context.Context) error {
 		n.log.Info("witness: Raft voter only; no IKE, no data plane, no VIP")
 		return nil
 	}
+	if n.fence, err = newFence(n.log.With("component", "fence")); err != nil {
+		return err
+	}
 	sender := &lateSender{}
 	dp, esp, err := n.newDataplane(ctx, sender)
 	if err != nil {
 		return err
 	}
 	n.dp = dp
-	n.mem = &member{cfg: n.cfg, log: n.log, node: n.cnode, dp: dp, esp: esp, sender: sender, sockHook: n.sockHook}
+	n.mem = &member{cfg: n.cfg, log: n.log, node: n.cnode, dp: dp, esp: esp, sender: sender, sockHook: n.sockHook, sendGate: &n.fence.gate}
 	// The replicated connections: loaded now, polled from here on, and
 	// refreshed by a takeover before it builds the engine.
 	n.sync = newConfigSync(n)

@@ -31,6 +31,9 @@ type member struct {
 	sender *lateSender
 	// sockHook prepares IKE sockets for the kernel data plane.
 	sockHook func(*net.UDPConn, bool) error
+	// sendGate closes the runtime's sends when the lease runs out
+	// (fence.go).
+	sendGate runtime.Gate
 
 	mu           sync.Mutex
 	rt           *runtime.Runtime
@@ -193,7 +196,7 @@ func (m *member) newRuntime() (*ikev1.Engine, *runtime.Runtime, error) {
 	rt, err := runtime.New(runtime.Config{
 		Engine: eng, Listen: m.cfg.ListenAddrs(), Port: m.cfg.IKE.Port, NATTPort: m.cfg.IKE.NATTPort, FreeBind: true,
 		Persister: clusterPersister{node: m.node, gate: &m.gate}, DataPlane: m.dp, ESP: m.esp, CounterSync: m.cfg.Dataplane.CounterSync, SocketHook: m.sockHook,
-		Log: m.log.With("component", "runtime"),
+		Log: m.log.With("component", "runtime"), Gate: m.sendGate,
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("takeover: IKE sockets: %w", err)

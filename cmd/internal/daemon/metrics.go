@@ -157,6 +157,7 @@ func (c *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(ch, mRuntime, rs.PersistCalls, "persist")
 		counter(ch, mRuntime, rs.PersistErrors, "persist_error")
 		counter(ch, mRuntime, rs.SendErrors, "send_error")
+		counter(ch, mRuntime, rs.GateDrops, "gate_closed")
 		counter(ch, mRuntime, rs.InstallErrors, "install_error")
 		counter(ch, mRuntime, rs.ESPPackets, "esp_on_ike_socket")
 		counter(ch, mRuntime, rs.Keepalives, "natt_keepalive")
@@ -250,6 +251,7 @@ func (c *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 			counter(ch, mDPEngine, es.NoPolicy, "no_policy")
 			counter(ch, mDPEngine, es.Malformed, "malformed")
 			counter(ch, mDPEngine, es.DeviceErrors, "device")
+			counter(ch, mDPEngine, es.GateDrops, "gate_closed")
 		}
 	}
 }

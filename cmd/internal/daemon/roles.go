@@ -62,6 +62,7 @@ func startRoles(n *Node) (*roles, error) {
 				n.log.Info("now ACTIVE", "term", cs.Term)
 			},
 			OnStandby: n.mem.deactivate,
+			OnLease:   n.fence.onLease,
 		})
 	if err != nil {
 		return nil, err
