@@ -5,7 +5,8 @@
 #   (b) a single ikegwd as responder (userspace data plane, bbolt state),
 #   (c) a 3-node ikegw cluster (every SA committed through Raft; the lab of
 #       deploy/gwlab, driven by bench/clusterhs; ecp256 only: the lab's load
-#       connection proposes aes128-sha256-ecp256),
+#       connection proposes aes128-sha256-ecp256; counter sync 1 s,
+#       ikegwd's default, not the lab's 200 ms),
 # for aes128-sha256 with ecp256 and with modp2048 (ESP aes128-sha256, no
 # PFS), RUNS runs each, interleaved (a, b, a, b, ...) so the ratios are
 # measured under the same machine load. Writes raw JSON per run and a
