@@ -134,8 +134,8 @@ func TestSamplerSeesOverlap(t *testing.T) {
 // gwlab's peer plus 2 peers x 10 tunnels, 4 seeded rounds of daemon death,
 // node death (restart with its disk), partitions and 10% loss on the
 // cluster links (seed 20261144: loss 10.1s, kill-node active, kill-daemon
-// active, partition standby 7.8s). It leaves out, until ikegw handles it,
-// SIGSTOP of the active (two VIP holders, see README).
+// active, partition standby 7.8s). SIGSTOP of the active has its own
+// test (TestChaosStop), so this seed's plan stays as it was.
 // The peers track 16 IKEv1 exchanges per IKE SA instead of strongSwan's 3:
 // with 3, a burst of DELETEs from a new active during a peer's Quick Mode
 // makes charon lose the Quick Mode's IV and renegotiate phase 1 (`make
