@@ -12,7 +12,8 @@
 # DUR seconds each, RUNS rounds; in each round every setup is brought up
 # fresh in turn (a, b, c, a, b, c, ...) so load drift hits all alike.
 # Reports receiver-side Mbit/s medians, the ratio ikegwd/strongswan and the
-# daemons' CPU (user+system from /proc/PID/stat) per test.
+# daemons' CPU (user+system from /proc/PID/stat) per test, and for UDP the
+# share of the offered datagrams that did not arrive.
 #
 # Needs root, charon + swanctl, iperf3, jq, Go. Only namespaces it creates
 # (unique names, removed on exit, with every process it started).
@@ -228,6 +229,11 @@ mbps() {
 	jq -r 'if .end.sum_received then .end.sum_received.bits_per_second elif .end.sum then .end.sum.bits_per_second * (1 - (.end.sum.lost_percent // 0) / 100) else empty end | . / 1e6 | . * 10 | round / 10' "$1" 2>/dev/null
 }
 
+# UDP: percent of the datagrams sent that were lost on the way ("-" for TCP)
+loss() {
+	jq -r 'if .start.test_start.protocol == "UDP" then (.end.sum.lost_percent // empty) | . * 10 | round / 10 else "-" end' "$1" 2>/dev/null
+}
+
 mkdir -p "$WORK/raw"
 : >"$WORK/raw/all"
 HZ=$(getconf CLK_TCK)
@@ -244,7 +250,7 @@ for run in $(seq 1 "$RUNS"); do
 			esac
 			if ! initiate "$d/l"; then
 				echo "$setup $esp run $run: tunnel did not come up" >&2
-				for t in $TESTS; do echo "$setup $esp $t $run n/a n/a n/a" >>"$WORK/raw/all"; done
+				for t in $TESTS; do echo "$setup $esp $t $run n/a n/a n/a n/a" >>"$WORK/raw/all"; done
 				stop_daemons
 				continue
 			fi
@@ -276,8 +282,10 @@ for run in $(seq 1 "$RUNS"); do
 				wait "$sp" 2>/dev/null || true
 				m=$(mbps "$d/$t.json")
 				[ -n "$m" ] || m=n/a
-				echo "$setup $esp $t $run $m $el $er" >>"$WORK/raw/all"
-				printf '%-10s %-13s %-5s run %d: %8s Mbit/s  CPU left %s%% right %s%%\n' "$setup" "$esp" "$t" "$run" "$m" "$el" "$er" >&2
+				l=$(loss "$d/$t.json")
+				[ -n "$l" ] || l=n/a
+				echo "$setup $esp $t $run $m $el $er $l" >>"$WORK/raw/all"
+				printf '%-10s %-13s %-5s run %d: %8s Mbit/s  CPU left %s%% right %s%%  UDP loss %s%%\n' "$setup" "$esp" "$t" "$run" "$m" "$el" "$er" "$l" >&2
 			done
 			stop_daemons
 		done
@@ -329,8 +337,10 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a=="n/a" || b=="n/a" || b==0) pri
 	echo
 	echo "## Raw runs"
 	echo
-	echo "| setup | ESP | test | run | Mbit/s | CPU left % | CPU right % |"
-	echo "|---|---|---|---|---|---|---|"
-	awk '{ printf "| %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7 }' "$WORK/raw/all"
+	echo "UDP loss: the share of the datagrams iperf3 sent (-b 0: as fast as it can) that did not reach the server."
+	echo
+	echo "| setup | ESP | test | run | Mbit/s | CPU left % | CPU right % | UDP loss % |"
+	echo "|---|---|---|---|---|---|---|---|"
+	awk '{ printf "| %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8 }' "$WORK/raw/all"
 } >"$REPORT"
 echo "report written to $REPORT" >&2
