@@ -21,8 +21,8 @@ func TestForwardRoutes(t *testing.T) {
 	sh(t, "ip", "-n", ns, "link", "set", "in0", "up")
 	sh(t, "ip", "-n", ns, "addr", "add", "10.9.0.2/16", "dev", "in0")
 	sh(t, "ip", "-n", ns, "addr", "add", "fd00:9::2/64", "dev", "in0", "nodad")
-	// An administrator's route to a forwarded prefix, with a lower metric:
-	// it must survive everything.
+	// An administrator's route to a forwarded prefix in the main table: it
+	// must survive everything, and lose to forwarding while not holding.
 	sh(t, "ip", "-n", ns, "route", "add", "10.51.0.0/16", "via", "10.9.0.254", "dev", "in0")
 	v4 := VIP{Interface: "in0", Prefix: netip.MustParsePrefix("10.9.0.1/16")}
 	v6 := VIP{Interface: "in0", Prefix: netip.MustParsePrefix("fd00:9::1/64")}
@@ -34,9 +34,9 @@ func TestForwardRoutes(t *testing.T) {
 	ctx := context.Background()
 	routes := func() string {
 		t.Helper()
-		return sh(t, "ip", "-n", ns, "route", "show", "proto", "245") + sh(t, "ip", "-n", ns, "-6", "route", "show", "proto", "245")
+		return sh(t, "ip", "-n", ns, "route", "show", "table", "4501") + sh(t, "ip", "-n", ns, "-6", "route", "show", "table", "4501")
 	}
-	want := []string{"10.50.0.0/16 via 10.9.0.1 dev in0 metric 4500", "10.51.0.0/16 via 10.9.0.1 dev in0 metric 4500", "fd00:50::/48 via fd00:9::1 dev in0 metric 4500"}
+	want := []string{"10.50.0.0/16 via 10.9.0.1 dev in0 proto 245", "10.51.0.0/16 via 10.9.0.1 dev in0 proto 245", "fd00:50::/48 via fd00:9::1 dev in0 proto 245"}
 	has := func(label, out string, lines []string, present bool) {
 		t.Helper()
 		for _, w := range lines {
@@ -51,10 +51,22 @@ func TestForwardRoutes(t *testing.T) {
 	if out := sh(t, "ip", "-n", ns, "neigh", "show", "10.9.0.1", "dev", "in0"); strings.Contains(out, "02:00:00:00:00:01") {
 		t.Errorf("stale neighbour entry for the VIP kept after release: %s", out)
 	}
+	for _, fam := range []string{"-4", "-6"} {
+		if out := sh(t, "ip", "-n", ns, fam, "rule", "show", "priority", "4501"); !strings.Contains(out, "lookup 4501") {
+			t.Errorf("no %s rule consulting table 4501 before main: %q", fam, out)
+		}
+	}
+	// The administrator's route in main does not win over forwarding.
+	if out := sh(t, "ip", "-n", ns, "route", "get", "10.51.1.1"); !strings.Contains(out, "via 10.9.0.1") {
+		t.Errorf("a standby routes a forwarded prefix elsewhere: %q", out)
+	}
 	must(t, m.Release(ctx)) // idempotent
 	has("after a second release", routes(), want, true)
 	must(t, m.Claim(ctx))
 	has("after claim", routes(), want, false)
+	if out := sh(t, "ip", "-n", ns, "route", "get", "10.51.1.1"); !strings.Contains(out, "via 10.9.0.254") {
+		t.Errorf("the holder does not use the main table's route: %q", out)
+	}
 	if out := sh(t, "ip", "-n", ns, "route", "show", "10.51.0.0/16"); !strings.Contains(out, "via 10.9.0.254") {
 		t.Errorf("the administrator's route is gone: %q", out)
 	}
@@ -64,7 +76,7 @@ func TestForwardRoutes(t *testing.T) {
 		t.Errorf("SetForward while claimed added routes:\n%s", out)
 	}
 	must(t, m.Release(ctx))
-	has("after release with the new set", routes(), []string{"10.60.0.0/16 via 10.9.0.1 dev in0 metric 4500"}, true)
+	has("after release with the new set", routes(), []string{"10.60.0.0/16 via 10.9.0.1 dev in0 proto 245"}, true)
 	has("after release with the new set", routes(), want, false)
 	// While released, a change applies at once.
 	must(t, m.SetForward(fwd))

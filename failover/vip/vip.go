@@ -26,8 +26,8 @@
 // Config.Forward may list prefixes for a VIP. While this node does not hold the VIP
 // (after Release, and so after every start, and after the supervisor
 // cleaned up a dead daemon), it routes them via the VIP's address on the
-// VIP's interface (metric ForwardMetric, protocol ForwardProtocol); Claim
-// removes those routes. Hosts behind the gateways keep sending to the old
+// VIP's interface (table ForwardTable, consulted before the main table by a
+// rule this package adds and leaves in place); Claim removes those routes. Hosts behind the gateways keep sending to the old
 // active's MAC address until the new active's gratuitous ARP reaches them;
 // with the routes, the old node forwards those packets to the VIP's new
 // holder (the kernel queues them while it resolves the VIP) instead of
@@ -83,14 +83,16 @@ type VIP struct {
 	Prefix netip.Prefix
 }
 
-// ForwardMetric is the metric of the standby forwarding routes, and
-// ForwardProtocol their routing protocol number (rtnetlink's
-// RTM_NEWROUTE rtm_protocol): an administrator's route to the same
-// destination with a lower metric wins, and `ip route show proto 245`
-// lists ours.
+// ForwardTable is the routing table of the standby forwarding routes,
+// looked up by a policy rule of priority ForwardRulePriority (after the
+// userspace data plane's table 4500, before the main table, so that an
+// administrator's route in main cannot send a standby's tunnel traffic out
+// in clear text); ForwardProtocol is their routing protocol number
+// (rtnetlink's rtm_protocol): `ip route show table 4501` lists them.
 const (
-	ForwardMetric   = 4500
-	ForwardProtocol = 245
+	ForwardTable        = 4501
+	ForwardRulePriority = 4501
+	ForwardProtocol     = 245
 )
 
 // Addr is the VIP's address.
@@ -227,6 +229,7 @@ type Manager struct {
 	vips     []VIP
 	forward  map[netip.Addr][]netip.Prefix // standby forwarding, by VIP address (opMu)
 	claimed  bool                          // the last Claim succeeded and no Release since (opMu)
+	ruleDone map[int]bool                  // forwarding rule present, by netlink family (opMu)
 	announce Announce
 	ns       netns.NsHandle
 	log      *slog.Logger
@@ -311,6 +314,7 @@ func New(cfg Config) (*Manager, error) {
 	return &Manager{
 		vips:     slices.Clone(cfg.VIPs),
 		forward:  fwd,
+		ruleDone: map[int]bool{},
 		announce: a,
 		ns:       ns,
 		log:      cfg.Log,
@@ -449,6 +453,26 @@ func (m *Manager) SetForward(fwd map[netip.Addr][]netip.Prefix) error {
 	return nil
 }
 
+// forwardRuleLocked makes sure the policy rule that consults ForwardTable
+// exists for the family (added once per manager; one left by an earlier
+// run is fine).
+func (m *Manager) forwardRuleLocked(v4 bool) {
+	family := netlink.FAMILY_V6
+	if v4 {
+		family = netlink.FAMILY_V4
+	}
+	if m.ruleDone[family] {
+		return
+	}
+	r := netlink.NewRule()
+	r.Family, r.Table, r.Priority = family, ForwardTable, ForwardRulePriority
+	if err := m.h.RuleAdd(r); err != nil && !errors.Is(err, unix.EEXIST) {
+		m.log.Warn("vip: standby forwarding: policy rule not added", "table", ForwardTable, "priority", ForwardRulePriority, "err", err)
+		return
+	}
+	m.ruleDone[family] = true
+}
+
 // forwardLocked adds (on, after a release: with the VIP's stale neighbour
 // entry removed) or deletes the standby forwarding routes of every VIP that
 // has Forward prefixes. Failures are logged.
@@ -476,8 +500,9 @@ func (m *Manager) forwardLocked(on bool) {
 		}
 		for _, f := range fwd {
 			r := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: prefixNet(f.Masked()), Gw: v.Addr().AsSlice(),
-				Priority: ForwardMetric, Protocol: ForwardProtocol}
+				Table: ForwardTable, Protocol: ForwardProtocol}
 			if on {
+				m.forwardRuleLocked(v.Addr().Is4())
 				if err := m.h.RouteReplace(r); err != nil {
 					m.log.Warn("vip: standby forwarding route not added", "dst", f.String(), "via", v.Addr().String(), "dev", v.Interface, "err", err)
 				}

@@ -49,8 +49,12 @@ func startRoles(n *Node) (*roles, error) {
 		lease = 500 * time.Millisecond
 	}
 	lead := failover.NewLeadership(n.cnode)
+	lk, err := openVIPLock(VIPLockPath(n.cfg))
+	if err != nil {
+		return nil, err
+	}
 	m, err := role.New(role.Config{Lease: lease, Log: n.log.With("component", "role")},
-		lead, vm, role.Callbacks{
+		lead, lockedVIPs{roleVIPs: vm, lk: lk}, role.Callbacks{ // lk: open until exit
 			OnActivate: n.mem.activate,
 			OnActive: func() {
 				cs := n.cnode.Stats()
@@ -65,6 +69,7 @@ func startRoles(n *Node) (*roles, error) {
 			OnLease:   n.fence.onLease,
 		})
 	if err != nil {
+		lk.close()
 		return nil, err
 	}
 	ctx, cancel = context.WithCancel(context.Background())
@@ -150,8 +155,9 @@ func newVIPs(cfg *Config, log *slog.Logger) (*vip.Manager, error) {
 // whose local selectors contain it (an inside VIP, the gateway of the
 // protected hosts): a node that does not hold the VIP routes them to the
 // node that does (vip "Standby forwarding"). Selectors of the whole
-// address space are left out (never a default route), and so are those of
-// children without static selectors.
+// address space are left out (never a default route), and so are those
+// holding a peer's own address (its IKE and ESP go out directly) and those
+// of children without static selectors.
 func forwardOf(vips []vip.VIP, conns []*config.Connection, log *slog.Logger) map[netip.Addr][]netip.Prefix {
 	out := map[netip.Addr][]netip.Prefix{}
 	for i := range vips {
@@ -172,6 +178,9 @@ func forwardOf(vips []vip.VIP, conns []*config.Connection, log *slog.Logger) map
 					p := ts.Prefix.Masked()
 					if p.Bits() == 0 || p.Addr().Is4() != a.Is4() || p.Contains(a) || slices.Contains(fwd, p) {
 						continue
+					}
+					if c.Remote.IsValid() && p.Contains(c.Remote.Unmap()) {
+						continue // never the route to a peer's own address
 					}
 					fwd = append(fwd, p)
 				}
