@@ -251,6 +251,10 @@ func startFence(cfg *daemon.Config, log *slog.Logger, child *exec.Cmd) (start, s
 	if cfg.Cluster == nil || len(cfg.Failover.VIPs) == 0 {
 		return nothing, nothing, nil
 	}
+	// The VIP lock lives there (the daemon creates it too at start).
+	if err := os.MkdirAll(cfg.Node.StateDir, 0o700); err != nil {
+		return nil, nil, fmt.Errorf("supervise: state directory: %w", err)
+	}
 	release, closeVIPs, err := daemon.ReleaseVIPs(cfg, log)
 	if err != nil {
 		return nil, nil, fmt.Errorf("supervise: fence: %w", err)
@@ -271,7 +275,7 @@ func startFence(cfg *daemon.Config, log *slog.Logger, child *exec.Cmd) (start, s
 	child.Env = append(os.Environ(), daemon.FenceFDEnv+"=3")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	f := &daemon.Fencer{FD: p[0], Release: release, Log: log}
+	f := &daemon.Fencer{FD: p[0], Release: release, Log: log, LockPath: daemon.VIPLockPath(cfg)}
 	start = func() {
 		// The child holds its own copy now: ours would hide its exit
 		// (no EOF).

@@ -14,6 +14,13 @@ package daemon
 //     read the same clock); when a deadline passes without a renewal or an
 //     "end", the supervisor removes the VIPs itself.
 //
+// The supervisor's decision and release, and the daemon's claim of the VIPs,
+// hold an exclusive lock on STATE_DIR/vip.lock (flock): a supervisor that
+// decided to fence (no renewal in the pipe) and then was held up cannot
+// remove VIPs the resumed daemon claimed meanwhile, because the daemon
+// publishes a fresh lease before it claims and the supervisor reads the
+// pipe again once it holds the lock.
+//
 // The heartbeat carries the role machine's own deadline, so a daemon that is
 // slow but renews in time is never fenced, and no timeout is guessed. A
 // renewal that comes after the deadline passed is a lapse: the role machine
@@ -31,6 +38,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -169,6 +177,72 @@ func (f *fence) onLease(deadline time.Time) {
 	f.hb.lease(deadline)
 }
 
+// VIPLockPath is the lock the daemon's VIP claims and the supervisor's
+// fences take (see the top of this file).
+func VIPLockPath(cfg *Config) string { return filepath.Join(cfg.Node.StateDir, "vip.lock") }
+
+// vipLock is an exclusive flock on VIPLockPath, taken by a process's own
+// open file (flock excludes open files, not processes).
+type vipLock struct{ fd int }
+
+// openVIPLock opens (creating, 0600) the lock file.
+func openVIPLock(path string) (*vipLock, error) {
+	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("VIP lock %s: %w", path, err)
+	}
+	return &vipLock{fd: fd}, nil
+}
+
+// lock takes the lock, polling every millisecond until ctx ends (the
+// holder never keeps it longer than a netlink release or claim, unless it
+// is frozen: then the caller gives up).
+func (l *vipLock) lock(ctx context.Context) error {
+	for {
+		err := unix.Flock(l.fd, unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
+			return fmt.Errorf("VIP lock: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("VIP lock: held by another process (the supervisor fencing?): %w", ctx.Err())
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
+func (l *vipLock) unlock() { _ = unix.Flock(l.fd, unix.LOCK_UN) }
+
+func (l *vipLock) close() { unix.Close(l.fd) }
+
+// roleVIPs is what the role machine drives (role.VIPs).
+type roleVIPs interface {
+	Claim(ctx context.Context) error
+	Release(ctx context.Context) error
+}
+
+// lockedVIPs claims the VIPs under the VIP lock, so a supervisor's fence
+// never lands after a claim it did not see the lease of.
+type lockedVIPs struct {
+	roleVIPs
+	lk *vipLock
+}
+
+// Claim takes the lock for at most a second: a claim that cannot get it
+// fails, and the role machine retries the activation later.
+func (v lockedVIPs) Claim(ctx context.Context) error {
+	lctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if err := v.lk.lock(lctx); err != nil {
+		return err
+	}
+	defer v.lk.unlock()
+	return v.roleVIPs.Claim(ctx)
+}
+
 // ErrFenceMessage: a line on the heartbeat pipe that is neither "lease N"
 // nor "end".
 var ErrFenceMessage = errors.New("fence: bad heartbeat message")
@@ -204,6 +278,12 @@ type Fencer struct {
 	Log    *slog.Logger
 	// Now defaults to CLOCK_MONOTONIC (tests).
 	Now func() int64
+	// LockPath, when set, is the VIP lock (VIPLockPath) held from the
+	// decision to the end of the release.
+	LockPath string
+	// LockWait bounds the wait for the VIP lock (default 20ms).
+	LockWait time.Duration
+	lk       *vipLock
 
 	deadline int64 // armed while > 0
 	fenced   bool  // released after the deadline; only a later one re-arms
@@ -222,8 +302,19 @@ func (f *Fencer) Run(ctx context.Context) error {
 	if f.Now == nil {
 		f.Now = monoNow
 	}
+	if f.LockWait == 0 {
+		f.LockWait = lockWait
+	}
 	if f.Log == nil {
 		f.Log = slog.Default()
+	}
+	if f.LockPath != "" {
+		lk, err := openVIPLock(f.LockPath)
+		if err != nil {
+			return fmt.Errorf("fence: %w", err)
+		}
+		f.lk = lk
+		defer lk.close()
 	}
 	for ctx.Err() == nil {
 		wait := 100 * time.Millisecond // ctx is checked this often
@@ -241,7 +332,9 @@ func (f *Fencer) Run(ctx context.Context) error {
 			return err
 		}
 		if f.deadline > 0 && f.Now() >= f.deadline+int64(f.Margin) {
-			f.fence(ctx)
+			if err := f.decide(ctx); err != nil {
+				return err
+			}
 		}
 		if eof {
 			return nil
@@ -310,6 +403,42 @@ func (f *Fencer) apply(line []byte) {
 		f.deadline, f.fenced = d, false
 	}
 }
+
+// decide fences under the VIP lock, after reading the pipe once more: a
+// daemon that claimed the VIPs meanwhile published its fresh lease first.
+// A lock the daemon keeps for more than lockWait is a daemon frozen in the
+// middle of a claim (a live one renews its lease first, and the pipe shows
+// it): the fence goes on without the lock.
+//
+// Without the lock, a supervisor held up between reading the pipe and the
+// release could remove VIPs a resumed daemon had claimed meanwhile (a stop
+// shorter than an election: the daemon fences on the lapse, activates
+// again and claims).
+func (f *Fencer) decide(ctx context.Context) error {
+	if f.lk != nil {
+		lctx, cancel := context.WithTimeout(ctx, f.LockWait)
+		err := f.lk.lock(lctx)
+		cancel()
+		if err == nil {
+			defer f.lk.unlock()
+		} else if ctx.Err() != nil {
+			return ctx.Err()
+		} else {
+			f.Log.Warn("fence: the VIP lock is held (a daemon frozen while claiming?); deciding without it", "err", err)
+		}
+		if _, err := f.drain(); err != nil {
+			return err
+		}
+		if f.deadline == 0 || f.Now() < f.deadline+int64(f.Margin) {
+			return nil
+		}
+	}
+	f.fence(ctx)
+	return nil
+}
+
+// lockWait bounds the supervisor's wait for the VIP lock.
+const lockWait = 20 * time.Millisecond
 
 func (f *Fencer) fence(ctx context.Context) {
 	late := time.Duration(f.Now() - f.deadline)

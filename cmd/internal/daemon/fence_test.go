@@ -333,3 +333,110 @@ func TestOpenHeartbeatRefusesBadFD(t *testing.T) {
 		t.Fatalf("unset: %v, %v", hb, err)
 	}
 }
+
+// countVIPs counts claims (role.VIPs).
+type countVIPs struct{ claims, releases atomic.Int32 }
+
+func (c *countVIPs) Claim(context.Context) error   { c.claims.Add(1); return nil }
+func (c *countVIPs) Release(context.Context) error { c.releases.Add(1); return nil }
+
+// TestVIPLock: a claim waits while the supervisor holds the VIP lock and
+// goes on once it is free; a claim that cannot get it within its context
+// fails without claiming.
+func TestVIPLock(t *testing.T) {
+	path := t.TempDir() + "/vip.lock"
+	sup, err := openVIPLock(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sup.close()
+	dl, err := openVIPLock(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dl.close()
+	c := &countVIPs{}
+	v := lockedVIPs{roleVIPs: c, lk: dl}
+	if err := sup.lock(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	err = v.Claim(ctx)
+	cancel()
+	if err == nil || c.claims.Load() != 0 {
+		t.Fatalf("claim under the supervisor's lock: %v, %d claims; want an error and none", err, c.claims.Load())
+	}
+	done := make(chan error, 1)
+	go func() { done <- v.Claim(context.Background()) }()
+	time.Sleep(20 * time.Millisecond)
+	if c.claims.Load() != 0 {
+		t.Fatal("claimed while the supervisor held the lock")
+	}
+	sup.unlock()
+	if err := <-done; err != nil || c.claims.Load() != 1 {
+		t.Fatalf("claim after the lock was freed: %v, %d claims", err, c.claims.Load())
+	}
+	// The claim let go of it.
+	ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := sup.lock(ctx); err != nil {
+		t.Fatalf("lock after the claim: %v", err)
+	}
+	sup.unlock()
+	if err := v.Release(context.Background()); err != nil || c.releases.Load() != 1 {
+		t.Fatalf("release: %v, %d", err, c.releases.Load())
+	}
+}
+
+// TestFencerUnderVIPLock: the supervisor decides while a claim holds the
+// lock, the deadline already passed and no renewal in the pipe; the daemon
+// publishes its fresh lease and claims before it lets go: no fence (without
+// the lock the supervisor would remove the VIPs just claimed). A daemon
+// frozen holding the lock with its lease gone is fenced without it.
+func TestFencerUnderVIPLock(t *testing.T) {
+	path := t.TempDir() + "/vip.lock"
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		t.Fatal(err)
+	}
+	w := os.NewFile(uintptr(p[1]), "w")
+	var releases atomic.Int32
+	f := &Fencer{FD: p[0], Margin: time.Millisecond, Log: quietLog(), LockPath: path, LockWait: 2 * time.Second,
+		Release: func(context.Context) error { releases.Add(1); return nil }}
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- f.Run(ctx) }()
+	defer func() {
+		cancel()
+		w.Close()
+		<-ran
+		unix.Close(p[0])
+	}()
+	dl, err := openVIPLock(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dl.close()
+	lease := func(d time.Duration) { fmt.Fprintf(w, "lease %d\n", monoNow()+int64(d)) }
+
+	// The claim holds the lock across the deadline, then renews, claims
+	// and lets go.
+	if err := dl.lock(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	lease(20 * time.Millisecond)
+	time.Sleep(40 * time.Millisecond)
+	lease(time.Hour)
+	dl.unlock()
+	time.Sleep(100 * time.Millisecond)
+	if n := releases.Load(); n != 0 {
+		t.Fatalf("%d releases of a daemon that renewed before claiming", n)
+	}
+	// Frozen holding the lock, its lease gone.
+	if err := dl.lock(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer dl.unlock()
+	lease(10 * time.Millisecond)
+	waitUntil(t, "a fence without the lock", func() bool { return releases.Load() == 1 })
+}
