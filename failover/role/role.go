@@ -567,6 +567,12 @@ func (m *Machine) maybeClaim(ctx context.Context) {
 	if !m.activated || m.lastConfirmed.IsZero() || time.Since(m.lastConfirmed) >= m.cfg.Lease/2 {
 		return
 	}
+	if !m.leaseFresh() {
+		// The confirmation predates a fence and its lease was never
+		// published: the watchers would not fence this claim. Wait for
+		// the next check.
+		return
+	}
 	// A lapse before this claim changes nothing: the VIPs were not held.
 	m.takeLapsed()
 	m.vipsDirty = true
@@ -649,6 +655,15 @@ func (m *Machine) endLease(gen uint64) {
 	if m.cb.OnLease != nil {
 		m.cb.OnLease(time.Time{})
 	}
+}
+
+// leaseFresh reports whether the published lease is younger than half a
+// lease, as a claim requires of its confirmation (loop goroutine).
+func (m *Machine) leaseFresh() bool {
+	m.newest.Lock()
+	end := m.newest.end
+	m.newest.Unlock()
+	return !end.IsZero() && time.Until(end) > m.cfg.Lease/2
 }
 
 // takeLapsed reports (and clears) a lapsed lease (loop goroutine).
