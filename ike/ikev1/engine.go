@@ -14,6 +14,23 @@
 // gives an engine that continues every established SA and every exchange the
 // peer has seen a reply to.
 //
+// Lifetimes. A Quick Mode responder gives the new IPsec SA pair the shorter
+// of the accepted transform's lifetime and the child's life_time and
+// life_bytes (a transform without one means RFC 2407 §4.5's 28800 s and no
+// volume limit). When ours is shorter, message 2 says so twice: the echoed
+// transform carries our SA Life Type/Duration pairs (strongSwan and
+// libreswan read the lifetime there and ignore the notify), and a
+// RESPONDER-LIFETIME notify (RFC 2407 §4.5.4, §4.6.3.1: protocol ESP, SPI =
+// our inbound SPI, the same attribute pairs) follows the other payloads,
+// inside what HASH(2) covers. As initiator the engine takes the shortest of
+// its own lifetime, the echoed transform's and a RESPONDER-LIFETIME's, and
+// when that falls below the child's rekey_time (rekey_bytes) it rekeys at
+// 90% of it. Phase 1 gets no RESPONDER-LIFETIME: like strongSwan (which
+// echoes the proposal and runs its IKE SA on its own timers), the engine
+// keeps an IKE SA for min(proposed, ike_lifetime) and, when a shorter
+// lifetime of ours runs out, deletes the ISAKMP SA with a Delete
+// notification so the peer does not keep using it.
+//
 // An Engine is not safe for concurrent use; the runtime serialises calls.
 package ikev1
 

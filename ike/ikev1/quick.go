@@ -596,6 +596,19 @@ func (e *Engine) respondQuick(now time.Time, o *out, s *ikeSA, pkt Packet, h isa
 		}
 		x.gxr = pub
 	}
+	life := responderLife(ch, attrs)
+	attrs.lifeSecs, attrs.lifeKB = life.secs, life.kb
+	var lifeNotify *isakmp.Notify
+	if life.cut {
+		chosen = withLife(chosen, life)
+		data, err := isakmp.AppendAttributes(nil, life.attrs())
+		if err != nil {
+			e.log.Error("quick mode: cannot encode RESPONDER-LIFETIME", "err", err)
+			return
+		}
+		lifeNotify = &isakmp.Notify{DOI: isakmp.DOIIPsec, Protocol: isakmp.ProtoESP, NotifyType: isakmp.NotifyResponderLifetime,
+			SPI: be32(x.ourSPI), Data: data}
+	}
 	peerSPI := binary.BigEndian.Uint32(prop.SPI)
 	c, err := e.buildChild(now, s, x, attrs, peerSPI, gqm)
 	if err != nil {
@@ -613,6 +626,12 @@ func (e *Engine) respondQuick(now time.Time, o *out, s *ikeSA, pkt Packet, h isa
 	}
 	if len(ids) == 2 {
 		reply = append(reply, ids[0], ids[1])
+	}
+	if lifeNotify != nil {
+		// After HASH(2), so HASH(2) covers it (RFC 2409 §5.5).
+		reply = append(reply, lifeNotify)
+		e.log.Info("quick mode: our lifetime is shorter than proposed, sending RESPONDER-LIFETIME", "sa", s.String(),
+			"child", ch.Name, "msgid", x.msgID, "proposed_s", life.proposedSecs, "life_s", life.secs, "proposed_kb", life.proposedKB, "life_kb", life.kb)
 	}
 	_, restBytes, err := isakmp.AppendPayloads(nil, reply)
 	if err != nil {
@@ -770,9 +789,15 @@ func (e *Engine) quickReply(now time.Time, o *out, s *ikeSA, x *exchange, d isak
 	}
 	for _, n := range all[*isakmp.Notify](d) {
 		if n.NotifyType == isakmp.NotifyResponderLifetime {
-			if secs, ok := responderLifetime(n.Data); ok && secs < a.lifeSecs {
+			secs, kb := responderLifetime(n.Data)
+			if secs != 0 && (a.lifeSecs == 0 || secs < a.lifeSecs) {
 				a.lifeSecs = secs
 			}
+			if kb != 0 && (a.lifeKB == 0 || kb < a.lifeKB) {
+				a.lifeKB = kb
+			}
+			e.log.Info("quick mode: received RESPONDER-LIFETIME", "sa", s.String(), "child", x.child.Name, "msgid", x.msgID,
+				"life_s", secs, "life_kb", kb)
 		}
 	}
 	if a.lifeSecs == 0 {
@@ -785,7 +810,7 @@ func (e *Engine) quickReply(now time.Time, o *out, s *ikeSA, x *exchange, d isak
 	}
 	c.Initiated = true
 	if x.child.RekeyTime > 0 {
-		c.RekeyAt = now.Add(x.child.RekeyTime).UnixNano()
+		c.RekeyAt = now.Add(time.Duration(c.Lifetime.SoftSeconds) * time.Second).UnixNano()
 	}
 	hash3 := ikecrypto.QMHash3(s.prf, s.rec.SKEYIDa, x.msgID, x.ni, x.nr)
 	msg, _, err := s.encrypt(s.header(isakmp.ExchangeQuick, x.msgID), []isakmp.Payload{&isakmp.Hash{Data: hash3}}, x.iv)
@@ -821,9 +846,10 @@ func (e *Engine) quickReply(now time.Time, o *out, s *ikeSA, x *exchange, d isak
 	e.logChild("IPsec SA pair established", c, old)
 }
 
-func responderLifetime(data []byte) (uint32, bool) {
-	// RESPONDER-LIFETIME carries attributes (RFC 2407 §4.6.3.1).
-	var secs uint32
+// responderLifetime decodes a RESPONDER-LIFETIME notify's attributes (RFC
+// 2407 §4.6.3.1): the lifetime in seconds and in kilobytes, 0 when absent.
+// A malformed attribute ends the decoding; what came before it counts.
+func responderLifetime(data []byte) (secs uint32, kb uint64) {
 	lifeType := isakmp.LifeSeconds
 	for len(data) >= 4 {
 		t := binary.BigEndian.Uint16(data)
@@ -834,7 +860,7 @@ func responderLifetime(data []byte) (uint32, bool) {
 		} else {
 			l := int(binary.BigEndian.Uint16(data[2:]))
 			if len(data) < 4+l || l > 8 {
-				return 0, false
+				return secs, kb
 			}
 			for _, b := range data[4 : 4+l] {
 				v = v<<8 | uint64(b)
@@ -845,12 +871,74 @@ func responderLifetime(data []byte) (uint32, bool) {
 		case isakmp.AttrSALifeType:
 			lifeType = uint16(v)
 		case isakmp.AttrSALifeDuration:
-			if lifeType == isakmp.LifeSeconds {
+			switch lifeType {
+			case isakmp.LifeSeconds:
 				secs = uint32(min(v, 0xffffffff))
+			case isakmp.LifeKilobytes:
+				kb = v
 			}
 		}
 	}
-	return secs, secs != 0
+	return secs, kb
+}
+
+// defaultChildLifeSecs is an IPsec SA's lifetime when the proposal names
+// none (RFC 2407 §4.5).
+const defaultChildLifeSecs = 28800
+
+// childLife is the lifetime a responder gives a new pair: the shorter of
+// the accepted transform's and the child's own (RFC 2407 §4.5.4).
+type childLife struct {
+	secs uint32
+	kb   uint64 // 0: no volume limit
+	// proposedSecs and proposedKB are what the initiator proposed.
+	proposedSecs uint32
+	proposedKB   uint64
+	// cut: ours is shorter than what the initiator proposed (28800 s and
+	// no volume limit when it proposed none); the reply then carries our values in the
+	// echoed transform and in a RESPONDER-LIFETIME notify.
+	cut bool
+}
+
+func responderLife(ch *config.Child, a p2Attrs) childLife {
+	l := childLife{secs: a.lifeSecs, kb: a.lifeKB, proposedSecs: a.lifeSecs, proposedKB: a.lifeKB}
+	if l.secs == 0 {
+		// No lifetime proposed means the default (RFC 2407 §4.5).
+		l.secs = defaultChildLifeSecs
+	}
+	if ours := uint32(min(ch.LifeTime/time.Second, 0xffffffff)); ours > 0 && ours < l.secs {
+		l.secs, l.cut = ours, true
+	}
+	if ch.LifeBytes > 0 {
+		if ours := max(ch.LifeBytes/1024, 1); l.kb == 0 || ours < l.kb {
+			l.kb, l.cut = ours, true
+		}
+	}
+	return l
+}
+
+// attrs is the lifetime as SA Life Type / SA Life Duration pairs.
+func (l childLife) attrs() []isakmp.Attribute {
+	var as []isakmp.Attribute
+	if l.secs != 0 {
+		as = append(as, basic(isakmp.AttrSALifeType, isakmp.LifeSeconds), isakmp.UintAttr(isakmp.AttrSALifeDuration, uint64(l.secs)))
+	}
+	if l.kb != 0 {
+		as = append(as, basic(isakmp.AttrSALifeType, isakmp.LifeKilobytes), isakmp.UintAttr(isakmp.AttrSALifeDuration, l.kb))
+	}
+	return as
+}
+
+// withLife returns t with its lifetime attributes replaced by l's.
+func withLife(t isakmp.Transform, l childLife) isakmp.Transform {
+	as := l.attrs()
+	for _, a := range t.Attributes {
+		if a.Type != isakmp.AttrSALifeType && a.Type != isakmp.AttrSALifeDuration {
+			as = append(as, a)
+		}
+	}
+	t.Attributes = as
+	return t
 }
 
 // buildChild derives the keys and makes the replicated record of a new
@@ -866,7 +954,8 @@ func (e *Engine) buildChild(now time.Time, s *ikeSA, x *exchange, a p2Attrs, pee
 	inKey := ikecrypto.KEYMAT(s.prf, s.rec.SKEYIDd, gqm, uint8(isakmp.ProtoESP), be32(x.ourSPI), ni, nr, need)
 	outKey := ikecrypto.KEYMAT(s.prf, s.rec.SKEYIDd, gqm, uint8(isakmp.ProtoESP), be32(peerSPI), ni, nr, need)
 	life := a.lifeSecs
-	if ours := uint32(x.child.LifeTime / time.Second); ours > 0 && (life == 0 || ours < life) {
+	ours := uint32(x.child.LifeTime / time.Second)
+	if ours > 0 && (life == 0 || ours < life) {
 		life = ours
 	}
 	if life == 0 {
@@ -902,6 +991,14 @@ func (e *Engine) buildChild(now time.Time, s *ikeSA, x *exchange, a p2Attrs, pee
 		c.Lifetime.HardBytes = x.child.LifeBytes
 	}
 	c.Lifetime.SoftBytes = x.child.RekeyBytes
+	// A lifetime the peer shortened (RESPONDER-LIFETIME) below our rekey
+	// point: rekey at 90% of it instead, before it expires.
+	if life < ours && c.Lifetime.SoftSeconds >= c.Lifetime.HardSeconds {
+		c.Lifetime.SoftSeconds = c.Lifetime.HardSeconds * 9 / 10
+	}
+	if c.Lifetime.HardBytes < x.child.LifeBytes && c.Lifetime.SoftBytes >= c.Lifetime.HardBytes {
+		c.Lifetime.SoftBytes = c.Lifetime.HardBytes * 9 / 10
+	}
 	if a.udpEncap() {
 		c.EncapLocalPort = s.rec.Local.Port()
 		c.EncapRemotePort = s.rec.Remote.Port()

@@ -224,6 +224,29 @@ func appendSA(b []byte, sa *SA, at int) ([]byte, error) {
 	return b, nil
 }
 
+// AppendAttributes appends attributes in their wire form (RFC 2408 §3.3):
+// the body of a Notify that carries attributes, such as RFC 2407's
+// RESPONDER-LIFETIME. Errors are *Error values naming the attribute.
+func AppendAttributes(b []byte, attrs []Attribute) ([]byte, error) {
+	for i, a := range attrs {
+		if a.Type > 0x7fff {
+			return b, errf(PayloadNotify, 0, ErrBadPayload, "attribute %d: type %d does not fit 15 bits", i, a.Type)
+		}
+		if a.Basic {
+			b = binary.BigEndian.AppendUint16(b, a.Type|0x8000)
+			b = binary.BigEndian.AppendUint16(b, a.Value)
+			continue
+		}
+		if len(a.Data) > math.MaxUint16 {
+			return b, errf(PayloadNotify, 0, ErrBadLength, "attribute %d (type %d): %d bytes, at most %d", i, a.Type, len(a.Data), math.MaxUint16)
+		}
+		b = binary.BigEndian.AppendUint16(b, a.Type)
+		b = binary.BigEndian.AppendUint16(b, uint16(len(a.Data)))
+		b = append(b, a.Data...)
+	}
+	return b, nil
+}
+
 // Attr returns the first attribute of type t in the transform.
 func (t *Transform) Attr(typ uint16) (Attribute, bool) {
 	for _, a := range t.Attributes {
