@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -80,7 +81,11 @@ type bedOpts struct {
 	swanDPD      time.Duration // default: dpd
 	gwInitiates  bool
 	rekey        time.Duration // child rekey time on both sides
-	v6           bool          // IKE and ESP over IPv6
+	// gwRekey and gwLife, when set, are ikegw's child rekey_time and
+	// life_time (instead of rekey); swanLife is strongSwan's child
+	// life_time (default: its rekey time + 10%).
+	gwRekey, gwLife, swanLife time.Duration
+	v6                        bool // IKE and ESP over IPv6
 }
 
 func newBed(t *testing.T, o bedOpts) *bed {
@@ -123,6 +128,14 @@ func newBed(t *testing.T, o bedOpts) *bed {
 	}
 	if o.swanESP == "" {
 		o.swanESP = o.esp
+	}
+	gwRekey := o.rekey
+	if o.gwRekey != 0 {
+		gwRekey = o.gwRekey
+	}
+	gwLife := ""
+	if o.gwLife != 0 {
+		gwLife = fmt.Sprintf("        life_time: %s\n", o.gwLife)
 	}
 	psk := filepath.Join(b.dir, "psk")
 	must(t, os.WriteFile(psk, []byte(interopPSK), 0o600))
@@ -167,8 +180,8 @@ connections:
         remote_ts: [%s]
         esp_proposals: [%s]
         rekey_time: %s
-`, filepath.Join(b.dir, "state"), key, gwPub.Addr(), b.sock, gwPub.Addr(), peerPub.Addr(), psk, o.ike,
-		o.gwAggressive || o.aggressive, o.dpd, start, gwNet, peerNet, o.esp, o.rekey)
+%s`, filepath.Join(b.dir, "state"), key, gwPub.Addr(), b.sock, gwPub.Addr(), peerPub.Addr(), psk, o.ike,
+		o.gwAggressive || o.aggressive, o.dpd, start, gwNet, peerNet, o.esp, gwRekey, gwLife)
 	b.cfgPath = filepath.Join(b.dir, "ikegwd.yaml")
 	must(t, os.WriteFile(b.cfgPath, []byte(cfg), 0o600))
 	if out, err := exec.Command(ikegwdBin, "check-config", b.cfgPath).CombinedOutput(); err != nil {
@@ -187,7 +200,7 @@ connections:
 			PSK: lab.Secret(swanPSK), Proposals: []string{o.swanIKE}, Aggressive: o.aggressive,
 			DPDDelay: o.swanDPD, RekeyTime: 4 * time.Hour,
 			Children: []lab.SwanChild{{Name: "net", LocalTS: []string{peerNet.String()}, RemoteTS: []string{gwNet.String()},
-				ESPProposals: []string{o.swanESP}, RekeyTime: o.rekey}},
+				ESPProposals: []string{o.swanESP}, RekeyTime: o.rekey, LifeTime: o.swanLife}},
 		}},
 	})
 	b.startGW()
@@ -678,4 +691,35 @@ func TestInteropDataplane(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// TestInteropResponderLifetime: strongSwan initiates with a child lifetime
+// (66 min) longer than ikegw's (20 min); ikegw answers with its own in the
+// echoed transform and a RESPONDER-LIFETIME notify inside Quick Mode
+// message 2, and strongSwan reads both. strongSwan 5.9.8 only logs the
+// lifetime it received ("received 1200s lifetime, configured 3960s"): its
+// child_sa takes its timers from its own child config (child_sa.c install),
+// so its pair still shows 66 min. ikegw, the responder, therefore rekeys
+// the pair itself at 95% of its 20 min and deletes the old one, as it does
+// for any initiator that rekeys late (TestResponderRekeysBeforeExpiry).
+func TestInteropResponderLifetime(t *testing.T) {
+	t.Parallel()
+	b := newBed(t, bedOpts{ike: "aes256-sha256-modp2048", esp: "aes256-sha256", rekey: time.Hour, swanLife: 66 * time.Minute,
+		gwRekey: 15 * time.Minute, gwLife: 20 * time.Minute})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	must(t, b.swan.Initiate(ctx, "net"))
+	_, k := b.agree(ctx)
+	log := b.swan.Log()
+	if !strings.Contains(log, "parsed QUICK_MODE response") || !regexp.MustCompile(`parsed QUICK_MODE response \d+ \[[^]]*N\(\(24576\)\)`).MatchString(log) {
+		b.fail("strongSwan did not receive RESPONDER-LIFETIME (notify 24576) in Quick Mode message 2")
+	}
+	if !strings.Contains(log, "received 1200s lifetime, configured 3960s") {
+		b.fail("strongSwan did not read ikegw's 1200 s lifetime from the echoed transform")
+	}
+	if strings.Contains(log, "error notify") || strings.Contains(log, "HASH payload") && strings.Contains(log, "invalid") {
+		b.fail("strongSwan objected to Quick Mode message 2")
+	}
+	t.Logf("strongSwan's child: rekey in %v, expires in %v (its own config; it does not apply a received lifetime)", k.RekeyTime, k.LifeTime)
+	b.ping(ctx, 3)
 }
