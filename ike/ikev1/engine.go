@@ -18,14 +18,17 @@
 // of the accepted transform's lifetime and the child's life_time and
 // life_bytes (a transform without one means RFC 2407 §4.5's 28800 s and no
 // volume limit). When ours is shorter, message 2 says so twice: the echoed
-// transform carries our SA Life Type/Duration pairs (strongSwan and
-// libreswan read the lifetime there and ignore the notify), and a
-// RESPONDER-LIFETIME notify (RFC 2407 §4.5.4, §4.6.3.1: protocol ESP, SPI =
-// our inbound SPI, the same attribute pairs) follows the other payloads,
-// inside what HASH(2) covers. As initiator the engine takes the shortest of
-// its own lifetime, the echoed transform's and a RESPONDER-LIFETIME's, and
-// when that falls below the child's rekey_time (rekey_bytes) it rekeys at
-// 90% of it. Phase 1 gets no RESPONDER-LIFETIME: like strongSwan (which
+// transform carries our SA Life Type/Duration pairs (strongSwan reads the
+// lifetime there, not in the notify), and a RESPONDER-LIFETIME notify (RFC
+// 2407 §4.5.4, §4.6.3.1: protocol ESP, SPI = our inbound SPI, the same
+// attribute pairs) follows the other payloads, inside what HASH(2) covers.
+// A peer may still keep its own timers (strongSwan 5.9 logs the lifetime it
+// received and does): the responder therefore also replaces the pair itself
+// at its rekey_time (the data plane's soft limit) and at the latest at 95%
+// of the lifetime, and deletes the old one. As initiator the engine takes
+// the shortest of its own lifetime, the echoed transform's and a
+// RESPONDER-LIFETIME's, and when that falls below the child's rekey_time
+// (rekey_bytes) it rekeys at 90% of it. Phase 1 gets no RESPONDER-LIFETIME: like strongSwan (which
 // echoes the proposal and runs its IKE SA on its own timers), the engine
 // keeps an IKE SA for min(proposed, ike_lifetime) and, when a shorter
 // lifetime of ours runs out, deletes the ISAKMP SA with a Delete
