@@ -809,8 +809,11 @@ func (e *Engine) quickReply(now time.Time, o *out, s *ikeSA, x *exchange, d isak
 		return
 	}
 	c.Initiated = true
-	if x.child.RekeyTime > 0 {
-		c.RekeyAt = now.Add(time.Duration(c.Lifetime.SoftSeconds) * time.Second).UnixNano()
+	if rk := x.child.RekeyTime; rk > 0 {
+		if c.Lifetime.SoftSeconds < uint64(rk/time.Second) {
+			rk = time.Duration(c.Lifetime.SoftSeconds) * time.Second // the responder shortened the lifetime
+		}
+		c.RekeyAt = now.Add(rk).UnixNano()
 	}
 	hash3 := ikecrypto.QMHash3(s.prf, s.rec.SKEYIDa, x.msgID, x.ni, x.nr)
 	msg, _, err := s.encrypt(s.header(isakmp.ExchangeQuick, x.msgID), []isakmp.Payload{&isakmp.Hash{Data: hash3}}, x.iv)
@@ -895,8 +898,8 @@ type childLife struct {
 	proposedSecs uint32
 	proposedKB   uint64
 	// cut: ours is shorter than what the initiator proposed (28800 s and
-	// no volume limit when it proposed none); the reply then carries our values in the
-	// echoed transform and in a RESPONDER-LIFETIME notify.
+	// no volume limit when it proposed none); the reply then carries our
+	// values in the echoed transform and in a RESPONDER-LIFETIME notify.
 	cut bool
 }
 
