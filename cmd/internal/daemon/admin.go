@@ -189,10 +189,10 @@ func (h *adminHandler) status(w http.ResponseWriter, r *http.Request) {
 			"phase1_failed": es.Phase1Failed, "phase2_done": es.Phase2Done, "phase2_failed": es.Phase2Failed,
 			"dpd_sent": es.DPDSent, "dpd_acked": es.DPDAcked, "dpd_timeouts": es.DPDTimeouts, "deletes": es.Deletes,
 			"dropped_half_open_limit": es.DroppedHalfOpenLimit, "dropped_source_limit": es.DroppedSourceLimit,
-			"evicted_half_open": es.EvictedHalfOpen, "log_suppressed": es.LogSuppressed}
+			"evicted_half_open": es.EvictedHalfOpen, "log_suppressed": es.LogSuppressed, "resaved": es.Resaved}
 		st.Runtime = map[string]uint64{"persist_calls": rs.PersistCalls, "persist_errors": rs.PersistErrors, "send_errors": rs.SendErrors,
 			"install_errors": rs.InstallErrors, "esp_packets": rs.ESPPackets, "keepalives": rs.Keepalives,
-			"dropped_source_rate": rs.DroppedSourceRate, "dropped_global_rate": rs.DroppedGlobalRate, "gate_closed": rs.GateDrops}
+			"dropped_source_rate": rs.DroppedSourceRate, "dropped_global_rate": rs.DroppedGlobalRate, "gate_closed": rs.GateDrops, "unsaved_drops": rs.UnsavedDrops}
 	}
 	if h.n.cnode != nil {
 		cs := h.n.cnode.Stats()

@@ -158,6 +158,10 @@ func (c *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(ch, mRuntime, rs.PersistErrors, "persist_error")
 		counter(ch, mRuntime, rs.SendErrors, "send_error")
 		counter(ch, mRuntime, rs.GateDrops, "gate_closed")
+		counter(ch, mRuntime, rs.UnsavedDrops, "unsaved_drop")
+		if err == nil {
+			counter(ch, mRuntime, es.Resaved, "reply_recommitted")
+		}
 		counter(ch, mRuntime, rs.InstallErrors, "install_error")
 		counter(ch, mRuntime, rs.ESPPackets, "esp_on_ike_socket")
 		counter(ch, mRuntime, rs.Keepalives, "natt_keepalive")
