@@ -137,6 +137,14 @@ func (m *member) activate(ctx context.Context) (err error) {
 			return nil
 		}
 	}
+	// A full takeover consumes every handover applied so far: from here
+	// on this node sends with counters of its own, and what an
+	// announcement staged (its counters) must never be installed by a
+	// later activation of this node (a fence and re-activation in the
+	// same term would pass stagedValid's term check and go back).
+	if h, ok, err := cluster.ReadHandover(m.node.Store()); err == nil && ok {
+		m.usedHandover = h.ID
+	}
 	ikes, kids, err := loadAll(m.node.Store())
 	if err != nil {
 		return fmt.Errorf("takeover: reading the replicated SAs: %w", err)
@@ -350,6 +358,9 @@ func (m *member) stagedValid(st *stagedTakeover) error {
 	case h.To != m.cfg.Node.Name:
 		return fmt.Errorf("the handover names %q", h.To)
 	}
+	if st.id == m.usedHandover {
+		return errors.New("this node already took over after that handover (its counters moved on since)")
+	}
 	if term := m.node.Raft().CurrentTerm(); term != h.Term+1 {
 		return fmt.Errorf("leader in term %d, the handover was announced in term %d", term, h.Term)
 	}
@@ -375,7 +386,7 @@ func (m *member) stage(ctx context.Context, h cluster.HandoverBody) {
 // stageLocked is stage with m.mu held; it reports whether a takeover is
 // staged now.
 func (m *member) stageLocked(ctx context.Context, h cluster.HandoverBody) bool {
-	if m.rt != nil {
+	if m.rt != nil || h.ID == m.usedHandover {
 		return false
 	}
 	m.dropStaged("a newer handover")
