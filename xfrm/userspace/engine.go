@@ -124,7 +124,7 @@ type Stats struct {
 type EngineStats struct {
 	NoSA         uint64 // inbound ESP for an unknown SPI
 	NoPolicy     uint64 // TUN packets no installed pair's selectors match
-	Malformed    uint64 // undecodable inner or outer packets, bad padding
+	Malformed    uint64 // undecodable inner or outer packets, bad padding, TUN reads that cannot be split
 	DeviceErrors uint64 // TUN read/write errors
 	GateDrops    uint64 // TUN packets dropped by the closed send gate (gate.go)
 }
@@ -918,8 +918,8 @@ func (e *Engine) lookupOut(f *flow) *child {
 
 // readLoop reads packets from the TUN device in batches (what queued up
 // since the last wakeup; a TSO/USO super-packet arrives split into its
-// segments), encrypts them in place and hands the batch to the sender. One goroutine; the Sender does not retain
-// what it sends.
+// segments), encrypts them in place and hands the batch to the sender. One
+// goroutine; the Sender does not retain what it sends.
 func (e *Engine) readLoop() {
 	defer e.wg.Done()
 	n := e.dev.BatchSize()
