@@ -1000,7 +1000,9 @@ func (e *Engine) send(bs BatchSender, b *outBatch) {
 	}
 	if bs != nil && len(b.pkts) > 1 {
 		sent, err := bs.SendESPBatch(b.pkts, b.dsts)
-		for i := sent; i < len(b.pkts); i++ {
+		// A sender must report 0..len; guard anyway (a -1 from
+		// sendmmsg once crashed the engine here).
+		for i := min(max(sent, 0), len(b.pkts)); i < len(b.pkts); i++ {
 			failed(b.kids[i], err)
 		}
 		return
