@@ -5,6 +5,7 @@ import (
 	"encoding/asn1"
 	"errors"
 	"fmt"
+	"math"
 	"reflect"
 	"strconv"
 	"strings"
@@ -68,10 +69,16 @@ func parseOID(s string) (asn1.ObjectIdentifier, bool) {
 	oid := make(asn1.ObjectIdentifier, len(parts))
 	for i, p := range parts {
 		n, err := strconv.Atoi(p)
-		if err != nil || n < 0 || p == "" {
+		// Each arc must fit the 31 bits encoding/asn1 decodes (so that
+		// what ParseDN writes reads back), and X.660 allows only 0-2 as
+		// the first arc and 0-39 as the second under 0 and 1.
+		if err != nil || n < 0 || n > math.MaxInt32 || p == "" || (len(p) > 1 && p[0] == '0') {
 			return nil, false
 		}
 		oid[i] = n
+	}
+	if oid[0] > 2 || (oid[0] < 2 && oid[1] > 39) || oid[0]*40+oid[1] > math.MaxInt32 {
+		return nil, false
 	}
 	return oid, true
 }
@@ -175,6 +182,9 @@ func ParseDN(s string) ([]byte, error) {
 	der, err := asn1.Marshal(seq)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %q: %v", ErrBadDN, s, err)
+	}
+	if _, err := decodeDN(der); err != nil {
+		return nil, fmt.Errorf("%w: %q does not encode to a name that reads back", ErrBadDN, s)
 	}
 	return der, nil
 }

@@ -146,3 +146,25 @@ func FuzzParseDN(f *testing.F) {
 		}
 	})
 }
+
+// TestParseDNRefusesOIDsThatDoNotReadBack: arcs beyond 31 bits (encoding/
+// asn1 writes them but cannot read them), leading zeros and first arcs
+// outside X.660 are refused, so every parsed name prints and parses back
+// (found by FuzzParseDN).
+func TestParseDNRefusesOIDsThatDoNotReadBack(t *testing.T) {
+	for _, s := range []string{"2.02170000000=0", "2.2170000000=x", "1.2.4294967296=x", "3.1=x", "1.40=x", "1.02=x"} {
+		if _, err := ParseDN(s); !errors.Is(err, ErrBadDN) {
+			t.Errorf("ParseDN(%q) = %v, want ErrBadDN", s, err)
+		}
+	}
+	for _, s := range []string{"2.5.4.3=x", "1.2.840.113549.1.9.1=a@b", "2.999.1=x"} {
+		der, err := ParseDN(s)
+		if err != nil {
+			t.Errorf("ParseDN(%q): %v", s, err)
+			continue
+		}
+		if _, err := ParseDN(DNString(der)); err != nil {
+			t.Errorf("%q -> %q does not parse back: %v", s, DNString(der), err)
+		}
+	}
+}
