@@ -142,10 +142,6 @@ func TestSamplerSeesOverlap(t *testing.T) {
 // chaos` keeps the default and shows it). The checks are the full ones.
 // IKEGW_CHAOS_SEED picks another seed.
 func TestChaosShort(t *testing.T) {
-	lab.RequireRoot(t)
-	if _, err := exec.LookPath("swanctl"); err != nil {
-		t.Skip("chaos: strongSwan (swanctl) is not installed: scripts/deps.sh installs it")
-	}
 	seed := int64(20261144)
 	if s := os.Getenv("IKEGW_CHAOS_SEED"); s != "" {
 		v, err := strconv.ParseInt(s, 10, 64)
@@ -154,27 +150,8 @@ func TestChaosShort(t *testing.T) {
 		}
 		seed = v
 	}
-	dir, err := os.MkdirTemp("", "chaos-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	var out strings.Builder
-	logf, err := os.Create(filepath.Join(dir, "events.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
-	defer cancel()
-	res, err := Run(ctx, Options{Bin: ikegwdBin, Rounds: 4, Peers: 2, Tunnels: 10, Seed: seed,
-		Kinds: []Kind{KillDaemon, KillNode, Partition, Loss}, PeerExchanges: 16, Dir: filepath.Join(dir, "lab"),
-		Out: &out, Logger: slog.New(slog.NewTextHandler(logf, nil))})
-	var table strings.Builder
-	if res != nil {
-		res.WriteTable(&table)
-	}
-	t.Logf("progress:\n%s\n%s", out.String(), table.String())
+	res, dir, err := chaosRun(t, "short", 8*time.Minute, Options{Rounds: 4, Peers: 2, Tunnels: 10, Seed: seed,
+		Kinds: []Kind{KillDaemon, KillNode, Partition, Loss}, PeerExchanges: 16}, nil)
 	if err != nil || res == nil || !res.OK() {
 		dumpLogs(t, dir)
 		if err != nil {
@@ -193,6 +170,43 @@ func TestChaosShort(t *testing.T) {
 	if res.Samples < 100 {
 		t.Errorf("only %d VIP samples", res.Samples)
 	}
+}
+
+// chaosRun is one chaos run of a test: it skips without root or strongSwan,
+// runs o (Bin, Dir, Out and Logger filled in) in a fresh directory removed
+// at the end, within timeout, and logs the progress and the summary table.
+// extra, if not nil, adds a line to that log from the run's directory.
+func chaosRun(t *testing.T, name string, timeout time.Duration, o Options, extra func(dir string) string) (*Result, string, error) {
+	t.Helper()
+	lab.RequireRoot(t)
+	if _, err := exec.LookPath("swanctl"); err != nil {
+		t.Skip("chaos: strongSwan (swanctl) is not installed: scripts/deps.sh installs it")
+	}
+	dir, err := os.MkdirTemp("", "chaos-"+name+"-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	var out strings.Builder
+	logf, err := os.Create(filepath.Join(dir, "events.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	o.Bin, o.Dir, o.Out, o.Logger = ikegwdBin, filepath.Join(dir, "lab"), &out, slog.New(slog.NewTextHandler(logf, nil))
+	res, err := Run(ctx, o)
+	var table strings.Builder
+	if res != nil {
+		res.WriteTable(&table)
+	}
+	more := ""
+	if extra != nil {
+		more = "\n" + extra(dir)
+	}
+	t.Logf("progress:\n%s\n%s%s", out.String(), table.String(), more)
+	return res, dir, err
 }
 
 // dumpLogs logs the tail of every log file of the run.

@@ -1,18 +1,14 @@
 package chaos
 
 import (
-	"context"
-	"log/slog"
+	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
-
-	"ikegw/deploy/lab"
 )
 
 // lossSeed plans one round of 15 s of 10% loss on the cluster segment.
@@ -35,35 +31,15 @@ const lossSeed = 203
 // 11-14 of 16 at load 15-16) are the machine's load, not the loss: logged,
 // not counted.
 func TestChaosLoss(t *testing.T) {
-	lab.RequireRoot(t)
-	if _, err := exec.LookPath("swanctl"); err != nil {
-		t.Skip("chaos: strongSwan (swanctl) is not installed: scripts/deps.sh installs it")
-	}
 	if p := Plan(lossSeed, 1, []Kind{Loss}, true); p[0].Kind != Loss || p[0].Hold != 15*time.Second {
 		t.Fatalf("seed %d plans %v, want 15 s of loss", lossSeed, p)
 	}
-	dir, err := os.MkdirTemp("", "chaos-loss-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	var out strings.Builder
-	logf, err := os.Create(filepath.Join(dir, "events.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
-	defer cancel()
-	res, err := Run(ctx, Options{Bin: ikegwdBin, Rounds: 1, Peers: 2, Tunnels: 10, Seed: lossSeed,
-		Kinds: []Kind{Loss}, Dir: filepath.Join(dir, "lab"),
-		Out: &out, Logger: slog.New(slog.NewTextHandler(logf, nil))})
-	var table strings.Builder
-	if res != nil {
-		res.WriteTable(&table)
-	}
-	fs := countFences(t, filepath.Join(dir, "lab", "logs"))
-	t.Logf("progress:\n%s\n%s\nactivations %d, fences on time %d, late or lapsed %d", out.String(), table.String(), fs.activations, fs.onTime, fs.starved)
+	var fs fences
+	res, dir, err := chaosRun(t, "loss", 6*time.Minute, Options{Rounds: 1, Peers: 2, Tunnels: 10, Seed: lossSeed, Kinds: []Kind{Loss}},
+		func(dir string) string {
+			fs = countFences(t, filepath.Join(dir, "lab", "logs"))
+			return fmt.Sprintf("activations %d, fences on time %d, late or lapsed %d", fs.activations, fs.onTime, fs.starved)
+		})
 	if err != nil || res == nil || !res.OK() {
 		dumpLogs(t, dir)
 		if err != nil {

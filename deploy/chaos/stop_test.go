@@ -1,16 +1,11 @@
 package chaos
 
 import (
-	"context"
-	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"ikegw/deploy/lab"
 )
 
 // TestChaosStop: the active's ikegwd is frozen (SIGSTOP) for 1.1-2.2 s in
@@ -21,32 +16,9 @@ import (
 // whose lease heartbeats stopped, send gates on the lease) both gateways
 // held both VIPs for the whole stop (issue 8).
 func TestChaosStop(t *testing.T) {
-	lab.RequireRoot(t)
-	if _, err := exec.LookPath("swanctl"); err != nil {
-		t.Skip("chaos: strongSwan (swanctl) is not installed: scripts/deps.sh installs it")
-	}
-	dir, err := os.MkdirTemp("", "chaos-stop-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	var out strings.Builder
-	logf, err := os.Create(filepath.Join(dir, "events.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
 	const seed = 77 // stop 1.9s, 1.3s, 2.0s
-	res, err := Run(ctx, Options{Bin: ikegwdBin, Rounds: 3, Peers: 2, Tunnels: 5, Seed: seed,
-		Kinds: []Kind{Stop}, PeerExchanges: 16, Dir: filepath.Join(dir, "lab"),
-		Out: &out, Logger: slog.New(slog.NewTextHandler(logf, nil))})
-	var table strings.Builder
-	if res != nil {
-		res.WriteTable(&table)
-	}
-	t.Logf("progress:\n%s\n%s", out.String(), table.String())
+	res, dir, err := chaosRun(t, "stop", 5*time.Minute, Options{Rounds: 3, Peers: 2, Tunnels: 5, Seed: seed,
+		Kinds: []Kind{Stop}, PeerExchanges: 16}, nil)
 	if err != nil || res == nil || !res.OK() {
 		dumpLogs(t, dir)
 		if err != nil {
