@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"math/big"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -125,8 +126,11 @@ func issue(t *testing.T, ca *certs.CA, dir, name string, uris ...string) tls.Cer
 	return c
 }
 
-func TestAdminTLSRoles(t *testing.T) {
-	dir := t.TempDir()
+// adminTLS starts the admin TCP listener of a test node "gw1" whose
+// certificate comes from a fresh test CA in dir.
+func adminTLS(t *testing.T) (ca *certs.CA, dir string, f certs.TLSFiles, addr net.Addr) {
+	t.Helper()
+	dir = t.TempDir()
 	ca, err := certs.GenerateCA(dir, "test CA")
 	if err != nil {
 		t.Fatal(err)
@@ -134,13 +138,8 @@ func TestAdminTLSRoles(t *testing.T) {
 	if err := ca.IssueNode(dir, "gw1", nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	otherDir := t.TempDir()
-	other, err := certs.GenerateCA(otherDir, "other CA")
-	if err != nil {
-		t.Fatal(err)
-	}
 	n := testNode(t)
-	f := certs.NodeFiles(dir, "gw1")
+	f = certs.NodeFiles(dir, "gw1")
 	n.cfg.Cluster = &ClusterConfig{}
 	n.cfg.Cluster.TLS.CA, n.cfg.Cluster.TLS.Cert, n.cfg.Cluster.TLS.Key = f.CA, f.Cert, f.Key
 	srv, addr, err := startAdminTLS("127.0.0.1:0", n, adminMux(n, n.log), n.log)
@@ -148,6 +147,16 @@ func TestAdminTLSRoles(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Close() })
+	return ca, dir, f, addr
+}
+
+func TestAdminTLSRoles(t *testing.T) {
+	ca, dir, _, addr := adminTLS(t)
+	otherDir := t.TempDir()
+	other, err := certs.GenerateCA(otherDir, "other CA")
+	if err != nil {
+		t.Fatal(err)
+	}
 	pool := x509.NewCertPool()
 	pool.AddCert(ca.Cert)
 	client := func(c tls.Certificate) *http.Client {
@@ -208,23 +217,7 @@ func TestAdminTLSRoles(t *testing.T) {
 // running admin TCP listener: the next connection gets the new one without
 // a restart, and a broken replacement keeps the last good pair in use.
 func TestAdminTLSReloadsCertificate(t *testing.T) {
-	dir := t.TempDir()
-	ca, err := certs.GenerateCA(dir, "test CA")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ca.IssueNode(dir, "gw1", nil, nil); err != nil {
-		t.Fatal(err)
-	}
-	n := testNode(t)
-	f := certs.NodeFiles(dir, "gw1")
-	n.cfg.Cluster = &ClusterConfig{}
-	n.cfg.Cluster.TLS.CA, n.cfg.Cluster.TLS.Cert, n.cfg.Cluster.TLS.Key = f.CA, f.Cert, f.Key
-	srv, addr, err := startAdminTLS("127.0.0.1:0", n, adminMux(n, n.log), n.log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
+	ca, dir, f, addr := adminTLS(t)
 	pool := x509.NewCertPool()
 	pool.AddCert(ca.Cert)
 	viewer := issue(t, ca, dir, "viewer")
