@@ -73,17 +73,7 @@ func startLease(t *testing.T, lead Leadership, rec *recorder, vips *fakeVIPs, ls
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Error("Run did not return after cancel")
-		}
-	})
+	runMachine(t, m)
 	return m
 }
 
@@ -172,4 +162,20 @@ func TestLapsedLeaseFences(t *testing.T) {
 	if !vips.isHeld() {
 		t.Fatal("active again without the VIPs")
 	}
+}
+
+// runMachine runs m until the test ends, then checks that Run returns.
+func runMachine(t *testing.T, m *Machine) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Error("Run did not return after cancel")
+		}
+	})
 }

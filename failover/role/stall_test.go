@@ -58,17 +58,7 @@ func TestStalledLoopFencesOnNewestConfirmation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Error("Run did not return after cancel")
-		}
-	})
+	runMachine(t, m)
 	lead.elect(1, true)
 	waitFor(t, "active", func() bool { return m.State() == Active })
 	n := len(rec.all())
