@@ -440,3 +440,26 @@ func TestFencerUnderVIPLock(t *testing.T) {
 	lease(10 * time.Millisecond)
 	waitUntil(t, "a fence without the lock", func() bool { return releases.Load() == 1 })
 }
+
+// FuzzParseFence: any line the supervisor reads from the daemon's pipe is a
+// deadline (positive), "end" or ErrFenceMessage, never a panic.
+func FuzzParseFence(f *testing.F) {
+	for _, s := range []string{"lease 123456789", "end", "lease -5", "lease 12x", ""} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, line []byte) {
+		d, end, err := parseFence(line)
+		switch {
+		case err != nil:
+			if !errors.Is(err, ErrFenceMessage) {
+				t.Fatalf("%q: error %v, want ErrFenceMessage", line, err)
+			}
+		case end:
+			if d != 0 {
+				t.Fatalf("%q: end with deadline %d", line, d)
+			}
+		case d <= 0:
+			t.Fatalf("%q: deadline %d", line, d)
+		}
+	})
+}
