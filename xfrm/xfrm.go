@@ -115,6 +115,40 @@ type DataPlane interface {
 	Close() error
 }
 
+// Stager is implemented by data planes that can install a pair's SAs
+// without letting them carry traffic, and let them carry it later. Both
+// data planes implement it. It is how a node installs the SAs of a
+// takeover before it may send (while the jumped counters are being
+// committed), and what a standby keeping its pairs pre-installed would
+// use (measured and not chosen: failover package documentation,
+// "Installing the pairs").
+//
+// A staged pair sends nothing: the kernel installs no policy for it (no
+// packet is selected for its outbound SA) and the userspace engine neither
+// routes to it nor matches it to a packet it reads. Its inbound SA may
+// decrypt what reaches it. It is listed by Installed, read by Counters and
+// removed by DeleteChild and Flush like an installed pair.
+type Stager interface {
+	// StageChildren installs the SAs of each pair as InstallChild does
+	// (validation, starting counters, conflicts), without its policies.
+	// Staging a pair that is already installed, staged or not, changes
+	// nothing. The error joins one error per pair that failed, each naming
+	// the pair; the others are staged.
+	StageChildren(ctx context.Context, cs []*sa.ChildSA) error
+
+	// ActivateChildren lets each pair carry traffic. A staged pair first
+	// has its counters moved forward to c.Counters (never back): the
+	// outbound sequence number is raised to c.Counters.OutSeq, the inbound
+	// replay window is replaced by c's when c.Counters.InSeq is ahead of
+	// it, byte and packet counters are raised; then its policies (kernel)
+	// or routes (userspace) are installed. A pair that is not installed is
+	// installed as by InstallChild; an active one is treated as by
+	// InstallChild (outbound sequence number raised). InstallChild on a
+	// staged pair activates it. The error joins one error per pair that
+	// failed; the others are active.
+	ActivateChildren(ctx context.Context, cs []*sa.ChildSA) error
+}
+
 // Expiry is a lifetime event of an installed pair.
 type Expiry struct {
 	SPI   uint32 // inbound SPI of the pair (sa.ChildSA.ID)

@@ -183,6 +183,12 @@ type child struct {
 	base    time.Time // start of the time lifetimes
 	outSeq  atomic.Uint64
 	hard    atomic.Bool
+	// staged: installed by StageChildren and not activated yet: no
+	// routes, never chosen for an outbound packet.
+	staged atomic.Bool
+	// start is the record's counters as installed (kept for
+	// ActivateChildren's move forward and the install log).
+	start sa.Counters
 
 	mu                                  sync.Mutex
 	replay                              replay.Filter
@@ -408,30 +414,122 @@ func (e *Engine) DeviceName() string { return e.dev.Name() }
 // InstallChild implements xfrm.DataPlane. Only tunnel mode with UDP
 // encapsulation and the algorithms of package esp are supported. Time
 // lifetimes run from c.Established when set (so a standby keeps the
-// original deadlines), else from now.
+// original deadlines), else from now. A staged pair (StageChildren) is
+// activated.
 func (e *Engine) InstallChild(ctx context.Context, c *sa.ChildSA) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := xfrm.Validate(c); err != nil {
+	ch, err := e.newChild(c)
+	if err != nil {
 		return err
 	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return xfrm.ErrClosed
+	}
+	return e.installLocked(ch, false)
+}
+
+var _ xfrm.Stager = (*Engine)(nil)
+
+// StageChildren implements xfrm.Stager: the pairs are installed without
+// routes and are never chosen for a packet read from the TUN device until
+// activated; their inbound SAs decrypt what the caller hands to
+// HandleInbound.
+func (e *Engine) StageChildren(ctx context.Context, cs []*sa.ChildSA) error {
+	return e.each(ctx, cs, true)
+}
+
+// ActivateChildren implements xfrm.Stager.
+func (e *Engine) ActivateChildren(ctx context.Context, cs []*sa.ChildSA) error {
+	return e.each(ctx, cs, false)
+}
+
+// each stages or activates every pair of cs. Pairs already installed are
+// handled under the lock without building anything (no key schedule);
+// the others are built outside it and then installed.
+func (e *Engine) each(ctx context.Context, cs []*sa.ChildSA, stage bool) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	var errs []error
+	var missing []*sa.ChildSA
+	done := 0
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return xfrm.ErrClosed
+	}
+	for _, c := range cs {
+		if err := xfrm.Validate(c); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		old := e.children[c.ID()]
+		if old == nil {
+			missing = append(missing, c)
+			continue
+		}
+		if err := e.updateLocked(old, c, stage); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		done++
+	}
+	e.mu.Unlock()
+	kids := make([]*child, 0, len(missing))
+	for _, c := range missing {
+		ch, err := e.newChild(c)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		kids = append(kids, ch)
+	}
+	if len(kids) > 0 {
+		e.mu.Lock()
+		if e.closed {
+			e.mu.Unlock()
+			return xfrm.ErrClosed
+		}
+		for _, ch := range kids {
+			if err := e.installLocked(ch, stage); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			done++
+		}
+		e.mu.Unlock()
+	}
+	if !stage && len(cs) > 0 {
+		e.log.Info("children activated", "pairs", done, "failed", len(cs)-done)
+	}
+	return errors.Join(errs...)
+}
+
+// newChild validates c and builds its pair, outside the engine's lock.
+func (e *Engine) newChild(c *sa.ChildSA) (*child, error) {
+	if err := xfrm.Validate(c); err != nil {
+		return nil, err
+	}
 	if c.Mode != sa.Tunnel {
-		return fmt.Errorf("%w: userspace: child spi=0x%08x: %s mode (only tunnel mode is implemented)", xfrm.ErrUnsupported, c.ID(), c.Mode)
+		return nil, fmt.Errorf("%w: userspace: child spi=0x%08x: %s mode (only tunnel mode is implemented)", xfrm.ErrUnsupported, c.ID(), c.Mode)
 	}
 	if c.EncapRemotePort == 0 {
-		return fmt.Errorf("%w: userspace: child spi=0x%08x: no UDP encapsulation (ESP leaves only as ESP-in-UDP, RFC 3948)", xfrm.ErrUnsupported, c.ID())
+		return nil, fmt.Errorf("%w: userspace: child spi=0x%08x: no UDP encapsulation (ESP leaves only as ESP-in-UDP, RFC 3948)", xfrm.ErrUnsupported, c.ID())
 	}
 	in, err := esp.New(&c.In)
 	if err != nil {
-		return fmt.Errorf("userspace: child spi=0x%08x inbound: %w", c.ID(), err)
+		return nil, fmt.Errorf("userspace: child spi=0x%08x inbound: %w", c.ID(), err)
 	}
 	out, err := esp.New(&c.Out)
 	if err != nil {
-		return fmt.Errorf("userspace: child spi=0x%08x outbound: %w", c.ID(), err)
+		return nil, fmt.Errorf("userspace: child spi=0x%08x outbound: %w", c.ID(), err)
 	}
 	if c.Counters.OutSeq >= math.MaxUint32 {
-		return fmt.Errorf("userspace: child spi=0x%08x: outbound sequence number %d exhausted (no ESN)", c.ID(), c.Counters.OutSeq)
+		return nil, fmt.Errorf("userspace: child spi=0x%08x: outbound sequence number %d exhausted (no ESN)", c.ID(), c.Counters.OutSeq)
 	}
 	ch := &child{rec: cloneChild(c), in: in, out: out,
 		dst: netip.AddrPortFrom(c.Out.Dst, c.EncapRemotePort), base: e.now()}
@@ -442,38 +540,93 @@ func (e *Engine) InstallChild(ctx context.Context, c *sa.ChildSA) error {
 	ch.replay.Restore(c.Counters.InSeq, c.Counters.ReplayBitmap)
 	ch.inBytes, ch.inPackets = c.Counters.InBytes, c.Counters.InPackets
 	ch.outBytes, ch.outPackets = c.Counters.OutBytes, c.Counters.OutPackets
+	ch.start = c.Counters
+	ch.start.ReplayBitmap = slices.Clone(c.Counters.ReplayBitmap)
+	return ch, nil
+}
 
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.closed {
-		return xfrm.ErrClosed
-	}
+// installLocked installs ch (stage: without routes, staged), or, when its
+// pair is installed already, stages nothing / moves the installed pair
+// forward and activates it. Called with e.mu held.
+func (e *Engine) installLocked(ch *child, stage bool) error {
+	c := ch.rec
 	if old := e.children[c.ID()]; old != nil {
-		if !xfrm.SamePair(old.rec, c) {
-			return fmt.Errorf("%w: userspace: inbound spi=0x%08x is installed with other parameters", xfrm.ErrConflict, c.ID())
-		}
-		for {
-			cur := old.outSeq.Load()
-			if cur >= c.Counters.OutSeq || old.outSeq.CompareAndSwap(cur, c.Counters.OutSeq) {
-				break
-			}
-		}
-		return nil
+		return e.updateLocked(old, c, stage)
 	}
 	ok := outKey{c.Out.SPI, c.Out.Dst}
 	if other := e.outSPIs[ok]; other != nil {
 		return fmt.Errorf("%w: userspace: outbound spi=0x%08x to %s is used by pair spi=0x%08x", xfrm.ErrConflict, c.Out.SPI, c.Out.Dst, other.rec.ID())
 	}
-	if err := e.addRoutes(ch.rec); err != nil {
+	if stage {
+		ch.staged.Store(true)
+	} else if err := e.addRoutes(ch.rec); err != nil {
 		return err
 	}
 	e.children[c.ID()] = ch
 	e.outSPIs[ok] = ch
 	e.ordered = append(e.ordered, ch)
 	e.policyGen.Add(1)
+	if stage {
+		if e.debugOn() {
+			e.log.Debug("child staged", "spi_in", spiHex(c.In.SPI), "spi_out", spiHex(c.Out.SPI), "peer", ch.dst)
+		}
+		return nil
+	}
 	e.log.Info("child installed", "spi_in", spiHex(c.In.SPI), "spi_out", spiHex(c.Out.SPI),
-		"peer", ch.dst, "encr", c.Out.Encr, "integ", c.Out.Integ, "out_seq", c.Counters.OutSeq, "in_seq", c.Counters.InSeq)
+		"peer", ch.dst, "encr", c.Out.Encr, "integ", c.Out.Integ, "out_seq", ch.start.OutSeq, "in_seq", ch.start.InSeq)
 	return nil
+}
+
+// updateLocked handles c for the installed pair old: staging changes
+// nothing; activating moves a staged pair forward to c's counters and adds
+// its routes, or raises an active pair's outbound sequence number. Called
+// with e.mu held.
+func (e *Engine) updateLocked(old *child, c *sa.ChildSA, stage bool) error {
+	if !xfrm.SamePair(old.rec, c) {
+		return fmt.Errorf("%w: userspace: inbound spi=0x%08x is installed with other parameters", xfrm.ErrConflict, c.ID())
+	}
+	if stage {
+		return nil
+	}
+	if !old.staged.Load() {
+		old.raiseOutSeq(c.Counters.OutSeq)
+		return nil
+	}
+	if c.Counters.OutSeq >= math.MaxUint32 {
+		return fmt.Errorf("userspace: child spi=0x%08x: outbound sequence number %d exhausted (no ESN)", c.ID(), c.Counters.OutSeq)
+	}
+	if err := e.addRoutes(old.rec); err != nil {
+		return err
+	}
+	old.forward(&c.Counters)
+	old.staged.Store(false)
+	e.policyGen.Add(1)
+	if e.debugOn() {
+		e.log.Debug("staged child activated", "spi_in", spiHex(c.In.SPI), "out_seq", old.lastOutSeq())
+	}
+	return nil
+}
+
+// raiseOutSeq lifts the outbound sequence number to seq if it is lower.
+func (ch *child) raiseOutSeq(seq uint64) {
+	for {
+		cur := ch.outSeq.Load()
+		if cur >= seq || ch.outSeq.CompareAndSwap(cur, seq) {
+			return
+		}
+	}
+}
+
+// forward moves the counters of a staged pair forward to cs, never back.
+func (ch *child) forward(cs *sa.Counters) {
+	ch.raiseOutSeq(cs.OutSeq)
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if cs.InSeq > ch.replay.Last() {
+		ch.replay.Restore(cs.InSeq, cs.ReplayBitmap)
+	}
+	ch.inBytes, ch.inPackets = max(ch.inBytes, cs.InBytes), max(ch.inPackets, cs.InPackets)
+	ch.outBytes, ch.outPackets = max(ch.outBytes, cs.OutBytes), max(ch.outPackets, cs.OutPackets)
 }
 
 func cloneChild(c *sa.ChildSA) *sa.ChildSA {
@@ -621,6 +774,9 @@ func (e *Engine) removeLocked(spi uint32) {
 	delete(e.outSPIs, outKey{ch.rec.Out.SPI, ch.rec.Out.Dst})
 	e.ordered = slices.DeleteFunc(e.ordered, func(x *child) bool { return x == ch })
 	e.policyGen.Add(1)
+	if ch.staged.Load() {
+		return // a staged pair took no routes
+	}
 	for _, ts := range ch.rec.RemoteTS {
 		e.delRoute(ts.Prefix)
 	}
@@ -905,7 +1061,7 @@ func (e *Engine) lookupOut(f *flow) *child {
 	defer e.mu.RUnlock()
 	for i := len(e.ordered) - 1; i >= 0; i-- {
 		ch := e.ordered[i]
-		if ch.hard.Load() || ch.rec.State == sa.ChildRekeyed {
+		if ch.hard.Load() || ch.staged.Load() || ch.rec.State == sa.ChildRekeyed {
 			continue
 		}
 		if matchTS(ch.rec.RemoteTS, f.dst, f.proto, f.dport, f.hasPorts) &&

@@ -186,6 +186,129 @@ func Run(t *testing.T, newDP func(t *testing.T) xfrm.DataPlane) {
 	})
 }
 
+// RunStager runs the contract of xfrm.Stager against data planes made by
+// newDP (which must implement it). What a staged pair must not do (send)
+// is checked by each implementation with its own means.
+func RunStager(t *testing.T, newDP func(t *testing.T) xfrm.DataPlane) {
+	ctx := context.Background()
+	stager := func(t *testing.T) (xfrm.DataPlane, xfrm.Stager) {
+		dp := newDP(t)
+		st, ok := dp.(xfrm.Stager)
+		if !ok {
+			t.Fatalf("%T does not implement xfrm.Stager", dp)
+		}
+		return dp, st
+	}
+	t.Run("StageThenActivateMovesForward", func(t *testing.T) {
+		dp, st := stager(t)
+		defer dp.Close()
+		c := Child(20)
+		c.Counters = sa.Counters{OutSeq: 100, InSeq: 50, ReplayBitmap: []uint64{0b11}, InBytes: 1000, InPackets: 10, OutBytes: 2000, OutPackets: 20}
+		if err := st.StageChildren(ctx, []*sa.ChildSA{c}); err != nil {
+			t.Fatal(err)
+		}
+		mustInstalled(t, dp, c.ID())
+		if got := counters(t, dp, c.ID()); got.OutSeq != 100 || got.InSeq != 50 || got.InBytes != 1000 || got.OutPackets != 20 {
+			t.Fatalf("staged counters %+v, want the record's %+v", got, c.Counters)
+		}
+		again := *c
+		again.Counters = sa.Counters{OutSeq: 7}
+		if err := st.StageChildren(ctx, []*sa.ChildSA{&again}); err != nil {
+			t.Fatalf("staging a staged pair again: %v", err)
+		}
+		if got := counters(t, dp, c.ID()); got.OutSeq != 100 || got.InSeq != 50 {
+			t.Fatalf("staging again changed the counters: %+v", got)
+		}
+		jumped := *c
+		jumped.Counters = sa.Counters{OutSeq: 1 << 24, InSeq: 60, ReplayBitmap: []uint64{0b101}, InBytes: 3000, InPackets: 30, OutBytes: 500, OutPackets: 5}
+		if err := st.ActivateChildren(ctx, []*sa.ChildSA{&jumped}); err != nil {
+			t.Fatal(err)
+		}
+		got := counters(t, dp, c.ID())
+		if got.OutSeq != 1<<24 || got.InSeq != 60 || len(got.ReplayBitmap) == 0 || got.ReplayBitmap[0]&0xffffffff != 0b101 {
+			t.Fatalf("activated: out %d in %d bitmap %x, want %d 60 0b101", got.OutSeq, got.InSeq, got.ReplayBitmap, 1<<24)
+		}
+		if got.InBytes != 3000 || got.InPackets != 30 || got.OutBytes != 2000 || got.OutPackets != 20 {
+			t.Fatalf("activated traffic counters %+v: want each the higher of staged and record", got)
+		}
+		back := *c
+		back.Counters = sa.Counters{OutSeq: 10, InSeq: 5}
+		if err := st.ActivateChildren(ctx, []*sa.ChildSA{&back}); err != nil {
+			t.Fatalf("activating an active pair: %v", err)
+		}
+		if got := counters(t, dp, c.ID()); got.OutSeq != 1<<24 || got.InSeq != 60 {
+			t.Fatalf("counters went back: out %d in %d", got.OutSeq, got.InSeq)
+		}
+		if err := st.StageChildren(ctx, []*sa.ChildSA{c}); err != nil {
+			t.Fatalf("staging an active pair: %v", err)
+		}
+		if got := counters(t, dp, c.ID()); got.OutSeq != 1<<24 {
+			t.Fatalf("staging an active pair changed it: out %d", got.OutSeq)
+		}
+		if err := dp.DeleteChild(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+		mustInstalled(t, dp)
+	})
+	t.Run("InstallChildActivatesStaged", func(t *testing.T) {
+		dp, st := stager(t)
+		defer dp.Close()
+		c := Child(21)
+		if err := st.StageChildren(ctx, []*sa.ChildSA{c}); err != nil {
+			t.Fatal(err)
+		}
+		jumped := *c
+		jumped.Counters.OutSeq = 5000
+		if err := dp.InstallChild(ctx, &jumped); err != nil {
+			t.Fatal(err)
+		}
+		if got := counters(t, dp, c.ID()); got.OutSeq != 5000 {
+			t.Fatalf("OutSeq %d after InstallChild of a staged pair, want 5000", got.OutSeq)
+		}
+		fresh := Child(22)
+		fresh.Counters.OutSeq = 77
+		if err := st.ActivateChildren(ctx, []*sa.ChildSA{fresh}); err != nil {
+			t.Fatalf("activating a pair that was not staged: %v", err)
+		}
+		mustInstalled(t, dp, c.ID(), fresh.ID())
+		if got := counters(t, dp, fresh.ID()); got.OutSeq != 77 {
+			t.Fatalf("OutSeq %d of a pair installed by ActivateChildren, want 77", got.OutSeq)
+		}
+	})
+	t.Run("StageErrorsPerPair", func(t *testing.T) {
+		dp, st := stager(t)
+		defer dp.Close()
+		good, installed := Child(23), Child(24)
+		if err := dp.InstallChild(ctx, installed); err != nil {
+			t.Fatal(err)
+		}
+		clash := Child(25)
+		clash.In.SPI = installed.In.SPI
+		bad := Child(26)
+		bad.Out.IntegKey = []byte{1}
+		err := st.StageChildren(ctx, []*sa.ChildSA{clash, good, bad})
+		if !errors.Is(err, xfrm.ErrConflict) || !errors.Is(err, xfrm.ErrInvalidChild) {
+			t.Fatalf("StageChildren with a conflicting and a malformed pair: %v, want both ErrConflict and ErrInvalidChild", err)
+		}
+		mustInstalled(t, dp, good.ID(), installed.ID())
+		err = st.ActivateChildren(ctx, []*sa.ChildSA{clash, good})
+		if !errors.Is(err, xfrm.ErrConflict) {
+			t.Fatalf("ActivateChildren with a conflicting pair: %v, want ErrConflict", err)
+		}
+		if err := dp.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		mustInstalled(t, dp)
+		if err := st.StageChildren(ctx, []*sa.ChildSA{good}); err != nil {
+			t.Fatalf("staging again after Flush: %v", err)
+		}
+		if err := dp.DeleteChild(ctx, good); err != nil {
+			t.Fatal(err)
+		}
+		mustInstalled(t, dp)
+	})
+}
+
 func mustInstalled(t *testing.T, dp xfrm.DataPlane, want ...uint32) {
 	t.Helper()
 	got, err := dp.Installed(context.Background())
