@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -53,6 +54,16 @@ type benchRow struct {
 	SAUnchanged bool   `json:"sa_unchanged"`
 	SeqFailures int    `json:"seq_failures"`
 	Err         string `json:"error,omitempty"`
+	// The lab's timings of the run (BENCHMARKS.md: which sizes need
+	// which), and how often the active lost its role while the load
+	// tunnels were set up (a fence is followed by a flush and a full
+	// re-install of the data plane).
+	LeaseMS       float64 `json:"lease_ms"`
+	HeartbeatMS   float64 `json:"heartbeat_ms"`
+	CounterSyncMS float64 `json:"counter_sync_ms"`
+	SetupLosses   int     `json:"setup_active_losses"`
+	SetupS        float64 `json:"setup_s,omitempty"`
+	Load1         float64 `json:"load1,omitempty"`
 }
 
 func benchCmd() *cobra.Command {
@@ -103,6 +114,14 @@ func benchCmd() *cobra.Command {
 	f.StringVar(&o.Ctl, "ctl", "bin/ikegwctl", "ikegwctl binary (planned-cli)")
 	f.StringVar(&o.Dir, "dir", "", "work directory (default: a temporary one, removed at the end)")
 	f.BoolVar(&verbose, "verbose", false, "log every lab event")
+	// The lab's defaults (lease 100 ms, heartbeat and election 200 ms,
+	// counter sync 200 ms) suit 1 to 1,000 tunnels; larger sizes on a
+	// loaded machine need a longer lease and ikegwd's 1 s sync
+	// (BENCHMARKS.md, "Failover outage vs tunnel count").
+	f.DurationVar(&o.LeaderLease, "lease", 0, "members' cluster.leader_lease (0: the lab's 100ms)")
+	f.DurationVar(&o.HeartbeatTimeout, "heartbeat", 0, "members' cluster.heartbeat_timeout (0: the lab's 200ms)")
+	f.DurationVar(&o.ElectionTimeout, "election", 0, "members' cluster.election_timeout (0: the lab's 200ms)")
+	f.DurationVar(&o.CounterSync, "counter-sync", 0, "gateways' dataplane.counter_sync (0: the lab's 200ms; ikegwd's default is 1s)")
 	return c
 }
 
@@ -117,14 +136,29 @@ func bench(ctx context.Context, out io.Writer, o gwlab.Options, tunnels, runs in
 		return err
 	}
 	defer l.Close()
+	lo := l.Options()
+	var setupLosses int
+	var setupS float64
 	if o.LoadTunnels > 0 {
+		t0 := time.Now()
 		lctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 		res, err := l.SetupLoad(lctx)
 		cancel()
+		losses, lerr := l.ActiveLosses(t0)
+		for _, a := range losses {
+			fmt.Fprintf(os.Stderr, "ikegw-lab bench: during the setup the active lost its role: %s\n", a)
+		}
 		if err != nil {
+			if len(losses) > 0 {
+				return fmt.Errorf("%w (the active lost its role %d times during the setup, lease %v, counter sync %v)", err, len(losses), lo.LeaderLease, lo.CounterSync)
+			}
 			return err
 		}
-		fmt.Fprintf(os.Stderr, "ikegw-lab bench: %d load tunnels up (%.0f tunnels/s)\n", res.OK, res.Rate)
+		if lerr != nil {
+			return lerr
+		}
+		setupLosses, setupS = len(losses), time.Since(t0).Seconds()
+		fmt.Fprintf(os.Stderr, "ikegw-lab bench: %d load tunnels up (%.0f tunnels/s, %.1f s, the active lost its role %d times)\n", res.OK, res.Rate, setupS, setupLosses)
 	}
 	enc := json.NewEncoder(out)
 	for _, k := range kinds {
@@ -134,14 +168,16 @@ func bench(ctx context.Context, out io.Writer, o gwlab.Options, tunnels, runs in
 			cancel()
 			row := benchRow{Tunnels: tunnels, Kind: string(k), Run: run, Killed: r.Killed, Active: r.NewActive,
 				OutageMS: float64(r.Gap.Microseconds()) / 1e3, Lost: r.Lost, Seamless: r.OK() && ferr == nil,
-				Resumed: r.Resumed, SAUnchanged: r.PeerSAUnchanged && r.SPIsUnchanged, SeqFailures: r.SeqFailures}
+				Resumed: r.Resumed, SAUnchanged: r.PeerSAUnchanged && r.SPIsUnchanged, SeqFailures: r.SeqFailures,
+				LeaseMS: ms(lo.LeaderLease), HeartbeatMS: ms(lo.HeartbeatTimeout), CounterSyncMS: ms(lo.CounterSync),
+				SetupLosses: setupLosses, SetupS: setupS, Load1: load1()}
 			if s := r.Split; s != nil {
 				row.DetectElectMS = max(0, float64(s.Started.Sub(r.At).Microseconds())/1e3)
 				row.LoadMS, row.CommitMS, row.InstallMS, row.EngineMS, row.ChildSAs = s.LoadMS, s.CommitMS, s.InstallMS, s.EngineMS, s.ChildSAs
 				row.RestMS = max(0, row.OutageMS-row.DetectElectMS-s.LoadMS-s.CommitMS-s.InstallMS-s.EngineMS)
 				if !r.Candidate.IsZero() && !r.Elected.IsZero() {
-					ms := func(d time.Duration) *float64 { v := float64(d.Microseconds()) / 1e3; return &v }
-					row.DetectMS, row.ElectMS, row.ReadyMS = ms(r.Candidate.Sub(r.At)), ms(r.Elected.Sub(r.Candidate)), ms(s.Started.Sub(r.Elected))
+					pms := func(d time.Duration) *float64 { v := ms(d); return &v }
+					row.DetectMS, row.ElectMS, row.ReadyMS = pms(r.Candidate.Sub(r.At)), pms(r.Elected.Sub(r.Candidate)), pms(s.Started.Sub(r.Elected))
 				}
 			}
 			if ferr != nil {
@@ -165,4 +201,20 @@ func bench(ctx context.Context, out io.Writer, o gwlab.Options, tunnels, runs in
 		}
 	}
 	return nil
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1e3 }
+
+// load1 is the 1-minute load average (0 when /proc/loadavg cannot be read).
+func load1() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(f[0], 64)
+	return v
 }

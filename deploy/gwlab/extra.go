@@ -1,7 +1,14 @@
 package gwlab
 
 import (
+	"bufio"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
 
 	"ikegw/deploy/lab"
 )
@@ -35,4 +42,89 @@ func (l *Lab) DaemonPid(name string) (int, error) {
 		return 0, err
 	}
 	return l.daemonPid(n)
+}
+
+// Options returns the options the lab was built with, defaults filled in.
+func (l *Lab) Options() Options { return l.opts }
+
+// ActiveLoss is one time a gateway stopped being active, as its role
+// machine logged it ("role: state" from=active).
+type ActiveLoss struct {
+	Node   string
+	At     time.Time
+	To     string // fencing or standby
+	Reason string
+}
+
+func (a ActiveLoss) String() string {
+	return fmt.Sprintf("%s %s -> %s (%s)", a.At.UTC().Format("15:04:05.000"), a.Node, a.To, a.Reason)
+}
+
+// ActiveLosses returns every time a gateway left the active role at or
+// after since (a fence, a lost leadership, a handover), oldest first, read
+// from the daemons' logs in the lab directory. A benchmark that wants one
+// undisturbed active during a measurement checks that this is empty for
+// its window: a fence followed by a re-activation of the same node is a
+// disturbance too (the data plane is flushed and re-installed), though
+// the active's name does not change.
+func (l *Lab) ActiveLosses(since time.Time) ([]ActiveLoss, error) {
+	files, err := filepath.Glob(filepath.Join(l.dir, "logs", "*-ikegwd-*.log"))
+	if err != nil {
+		return nil, fmt.Errorf("gwlab: daemon logs: %w", err)
+	}
+	var out []ActiveLoss
+	for _, f := range files {
+		node, _, _ := strings.Cut(filepath.Base(f), "-")
+		fl, err := scanActiveLosses(f, node, since)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, fl...)
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].At.Before(out[j].At) })
+	return out, nil
+}
+
+// scanActiveLosses reads one daemon log (slog text lines; other lines,
+// e.g. GODEBUG output, are skipped).
+func scanActiveLosses(path, node string, since time.Time) ([]ActiveLoss, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("gwlab: daemon log: %w", err)
+	}
+	defer f.Close()
+	var out []ActiveLoss
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if a, ok := parseActiveLoss(sc.Text(), node); ok && !a.At.Before(since) {
+			out = append(out, a)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("gwlab: reading %s: %w", path, err)
+	}
+	return out, nil
+}
+
+// parseActiveLoss parses a role machine's state line leaving active:
+//
+//	time=... level=INFO msg="role: state" component=role from=active to=fencing reason="..." term=2
+func parseActiveLoss(line, node string) (ActiveLoss, bool) {
+	if !strings.HasPrefix(line, "time=") || !strings.Contains(line, `msg="role: state"`) || !strings.Contains(line, " from=active ") {
+		return ActiveLoss{}, false
+	}
+	ts, _, _ := strings.Cut(strings.TrimPrefix(line, "time="), " ")
+	at, err := time.Parse(time.RFC3339Nano, ts)
+	if err != nil {
+		return ActiveLoss{}, false
+	}
+	a := ActiveLoss{Node: node, At: at}
+	if _, rest, ok := strings.Cut(line, " to="); ok {
+		a.To, _, _ = strings.Cut(rest, " ")
+	}
+	if _, rest, ok := strings.Cut(line, ` reason="`); ok {
+		a.Reason, _, _ = strings.Cut(rest, `"`)
+	}
+	return a, true
 }

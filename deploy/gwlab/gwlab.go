@@ -172,6 +172,12 @@ func (o *Options) setDefaults() error {
 			return fmt.Errorf("%w: Raft timing %v: want at least 5ms", ErrOptions, *d.v)
 		}
 	}
+	if o.CounterSync == 0 {
+		o.CounterSync = 200 * time.Millisecond
+	}
+	if o.CounterSync < 10*time.Millisecond {
+		return fmt.Errorf("%w: CounterSync %v: want at least 10ms (ikegwd's minimum)", ErrOptions, o.CounterSync)
+	}
 	if o.LoadTunnels < 0 || o.LoadTunnels > maxLoadTunnels {
 		return fmt.Errorf("%w: LoadTunnels %d: want 0..%d", ErrOptions, o.LoadTunnels, maxLoadTunnels)
 	}

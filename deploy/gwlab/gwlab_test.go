@@ -139,6 +139,7 @@ func TestOptionsErrors(t *testing.T) {
 		{Options{Witness: true, Bin: ikegwdBin, LogLevel: "loud"}, `LogLevel "loud"`},
 		{Options{Witness: true, Bin: ikegwdBin, DPDDelay: time.Millisecond}, "DPDDelay"},
 		{Options{Witness: true, Bin: ikegwdBin, LeaderLease: time.Millisecond}, "Raft timing 1ms"},
+		{Options{Witness: true, Bin: ikegwdBin, CounterSync: 5 * time.Millisecond}, "CounterSync 5ms"},
 	} {
 		_, err := Build(context.Background(), tc.o)
 		if !errors.Is(err, ErrOptions) || !strings.Contains(err.Error(), tc.want) {

@@ -1,0 +1,66 @@
+package gwlab
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func TestParseActiveLoss(t *testing.T) {
+	at := time.Date(2026, 11, 27, 9, 0, 37, 40e6, time.UTC)
+	for _, tc := range []struct {
+		line       string
+		ok         bool
+		to, reason string
+	}{
+		{`time=2026-11-27T09:00:37.040Z level=INFO msg="role: state" component=role from=active to=fencing reason="no quorum confirmation for 102ms (lease 100ms); VIPs released" term=2`,
+			true, "fencing", "no quorum confirmation for 102ms (lease 100ms); VIPs released"},
+		{`time=2026-11-27T09:00:37.040Z level=INFO msg="role: state" component=role from=active to=standby reason="leadership lost" term=3`,
+			true, "standby", "leadership lost"},
+		{`time=2026-11-27T09:00:37.040Z level=INFO msg="role: state" component=role from=fencing to=activating reason="quorum confirmed again" term=2`, false, "", ""},
+		{`time=2026-11-27T09:00:37.040Z level=INFO msg="role: state" component=role from=activating to=active reason="takeover done" term=2`, false, "", ""},
+		{`gc 128 @23.556s 7%: 0.057+6.6+0.19 ms clock, from=active msg="role: state"`, false, "", ""},
+		{`time=yesterday level=INFO msg="role: state" component=role from=active to=fencing reason="x"`, false, "", ""},
+	} {
+		a, ok := parseActiveLoss(tc.line, "gw1")
+		if ok != tc.ok {
+			t.Errorf("parseActiveLoss(%q) ok = %v, want %v", tc.line, ok, tc.ok)
+			continue
+		}
+		if !ok {
+			continue
+		}
+		if a.Node != "gw1" || !a.At.Equal(at) || a.To != tc.to || a.Reason != tc.reason {
+			t.Errorf("parseActiveLoss(%q) = %+v, want gw1 at %v to %q reason %q", tc.line, a, at, tc.to, tc.reason)
+		}
+	}
+}
+
+func TestActiveLossesReadsEveryDaemonLogSince(t *testing.T) {
+	dir := t.TempDir()
+	logs := filepath.Join(dir, "logs")
+	if err := os.MkdirAll(logs, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	write := func(name, body string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(logs, name), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	line := func(ts, to string) string {
+		return `time=` + ts + ` level=INFO msg="role: state" component=role from=active to=` + to + ` reason="r" term=2` + "\n"
+	}
+	write("gw1-ikegwd-supervise.1.log", line("2026-11-27T09:00:01Z", "fencing")+"gc 1 @0.1s\n"+line("2026-11-27T09:00:05Z", "fencing"))
+	write("gw2-ikegwd-supervise.6.log", line("2026-11-27T09:00:03Z", "standby"))
+	write("peer-charon.5.log", line("2026-11-27T09:00:04Z", "fencing")) // not a daemon
+	l := &Lab{dir: dir}
+	got, err := l.ActiveLosses(time.Date(2026, 11, 27, 9, 0, 2, 0, time.UTC))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].Node != "gw2" || got[0].To != "standby" || got[1].Node != "gw1" || got[1].At.Second() != 5 {
+		t.Fatalf("ActiveLosses = %v, want gw2 at :03 (standby), then gw1 at :05", got)
+	}
+}
