@@ -11,6 +11,15 @@
 //	go build -o /tmp/ikegwd ./cmd/ikegwd && go build -o /tmp/ikeload ./cmd/ikeload
 //	go run ./bench/clusterhs -ikegwd /tmp/ikegwd -ikeload /tmp/ikeload -tunnels 2000
 //
+// A run is measured against one undisturbed active: when the active lost
+// its role during ikeload (a fence, a lost leadership, another node
+// taking over; read from the role machines' logs, so a fence followed by
+// a re-activation of the same node counts too), the attempt is
+// disturbed: it is recorded in the result ("disturbed": when, which node,
+// why, the load) and the run starts again on a fresh lab, up to -attempts
+// in all. Only an undisturbed attempt's figures are reported; when every
+// attempt was disturbed clusterhs fails and lists them.
+//
 // Root only (network namespaces). bench/handshake.sh runs it as setup
 // "cluster".
 package main
@@ -42,6 +51,7 @@ func main() {
 		ikegwd, ikeload, proposal, esp, out string
 		tunnels, conc                       int
 		timeout, counterSync                time.Duration
+		attempts                            int
 	)
 	flag.StringVar(&ikegwd, "ikegwd", "", "ikegwd binary (required)")
 	flag.StringVar(&ikeload, "ikeload", "", "ikeload binary (required)")
@@ -51,15 +61,22 @@ func main() {
 	flag.StringVar(&esp, "esp", gwlab.LoadESPProposal, "ESP proposal")
 	flag.DurationVar(&timeout, "timeout", 10*time.Minute, "bound for the whole run")
 	flag.DurationVar(&counterSync, "counter-sync", time.Second, "the gateways' dataplane.counter_sync (ikegwd's default; the lab's failover tests use 200ms)")
+	flag.IntVar(&attempts, "attempts", 3, "attempts in all when the active loses its role during a run (each on a fresh lab)")
 	flag.StringVar(&out, "o", "-", "where to write the JSON result")
 	flag.Parse()
 	if ikegwd == "" || ikeload == "" {
 		fmt.Fprintln(os.Stderr, "clusterhs: -ikegwd and -ikeload are required")
 		os.Exit(2)
 	}
+	if attempts < 1 {
+		fmt.Fprintln(os.Stderr, "clusterhs: -attempts must be at least 1")
+		os.Exit(2)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	res, err := run(ctx, ikegwd, ikeload, tunnels, conc, proposal, esp, counterSync)
+	res, err := retry(attempts, func(n int) (result, *disturbance, error) {
+		return run(ctx, ikegwd, ikeload, tunnels, conc, proposal, esp, counterSync)
+	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "clusterhs:", err)
 		os.Exit(1)
@@ -85,10 +102,60 @@ func main() {
 // result is ikeload's JSON with the replication figures added.
 type result map[string]any
 
-func run(ctx context.Context, ikegwd, ikeload string, tunnels, conc int, proposal, esp string, counterSync time.Duration) (result, error) {
+// disturbance is why an attempt does not measure one undisturbed active.
+type disturbance struct {
+	Attempt int `json:"attempt"`
+	// Before and After are the active's name at the start and the end.
+	Before string `json:"active_before"`
+	After  string `json:"active_after"`
+	// Losses are the times a gateway left the active role during the run.
+	Losses []string `json:"losses"`
+	Load1  float64  `json:"load1"`
+	// Logs are the nodes' last log lines (the lab directory is removed).
+	Logs string `json:"-"`
+}
+
+func (d *disturbance) Error() string {
+	return fmt.Sprintf("attempt %d: the active lost its role during the run (%s -> %s, load %.1f): %s", d.Attempt, d.Before, d.After, d.Load1, strings.Join(d.Losses, "; "))
+}
+
+// retry runs attempt until one is undisturbed, at most n times. The
+// result of the undisturbed attempt records every disturbed one before
+// it ("attempts", "disturbed"); a failure stops at once; n disturbed
+// attempts are an error that lists them.
+func retry(n int, attempt func(i int) (result, *disturbance, error)) (result, error) {
+	var dist []*disturbance
+	for i := 1; i <= n; i++ {
+		res, d, err := attempt(i)
+		if err != nil {
+			return nil, fmt.Errorf("attempt %d: %w", i, err)
+		}
+		if d != nil {
+			d.Attempt = i
+			dist = append(dist, d)
+			fmt.Fprintf(os.Stderr, "clusterhs: disturbed, not measured: %v; the nodes' last log lines:\n%s", d, d.Logs)
+			continue
+		}
+		res["attempts"] = i
+		res["disturbed"] = dist
+		if dist == nil {
+			res["disturbed"] = []*disturbance{}
+		}
+		return res, nil
+	}
+	errs := make([]error, len(dist))
+	for i, d := range dist {
+		errs[i] = d
+	}
+	return nil, fmt.Errorf("every one of %d attempts was disturbed: %w", n, errors.Join(errs...))
+}
+
+// run is one attempt on a fresh lab; a non-nil disturbance means its
+// figures are not a measurement (the result is then nil).
+func run(ctx context.Context, ikegwd, ikeload string, tunnels, conc int, proposal, esp string, counterSync time.Duration) (result, *disturbance, error) {
 	dir, err := os.MkdirTemp("", "chs")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer os.RemoveAll(dir)
 	l, err := gwlab.Build(ctx, gwlab.Options{Gateways: 3, Dir: dir, Bin: ikegwd, Ikeload: ikeload, LoadTunnels: tunnels,
@@ -101,17 +168,17 @@ func run(ctx context.Context, ikegwd, ikeload string, tunnels, conc int, proposa
 		// replication of idle pairs to the handshake cost.
 		CounterSync: counterSync})
 	if err != nil {
-		return nil, fmt.Errorf("lab: %w", err)
+		return nil, nil, fmt.Errorf("lab: %w", err)
 	}
 	defer l.Close()
 	active, err := l.Active(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	sock := filepath.Join(dir, active, "admin.sock")
 	before, err := scrape(ctx, sock)
 	if err != nil {
-		return nil, fmt.Errorf("metrics of %s before the run: %w", active, err)
+		return nil, nil, fmt.Errorf("metrics of %s before the run: %w", active, err)
 	}
 	first := gwlab.LoadNet.Addr().Next()
 	last := first
@@ -123,6 +190,7 @@ func run(ctx context.Context, ikegwd, ikeload string, tunnels, conc int, proposa
 		"-tunnels", strconv.Itoa(tunnels), "-concurrency", strconv.Itoa(conc), "-proposal", proposal, "-esp", esp, "-encap",
 		"-psk-file", filepath.Join(dir, "psk"), "-ts-base", gwlab.LoadTS.Addr().String(), "-remote-ts", gwlab.InsideNet.String(),
 		"-tunnel-timeout", "30s", "-duration", "5m", "-o", "json"}
+	t0 := time.Now()
 	cpu0 := nodeCPU(dir)
 	cmd := exec.CommandContext(ctx, "ip", args...)
 	var stderr strings.Builder
@@ -130,14 +198,26 @@ func run(ctx context.Context, ikegwd, ikeload string, tunnels, conc int, proposa
 	raw, err := cmd.Output()
 	res := result{}
 	if jerr := json.Unmarshal(raw, &res); jerr != nil {
-		return nil, fmt.Errorf("ikeload: %v; output: %v: %s", err, jerr, stderr.String())
+		return nil, nil, fmt.Errorf("ikeload: %v; output: %v: %s", err, jerr, stderr.String())
 	}
-	if a, err := l.Active(ctx); err != nil || a != active {
-		return nil, fmt.Errorf("the active changed during the run (%s -> %s, %v): not a clean measurement; the nodes' last log lines:\n%s", active, a, err, logTails(dir, 8))
+	losses, lerr := l.ActiveLosses(t0)
+	if lerr != nil {
+		return nil, nil, lerr
+	}
+	a, aerr := l.Active(ctx)
+	if aerr != nil {
+		a = "none (" + aerr.Error() + ")"
+	}
+	if len(losses) > 0 || a != active {
+		d := &disturbance{Before: active, After: a, Load1: load1(), Logs: logTails(dir, 8)}
+		for _, x := range losses {
+			d.Losses = append(d.Losses, x.String())
+		}
+		return nil, d, nil
 	}
 	after, err := scrape(ctx, sock)
 	if err != nil {
-		return nil, fmt.Errorf("metrics of %s after the run: %w", active, err)
+		return nil, nil, fmt.Errorf("metrics of %s after the run: %w", active, err)
 	}
 	cpu1 := nodeCPU(dir)
 	ok, _ := res["ok"].(float64)
@@ -164,10 +244,24 @@ func run(ctx context.Context, ikegwd, ikeload string, tunnels, conc int, proposa
 		res["raft_commit_p50_ms"] = round(d.quantile(0.50) * 1000)
 		res["raft_commit_p99_ms"] = round(d.quantile(0.99) * 1000)
 	}
-	return res, nil
+	return res, nil, nil
 }
 
 func round(v float64) float64 { return math.Round(v*10) / 10 }
+
+// load1 is the 1-minute load average (0 when unreadable).
+func load1() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(f[0], 64)
+	return v
+}
 
 // nodeCPU returns the user+system CPU time in ms of each gateway's
 // `ikegwd run` process of the lab in dir, by node name (gw1.yaml -> gw1).

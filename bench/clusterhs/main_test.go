@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"math"
 	"strings"
 	"testing"
@@ -43,5 +44,48 @@ func TestParseMetricsAndQuantiles(t *testing.T) {
 	}
 	if _, err := parseMetrics(strings.NewReader("ikegw_up 1\n")); err == nil {
 		t.Error("metrics without the Raft series accepted")
+	}
+}
+
+func TestRetryRecordsDisturbedAttempts(t *testing.T) {
+	dist := func(i int) *disturbance {
+		return &disturbance{Before: "gw1", After: "gw2", Losses: []string{"09:00:37.040 gw1 -> fencing (no quorum confirmation for 102ms)"}, Load1: 12.5}
+	}
+	var calls []int
+	res, err := retry(3, func(i int) (result, *disturbance, error) {
+		calls = append(calls, i)
+		if i < 3 {
+			return nil, dist(i), nil
+		}
+		return result{"tunnels_per_s": 400.0}, nil, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds, _ := res["disturbed"].([]*disturbance)
+	if res["attempts"] != 3 || len(ds) != 2 || ds[0].Attempt != 1 || ds[1].Attempt != 2 || res["tunnels_per_s"] != 400.0 || len(calls) != 3 {
+		t.Fatalf("result %v (calls %v), want 3 attempts, 2 disturbed (1, 2), the third's figures", res, calls)
+	}
+
+	res, err = retry(1, func(int) (result, *disturbance, error) { return result{}, nil, nil })
+	if err != nil || res["attempts"] != 1 {
+		t.Fatalf("undisturbed: %v, %v", res, err)
+	}
+	if ds, _ := res["disturbed"].([]*disturbance); ds == nil || len(ds) != 0 {
+		t.Fatalf("undisturbed run: disturbed = %#v, want an empty list (JSON [])", res["disturbed"])
+	}
+
+	_, err = retry(2, func(i int) (result, *disturbance, error) { return nil, dist(i), nil })
+	if err == nil || !strings.Contains(err.Error(), "every one of 2 attempts was disturbed") || !strings.Contains(err.Error(), "attempt 2: the active lost its role during the run (gw1 -> gw2, load 12.5)") {
+		t.Fatalf("all disturbed: err = %v", err)
+	}
+
+	calls = nil
+	_, err = retry(3, func(i int) (result, *disturbance, error) {
+		calls = append(calls, i)
+		return nil, nil, errors.New("ikeload: boom")
+	})
+	if err == nil || !strings.Contains(err.Error(), "attempt 1: ikeload: boom") || len(calls) != 1 {
+		t.Fatalf("failure: err = %v after calls %v, want the first attempt's error at once", err, calls)
 	}
 }
