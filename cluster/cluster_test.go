@@ -37,6 +37,8 @@ type tcluster struct {
 	tune   func(*Config)
 	// backend, if set, wraps node i's FSM backend.
 	backend func(i int, b Backend) Backend
+	// logs, if set, wraps node i's Raft log store.
+	logs func(i int, l raft.LogStore) raft.LogStore
 }
 
 func fastConfig(c *Config) {
@@ -98,6 +100,9 @@ func (c *tcluster) start(i int) {
 		ls := raft.NewInmemStore()
 		deps.Logs, deps.Stable, deps.Snapshots = ls, ls, raft.NewInmemSnapshotStore()
 		deps.Close = db.Close
+	}
+	if c.logs != nil {
+		deps.Logs = c.logs(i, deps.Logs)
 	}
 	tn.logs = deps.Logs
 	cfg := Config{NodeID: tn.id, Role: c.roles[i], Peers: c.peers(), Log: quietLog()}

@@ -17,7 +17,8 @@ var ErrNoGateway = errors.New("failover: no other healthy gateway voter to hand 
 
 // Leadership adapts a cluster.Node to role.Leadership.
 type Leadership struct {
-	node *cluster.Node
+	node    *cluster.Node
+	confirm *cluster.QuorumConfirmer
 
 	mu     sync.Mutex
 	prefer string // node the next StepDown hands leadership to (planned failover --to)
@@ -35,7 +36,9 @@ var _ role.Leadership = (*Leadership)(nil)
 
 // NewLeadership adapts node. Only one role machine may use it: it consumes
 // node.LeadershipChanges.
-func NewLeadership(node *cluster.Node) *Leadership { return &Leadership{node: node} }
+func NewLeadership(node *cluster.Node) *Leadership {
+	return &Leadership{node: node, confirm: node.QuorumConfirmer()}
+}
 
 // Subscribe forwards the node's leadership events until ctx ends.
 func (l *Leadership) Subscribe(ctx context.Context) <-chan role.Event {
@@ -81,23 +84,16 @@ func (l *Leadership) fastReady(term uint64) bool {
 	return l.node.PriorTermsApplied()
 }
 
-// VerifyQuorum runs raft's VerifyLeader: a heartbeat round that a quorum
-// must acknowledge. Raft answers only when the quorum did or when the node
-// stops being leader (under a partition that is its lease step-down), so
-// ctx bounds the wait; the goroutine waiting for raft ends with it.
+// VerifyQuorum returns nil once a quorum acknowledged a heartbeat this
+// leader sent after the call began (cluster.QuorumConfirmer: raft's
+// VerifyLeader without raft's leader loop, which would hold the check up
+// while it writes the log or feeds the FSM). It fails when this node is no
+// longer leader or a voter is in a newer term; ctx bounds the wait.
 func (l *Leadership) VerifyQuorum(ctx context.Context) error {
-	f := l.node.Raft().VerifyLeader()
-	errc := make(chan error, 1)
-	go func() { errc <- f.Error() }()
-	select {
-	case err := <-errc:
-		if err != nil {
-			return fmt.Errorf("failover: verify leadership: %w", err)
-		}
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
+	if err := l.confirm.Confirm(ctx); err != nil {
+		return fmt.Errorf("failover: verify leadership: %w", err)
 	}
+	return nil
 }
 
 // Target names the gateway a planned handover would go to: to when it is
