@@ -9,7 +9,9 @@ const maxConfigScan = 4096
 
 // ConfigIndex returns the Raft index of the ConfigApply entry that
 // committed the given configuration version, searching the local log
-// backwards from the applied index (at most 4096 entries). ok is false
+// backwards from the applied index (at most 4096 entries; the FSM's
+// applied index when it is ahead of raft's, as right after a restart that
+// kept the SA database: raft then counts from the snapshot). ok is false
 // when the entry is not in that window (compacted into a snapshot, or
 // older): callers then know only that it is at or below the applied index.
 func (n *Node) ConfigIndex(version uint64) (index uint64, ok bool) {
@@ -20,7 +22,7 @@ func (n *Node) ConfigIndex(version uint64) (index uint64, ok bool) {
 	if err != nil {
 		return 0, false
 	}
-	top := n.raft.AppliedIndex()
+	top := max(n.raft.AppliedIndex(), n.fsm.applied.Load())
 	for i, seen := top, 0; i >= first && i > 0 && seen < maxConfigScan; i, seen = i-1, seen+1 {
 		var l raft.Log
 		if err := n.deps.Logs.GetLog(i, &l); err != nil {

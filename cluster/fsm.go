@@ -46,6 +46,10 @@ const (
 	metaConfigVersion = "cluster.config.version"
 	metaActive        = "cluster.active"
 	metaHandover      = "cluster.handover"
+	// metaApplied is the index and term (8 bytes each, big endian) of the
+	// last entry whose changes the SA database holds, written in the same
+	// transaction as those changes (see restart.go).
+	metaApplied = "cluster.applied"
 )
 
 // op is a decoded command ready to run inside a transaction.
@@ -178,10 +182,22 @@ type FSM struct {
 	sealer  Sealer
 	log     *slog.Logger
 	// applied is the index of the last entry Apply finished (applied or
-	// refused); 0 after a snapshot Restore until the next entry. Raft's
-	// own AppliedIndex runs ahead of it: raft counts an entry applied once
-	// it is queued for the FSM, not once the FSM has applied it.
+	// refused), or skipped because the SA database already held it; after
+	// a restart or a snapshot Restore, the index the database records.
+	// Raft's own AppliedIndex runs ahead of it: raft counts an entry
+	// applied once it is queued for the FSM, not once the FSM has applied
+	// it.
 	applied atomic.Uint64
+	// skipTo: entries at or below it are already in the SA database (a
+	// restart with the database kept, or a snapshot restored that was
+	// taken while its node was skipping). Only the goroutine running
+	// Apply and Restore (raft's FSM goroutine) touches it after New.
+	skipTo uint64
+	// skipped counts the entries Apply skipped since the node started.
+	skipped atomic.Uint64
+	// snaps, when set, is the node's snapshot store: Restore reads the
+	// index of the snapshot it restores from it (snapshotIndex).
+	snaps raft.SnapshotStore
 }
 
 // NewFSM returns an FSM over backend, opening entries with sealer.
@@ -204,6 +220,16 @@ type BatchResult struct {
 // value when the entry is refused (unknown type, newer version, undecodable,
 // stale), or *BatchResult for a Batch entry. It never panics on bad input.
 func (f *FSM) Apply(l *raft.Log) any {
+	if l.Index <= f.skipTo {
+		// Already in the SA database: neither opened nor decoded.
+		if f.skipped.Add(1) == 1 {
+			f.log.Info("cluster: skipping entries the SA database already holds", "from", l.Index, "to", f.skipTo)
+		}
+		if l.Index == f.skipTo {
+			f.log.Info("cluster: skipped the entries the SA database already held", "entries", f.skipped.Load(), "index", l.Index)
+		}
+		return nil
+	}
 	defer f.applied.Store(l.Index)
 	if l.Type != raft.LogCommand {
 		return nil
@@ -225,13 +251,18 @@ func (f *FSM) Apply(l *raft.Log) any {
 		return fmt.Errorf("%w at index %d: %v payload does not open under the cluster key: %v", ErrMalformedEntry, l.Index, t, err)
 	}
 	if t == TypeBatch {
-		return f.applyBatch(l.Index, body)
+		return f.applyBatch(l.Index, l.Term, body)
 	}
 	o, err := commandTable[t].decode(body)
 	if err != nil {
 		return fmt.Errorf("%w at index %d: %v: %v", ErrMalformedEntry, l.Index, t, err)
 	}
-	if err := f.backend.Update(func(w Writer) error { return o(w) }); err != nil {
+	if err := f.backend.Update(func(w Writer) error {
+		if err := o(w); err != nil {
+			return err
+		}
+		return putApplied(w, l.Index, l.Term)
+	}); err != nil {
 		return fmt.Errorf("cluster: apply %v at index %d: %w", t, l.Index, err)
 	}
 	return nil
@@ -287,7 +318,7 @@ func (f *FSM) decodeGroup(index uint64, g [][]byte) ([]op, error) {
 	return ops, nil
 }
 
-func (f *FSM) applyBatch(index uint64, body []byte) any {
+func (f *FSM) applyBatch(index, term uint64, body []byte) any {
 	var b batchBody
 	if err := decMode.Unmarshal(body, &b); err != nil {
 		return fmt.Errorf("%w at index %d: Batch: %v", ErrMalformedEntry, index, err)
@@ -309,14 +340,18 @@ func (f *FSM) applyBatch(index uint64, body []byte) any {
 				}
 			}
 		}
-		return nil
+		return putApplied(w, index, term)
 	})
 	if err == nil {
 		return res
 	}
 	// A group failed inside the store: the transaction rolled back. Redo
 	// group by group so each fails or succeeds on its own. Same input, same
-	// state: every node reaches the same outcome.
+	// state: every node reaches the same outcome. The index is recorded
+	// after the last group: a crash in between leaves the entry to be
+	// applied again whole after the restart, and applying a group again
+	// changes nothing (puts of whole records, deletes, max-merged
+	// counters, config and active owner refused only when older).
 	for i, g := range ops {
 		if res.Errs[i] != nil {
 			continue
@@ -333,6 +368,10 @@ func (f *FSM) applyBatch(index uint64, body []byte) any {
 			f.log.Warn("cluster: group refused by the store", "index", index, "group", i, "err", err)
 		}
 	}
+	if err := f.backend.Update(func(w Writer) error { return putApplied(w, index, term) }); err != nil {
+		// Only the restart's shortcut is lost: the entry is applied again.
+		f.log.Warn("cluster: recording the applied index failed", "index", index, "err", err)
+	}
 	return res
 }
 
@@ -346,15 +385,24 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	return &fsmSnapshot{data: buf.Bytes()}, nil
 }
 
-// Restore replaces the SA database with a snapshot.
+// Restore replaces the SA database with a snapshot (raft calls it to
+// install a snapshot sent by the leader). The database then records the
+// snapshot's index (see restoreSnapshot), or the newer one the snapshot's
+// bytes hold, so that a restart after it skips what it holds.
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	// The snapshot's index is not given to the FSM: unknown until the
-	// next entry (PriorTermsApplied then answers false).
+	cr := &countingReader{r: rc}
 	f.applied.Store(0)
-	if err := f.backend.Restore(rc); err != nil {
+	if err := f.backend.Restore(cr); err != nil {
 		return fmt.Errorf("cluster: restore snapshot: %w", err)
 	}
+	index, term := f.snapshotIndex(cr.n)
+	a, err := f.recordRestored(index, term)
+	if err != nil {
+		return fmt.Errorf("cluster: restore snapshot: %w", err)
+	}
+	f.skipTo = a.Index
+	f.applied.Store(a.Index)
 	return nil
 }
 

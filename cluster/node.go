@@ -284,6 +284,9 @@ func New(cfg Config, deps Deps) (*Node, error) {
 	rc.SnapshotInterval = cfg.SnapshotInterval
 	rc.TrailingLogs = cfg.TrailingLogs
 	rc.NotifyCh = n.notifyCh
+	// The SA database survives a restart: resume decides whether it needs
+	// the snapshot (restart.go).
+	rc.NoSnapshotRestoreOnStart = true
 	rc.Logger = newHCLog(n.log, "raft")
 	if err := raft.ValidateConfig(rc); err != nil {
 		return nil, fmt.Errorf("cluster: node %q: raft config: %w", cfg.NodeID, err)
@@ -292,6 +295,9 @@ func New(cfg Config, deps Deps) (*Node, error) {
 	has, err := raft.HasExistingState(deps.Logs, deps.Stable, deps.Snapshots)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: node %q: read raft state: %w", cfg.NodeID, err)
+	}
+	if err := n.resume(has); err != nil {
+		return nil, err
 	}
 	r, err := raft.NewRaft(rc, n.fsm, deps.Logs, deps.Stable, deps.Snapshots, deps.Transport)
 	if err != nil {

@@ -129,6 +129,21 @@ func Open(cfg Config, f Files) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	if db.MayHaveLostWrites() {
+		// Written without fsync before a reboot it did not see coming:
+		// its latest transactions may be gone while the index it records
+		// says otherwise. Start from an empty one, as for a damaged file:
+		// Raft restores its snapshot and applies the log after it.
+		aside := fmt.Sprintf("%s.unsynced-%d", dbPath, time.Now().Unix())
+		db.Close()
+		if err := os.Rename(dbPath, aside); err != nil {
+			return nil, fmt.Errorf("cluster: SA database %s may have lost writes in a power loss and cannot be moved aside: %w", dbPath, err)
+		}
+		cfg.Log.Warn("cluster: SA database was written without fsync before the machine rebooted; moved aside, Raft rebuilds it", "path", dbPath, "moved_to", aside)
+		if db, err = store.Open(dbPath, sealer); err != nil {
+			return nil, err
+		}
+	}
 	if len(previous) > 0 {
 		n, err := db.Reseal()
 		if err != nil {
@@ -137,7 +152,10 @@ func Open(cfg Config, f Files) (*Node, error) {
 		}
 		cfg.Log.Info("cluster: SA database resealed under the current cluster key", "values", n, "previous_keys", len(previous))
 	}
-	db.SetNoSync(true)
+	if err := db.SetNoSync(true); err != nil {
+		db.Close()
+		return nil, err
+	}
 	rs, err := store.OpenRaftStores(filepath.Join(f.DataDir, RaftDir), newHCLog(cfg.Log, "raft-snapshots"))
 	if err != nil {
 		db.Close()

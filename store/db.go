@@ -44,7 +44,22 @@ var (
 
 	keyLayout = []byte("layout")
 	keyCanary = []byte("canary")
+	// keyUnsynced holds the boot ID of the machine while the database is
+	// written without fsync (SetNoSync); Close removes it.
+	keyUnsynced = []byte("unsynced")
 )
+
+// bootIDFile names the kernel's random ID of the running boot.
+var bootIDFile = "/proc/sys/kernel/random/boot_id"
+
+// bootID returns the running boot's ID, "" when unknown.
+func bootID() string {
+	b, err := os.ReadFile(bootIDFile)
+	if err != nil {
+		return ""
+	}
+	return string(bytes.TrimSpace(b))
+}
 
 // canaryText is the plaintext of the canary: a database opens only if its
 // canary opens with the Sealer.
@@ -63,6 +78,9 @@ type DB struct {
 
 	mu sync.RWMutex // guards bolt against Close
 	bo *bolt.DB
+	// lostWrites: written without fsync in an earlier boot and not closed
+	// (see MayHaveLostWrites).
+	lostWrites bool
 }
 
 // Open opens (creating with mode 0600 if needed) the SA database at path.
@@ -84,25 +102,73 @@ func Open(path string, s *Sealer) (*DB, error) {
 		return nil, err
 	}
 	db := &DB{path: path, s: s, bo: bo}
-	if err := bo.Update(func(tx *bolt.Tx) error { return initTx(tx, s) }); err != nil {
+	if err := bo.Update(func(tx *bolt.Tx) error {
+		if err := initTx(tx, s); err != nil {
+			return err
+		}
+		if v := tx.Bucket(bucketSys).Get(keyUnsynced); v != nil {
+			boot := bootID()
+			db.lostWrites = boot == "" || string(v) != boot
+		}
+		return nil
+	}); err != nil {
 		bo.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
 	return db, nil
 }
 
+// MayHaveLostWrites reports whether the database was written without fsync
+// (SetNoSync) during an earlier boot of the machine and never closed: a
+// power loss or a kernel crash may have dropped its latest transactions,
+// or damaged it in ways bbolt does not notice when it opens. A process
+// that died (kill -9) on the running boot loses nothing: its writes are in
+// the page cache.
+func (db *DB) MayHaveLostWrites() bool { return db.lostWrites }
+
 // SetNoSync turns fsync of each write transaction off (or back on). Only
 // for a database that another durable source can rebuild: a cluster node's
 // SA database is the Raft FSM, rebuilt from the fsynced Raft snapshot and
-// log on restart, so it need not fsync every apply (each commit would
-// otherwise wait for three fsynced transactions in a row). A standalone
-// node's database is its only copy and must keep fsync.
-func (db *DB) SetNoSync(noSync bool) {
+// log when it cannot be trusted, so it need not fsync every apply (each
+// commit would otherwise wait for three fsynced transactions in a row). A
+// standalone node's database is its only copy and must keep fsync.
+//
+// Before turning fsync off it records the running boot's ID, fsynced;
+// turning it back on and Close fsync the database and remove the record.
+// Open of a database whose record names another boot reports
+// MayHaveLostWrites. On an error fsync stays as it was.
+func (db *DB) SetNoSync(noSync bool) error {
 	db.mu.Lock()
 	defer db.mu.Unlock()
-	if db.bo != nil {
-		db.bo.NoSync = noSync
+	if db.bo == nil {
+		return errClosed
 	}
+	if noSync == db.bo.NoSync {
+		return nil
+	}
+	if noSync {
+		if err := db.bo.Update(func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketSys).Put(keyUnsynced, []byte(bootID()))
+		}); err != nil {
+			return fmt.Errorf("store: %s: record the unsynced boot: %w", db.path, err)
+		}
+		db.bo.NoSync = true
+		return nil
+	}
+	return db.syncedLocked()
+}
+
+// syncedLocked fsyncs the database, turns fsync back on and removes the
+// unsynced record (fsynced). db.mu is held.
+func (db *DB) syncedLocked() error {
+	if err := db.bo.Sync(); err != nil {
+		return fmt.Errorf("store: %s: fsync: %w", db.path, err)
+	}
+	db.bo.NoSync = false
+	if err := db.bo.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketSys).Delete(keyUnsynced) }); err != nil {
+		return fmt.Errorf("store: %s: remove the unsynced record: %w", db.path, err)
+	}
+	return nil
 }
 
 // tightenMode sets an existing database file that is open to group or
@@ -200,12 +266,16 @@ func (db *DB) Close() error {
 	if db.bo == nil {
 		return nil
 	}
+	var serr error
+	if db.bo.NoSync && !db.bo.IsReadOnly() {
+		serr = db.syncedLocked()
+	}
 	err := db.bo.Close()
 	db.bo = nil
 	if err != nil {
-		return fmt.Errorf("store: close %s: %w", db.path, err)
+		return errors.Join(serr, fmt.Errorf("store: close %s: %w", db.path, err))
 	}
-	return nil
+	return serr
 }
 
 var errClosed = errors.New("store: database is closed")

@@ -104,6 +104,12 @@ func (db *DB) Restore(r io.Reader) error {
 	}
 	err = src.View(func(stx *bolt.Tx) error {
 		return db.bo.Update(func(dtx *bolt.Tx) error {
+			// The unsynced record describes this file, not the
+			// snapshot's source: keep ours.
+			var unsynced []byte
+			if sys := dtx.Bucket(bucketSys); sys != nil {
+				unsynced = bytes.Clone(sys.Get(keyUnsynced))
+			}
 			for _, b := range allBuckets {
 				if err := dtx.DeleteBucket(b); err != nil && !errors.Is(err, berrors.ErrBucketNotFound) {
 					return fmt.Errorf("drop bucket %q: %w", b, err)
@@ -121,10 +127,16 @@ func (db *DB) Restore(r io.Reader) error {
 					if v == nil {
 						return fmt.Errorf("%w: nested bucket %q in %q", ErrBadSnapshot, k, b)
 					}
+					if bytes.Equal(b, bucketSys) && bytes.Equal(k, keyUnsynced) {
+						return nil
+					}
 					return nb.Put(k, v)
 				}); err != nil {
 					return fmt.Errorf("copy bucket %q: %w", b, err)
 				}
+			}
+			if unsynced != nil {
+				return dtx.Bucket(bucketSys).Put(keyUnsynced, unsynced)
 			}
 			return nil
 		})
