@@ -151,6 +151,12 @@ func (q *QuorumConfirmer) Confirm(ctx context.Context) error {
 			case a.err == nil && a.resp.Success && a.resp.Term == term:
 				acked++
 				if acked >= need {
+					// Raft may have stepped down meanwhile (its own lease
+					// check, a transfer) while the voters still took this
+					// node for the leader of term: not a confirmation.
+					if n.raft.State() != raft.Leader || n.raft.CurrentTerm() != term {
+						return fmt.Errorf("cluster: confirm quorum: %w (term %d)", raft.ErrNotLeader, term)
+					}
 					return nil
 				}
 			default:
