@@ -120,6 +120,9 @@ type pair struct {
 	last     sa.Counters // last counters read (reported after a hard expiry)
 	soft     bool        // soft expiry delivered
 	hard     bool        // hard expiry seen: the kernel removed the SAs
+	// staged: installed by StageChildren, without policies (and so never
+	// used to send) until activated.
+	staged bool
 }
 
 // policyEntry is a policy this data plane installed, with the pairs using
@@ -242,10 +245,15 @@ func (d *DataPlane) InstallChildren(ctx context.Context, cs []*sa.ChildSA) error
 	defer d.mu.Unlock()
 	var fresh []*pair
 	var raises []raise
+	var activate []activation
 	for _, p := range todo {
 		if old := d.pairs[p.in.spi]; old != nil {
 			if !xfrm.SamePair(old.child, p.child) {
 				errs = append(errs, fmt.Errorf("%w: pair spi=0x%08x is installed with different parameters", xfrm.ErrConflict, p.in.spi))
+				continue
+			}
+			if old.staged {
+				activate = append(activate, activation{old, p.child.Counters})
 				continue
 			}
 			raises = append(raises, raise{old, p.child.Counters.OutSeq})
@@ -262,8 +270,175 @@ func (d *DataPlane) InstallChildren(ctx context.Context, cs []*sa.ChildSA) error
 		fresh = append(fresh, p)
 	}
 	errs = append(errs, d.raiseOutSeqs(ctx, raises)...)
-	errs = append(errs, d.installFresh(ctx, fresh)...)
+	errs = append(errs, d.activateStaged(ctx, activate)...)
+	errs = append(errs, d.installFresh(ctx, fresh, true)...)
 	return errors.Join(errs...)
+}
+
+var _ xfrm.Stager = (*DataPlane)(nil)
+
+// ActivateChildren implements xfrm.Stager: InstallChildren, which
+// activates staged pairs (counters moved forward with XFRM_MSG_NEWAE where
+// the record is ahead, then their policies, pipelined).
+func (d *DataPlane) ActivateChildren(ctx context.Context, cs []*sa.ChildSA) error {
+	return d.InstallChildren(ctx, cs)
+}
+
+// StageChildren implements xfrm.Stager: both SAs of every pair, pipelined,
+// and no policy (the kernel selects an SA for a packet only through a
+// policy's template, so a staged pair encrypts nothing; its inbound SA
+// decrypts ESP that reaches it).
+func (d *DataPlane) StageChildren(ctx context.Context, cs []*sa.ChildSA) error {
+	var errs []error
+	var todo []*pair
+	seen := make(map[saID]bool)
+	for _, c := range cs {
+		p, err := d.prepare(c)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if seen[p.in] || seen[p.out] {
+			errs = append(errs, fmt.Errorf("%w: pair spi=0x%08x: SPI given twice in one StageChildren call", xfrm.ErrConflict, p.in.spi))
+			continue
+		}
+		seen[p.in], seen[p.out] = true, true
+		todo = append(todo, p)
+	}
+	if err := d.lock(); err != nil {
+		return err
+	}
+	defer d.mu.Unlock()
+	var fresh []*pair
+	for _, p := range todo {
+		if old := d.pairs[p.in.spi]; old != nil {
+			if !xfrm.SamePair(old.child, p.child) {
+				errs = append(errs, fmt.Errorf("%w: pair spi=0x%08x is installed with different parameters", xfrm.ErrConflict, p.in.spi))
+			}
+			continue
+		}
+		if other := d.byState[p.in]; other != nil {
+			errs = append(errs, fmt.Errorf("%w: pair spi=0x%08x: inbound SA %s belongs to pair spi=0x%08x", xfrm.ErrConflict, p.in.spi, p.in, other.in.spi))
+			continue
+		}
+		if other := d.byState[p.out]; other != nil {
+			errs = append(errs, fmt.Errorf("%w: pair spi=0x%08x: outbound SA %s belongs to pair spi=0x%08x", xfrm.ErrConflict, p.in.spi, p.out, other.in.spi))
+			continue
+		}
+		fresh = append(fresh, p)
+	}
+	errs = append(errs, d.installFresh(ctx, fresh, false)...)
+	return errors.Join(errs...)
+}
+
+// activation moves a staged pair forward to counters and installs its
+// policies.
+type activation struct {
+	p        *pair
+	counters sa.Counters
+}
+
+// ahead reports whether c holds anything beyond s (the counters a pair was
+// staged with): only then can the live SAs be behind c, because a staged
+// pair sends nothing and its inbound counters only grow from s.
+func ahead(c, s *sa.Counters) bool {
+	return c.OutSeq > s.OutSeq || c.InSeq > s.InSeq || c.InBytes > s.InBytes || c.InPackets > s.InPackets ||
+		c.OutBytes > s.OutBytes || c.OutPackets > s.OutPackets
+}
+
+// activateStaged moves staged pairs' counters forward (pipelined GETAE of
+// both SAs of the pairs whose record is ahead of what they were staged
+// with, then NEWAE where the live value is behind; never back), then
+// installs their policies. A pair that fails stays staged.
+func (d *DataPlane) activateStaged(ctx context.Context, as []activation) []error {
+	if len(as) == 0 {
+		return nil
+	}
+	var errs []error
+	failed := make(map[*pair]bool)
+	var moving []activation
+	var gets []request
+	for _, a := range as {
+		if a.counters.OutSeq >= math.MaxUint32 || a.counters.InSeq > math.MaxUint32 {
+			errs = append(errs, fmt.Errorf("%w: pair spi=0x%08x: sequence numbers out %d / in %d need extended sequence numbers (ESN)",
+				xfrm.ErrUnsupported, a.p.in.spi, a.counters.OutSeq, a.counters.InSeq))
+			failed[a.p] = true
+			continue
+		}
+		if !ahead(&a.counters, &a.p.child.Counters) {
+			continue
+		}
+		moving = append(moving, a)
+		gets = append(gets,
+			request{typ: nl.XFRM_MSG_GETAE, body: a.p.in.aeventID(a.p.child.In.Src, aeRVal|aeLVal, 0), reply: true, op: "read counters of SA " + a.p.in.String()},
+			request{typ: nl.XFRM_MSG_GETAE, body: a.p.out.aeventID(a.p.child.Out.Src, aeRVal|aeLVal, 0), reply: true, op: "read counters of SA " + a.p.out.String()})
+	}
+	res := d.c.exchange(ctx, gets)
+	var sets []request
+	var setOwner []*pair
+	for i, a := range moving {
+		rin, rout := res[2*i], res[2*i+1]
+		evIn, err1 := parseAevent(rin.body)
+		evOut, err2 := parseAevent(rout.body)
+		if err := errors.Join(rin.err, rout.err); err != nil || err1 != nil || err2 != nil {
+			errs = append(errs, fmt.Errorf("xfrm/kernel: activating pair spi=0x%08x: %w", a.p.in.spi, errors.Join(err, err1, err2)))
+			failed[a.p] = true
+			continue
+		}
+		c := a.counters
+		if in, changed := forwardIn(evIn, c); changed {
+			sets = append(sets, request{typ: nl.XFRM_MSG_NEWAE, flags: unix.NLM_F_REPLACE,
+				body: a.p.in.newAEWith(a.p.child.In.Src, a.p.reqid, in.replay, in.ltime), op: "move counters of SA " + a.p.in.String() + " forward"})
+			setOwner = append(setOwner, a.p)
+		}
+		if out, changed := forwardOut(evOut, c); changed {
+			sets = append(sets, request{typ: nl.XFRM_MSG_NEWAE, flags: unix.NLM_F_REPLACE,
+				body: a.p.out.newAEWith(a.p.child.Out.Src, a.p.reqid, out.replay, out.ltime), op: "move counters of SA " + a.p.out.String() + " forward"})
+			setOwner = append(setOwner, a.p)
+		}
+	}
+	for i, r := range d.c.exchange(ctx, sets) {
+		if r.err != nil && !failed[setOwner[i]] {
+			errs = append(errs, fmt.Errorf("pair spi=0x%08x: %w", setOwner[i].in.spi, r.err))
+			failed[setOwner[i]] = true
+		}
+	}
+	var ps []*pair
+	for _, a := range as {
+		if !failed[a.p] {
+			ps = append(ps, a.p)
+		}
+	}
+	return append(errs, d.addPolicies(ctx, ps, nil)...)
+}
+
+// forwardIn is the inbound SA's state moved forward to c: the replay window
+// replaced when c's is ahead, byte and packet counters raised.
+func forwardIn(ev aevent, c sa.Counters) (aevent, bool) {
+	changed := false
+	if c.InSeq > uint64(ev.replay.Seq) {
+		ev.replay.Seq, ev.replay.BitMap = uint32(c.InSeq), restoreBitmap(c)
+		changed = true
+	}
+	if c.InBytes > ev.ltime.Bytes || c.InPackets > ev.ltime.Packets {
+		ev.ltime.Bytes, ev.ltime.Packets = max(ev.ltime.Bytes, c.InBytes), max(ev.ltime.Packets, c.InPackets)
+		changed = true
+	}
+	return ev, changed
+}
+
+// forwardOut is the outbound SA's state moved forward to c.
+func forwardOut(ev aevent, c sa.Counters) (aevent, bool) {
+	changed := false
+	if c.OutSeq > uint64(ev.replay.OSeq) {
+		ev.replay.OSeq = uint32(c.OutSeq)
+		changed = true
+	}
+	if c.OutBytes > ev.ltime.Bytes || c.OutPackets > ev.ltime.Packets {
+		ev.ltime.Bytes, ev.ltime.Packets = max(ev.ltime.Bytes, c.OutBytes), max(ev.ltime.Packets, c.OutPackets)
+		changed = true
+	}
+	return ev, changed
 }
 
 // prepare validates c and builds its pair without touching the kernel.
@@ -434,53 +609,31 @@ func exportBitmap(seq, bitmap uint32) []uint64 {
 	return []uint64{uint64(bitmap) | 0xffffffff00000000}
 }
 
-// installFresh installs pairs none of whose SAs this data plane knows.
-// Pass 1 pipelines both SAs of every pair, then the policies not yet
-// installed; failures are then sorted out pair by pair (an SA or policy
+// installFresh installs pairs none of whose SAs this data plane knows:
+// both SAs of every pair pipelined, failures sorted out pair by pair (an SA
 // that already exists is examined and taken over when it is ours, refused
-// when it is not), failed pairs are rolled back, and pass 2 points shared
-// policies at their newest user.
-func (d *DataPlane) installFresh(ctx context.Context, ps []*pair) []error {
+// when it is not) and rolled back; then, withPolicies, the policies
+// (addPolicies), otherwise the pairs stay staged.
+func (d *DataPlane) installFresh(ctx context.Context, ps []*pair, withPolicies bool) []error {
 	if len(ps) == 0 {
 		return nil
 	}
-	type polReq struct {
-		p    *pair
-		spec policySpec
-		idx  int // index of the request
-	}
 	var reqs []request
-	stateIdx := make([]int, len(ps))
-	var newPols []polReq
-	planned := make(map[policyKey]bool)
-	for i, p := range ps {
+	for _, p := range ps {
 		in, out := d.states(p)
-		stateIdx[i] = len(reqs)
 		reqs = append(reqs,
 			request{typ: nl.XFRM_MSG_NEWSA, flags: unix.NLM_F_CREATE | unix.NLM_F_EXCL, body: in.newSA(), op: "add inbound SA " + p.in.String()},
 			request{typ: nl.XFRM_MSG_NEWSA, flags: unix.NLM_F_CREATE | unix.NLM_F_EXCL, body: out.newSA(), op: "add outbound SA " + p.out.String()})
-	}
-	for _, p := range ps {
-		for _, sp := range p.policies {
-			k := sp.key()
-			if d.policies[k] != nil || planned[k] {
-				continue
-			}
-			planned[k] = true
-			newPols = append(newPols, polReq{p: p, spec: sp, idx: len(reqs)})
-			reqs = append(reqs, request{typ: nl.XFRM_MSG_NEWPOLICY, flags: unix.NLM_F_CREATE | unix.NLM_F_EXCL, body: sp.encode(), op: "add " + k.String()})
-		}
 	}
 	res := d.c.exchange(ctx, reqs)
 	for i := range reqs {
 		clear(reqs[i].body)
 	}
-
 	failed := make(map[*pair]error)
 	created := make(map[*pair][]saID)
 	for i, p := range ps {
 		for j, id := range []saID{p.in, p.out} {
-			err := res[stateIdx[i]+j].err
+			err := res[2*i+j].err
 			if errors.Is(err, unix.EEXIST) {
 				err = d.takeOverState(ctx, p, j == 0)
 			}
@@ -493,47 +646,20 @@ func (d *DataPlane) installFresh(ctx context.Context, ps []*pair) []error {
 			created[p] = append(created[p], id)
 		}
 	}
-	for _, pr := range newPols {
-		err := res[pr.idx].err
-		if errors.Is(err, unix.EEXIST) {
-			err = d.takeOverPolicy(ctx, pr.spec)
-		}
-		if err != nil {
-			if failed[pr.p] == nil {
-				failed[pr.p] = err
-			}
-			continue
-		}
-		d.policies[pr.spec.key()] = &policyEntry{spec: pr.spec}
-	}
-
-	// A pair whose policy could not be installed by an earlier pair of the
-	// batch (it belongs to someone else) fails as well.
-	for _, p := range ps {
-		if failed[p] != nil {
-			continue
-		}
-		for _, sp := range p.policies {
-			if d.policies[sp.key()] == nil {
-				failed[p] = fmt.Errorf("%w: %s is not this node's", xfrm.ErrConflict, sp.key())
-				break
-			}
-		}
-	}
-
-	// Register the pairs that made it; roll back the others.
 	var errs []error
+	var ok []*pair
 	for _, p := range ps {
 		if err := failed[p]; err != nil {
 			errs = append(errs, fmt.Errorf("pair spi=0x%08x: %w", p.in.spi, err))
 			continue
 		}
+		p.staged = true
 		d.pairs[p.in.spi] = p
 		d.byState[p.in], d.byState[p.out] = p, p
-		for _, sp := range p.policies {
-			e := d.policies[sp.key()]
-			e.users = append(e.users, p)
-		}
+		ok = append(ok, p)
+	}
+	if withPolicies {
+		errs = append(errs, d.addPolicies(ctx, ok, failed)...)
 	}
 	var undo []request
 	for p := range failed {
@@ -547,9 +673,82 @@ func (d *DataPlane) installFresh(ctx context.Context, ps []*pair) []error {
 			d.log.Warn("rollback of a failed install left an SA", "op", undo[i].op, "err", r.err)
 		}
 	}
-	// Policies: drop the ones nobody uses, repoint shared ones.
-	errs = append(errs, d.syncPolicies(ctx, polKeys(ps))...)
 	return errs
+}
+
+// addPolicies installs the policies of staged pairs (pipelined, the ones
+// not installed yet; an existing one is taken over when it is ours) and
+// makes the pairs active. A pair whose policy cannot be installed stays
+// staged; when rollback is not nil it is also forgotten and recorded there
+// (its SAs are the caller's to delete). Policies nobody uses are removed
+// and shared ones point at their newest user.
+func (d *DataPlane) addPolicies(ctx context.Context, ps []*pair, rollback map[*pair]error) []error {
+	if len(ps) == 0 {
+		return nil
+	}
+	type polReq struct {
+		p    *pair
+		spec policySpec
+	}
+	var reqs []request
+	var newPols []polReq
+	planned := make(map[policyKey]bool)
+	for _, p := range ps {
+		for _, sp := range p.policies {
+			k := sp.key()
+			if d.policies[k] != nil || planned[k] {
+				continue
+			}
+			planned[k] = true
+			newPols = append(newPols, polReq{p: p, spec: sp})
+			reqs = append(reqs, request{typ: nl.XFRM_MSG_NEWPOLICY, flags: unix.NLM_F_CREATE | unix.NLM_F_EXCL, body: sp.encode(), op: "add " + k.String()})
+		}
+	}
+	res := d.c.exchange(ctx, reqs)
+	failed := make(map[*pair]error)
+	for i, pr := range newPols {
+		err := res[i].err
+		if errors.Is(err, unix.EEXIST) {
+			err = d.takeOverPolicy(ctx, pr.spec)
+		}
+		if err != nil {
+			if failed[pr.p] == nil {
+				failed[pr.p] = err
+			}
+			continue
+		}
+		d.policies[pr.spec.key()] = &policyEntry{spec: pr.spec}
+	}
+	// A pair whose policy could not be installed by an earlier pair of the
+	// batch (it belongs to someone else) fails as well.
+	for _, p := range ps {
+		if failed[p] != nil {
+			continue
+		}
+		for _, sp := range p.policies {
+			if d.policies[sp.key()] == nil {
+				failed[p] = fmt.Errorf("%w: %s is not this node's", xfrm.ErrConflict, sp.key())
+				break
+			}
+		}
+	}
+	var errs []error
+	for _, p := range ps {
+		if err := failed[p]; err != nil {
+			errs = append(errs, fmt.Errorf("pair spi=0x%08x: %w", p.in.spi, err))
+			if rollback != nil {
+				rollback[p] = err
+				d.forget(p)
+			}
+			continue
+		}
+		p.staged = false
+		for _, sp := range p.policies {
+			e := d.policies[sp.key()]
+			e.users = append(e.users, p)
+		}
+	}
+	return append(errs, d.syncPolicies(ctx, polKeys(ps))...)
 }
 
 func polKeys(ps []*pair) []policyKey {

@@ -204,6 +204,14 @@ func parseAevent(b []byte) (aevent, error) {
 	return ev, err
 }
 
+// newAEWith encodes XFRM_MSG_NEWAE setting the replay state and the
+// lifetime counters of a live SA (lt whole: the kernel takes its add and
+// use times too, so pass what GETAE read).
+func (id saID) newAEWith(src netip.Addr, reqid uint32, r nl.XfrmReplayState, lt nl.XfrmLifetimeCur) []byte {
+	b := id.aeventID(src, aeRVal|aeLVal, reqid)
+	return attrs(b).add(nl.XFRMA_REPLAY_VAL, r.Serialize()).add(nl.XFRMA_LTIME_VAL, lt.Serialize())
+}
+
 // newAE encodes XFRM_MSG_NEWAE setting the replay state of a live SA.
 func (id saID) newAE(src netip.Addr, reqid uint32, r nl.XfrmReplayState) []byte {
 	b := id.aeventID(src, aeRVal, reqid)
