@@ -168,25 +168,82 @@ func (m *member) activate(ctx context.Context) (err error) {
 		live = append(live, c)
 	}
 	mark := time.Now()
-	if len(jumped) > 0 {
-		if err := m.node.Commit(ctx, cluster.CountersBatch(jumped)); err != nil {
-			return fmt.Errorf("takeover: committing jumped sequence numbers: %w", err)
-		}
+	commitEnd, stage, err := m.commitAndStage(ctx, jumped, live)
+	t.Commit = commitEnd.Sub(mark)
+	if err != nil {
+		// The staged pairs sent nothing; OnStandby, which follows a
+		// failed activation, flushes them.
+		return fmt.Errorf("takeover: committing jumped sequence numbers: %w", err)
 	}
-	t.Commit = time.Since(mark)
-	mark = time.Now()
 	m.install(ctx, live)
-	t.Install = time.Since(mark)
+	t.Install = time.Since(commitEnd)
 	_, rt, err := m.newRuntime()
 	if err != nil {
 		return err
 	}
+	m.log.Info("takeover: pairs staged while the jumped counters were committed", "pairs", len(live), "stage", stage, "commit", t.Commit)
 	return m.start(ctx, rt, ikes, live, &t)
 }
 
-// install puts the pairs in the data plane (a failure is logged: the
-// others still work).
+// commitAndStage commits the jumped counters and, at the same time, stages
+// the pairs with them in the data plane (stageDuringCommit).
+func (m *member) commitAndStage(ctx context.Context, jumped map[uint32]sa.Counters, live []*sa.ChildSA) (commitEnd time.Time, stage time.Duration, err error) {
+	commit := func(ctx context.Context) error {
+		if len(jumped) == 0 {
+			return nil
+		}
+		return m.node.Commit(ctx, cluster.CountersBatch(jumped))
+	}
+	return stageDuringCommit(ctx, m.dp, m.log, commit, live)
+}
+
+// stageDuringCommit runs commit (of the pairs' jumped counters) and, at the
+// same time, stages the pairs in dp when it is an xfrm.Stager (their SAs
+// with the jumped counters, without policies or routes). It returns when
+// both are done: when the commit ended, how long staging took, and the
+// commit's error.
+//
+// Why the overlap keeps the invariants (DESIGN.md 1 and 3; failover
+// package documentation, "Installing the pairs"): a staged pair sends
+// nothing (no policy selects it, no route leads to it, and the IKE runtime
+// that carries userspace ESP does not exist yet), so no packet with a
+// jumped sequence number leaves this node before the jump is on a quorum;
+// the pairs start sending only in install, after the commit returned. If
+// the commit fails, the staged pairs are flushed by OnStandby, which
+// follows every activation, and they never sent.
+func stageDuringCommit(ctx context.Context, dp xfrm.DataPlane, log *slog.Logger, commit func(context.Context) error, live []*sa.ChildSA) (commitEnd time.Time, stage time.Duration, err error) {
+	type result struct {
+		err error
+		at  time.Time
+	}
+	done := make(chan result, 1)
+	go func() {
+		err := commit(ctx)
+		done <- result{err, time.Now()}
+	}()
+	if st, ok := dp.(xfrm.Stager); ok && len(live) > 0 {
+		mark := time.Now()
+		if err := st.StageChildren(ctx, live); err != nil {
+			// Activation installs what could not be staged, or logs it.
+			log.Warn("takeover: staging IPsec SA pairs failed; installing them after the commit", "err", err)
+		}
+		stage = time.Since(mark)
+	}
+	r := <-done
+	return r.at, stage, r.err
+}
+
+// install lets the pairs carry traffic: a Stager activates them (staged
+// ones: their policies or routes; the others are installed), any other data
+// plane installs them one by one. A failure is logged: the others still
+// work.
 func (m *member) install(ctx context.Context, live []*sa.ChildSA) {
+	if st, ok := m.dp.(xfrm.Stager); ok {
+		if err := st.ActivateChildren(ctx, live); err != nil {
+			m.log.Error("takeover: installing IPsec SA pairs failed", "err", err)
+		}
+		return
+	}
 	for _, c := range live {
 		if err := m.dp.InstallChild(ctx, c); err != nil {
 			m.log.Error("takeover: installing an IPsec SA pair failed", "spi_in", fmt.Sprintf("%08x", c.In.SPI), "err", err)
