@@ -151,6 +151,10 @@ type Engine struct {
 	// read loop's flow cache is emptied then.
 	policyGen atomic.Uint64
 	routes    map[netip.Prefix]int // reference counts of our routes
+	// addrCache holds the host's addresses by family while one batch of
+	// pairs is staged or activated (nil otherwise: read them every time),
+	// so that a batch lists them once, not once per route.
+	addrCache map[int][]netlink.Addr
 	throws    map[netip.Addr]int   // reference counts of the peers' throw routes
 
 	expMu     sync.Mutex
@@ -462,6 +466,7 @@ func (e *Engine) each(ctx context.Context, cs []*sa.ChildSA, stage bool) error {
 		e.mu.Unlock()
 		return xfrm.ErrClosed
 	}
+	e.addrCache = map[int][]netlink.Addr{}
 	for _, c := range cs {
 		if err := xfrm.Validate(c); err != nil {
 			errs = append(errs, err)
@@ -478,6 +483,7 @@ func (e *Engine) each(ctx context.Context, cs []*sa.ChildSA, stage bool) error {
 		}
 		done++
 	}
+	e.addrCache = nil
 	e.mu.Unlock()
 	kids := make([]*child, 0, len(missing))
 	for _, c := range missing {
@@ -494,6 +500,7 @@ func (e *Engine) each(ctx context.Context, cs []*sa.ChildSA, stage bool) error {
 			e.mu.Unlock()
 			return xfrm.ErrClosed
 		}
+		e.addrCache = map[int][]netlink.Addr{}
 		for _, ch := range kids {
 			if err := e.installLocked(ch, stage); err != nil {
 				errs = append(errs, err)
@@ -501,6 +508,7 @@ func (e *Engine) each(ctx context.Context, cs []*sa.ChildSA, stage bool) error {
 			}
 			done++
 		}
+		e.addrCache = nil
 		e.mu.Unlock()
 	}
 	if !stage && len(cs) > 0 {
@@ -713,10 +721,16 @@ func (e *Engine) localSource(c *sa.ChildSA, v4 bool) netip.Addr {
 	if v4 {
 		family = netlink.FAMILY_V4
 	}
-	addrs, err := e.nl.AddrList(nil, family)
-	if err != nil {
-		e.log.Warn("listing local addresses for a route source", "err", err)
-		return netip.Addr{}
+	addrs, ok := e.addrCache[family]
+	if !ok {
+		var err error
+		if addrs, err = e.nl.AddrList(nil, family); err != nil {
+			e.log.Warn("listing local addresses for a route source", "err", err)
+			return netip.Addr{}
+		}
+		if e.addrCache != nil {
+			e.addrCache[family] = addrs
+		}
 	}
 	for _, a := range addrs {
 		ip, ok := netip.AddrFromSlice(a.IP)
