@@ -155,7 +155,7 @@ type Engine struct {
 	// pairs is staged or activated (nil otherwise: read them every time),
 	// so that a batch lists them once, not once per route.
 	addrCache map[int][]netlink.Addr
-	throws    map[netip.Addr]int   // reference counts of the peers' throw routes
+	throws    map[netip.Addr]int // reference counts of the peers' throw routes
 
 	expMu     sync.Mutex
 	expClosed bool
