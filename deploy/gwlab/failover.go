@@ -484,7 +484,7 @@ func (l *Lab) agrees(ctx context.Context, name string, p PeerState) (bool, error
 		return false, err
 	}
 	var g GatewaySAs
-	if err := adminGet(ctx, n.Socket, "/v1/sas", &g); err != nil {
+	if err := adminGetSAs(ctx, n.Socket, &g); err != nil {
 		return false, err
 	}
 	ike, child := false, false
@@ -508,7 +508,7 @@ func (l *Lab) GatewaySAs(ctx context.Context, name string) (GatewaySAs, error) {
 		return GatewaySAs{}, err
 	}
 	var g GatewaySAs
-	err = adminGet(ctx, n.Socket, "/v1/sas", &g)
+	err = adminGetSAs(ctx, n.Socket, &g)
 	return g, err
 }
 

@@ -95,7 +95,10 @@ func (l *Lab) SetupLoad(ctx context.Context) (LoadResult, error) {
 		l.log.Warn("gwlab: ikeload did not set up every tunnel", "ok", res.OK, "want", n, "failed", res.Failed)
 	}
 	n = res.OK
-	// The active lists them (plus the peer's).
+	// The active lists them (plus the peer's). Its status opens every
+	// sealed record in its store to count them (at 5,500 tunnels a
+	// standby polled twice a second spent 12% of its CPU there), so it is
+	// asked once a second, not in a loop that loads the node it measures.
 	active, err := l.Active(ctx)
 	if err != nil {
 		return res, err
@@ -108,7 +111,7 @@ func (l *Lab) SetupLoad(ctx context.Context) (LoadResult, error) {
 		select {
 		case <-ctx.Done():
 			return res, fmt.Errorf("gwlab: %s lists %d child SAs, want %d: %w (last error %v)", active, st.ChildSAs, n+1, ctx.Err(), err)
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(time.Second):
 		}
 	}
 }
