@@ -1,17 +1,22 @@
 package cluster
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"io/fs"
 	"maps"
+	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/raft"
 
 	"ikegw/ike/sa"
 	"ikegw/store"
@@ -329,11 +334,25 @@ func TestRestartAfterInstallSnapshot(t *testing.T) {
 	for i := range 30 {
 		c.commit(UpsertIKE(testIKE(byte(i))))
 	}
+	// The last entry before the snapshots is a barrier, which the FSM
+	// never sees: the snapshots' bytes hold an older index than theirs.
+	bl := c.leader()
+	if err := bl.n.raft.Barrier(5 * time.Second).Error(); err != nil {
+		t.Fatal(err)
+	}
+	top := bl.n.raft.LastIndex()
 	for _, tn := range c.nodes {
 		if tn != lag {
-			if err := tn.n.raft.Snapshot().Error(); err != nil {
-				t.Fatal(err)
-			}
+			waitFor(t, 10*time.Second, tn.id+" processing the barrier", func() bool { return tn.n.raft.AppliedIndex() >= top })
+			// raft's AppliedIndex counts entries queued for the FSM:
+			// a snapshot may still find nothing newer; retry then.
+			waitFor(t, 10*time.Second, tn.id+" snapshot at the barrier", func() bool {
+				if err := tn.n.raft.Snapshot().Error(); err != nil {
+					t.Fatal(err)
+				}
+				ms, err := tn.n.deps.Snapshots.List()
+				return err == nil && len(ms) > 0 && ms[0].Index >= top
+			})
 		}
 	}
 	c.connectAll()
@@ -346,11 +365,9 @@ func TestRestartAfterInstallSnapshot(t *testing.T) {
 		t.Fatalf("snapshots of the lagging node: %v %v", len(metas), err)
 	}
 	m, ok := recordedMark(t, lag.db)
-	if !ok || m.Index < metas[0].Index {
-		t.Fatalf("after installing snapshot %d the database records %+v (%v)", metas[0].Index, m, ok)
+	if !ok || m.Index != metas[0].Index || m.Term != metas[0].Term {
+		t.Fatalf("after installing snapshot %d (term %d) the database records %+v (%v)", metas[0].Index, metas[0].Term, m, ok)
 	}
-	// The snapshot's bytes held the sender's mark: its index is at or
-	// below the snapshot's.
 	c.stop(lag)
 	c.start(lagi)
 	c.connectAll()
@@ -387,5 +404,178 @@ func TestRestartForgetsForeignIndex(t *testing.T) {
 	}
 	if !hasIKE(tn.db, 50) {
 		t.Error("the new log's entry is not in the store")
+	}
+}
+
+// killHelperEnv names the data directory of TestRestartKillHelper's node.
+const killHelperEnv = "IKEGW_RESTART_KILL_DIR"
+
+// TestRestartKillHelper is the process TestRestartAfterKill kills: one
+// node on disk, its SA database without fsync as in production, committing
+// until it dies. It prints the count of commits after each one.
+func TestRestartKillHelper(t *testing.T) {
+	dir := os.Getenv(killHelperEnv)
+	if dir == "" {
+		t.Skip("helper process of TestRestartAfterKill")
+	}
+	c := &tcluster{t: t, roles: []Role{RoleGateway}, disk: true, sealer: testSealer(t),
+		tune: func(cfg *Config) { cfg.SnapshotThreshold = 1 << 30 }}
+	c.nodes = []*tnode{{id: "n1", dir: dir}}
+	c.startAll()
+	if err := c.nodes[0].db.SetNoSync(true); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; ; i++ {
+		spi := uint32(0x1000 + i)
+		c.commit(UpsertIKE(testIKE(byte(i))), UpsertChild(testChild(spi)))
+		c.commit(CountersBatch(map[uint32]sa.Counters{spi: {OutSeq: uint64(i) + 1}}), DeleteIKE(testIKE(byte(i-3)).Cookies))
+		if i == 20 {
+			if err := c.nodes[0].n.raft.Snapshot().Error(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		fmt.Println(i + 1)
+	}
+}
+
+// TestRestartAfterKill: a node killed with SIGKILL while it commits and
+// applies restarts with its SA database kept, and ends with exactly what a
+// node that lost its database (snapshot and full replay) ends with.
+func TestRestartAfterKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts and kills a helper process")
+	}
+	dir := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run", "^TestRestartKillHelper$", "-test.count=1")
+	cmd.Env = append(os.Environ(), killHelperEnv+"="+dir)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	killed := false
+	t.Cleanup(func() {
+		if !killed {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	})
+	sc := bufio.NewScanner(out)
+	n := 0
+	for n < 60 && sc.Scan() {
+		n, _ = strconv.Atoi(sc.Text())
+	}
+	if n < 60 {
+		t.Fatalf("the helper stopped after %d commits: %v", n, sc.Err())
+	}
+	// Kill at a random point of its work (it keeps committing meanwhile).
+	time.Sleep(time.Duration(rand.IntN(20)) * time.Millisecond)
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	killed = true
+
+	lost := t.TempDir()
+	copyDir(t, dir, lost)
+	if err := os.Remove(filepath.Join(lost, SADBFile)); err != nil {
+		t.Fatal(err)
+	}
+	c, cbs := newCountingCluster(t, []Role{RoleGateway}, true, nil)
+	tn := c.nodes[0]
+	c.stop(tn)
+	run := func(d string) (map[string]string, uint64) {
+		t.Helper()
+		tn.dir = d
+		c.start(0)
+		c.connectAll()
+		c.leader()
+		last, err := tn.logs.LastIndex()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Every command in the log is committed once the new term's
+		// first entry is: wait for the last command.
+		var l raft.Log
+		for ; last > 0; last-- {
+			if err := tn.logs.GetLog(last, &l); err == nil && l.Type == raft.LogCommand {
+				break
+			}
+		}
+		waitApplied(t, tn, last)
+		d2, a := storeDump(t, tn.db), tn.n.FSMAppliedIndex()
+		c.stop(tn)
+		return d2, a
+	}
+	m, ok := markOf(t, dir, c.sealer)
+	if !ok || m.Index == 0 {
+		t.Fatalf("the killed node's database records no applied index (%+v, %v)", m, ok)
+	}
+	kept, keptApplied := run(dir)
+	if cbs[0].restores.Load() != 0 {
+		t.Error("the killed node's database was replaced by the snapshot")
+	}
+	full, fullApplied := run(lost)
+	if cbs[0].restores.Load() != 1 {
+		t.Error("the node without a database did not restore the snapshot")
+	}
+	if d := diffDumps(full, kept); len(d) > 0 {
+		t.Errorf("killed at index %d after %d commits: the kept database differs from a full replay in %v", m.Index, n, d)
+	}
+	if keptApplied != fullApplied {
+		t.Errorf("FSMAppliedIndex kept %d, full replay %d", keptApplied, fullApplied)
+	}
+	t.Logf("killed after %d commits; database at index %d; both ended at %d", n, m.Index, keptApplied)
+}
+
+// markOf reads the applied index a closed node's SA database records.
+func markOf(t *testing.T, dir string, s *store.Sealer) (appliedMark, bool) {
+	t.Helper()
+	db, err := store.Open(filepath.Join(dir, SADBFile), s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	return recordedMark(t, db)
+}
+
+// TestFSMSkipsWithoutOpening: entries at or below the database's index are
+// neither opened nor decoded (garbage passes), later ones are applied and
+// recorded with their term in the same transaction.
+func TestFSMSkipsWithoutOpening(t *testing.T) {
+	s := testSealer(t)
+	db := testDB(t, s)
+	f := NewFSM(DBBackend(db), s, quietLog())
+	f.skipTo = 5
+	f.applied.Store(5)
+	for i := uint64(1); i <= 5; i++ {
+		if r := f.Apply(&raft.Log{Index: i, Term: 2, Type: raft.LogCommand, Data: []byte("not an entry")}); r != nil {
+			t.Fatalf("skipped entry %d: %v", i, r)
+		}
+	}
+	if f.skipped.Load() != 5 || f.applied.Load() != 5 {
+		t.Fatalf("skipped %d, applied %d; want 5 and 5", f.skipped.Load(), f.applied.Load())
+	}
+	if err := applyErr(f, 6, entry(t, s, UpsertIKE(testIKE(1)))); err != nil {
+		t.Fatal(err)
+	}
+	if m, ok := recordedMark(t, db); !ok || m.Index != 6 {
+		t.Errorf("recorded %+v %v, want index 6", m, ok)
+	}
+	if r := f.Apply(&raft.Log{Index: 7, Term: 3, Type: raft.LogCommand, Data: batchEntry(t, s, []Command{UpsertIKE(testIKE(2))})}); r == nil {
+		t.Fatal("Batch returned nil")
+	}
+	if m, ok := recordedMark(t, db); !ok || m != (appliedMark{7, 3}) {
+		t.Errorf("recorded %+v %v, want index 7 term 3", m, ok)
+	}
+	// A refused entry changes nothing and records nothing.
+	if err := applyErr(f, 8, []byte{0xff}); err == nil {
+		t.Fatal("garbage after the skipped range applied")
+	}
+	if m, _ := recordedMark(t, db); m.Index != 7 || f.applied.Load() != 8 {
+		t.Errorf("after a refused entry: recorded %d (want 7), applied %d (want 8)", m.Index, f.applied.Load())
 	}
 }
