@@ -160,7 +160,10 @@ func (s *configSync) load() {
 	s.n.updateForward()
 	idx, ok := s.n.cnode.ConfigIndex(ver)
 	if !ok {
-		idx = s.n.cnode.Stats().AppliedIndex // compacted: at or below this
+		// Compacted: at or below the FSM's applied index (the store holds
+		// the version; raft's own index may still be below it right after
+		// a restart that kept the store).
+		idx = s.n.cnode.FSMAppliedIndex()
 	}
 	s.cur = api.ConfigApplied{Version: ver, RaftIndex: idx, AppliedAt: time.Now().UTC(), Connections: connNames(conns)}
 	s.log.Info("cluster-wide configuration loaded", "version", ver, "connections", len(conns), "raft_index", s.cur.RaftIndex)
