@@ -220,7 +220,7 @@ type BatchResult struct {
 // value when the entry is refused (unknown type, newer version, undecodable,
 // stale), or *BatchResult for a Batch entry. It never panics on bad input.
 func (f *FSM) Apply(l *raft.Log) any {
-	if l.Index <= f.skipTo {
+	if f.skipTo != 0 && l.Index <= f.skipTo {
 		// Already in the SA database: neither opened nor decoded.
 		if f.skipped.Add(1) == 1 {
 			f.log.Info("cluster: skipping entries the SA database already holds", "from", l.Index, "to", f.skipTo)
