@@ -1,9 +1,11 @@
 package cluster
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -79,6 +81,7 @@ func benchCommit(b *testing.B, inflight int) {
 	for _, c := range []int{1, 16, 256} {
 		b.Run(fmt.Sprintf("committers=%d", c), func(b *testing.B) {
 			lat := make([]time.Duration, b.N)
+			starts := make([]time.Time, b.N)
 			var next atomic.Int64
 			var wg sync.WaitGroup
 			var failed atomic.Value
@@ -100,6 +103,7 @@ func benchCommit(b *testing.B, inflight int) {
 							return
 						}
 						lat[i] = time.Since(t0)
+						starts[i] = t0
 					}
 				}()
 			}
@@ -109,12 +113,34 @@ func benchCommit(b *testing.B, inflight int) {
 			if err, _ := failed.Load().(error); err != nil {
 				b.Fatal(err)
 			}
+			traceCommits(b, c, starts, lat)
 			slices.Sort(lat)
 			b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
 			b.ReportMetric(float64(lat[min(len(lat)-1, len(lat)*99/100)].Microseconds())/1000, "p99-ms")
 			b.ReportMetric(float64(b.N)/el.Seconds(), "commits/s")
 			b.ReportMetric(float64(flaps.Swap(0)), "retries")
 		})
+	}
+}
+
+// traceCommits appends one line per commit (start in Unix ns, latency in
+// ns, committers) to the file named by IKEGW_COMMIT_TRACE, if set: to line
+// slow commits up with a syscall trace (strace -ttt) of the same run.
+func traceCommits(b *testing.B, committers int, starts []time.Time, lat []time.Duration) {
+	path := os.Getenv("IKEGW_COMMIT_TRACE")
+	if path == "" {
+		return
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		b.Fatal(err)
+	}
+	w := bufio.NewWriter(f)
+	for i := range lat {
+		fmt.Fprintf(w, "%d %d %d\n", starts[i].UnixNano(), lat[i].Nanoseconds(), committers)
+	}
+	if err := errors.Join(w.Flush(), f.Close()); err != nil {
+		b.Fatal(err)
 	}
 }
 
