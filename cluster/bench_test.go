@@ -54,73 +54,131 @@ func BenchmarkCommitTLS(b *testing.B) { benchCommit(b, 1) }
 func BenchmarkCommitTLSInflight2(b *testing.B) { benchCommit(b, 2) }
 
 func benchCommit(b *testing.B, inflight int) {
-	nodes := startTLSCluster(b, func(c *Config) { c.MaxInflight = inflight })
-	var seq atomic.Int64
-	var flaps atomic.Int64
-	// commit retries on the new leader after a leadership change (counted:
-	// on a CPU-starved machine a leader can miss its lease).
-	commit := func(cmd Command) error {
-		for {
-			var l *Node
-			for _, n := range nodes {
-				if n.IsLeaderReady() {
-					l = n
-				}
-			}
-			if l == nil {
-				time.Sleep(5 * time.Millisecond)
-				continue
-			}
-			err := l.Commit(context.Background(), cmd)
-			if !errors.Is(err, ErrNotLeader) && !errors.Is(err, ErrLeadershipLost) {
-				return err
-			}
-			flaps.Add(1)
-		}
-	}
+	cl := newCommitLoad(startTLSCluster(b, func(c *Config) { c.MaxInflight = inflight }))
 	for _, c := range []int{1, 16, 256} {
 		b.Run(fmt.Sprintf("committers=%d", c), func(b *testing.B) {
-			lat := make([]time.Duration, b.N)
-			starts := make([]time.Time, b.N)
-			var next atomic.Int64
-			var wg sync.WaitGroup
-			var failed atomic.Value
 			b.ResetTimer()
 			start := time.Now()
-			for range c {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for {
-						i := next.Add(1) - 1
-						if i >= int64(b.N) {
-							return
-						}
-						rec := ikeN(int(seq.Add(1)))
-						t0 := time.Now()
-						if err := commit(UpsertIKE(rec)); err != nil {
-							failed.Store(err)
-							return
-						}
-						lat[i] = time.Since(t0)
-						starts[i] = t0
-					}
-				}()
-			}
-			wg.Wait()
+			lat, starts, err := cl.run(c, b.N)
 			el := time.Since(start)
 			b.StopTimer()
-			if err, _ := failed.Load().(error); err != nil {
+			if err != nil {
 				b.Fatal(err)
 			}
 			traceCommits(b, c, starts, lat)
-			slices.Sort(lat)
-			b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
-			b.ReportMetric(float64(lat[min(len(lat)-1, len(lat)*99/100)].Microseconds())/1000, "p99-ms")
+			p50, p99 := percentiles(lat)
+			b.ReportMetric(p50, "p50-ms")
+			b.ReportMetric(p99, "p99-ms")
 			b.ReportMetric(float64(b.N)/el.Seconds(), "commits/s")
-			b.ReportMetric(float64(flaps.Swap(0)), "retries")
+			b.ReportMetric(float64(cl.flaps.Swap(0)), "retries")
 		})
 	}
+}
+
+// BenchmarkCommitTLSInflightAB compares one and two Batch entries in flight
+// (Config.MaxInflight) at 16 committers on two 3-node clusters, in
+// alternating blocks of 100 commits, so that both see the same machine
+// load; b.N commits each. The clusters idle while the other runs.
+func BenchmarkCommitTLSInflightAB(b *testing.B) {
+	variants := []int{1, 2}
+	loads := make([]*commitLoad, len(variants))
+	for i, v := range variants {
+		loads[i] = newCommitLoad(startTLSCluster(b, func(c *Config) { c.MaxInflight = v }))
+	}
+	lats := make([][]time.Duration, len(variants))
+	const block = 100
+	b.ResetTimer()
+	for done := 0; done < b.N; done += block {
+		n := min(block, b.N-done)
+		for i, cl := range loads {
+			lat, _, err := cl.run(16, n)
+			if err != nil {
+				b.Fatal(err)
+			}
+			lats[i] = append(lats[i], lat...)
+		}
+	}
+	b.StopTimer()
+	for i, v := range variants {
+		p50, p99 := percentiles(lats[i])
+		b.ReportMetric(p50, fmt.Sprintf("inflight%d-p50-ms", v))
+		b.ReportMetric(p99, fmt.Sprintf("inflight%d-p99-ms", v))
+		b.ReportMetric(float64(loads[i].flaps.Load()), fmt.Sprintf("inflight%d-retries", v))
+	}
+}
+
+// commitLoad commits UpsertIKE records on whichever node of a cluster is the
+// ready leader.
+type commitLoad struct {
+	nodes []*Node
+	seq   atomic.Int64
+	// flaps counts commits retried on a new leader after a leadership
+	// change (on a CPU-starved machine a leader can miss its lease).
+	flaps atomic.Int64
+}
+
+func newCommitLoad(nodes []*Node) *commitLoad { return &commitLoad{nodes: nodes} }
+
+func (cl *commitLoad) commit(cmd Command) error {
+	for {
+		var l *Node
+		for _, n := range cl.nodes {
+			if n.IsLeaderReady() {
+				l = n
+			}
+		}
+		if l == nil {
+			time.Sleep(5 * time.Millisecond)
+			continue
+		}
+		err := l.Commit(context.Background(), cmd)
+		if !errors.Is(err, ErrNotLeader) && !errors.Is(err, ErrLeadershipLost) {
+			return err
+		}
+		cl.flaps.Add(1)
+	}
+}
+
+// run makes n commits from c concurrent committers and returns each
+// commit's latency and start.
+func (cl *commitLoad) run(c, n int) ([]time.Duration, []time.Time, error) {
+	lat := make([]time.Duration, n)
+	starts := make([]time.Time, n)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var failed atomic.Value
+	for range c {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(n) {
+					return
+				}
+				rec := ikeN(int(cl.seq.Add(1)))
+				t0 := time.Now()
+				if err := cl.commit(UpsertIKE(rec)); err != nil {
+					failed.Store(err)
+					return
+				}
+				lat[i] = time.Since(t0)
+				starts[i] = t0
+			}
+		}()
+	}
+	wg.Wait()
+	if err, _ := failed.Load().(error); err != nil {
+		return nil, nil, err
+	}
+	return lat, starts, nil
+}
+
+// percentiles returns the p50 and p99 of lat in milliseconds (sorting lat).
+func percentiles(lat []time.Duration) (p50, p99 float64) {
+	slices.Sort(lat)
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	return ms(lat[len(lat)/2]), ms(lat[min(len(lat)-1, len(lat)*99/100)])
 }
 
 // traceCommits appends one line per commit (start in Unix ns, latency in
