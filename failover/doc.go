@@ -86,6 +86,42 @@
 //     (SeqBound.StagedValid), otherwise it takes over the slow way, which
 //     jumps again from the committed counters by their age.
 //
+// # Installing the pairs
+//
+// A full takeover installs every live pair after it has read the records:
+// it stages them (xfrm.Stager: both SAs with the jumped counters, no
+// policy, no route) while the jumped counters are being committed, and
+// activates them (kernel: the policies; userspace: the routes) once the
+// commit has returned (the daemon's member.commitAndStage). Commit before
+// send (DESIGN.md 1) and "sequence numbers never go back" (3) hold because
+// a staged pair sends nothing: the kernel selects an SA for a packet only
+// through a policy's template, the userspace engine never chooses a staged
+// pair for a packet it reads, and the IKE runtime that carries userspace
+// ESP is built only after the commit. No packet with a jumped number leaves
+// before the jump is on a quorum; a failed commit leaves staged pairs that
+// never sent, and the standby transition that follows flushes them.
+//
+// Keeping standbys' pairs pre-installed (DESIGN.md's takeover step 4
+// allows it) was measured against this and not chosen (BENCHMARKS.md,
+// "Installing the pairs at takeover"):
+//
+//   - What it would save is only the staging, and only where staging
+//     takes longer than the commit it now overlaps: the part after the
+//     commit (policies or routes) is the same for a pre-installed pair,
+//     which must not hold policies or routes on a standby (kernel: its
+//     outbound policies would encrypt the packets standby forwarding hands
+//     to the active, with stale sequence numbers; userspace: its routes
+//     would take those packets from table 4501's forwarding). With the
+//     kernel, a pre-installed pair's activation is slower, not faster: its
+//     counters must be read and moved (GETAE and NEWAE of both SAs) before
+//     its policies.
+//   - What it costs: every standby holds every pair (Go heap about 3.9 KiB
+//     per pair with the userspace engine, kernel slab about 5 KiB), every
+//     record change a standby applies (new pair, rekey, delete) becomes a
+//     data plane call on every standby, and the data plane must follow the
+//     store exactly across restarts, failed installs and role changes: a
+//     missed delete leaves a pair nobody owns.
+//
 // # Sequence-number jump
 //
 // DESIGN.md invariant 3 asks every takeover to start each outbound SA above

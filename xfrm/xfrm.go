@@ -66,9 +66,9 @@ type DataPlane interface {
 	// addresses, algorithms, keys, mode, selectors and encapsulation ports
 	// succeeds and keeps the live counters, except that the outbound
 	// sequence number is raised to c.Counters.OutSeq if that is higher (it
-	// never goes back: this is how a standby with pre-installed SAs jumps
-	// its sequence numbers at takeover). A different pair under an SPI
-	// already in use gives an error wrapping ErrConflict.
+	// never goes back). A staged pair (Stager) is activated. A different
+	// pair under an SPI already in use gives an error wrapping
+	// ErrConflict.
 	//
 	// InstallChild does not retain c or its slices after it returns.
 	InstallChild(ctx context.Context, c *sa.ChildSA) error
@@ -121,7 +121,8 @@ type DataPlane interface {
 // takeover before it may send (while the jumped counters are being
 // committed), and what a standby keeping its pairs pre-installed would
 // use (measured and not chosen: failover package documentation,
-// "Installing the pairs").
+// "Installing the pairs"; BenchmarkTakeoverInstall in xfrm/userspace and
+// BenchmarkTakeover in xfrm/kernel).
 //
 // A staged pair sends nothing: the kernel installs no policy for it (no
 // packet is selected for its outbound SA) and the userspace engine neither

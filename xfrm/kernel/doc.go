@@ -23,10 +23,15 @@
 //
 // Every method holds one lock for its whole kernel exchange: calls are
 // serialized. InstallChildren pipelines its requests (Config.Window per
-// send) and is how a standby installs everything at takeover. Raising the
-// outbound sequence number of an installed pair reads it (GETAE) and
-// writes it back (NEWAE); packets sent between the two are not counted, so
-// the pair must be idle, as a standby's pre-installed pairs are.
+// send). StageChildren and ActivateChildren (xfrm.Stager) split it in two,
+// as a takeover does: the SAs without policies (they encrypt nothing)
+// while the jumped counters are committed, the policies after. Raising the
+// outbound sequence number of an installed pair, or moving a staged pair's
+// counters forward, reads them (GETAE) and writes them back (NEWAE:
+// replay state, and the lifetime counters with the times read); packets
+// sent between the two are not counted, so the pair must be idle, as a
+// staged pair is (it sends nothing, and no inbound ESP reaches a node
+// without the VIPs).
 //
 // Policy cost: the kernel hashes a policy only when both selectors are
 // host prefixes (/32, /128; see "ip xfrm policy set hthresh4"); every other
