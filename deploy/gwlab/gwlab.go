@@ -37,6 +37,7 @@ import (
 	"time"
 
 	"ikegw/cluster/certs"
+	"ikegw/cmd/api"
 	"ikegw/deploy/lab"
 	"ikegw/store"
 )
@@ -632,8 +633,20 @@ func (l *Lab) Active(ctx context.Context) (string, error) {
 	return "", fmt.Errorf("%w: %s", ErrSplitBrain, strings.Join(act, ", "))
 }
 
+// largeLab is the number of load tunnels from which the lab stops asking
+// every member's /v1/status in a loop while it waits: a status opens every
+// sealed record in the member's store (or copies every SA out of the
+// active's engine) to count them (0.3 s for one answer of the witness at
+// 10,000 tunnels and load 20), and a loop of them would load the nodes
+// whose failover is being measured (the new active reads the same records
+// to take over).
+const largeLab = 2000
+
 // waitActive polls until one gateway other than not is active.
 func (l *Lab) waitActive(ctx context.Context, not string) (string, error) {
+	if l.opts.LoadTunnels >= largeLab {
+		return l.waitActiveRecorded(ctx, not)
+	}
 	var last error
 	for {
 		a, err := l.Active(ctx)
@@ -660,6 +673,83 @@ func (l *Lab) waitActive(ctx context.Context, not string) (string, error) {
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
+}
+
+// waitActiveRecorded is waitActive for large labs: it asks the running
+// members' /v1/members (cheap: membership and one meta record) for the
+// active the cluster recorded (committed by a node once it claimed the
+// VIPs) and confirms that node's own status, once; every second it also
+// asks every member's status, as waitActive does, in case the record's
+// commit failed. It detects two actives only in that slower check.
+func (l *Lab) waitActiveRecorded(ctx context.Context, not string) (string, error) {
+	var last error
+	full := time.Now()
+	for {
+		a, err := l.recordedActive(ctx, not)
+		if err == nil && a == "" && time.Since(full) >= time.Second {
+			full = time.Now()
+			a, err = l.Active(ctx)
+			if errors.Is(err, ErrSplitBrain) {
+				return "", err
+			}
+			if a == not {
+				a = ""
+			}
+		}
+		if err == nil && a != "" {
+			n, nerr := l.Node(a)
+			if nerr != nil {
+				return "", fmt.Errorf("gwlab: the cluster records %q as active: %w", a, nerr)
+			}
+			if n.Witness {
+				return "", fmt.Errorf("gwlab: the witness %s reports the active role", a)
+			}
+			var st Status
+			if err = adminGet(ctx, n.Socket, "/v1/status", &st); err == nil {
+				if isActive(st) {
+					return a, nil
+				}
+				err = fmt.Errorf("gwlab: the cluster records %s as active, but it reports %q", a, st.Role)
+			}
+		}
+		if err != nil {
+			last = err
+		}
+		if !l.anyGatewayRunning(not) {
+			return "", fmt.Errorf("gwlab: waiting for an active gateway (not %q): every gateway's ikegwd process has exited (nodes: %s)", not, l.describe(context.Background()))
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("gwlab: waiting for an active gateway (not %q): %w (last: %v; nodes: %s)", not, ctx.Err(), last, l.describe(context.Background()))
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// recordedActive returns the active other than not that a running member's
+// /v1/members names (members lag: any one naming a new active will do);
+// "" when none does yet.
+func (l *Lab) recordedActive(ctx context.Context, not string) (string, error) {
+	var errs []error
+	asked := 0
+	for _, n := range l.nodes {
+		if p := n.Proc(); p == nil || p.Exited() {
+			continue
+		}
+		asked++
+		var m api.Members
+		if err := adminGet(ctx, n.Socket, "/v1/members", &m); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if m.Active != "" && m.Active != not {
+			return m.Active, nil
+		}
+	}
+	if asked > 0 && len(errs) == asked {
+		return "", errors.Join(errs...)
+	}
+	return "", nil
 }
 
 // anyGatewayRunning reports whether a gateway other than not still has
@@ -972,9 +1062,19 @@ func (l *Lab) waitRejoined(ctx context.Context, n *Node) error {
 			return fmt.Errorf("gwlab: %s did not rejoin: %w (last: %s)", n.Name, ctx.Err(), last)
 		case <-p.Done():
 			return fmt.Errorf("gwlab: %s: ikegwd exited while rejoining:\n%s", n.Name, tail(p.Output(), 3000))
-		case <-time.After(20 * time.Millisecond):
+		case <-time.After(rejoinPoll(l.opts.LoadTunnels)):
 		}
 	}
+}
+
+// rejoinPoll is how often waitRejoined asks the restarted node's status
+// (which opens every record of its store): more rarely in large labs, so
+// the polling does not slow down the replay it waits for.
+func rejoinPoll(loadTunnels int) time.Duration {
+	if loadTunnels >= largeLab {
+		return 500 * time.Millisecond
+	}
+	return 20 * time.Millisecond
 }
 
 func tail(s string, n int) string {
