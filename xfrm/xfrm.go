@@ -125,9 +125,10 @@ type DataPlane interface {
 // BenchmarkTakeover in xfrm/kernel).
 //
 // A staged pair sends nothing: the kernel installs no policy for it (no
-// packet is selected for its outbound SA) and the userspace engine neither
-// routes to it nor matches it to a packet it reads. Its inbound SA may
-// decrypt what reaches it. It is listed by Installed, read by Counters and
+// packet is selected for its outbound SA); the userspace engine never
+// matches it to a packet it reads (its routes are installed at staging:
+// what they lead into the engine is dropped until activation). Its inbound
+// SA may decrypt what reaches it. It is listed by Installed, read by Counters and
 // removed by DeleteChild and Flush like an installed pair.
 type Stager interface {
 	// StageChildren installs the SAs of each pair as InstallChild does
@@ -141,8 +142,8 @@ type Stager interface {
 	// has its counters moved forward to c.Counters (never back): the
 	// outbound sequence number is raised to c.Counters.OutSeq, the inbound
 	// replay window is replaced by c's when c.Counters.InSeq is ahead of
-	// it, byte and packet counters are raised; then its policies (kernel)
-	// or routes (userspace) are installed. A pair that is not installed is
+	// it, byte and packet counters are raised; then it may send (kernel:
+	// its policies are installed; userspace: it is matched to packets). A pair that is not installed is
 	// installed as by InstallChild; an active one is treated as by
 	// InstallChild (outbound sequence number raised). InstallChild on a
 	// staged pair activates it. The error joins one error per pair that

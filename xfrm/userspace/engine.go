@@ -187,8 +187,8 @@ type child struct {
 	base    time.Time // start of the time lifetimes
 	outSeq  atomic.Uint64
 	hard    atomic.Bool
-	// staged: installed by StageChildren and not activated yet: no
-	// routes, never chosen for an outbound packet.
+	// staged: installed by StageChildren and not activated yet: never
+	// chosen for an outbound packet.
 	staged atomic.Bool
 	// start is the record's counters as installed (kept for
 	// ActivateChildren's move forward and the install log).
@@ -438,10 +438,16 @@ func (e *Engine) InstallChild(ctx context.Context, c *sa.ChildSA) error {
 
 var _ xfrm.Stager = (*Engine)(nil)
 
-// StageChildren implements xfrm.Stager: the pairs are installed without
-// routes and are never chosen for a packet read from the TUN device until
-// activated; their inbound SAs decrypt what the caller hands to
-// HandleInbound.
+// StageChildren implements xfrm.Stager: the pairs are installed with their
+// routes, but never chosen for a packet read from the TUN device until
+// activated (what the routes lead into the device is dropped and counted
+// as EngineStats.NoPolicy: no sequence number is used, nothing is sent);
+// their inbound SAs decrypt what the caller hands to HandleInbound. The
+// routes are there so that activation, the part of a takeover after its
+// commit, only flips the pairs on. (A standby keeping pairs installed
+// could not use this as it is: its routes would take the packets that
+// standby forwarding hands to the active; see the failover package
+// documentation.)
 func (e *Engine) StageChildren(ctx context.Context, cs []*sa.ChildSA) error {
 	return e.each(ctx, cs, true)
 }
@@ -553,7 +559,7 @@ func (e *Engine) newChild(c *sa.ChildSA) (*child, error) {
 	return ch, nil
 }
 
-// installLocked installs ch (stage: without routes, staged), or, when its
+// installLocked installs ch (stage: staged), or, when its
 // pair is installed already, stages nothing / moves the installed pair
 // forward and activates it. Called with e.mu held.
 func (e *Engine) installLocked(ch *child, stage bool) error {
@@ -565,11 +571,10 @@ func (e *Engine) installLocked(ch *child, stage bool) error {
 	if other := e.outSPIs[ok]; other != nil {
 		return fmt.Errorf("%w: userspace: outbound spi=0x%08x to %s is used by pair spi=0x%08x", xfrm.ErrConflict, c.Out.SPI, c.Out.Dst, other.rec.ID())
 	}
-	if stage {
-		ch.staged.Store(true)
-	} else if err := e.addRoutes(ch.rec); err != nil {
+	if err := e.addRoutes(ch.rec); err != nil {
 		return err
 	}
+	ch.staged.Store(stage)
 	e.children[c.ID()] = ch
 	e.outSPIs[ok] = ch
 	e.ordered = append(e.ordered, ch)
@@ -586,8 +591,8 @@ func (e *Engine) installLocked(ch *child, stage bool) error {
 }
 
 // updateLocked handles c for the installed pair old: staging changes
-// nothing; activating moves a staged pair forward to c's counters and adds
-// its routes, or raises an active pair's outbound sequence number. Called
+// nothing; activating moves a staged pair forward to c's counters and lets
+// it send, or raises an active pair's outbound sequence number. Called
 // with e.mu held.
 func (e *Engine) updateLocked(old *child, c *sa.ChildSA, stage bool) error {
 	if !xfrm.SamePair(old.rec, c) {
@@ -602,9 +607,6 @@ func (e *Engine) updateLocked(old *child, c *sa.ChildSA, stage bool) error {
 	}
 	if c.Counters.OutSeq >= math.MaxUint32 {
 		return fmt.Errorf("userspace: child spi=0x%08x: outbound sequence number %d exhausted (no ESN)", c.ID(), c.Counters.OutSeq)
-	}
-	if err := e.addRoutes(old.rec); err != nil {
-		return err
 	}
 	old.forward(&c.Counters)
 	old.staged.Store(false)
@@ -788,9 +790,6 @@ func (e *Engine) removeLocked(spi uint32) {
 	delete(e.outSPIs, outKey{ch.rec.Out.SPI, ch.rec.Out.Dst})
 	e.ordered = slices.DeleteFunc(e.ordered, func(x *child) bool { return x == ch })
 	e.policyGen.Add(1)
-	if ch.staged.Load() {
-		return // a staged pair took no routes
-	}
 	for _, ts := range ch.rec.RemoteTS {
 		e.delRoute(ts.Prefix)
 	}

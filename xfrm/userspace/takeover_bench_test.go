@@ -86,12 +86,12 @@ func benchEngine(b *testing.B) *Engine {
 //
 //   - install: InstallChild per pair with the jumped counters (what the
 //     daemon's takeover does today);
-//   - activate: the pairs were staged beforehand (a standby keeping them
-//     pre-installed); the takeover moves their counters to the jumped ones
-//     and adds the routes (ActivateChildren);
-//   - stage: StageChildren of every pair, the standby's cost of keeping
-//     them installed (paid as records are applied, not at takeover); it
-//     reports the Go heap each staged pair holds.
+//   - activate: the pairs were staged beforehand, with their routes (the
+//     takeover staged them while its commit was in flight; a standby
+//     keeping them pre-installed would pay the same); ActivateChildren
+//     moves their counters to the jumped ones and lets them send;
+//   - stage: StageChildren of every pair (what activate's pairs paid
+//     earlier); it reports the Go heap each staged pair holds.
 //
 // Shapes: "shared" (one remote /24 for all pairs, as the lab's tunnels) and
 // "own" (a remote /32 and so a route per pair).
