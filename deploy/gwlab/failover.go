@@ -519,7 +519,9 @@ func (l *Lab) NodeAdminStatus(ctx context.Context, name string) (Status, error) 
 		return Status{}, err
 	}
 	var s Status
-	err = adminGet(ctx, n.Socket, "/v1/status", &s)
+	// A status counts every SA (seconds on a loaded node with 10,000):
+	// the SA listing's time bound, not the 2 s of the small answers.
+	err = adminGetBounded(ctx, n.Socket, "/v1/status", &s, adminSAsTimeout, adminLimit)
 	return s, err
 }
 
