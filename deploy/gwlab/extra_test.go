@@ -1,10 +1,16 @@
 package gwlab
 
 import (
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"ikegw/cmd/api"
 )
 
 func TestParseActiveLoss(t *testing.T) {
@@ -62,5 +68,57 @@ func TestActiveLossesReadsEveryDaemonLogSince(t *testing.T) {
 	}
 	if len(got) != 2 || got[0].Node != "gw2" || got[0].To != "standby" || got[1].Node != "gw1" || got[1].At.Second() != 5 {
 		t.Fatalf("ActiveLosses = %v, want gw2 at :03 (standby), then gw1 at :05", got)
+	}
+}
+
+// membersServer serves /v1/members with the given recorded active on a
+// unix socket in dir and returns the socket's path.
+func membersServer(t *testing.T, dir, name, active string) string {
+	t.Helper()
+	sock := filepath.Join(dir, name+".sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/members", func(w http.ResponseWriter, _ *http.Request) {
+		_ = json.NewEncoder(w).Encode(api.Members{Members: []api.Member{}, Active: active})
+	})
+	srv := &http.Server{Handler: mux}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return sock
+}
+
+func TestRecordedActiveOf(t *testing.T) {
+	dir := t.TempDir()
+	stale := membersServer(t, dir, "a", "gw1") // has not applied the new record yet
+	none := membersServer(t, dir, "b", "")
+	fresh := membersServer(t, dir, "c", "gw2")
+	dead := filepath.Join(dir, "dead.sock") // nobody listens
+	ctx := context.Background()
+	for _, tc := range []struct {
+		socks   []string
+		not     string
+		want    string
+		wantErr bool
+	}{
+		{[]string{stale, fresh}, "gw1", "gw2", false}, // a lagging member does not hide the new active
+		{[]string{dead, fresh}, "gw1", "gw2", false},  // nor does a dead one
+		{[]string{stale, none}, "gw1", "", false},     // not recorded yet: wait
+		{[]string{stale}, "", "gw1", false},           // the first wait: any active
+		{[]string{dead}, "gw1", "", true},             // nobody answers: say why
+		{nil, "gw1", "", false},
+	} {
+		got, err := recordedActiveOf(ctx, tc.socks, tc.not)
+		if got != tc.want || (err != nil) != tc.wantErr {
+			t.Errorf("recordedActiveOf(%v, not %q) = %q, %v; want %q, error %v", tc.socks, tc.not, got, err, tc.want, tc.wantErr)
+		}
+	}
+}
+
+func TestRejoinPollScalesWithTheLab(t *testing.T) {
+	if rejoinPoll(0) >= rejoinPoll(largeLab) || rejoinPoll(largeLab-1) != rejoinPoll(0) {
+		t.Fatalf("rejoinPoll: small %v, large %v", rejoinPoll(0), rejoinPoll(largeLab))
 	}
 }

@@ -730,15 +730,22 @@ func (l *Lab) waitActiveRecorded(ctx context.Context, not string) (string, error
 // /v1/members names (members lag: any one naming a new active will do);
 // "" when none does yet.
 func (l *Lab) recordedActive(ctx context.Context, not string) (string, error) {
-	var errs []error
-	asked := 0
+	var socks []string
 	for _, n := range l.nodes {
-		if p := n.Proc(); p == nil || p.Exited() {
-			continue
+		if p := n.Proc(); p != nil && !p.Exited() {
+			socks = append(socks, n.Socket)
 		}
-		asked++
+	}
+	return recordedActiveOf(ctx, socks, not)
+}
+
+// recordedActiveOf asks each admin socket's /v1/members in turn for an
+// active other than not; an error only when every socket failed.
+func recordedActiveOf(ctx context.Context, socks []string, not string) (string, error) {
+	var errs []error
+	for _, sock := range socks {
 		var m api.Members
-		if err := adminGet(ctx, n.Socket, "/v1/members", &m); err != nil {
+		if err := adminGet(ctx, sock, "/v1/members", &m); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -746,7 +753,7 @@ func (l *Lab) recordedActive(ctx context.Context, not string) (string, error) {
 			return m.Active, nil
 		}
 	}
-	if asked > 0 && len(errs) == asked {
+	if len(socks) > 0 && len(errs) == len(socks) {
 		return "", errors.Join(errs...)
 	}
 	return "", nil
