@@ -38,6 +38,20 @@
 // act as the active node. A witness that becomes leader hands leadership to
 // a healthy gateway voter.
 //
+// # Restart
+//
+// The SA database (the FSM's state) survives a restart. Each apply
+// records its entry's index and term in the same transaction as its
+// changes; Raft runs with NoSnapshotRestoreOnStart and the node restores
+// the newest snapshot into the database itself only when the database is
+// older than it, lost, of another log or of the previous release (which
+// records no index: replayed once). Entries the database already holds are
+// skipped without being opened (Node.RestartSkipped), so a restarted
+// member is ready at once instead of after re-applying up to
+// SnapshotThreshold entries. The database is written without fsync; one
+// left unsynced by an earlier boot (power loss) is moved aside and rebuilt
+// (store.DB.MayHaveLostWrites).
+//
 // # Membership
 //
 // Gossip is encrypted with the memberlist keyring. Each member advertises

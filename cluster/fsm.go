@@ -483,9 +483,11 @@ func (n *Node) PriorTermsApplied() bool {
 }
 
 // FSMAppliedIndex is the index of the last log entry this node's FSM has
-// applied to the SA database (0 after a snapshot restore until the next
-// entry). Unlike Raft().AppliedIndex(), which counts entries handed to the
-// FSM's queue, the store holds everything up to it.
+// applied to the SA database; right after a start or a snapshot restore,
+// the index the database records (restart.go). Unlike
+// Raft().AppliedIndex(), which counts entries handed to the FSM's queue
+// (and after a start that kept the database begins at the snapshot's
+// index), the store holds everything up to it.
 func (n *Node) FSMAppliedIndex() uint64 { return n.fsm.applied.Load() }
 
 // changesNothingNew reports whether applying l can change no SA and no
