@@ -214,9 +214,9 @@ func TestRestartSkipsAppliedEntries(t *testing.T) {
 		t.Errorf("the restart restored a snapshot %d times", n)
 	}
 	// One transaction reads the mark at the start, one applies the new
-	// entry (and perhaps one the leader's no-op-free barrier): never one
-	// per skipped entry.
-	if n := cb.updates.Load(); n > 3 {
+	// entry (a few more if a leadership change made c.commit retry):
+	// never one per skipped entry.
+	if n := cb.updates.Load(); n > 6 {
 		t.Errorf("%d transactions after the restart: entries were applied again", n)
 	}
 	if n := f.n.RestartSkipped(); n < after {
