@@ -57,8 +57,10 @@ type member struct {
 type TakeoverTimes struct {
 	Started time.Time
 	Load    time.Duration // reading the replicated records
-	Commit  time.Duration // committing the jumped sequence numbers
-	Install time.Duration // data plane installs
+	Commit  time.Duration // committing the jumped sequence numbers (the pairs are staged meanwhile)
+	// Install is the data plane's time after the commit: activating the
+	// staged pairs, plus any staging that outlasted the commit.
+	Install time.Duration
 	Engine  time.Duration // engine restore and sockets
 	// Staged: the takeover finished what a planned handover had staged
 	// (Load and Install were spent before the old active let go, unless
@@ -181,7 +183,9 @@ func (m *member) activate(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	m.log.Info("takeover: pairs staged while the jumped counters were committed", "pairs", len(live), "stage", stage, "commit", t.Commit)
+	if len(live) > 0 {
+		m.log.Info("takeover: pairs staged while the jumped counters were committed", "pairs", len(live), "stage", stage, "commit", t.Commit)
+	}
 	return m.start(ctx, rt, ikes, live, &t)
 }
 
