@@ -69,7 +69,9 @@ func (q *QuorumConfirmer) release(id raft.ServerID) {
 // (raft.ErrNotLeader), or a voter answers from a newer term (ErrDeposed).
 // A voter still working on an earlier call's heartbeat is not asked again
 // until that one returns, so a cut-off voter costs one goroutine, not one
-// per call. Only the leader's role machine calls it (failover.Leadership).
+// per call. Only the leader's role machine calls it (failover.Leadership,
+// which races it against VerifyLeader: under packet loss raft's vote,
+// counted from every heartbeat and replication reply, often comes first).
 func (q *QuorumConfirmer) Confirm(ctx context.Context) error {
 	n := q.n
 	if n.raft.State() != raft.Leader {

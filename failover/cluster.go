@@ -84,16 +84,33 @@ func (l *Leadership) fastReady(term uint64) bool {
 	return l.node.PriorTermsApplied()
 }
 
-// VerifyQuorum returns nil once a quorum acknowledged a heartbeat this
-// leader sent after the call began (cluster.QuorumConfirmer: raft's
-// VerifyLeader without raft's leader loop, which would hold the check up
-// while it writes the log or feeds the FSM). It fails when this node is no
-// longer leader or a voter is in a newer term; ctx bounds the wait.
+// VerifyQuorum returns nil once a quorum acknowledged this leader after the
+// call began, by whichever of two ways answers first: raft's VerifyLeader
+// (a vote counted from every heartbeat and replication reply raft gets,
+// so a lost segment on one connection is made up by the next heartbeat,
+// but taken up only by raft's leader loop, which may be busy writing the
+// log or feeding the FSM) and cluster.QuorumConfirmer (heartbeats sent
+// straight over the transport, which that loop does not hold up). It
+// fails when this node is no longer leader or a voter is in a newer term;
+// ctx bounds the wait.
 func (l *Leadership) VerifyQuorum(ctx context.Context) error {
-	if err := l.confirm.Confirm(ctx); err != nil {
-		return fmt.Errorf("failover: verify leadership: %w", err)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// Buffered for both: the loser finishes on its own (raft answers
+	// every VerifyLeader, at the latest when it steps down).
+	res := make(chan error, 2)
+	f := l.node.Raft().VerifyLeader()
+	go func() { res <- f.Error() }()
+	go func() { res <- l.confirm.Confirm(ctx) }()
+	select {
+	case err := <-res:
+		if err != nil {
+			return fmt.Errorf("failover: verify leadership: %w", err)
+		}
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	return nil
 }
 
 // Target names the gateway a planned handover would go to: to when it is

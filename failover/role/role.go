@@ -33,11 +33,12 @@
 //
 // # Self-fencing: the timing argument
 //
-// While not in standby the machine calls VerifyQuorum every CheckInterval
-// (cluster.QuorumConfirmer: a heartbeat round that a quorum must
-// acknowledge, what hashicorp/raft's VerifyLeader does, but sent directly
-// over the transport so that raft's leader loop, busy writing the log or
-// feeding the FSM, does not delay it). Let s be the start of the last call that succeeded. Every
+// While not in standby the machine calls VerifyQuorum every CheckInterval:
+// a heartbeat round that a quorum must acknowledge (in the daemon the
+// first to answer of hashicorp/raft's VerifyLeader and
+// cluster.QuorumConfirmer, which sends the heartbeats directly over the
+// transport so that raft's leader loop, busy writing the log or feeding
+// the FSM, does not delay the confirmation). Let s be the start of the last call that succeeded. Every
 // voter of that quorum heard from this leader at a time >= s. A hashicorp
 // raft follower that knows a leader refuses to vote for anybody else until
 // its heartbeat timer fires, at the earliest HeartbeatTimeout after it last
@@ -79,10 +80,12 @@
 // refusal above, so Handover releases the VIPs before it asks Raft to
 // transfer.
 //
-// Only heartbeats sent after s count (raft's VerifyLeader also counted a
-// reply already in flight at s; the confirmer does not). The margin
-// HeartbeatTimeout - Lease (500ms with the defaults) covers the timer
-// latency, the release and clock-rate differences between the nodes.
+// One caveat: raft's VerifyLeader counts a successful AppendEntries that
+// was already in flight when it was called, so the follower may have heard
+// from the leader up to one network delay before s (the confirmer counts
+// only heartbeats it sent after s). The margin HeartbeatTimeout - Lease
+// (500ms with the defaults) covers that delay, the timer latency, the
+// release and clock-rate differences between the nodes.
 //
 // Measured (go test -v -run TestPartitionedLeaderNeverOverlaps
 // ./failover/, in-memory Raft transport, defaults, real VIPs in network
