@@ -218,10 +218,11 @@ func (d *DataPlane) InstallChild(ctx context.Context, c *sa.ChildSA) error {
 }
 
 // InstallChildren installs many pairs with pipelined netlink requests
-// (Config.Window of them per send), which is how a standby installs its SAs
-// at takeover. Each pair behaves as in InstallChild; the error joins one
-// error per pair that failed (each names the pair's inbound SPI), and the
-// pairs that succeeded stay installed.
+// (Config.Window of them per send); a takeover does the same in two steps
+// (StageChildren, ActivateChildren). Each pair behaves as in InstallChild
+// (a staged pair is activated); the error joins one error per pair that
+// failed (each names the pair's inbound SPI), and the pairs that succeeded
+// stay installed.
 func (d *DataPlane) InstallChildren(ctx context.Context, cs []*sa.ChildSA) error {
 	var errs []error
 	var todo []*pair
