@@ -86,6 +86,10 @@ func BenchmarkCommitTLSInflightAB(b *testing.B) {
 		loads[i] = newCommitLoad(startTLSCluster(b, func(c *Config) { c.MaxInflight = v }))
 	}
 	lats := make([][]time.Duration, len(variants))
+	entries := make([]uint64, len(variants))
+	for i, cl := range loads {
+		entries[i], _ = cl.proposed()
+	}
 	const block = 100
 	b.ResetTimer()
 	for done := 0; done < b.N; done += block {
@@ -104,6 +108,8 @@ func BenchmarkCommitTLSInflightAB(b *testing.B) {
 		b.ReportMetric(p50, fmt.Sprintf("inflight%d-p50-ms", v))
 		b.ReportMetric(p99, fmt.Sprintf("inflight%d-p99-ms", v))
 		b.ReportMetric(float64(loads[i].flaps.Load()), fmt.Sprintf("inflight%d-retries", v))
+		e, _ := loads[i].proposed()
+		b.ReportMetric(float64(len(lats[i]))/float64(e-entries[i]), fmt.Sprintf("inflight%d-commits/entry", v))
 	}
 }
 
@@ -118,6 +124,16 @@ type commitLoad struct {
 }
 
 func newCommitLoad(nodes []*Node) *commitLoad { return &commitLoad{nodes: nodes} }
+
+// proposed sums the Batch entries (and bytes) the nodes proposed as leader.
+func (cl *commitLoad) proposed() (entries, bytes uint64) {
+	for _, n := range cl.nodes {
+		e, b := n.Proposed()
+		entries += e
+		bytes += b
+	}
+	return entries, bytes
+}
 
 func (cl *commitLoad) commit(cmd Command) error {
 	for {
