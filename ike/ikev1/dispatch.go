@@ -342,6 +342,10 @@ func (e *Engine) IKESAs() []sa.IKESA {
 	return out
 }
 
+// Counts returns how many ISAKMP SAs and IPsec SA pairs IKESAs and
+// ChildSAs would return, without copying them.
+func (e *Engine) Counts() (ike, child int) { return len(e.ikes), len(e.children) }
+
 // ChildSAs returns copies of every IPsec SA pair record.
 func (e *Engine) ChildSAs() []sa.ChildSA {
 	out := make([]sa.ChildSA, 0, len(e.children))

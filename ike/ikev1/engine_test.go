@@ -439,6 +439,11 @@ func TestRetransmissionsAnsweredFromCache(t *testing.T) {
 	if got := len(b.eng.IKESAs()); got != 1 {
 		t.Fatalf("responder has %d IKE SAs: retransmissions were renegotiated", got)
 	}
+	for _, n := range []*node{a, b} {
+		if ike, child := n.eng.Counts(); ike != len(n.eng.IKESAs()) || child != len(n.eng.ChildSAs()) || child == 0 {
+			t.Errorf("Counts() = %d, %d; IKESAs %d, ChildSAs %d", ike, child, len(n.eng.IKESAs()), len(n.eng.ChildSAs()))
+		}
+	}
 }
 
 func TestDPD(t *testing.T) {

@@ -394,6 +394,16 @@ func (r *Runtime) Snapshot(ctx context.Context) (ikes []sa.IKESA, children []sa.
 	return
 }
 
+// Counts returns how many ISAKMP SAs and IPsec SA pairs the engine holds
+// (Snapshot's lengths, without the copies).
+func (r *Runtime) Counts(ctx context.Context) (ike, child int, err error) {
+	err = r.Do(ctx, func(_ time.Time, e *ikev1.Engine) ([]ikev1.Action, error) {
+		ike, child = e.Counts()
+		return nil, nil
+	})
+	return
+}
+
 // HandleExpiry feeds a data plane lifetime event to the engine.
 func (r *Runtime) HandleExpiry(spi uint32, hard bool) {
 	select {
