@@ -209,7 +209,7 @@ func run(ctx context.Context, ikegwd, ikeload string, tunnels, conc int, proposa
 		a = "none (" + aerr.Error() + ")"
 	}
 	if len(losses) > 0 || a != active {
-		d := &disturbance{Before: active, After: a, Load1: load1(), Logs: logTails(dir, 8)}
+		d := &disturbance{Before: active, After: a, Load1: gwlab.Load1(), Logs: logTails(dir, 8)}
 		for _, x := range losses {
 			d.Losses = append(d.Losses, x.String())
 		}
@@ -248,20 +248,6 @@ func run(ctx context.Context, ikegwd, ikeload string, tunnels, conc int, proposa
 }
 
 func round(v float64) float64 { return math.Round(v*10) / 10 }
-
-// load1 is the 1-minute load average (0 when unreadable).
-func load1() float64 {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return 0
-	}
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return 0
-	}
-	v, _ := strconv.ParseFloat(f[0], 64)
-	return v
-}
 
 // nodeCPU returns the user+system CPU time in ms of each gateway's
 // `ikegwd run` process of the lab in dir, by node name (gw1.yaml -> gw1).

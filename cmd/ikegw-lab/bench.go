@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -170,7 +169,7 @@ func bench(ctx context.Context, out io.Writer, o gwlab.Options, tunnels, runs in
 				OutageMS: float64(r.Gap.Microseconds()) / 1e3, Lost: r.Lost, Seamless: r.OK() && ferr == nil,
 				Resumed: r.Resumed, SAUnchanged: r.PeerSAUnchanged && r.SPIsUnchanged, SeqFailures: r.SeqFailures,
 				LeaseMS: ms(lo.LeaderLease), HeartbeatMS: ms(lo.HeartbeatTimeout), CounterSyncMS: ms(lo.CounterSync),
-				SetupLosses: setupLosses, SetupS: setupS, Load1: load1()}
+				SetupLosses: setupLosses, SetupS: setupS, Load1: gwlab.Load1()}
 			if s := r.Split; s != nil {
 				row.DetectElectMS = max(0, float64(s.Started.Sub(r.At).Microseconds())/1e3)
 				row.LoadMS, row.CommitMS, row.InstallMS, row.EngineMS, row.ChildSAs = s.LoadMS, s.CommitMS, s.InstallMS, s.EngineMS, s.ChildSAs
@@ -204,17 +203,3 @@ func bench(ctx context.Context, out io.Writer, o gwlab.Options, tunnels, runs in
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1e3 }
-
-// load1 is the 1-minute load average (0 when /proc/loadavg cannot be read).
-func load1() float64 {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return 0
-	}
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return 0
-	}
-	v, _ := strconv.ParseFloat(f[0], 64)
-	return v
-}

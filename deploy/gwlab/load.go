@@ -115,3 +115,18 @@ func (l *Lab) SetupLoad(ctx context.Context) (LoadResult, error) {
 		}
 	}
 }
+
+// Load1 is the host's 1-minute load average (0 when /proc/loadavg cannot
+// be read): the benchmarks record it beside every result.
+func Load1() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(f[0], 64)
+	return v
+}
