@@ -664,14 +664,24 @@ func (l *Lab) waitActive(ctx context.Context, not string) (string, error) {
 		if errors.Is(err, ErrSplitBrain) {
 			return "", err
 		}
-		if !l.anyGatewayRunning(not) {
-			return "", fmt.Errorf("gwlab: waiting for an active gateway (not %q): every gateway's ikegwd process has exited (nodes: %s)", not, l.describe(context.Background()))
+		if err := l.waitTick(ctx, not, last); err != nil {
+			return "", err
 		}
-		select {
-		case <-ctx.Done():
-			return "", fmt.Errorf("gwlab: waiting for an active gateway (not %q): %w (last: %v; nodes: %s)", not, ctx.Err(), last, l.describe(context.Background()))
-		case <-time.After(10 * time.Millisecond):
-		}
+	}
+}
+
+// waitTick ends one round of a wait for an active gateway other than not:
+// an error when every gateway's ikegwd has exited or ctx ends (last is the
+// newest failure of a round), otherwise nil after 10 ms.
+func (l *Lab) waitTick(ctx context.Context, not string, last error) error {
+	if !l.anyGatewayRunning(not) {
+		return fmt.Errorf("gwlab: waiting for an active gateway (not %q): every gateway's ikegwd process has exited (nodes: %s)", not, l.describe(context.Background()))
+	}
+	select {
+	case <-ctx.Done():
+		return fmt.Errorf("gwlab: waiting for an active gateway (not %q): %w (last: %v; nodes: %s)", not, ctx.Err(), last, l.describe(context.Background()))
+	case <-time.After(10 * time.Millisecond):
+		return nil
 	}
 }
 
@@ -715,13 +725,8 @@ func (l *Lab) waitActiveRecorded(ctx context.Context, not string) (string, error
 		if err != nil {
 			last = err
 		}
-		if !l.anyGatewayRunning(not) {
-			return "", fmt.Errorf("gwlab: waiting for an active gateway (not %q): every gateway's ikegwd process has exited (nodes: %s)", not, l.describe(context.Background()))
-		}
-		select {
-		case <-ctx.Done():
-			return "", fmt.Errorf("gwlab: waiting for an active gateway (not %q): %w (last: %v; nodes: %s)", not, ctx.Err(), last, l.describe(context.Background()))
-		case <-time.After(10 * time.Millisecond):
+		if err := l.waitTick(ctx, not, last); err != nil {
+			return "", err
 		}
 	}
 }
