@@ -131,6 +131,11 @@ type Outage struct {
 	// Resumed is whether a request sent after the failure was answered
 	// within the window.
 	Resumed bool
+	// SendGap is the largest time between consecutive requests sent from
+	// the last one before the failure to the end of the window: the
+	// pinger's own stall (the process running it not scheduled on a
+	// loaded machine), which also shows in Gap without a lost ping.
+	SendGap time.Duration
 }
 
 // MeasureOutage computes the Outage of rec for a failure at at, looking
@@ -187,6 +192,16 @@ func MeasureOutage(rec lab.PingRecord, at, end time.Time) Outage {
 		if !answered[s] {
 			o.Lost++
 		}
+	}
+	var last time.Time
+	for _, t := range rec.SentTimes {
+		if t.After(end) {
+			break
+		}
+		if t.After(at) && !last.IsZero() {
+			o.SendGap = max(o.SendGap, t.Sub(last))
+		}
+		last = t
 	}
 	return o
 }
@@ -246,6 +261,9 @@ func (r Report) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "failover (%s) of %s -> %s\n", r.Kind, r.Killed, orNone(r.NewActive))
 	fmt.Fprintf(&b, "  outage:            %d ms (largest gap between ping replies)\n", r.Gap.Milliseconds())
+	if r.SendGap > 50*time.Millisecond {
+		fmt.Fprintf(&b, "  pinger stalled:    %d ms (largest gap between its own requests: part of the outage is the loaded machine's, not the failover's)\n", r.SendGap.Milliseconds())
+	}
 	fmt.Fprintf(&b, "  lost pings:        %d (of %d sent in the window)\n", r.Lost, r.Sent)
 	fmt.Fprintf(&b, "  ping resumed:      %s\n", yesNo(r.Resumed))
 	fmt.Fprintf(&b, "  new active after:  %d ms\n", r.Takeover.Milliseconds())

@@ -211,6 +211,25 @@ func TestMeasureOutage(t *testing.T) {
 			at: t0.Add(ms(495)), end: t0.Add(ms(1995)),
 			want: Outage{Gap: ms(1501 - 991), Lost: 60, Resumed: true},
 		},
+		{
+			// The pinger itself stalled: requests 50.. went out 300 ms
+			// late (all answered). The reply gap is the stall; SendGap
+			// says so.
+			name: "pinger stalled", r: func() lab.PingRecord {
+				r := lab.PingRecord{Start: t0, Sent: 100}
+				for i := range 100 {
+					sent := t0.Add(time.Duration(i) * 10 * time.Millisecond)
+					if i >= 50 {
+						sent = sent.Add(ms(300))
+					}
+					r.SentTimes = append(r.SentTimes, sent)
+					r.Replies = append(r.Replies, lab.Reply{Seq: i, Sent: sent, Received: sent.Add(ms(1))})
+				}
+				return r
+			}(),
+			at: t0.Add(ms(495)), end: t0.Add(ms(1500)),
+			want: Outage{Gap: ms(310), Lost: 0, Resumed: true, SendGap: ms(310)},
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := MeasureOutage(tc.r, tc.at, tc.end); got != tc.want {

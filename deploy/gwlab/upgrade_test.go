@@ -434,8 +434,8 @@ func rollingUpgrade(t *testing.T, base upgradeBase) {
 		}
 		time.Sleep(settle)
 		o := MeasureOutage(l.Pinger().Snapshot(), at, time.Now())
-		t.Logf("round %d: %s %s%s: largest ping gap %d ms, %d lost", round, step.Kind, step.Node,
-			map[bool]string{true: " -> " + step.To}[step.Kind == api.StepHandover], o.Gap.Milliseconds(), o.Lost)
+		t.Logf("round %d: %s %s%s: largest ping gap %d ms (largest gap between the pinger's own requests %d ms), %d lost", round, step.Kind, step.Node,
+			map[bool]string{true: " -> " + step.To}[step.Kind == api.StepHandover], o.Gap.Milliseconds(), o.SendGap.Milliseconds(), o.Lost)
 		if n := strings.Count(l.Swan().Log(), SeqFailure) - seqBefore; n != 0 {
 			t.Fatalf("round %d: the peer logged %q %d times", round, SeqFailure, n)
 		}

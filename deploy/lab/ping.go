@@ -40,6 +40,10 @@ type PingRecord struct {
 	End      time.Time // when the pinger stopped
 	Sent     int
 	Replies  []Reply
+	// SentTimes holds when each request was sent, by sequence number:
+	// a gap between two sends is the pinger's own stall (its process was
+	// not scheduled), not the network's.
+	SentTimes []time.Time
 }
 
 // Received is the number of distinct requests answered.
@@ -247,6 +251,7 @@ func (p *Pinger) Snapshot() PingRecord {
 	defer p.mu.Unlock()
 	r := p.rec
 	r.Replies = append([]Reply(nil), p.rec.Replies...)
+	r.SentTimes = append([]time.Time(nil), p.sentAt...)
 	r.End = time.Now()
 	return r
 }
@@ -268,6 +273,7 @@ func (p *Pinger) Stop() PingRecord {
 	defer p.mu.Unlock()
 	r := p.rec
 	r.Replies = append([]Reply(nil), p.rec.Replies...)
+	r.SentTimes = append([]time.Time(nil), p.sentAt...)
 	return r
 }
 
