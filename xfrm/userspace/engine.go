@@ -190,9 +190,6 @@ type child struct {
 	// staged: installed by StageChildren and not activated yet: never
 	// chosen for an outbound packet.
 	staged atomic.Bool
-	// start is the record's counters as installed (kept for
-	// ActivateChildren's move forward and the install log).
-	start sa.Counters
 
 	mu                                  sync.Mutex
 	replay                              replay.Filter
@@ -554,8 +551,6 @@ func (e *Engine) newChild(c *sa.ChildSA) (*child, error) {
 	ch.replay.Restore(c.Counters.InSeq, c.Counters.ReplayBitmap)
 	ch.inBytes, ch.inPackets = c.Counters.InBytes, c.Counters.InPackets
 	ch.outBytes, ch.outPackets = c.Counters.OutBytes, c.Counters.OutPackets
-	ch.start = c.Counters
-	ch.start.ReplayBitmap = slices.Clone(c.Counters.ReplayBitmap)
 	return ch, nil
 }
 
@@ -586,7 +581,7 @@ func (e *Engine) installLocked(ch *child, stage bool) error {
 		return nil
 	}
 	e.log.Info("child installed", "spi_in", spiHex(c.In.SPI), "spi_out", spiHex(c.Out.SPI),
-		"peer", ch.dst, "encr", c.Out.Encr, "integ", c.Out.Integ, "out_seq", ch.start.OutSeq, "in_seq", ch.start.InSeq)
+		"peer", ch.dst, "encr", c.Out.Encr, "integ", c.Out.Integ, "out_seq", c.Counters.OutSeq, "in_seq", c.Counters.InSeq)
 	return nil
 }
 
@@ -601,12 +596,12 @@ func (e *Engine) updateLocked(old *child, c *sa.ChildSA, stage bool) error {
 	if stage {
 		return nil
 	}
+	if c.Counters.OutSeq >= math.MaxUint32 {
+		return fmt.Errorf("userspace: child spi=0x%08x: outbound sequence number %d exhausted (no ESN)", c.ID(), c.Counters.OutSeq)
+	}
 	if !old.staged.Load() {
 		old.raiseOutSeq(c.Counters.OutSeq)
 		return nil
-	}
-	if c.Counters.OutSeq >= math.MaxUint32 {
-		return fmt.Errorf("userspace: child spi=0x%08x: outbound sequence number %d exhausted (no ESN)", c.ID(), c.Counters.OutSeq)
 	}
 	old.forward(&c.Counters)
 	old.staged.Store(false)

@@ -295,6 +295,14 @@ func RunStager(t *testing.T, newDP func(t *testing.T) xfrm.DataPlane) {
 		if !errors.Is(err, xfrm.ErrConflict) {
 			t.Fatalf("ActivateChildren with a conflicting pair: %v, want ErrConflict", err)
 		}
+		exhausted := *installed
+		exhausted.Counters.OutSeq = 1 << 32
+		if err := st.ActivateChildren(ctx, []*sa.ChildSA{&exhausted}); err == nil {
+			t.Fatal("ActivateChildren accepted an outbound sequence number of 2^32 (no ESN)")
+		}
+		if got := counters(t, dp, installed.ID()); got.OutSeq != 0 {
+			t.Fatalf("a refused activation moved the outbound sequence number to %d", got.OutSeq)
+		}
 		if err := dp.Flush(ctx); err != nil {
 			t.Fatal(err)
 		}
