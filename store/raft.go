@@ -44,6 +44,17 @@ const RaftLogPrewrite = 16 << 20
 // takes longer (BenchmarkRaftCompaction, BENCHMARKS.md).
 const RaftCompactChunk = 1024
 
+// raftBoltOptions are the bbolt options of the Raft log. The freelist is
+// not written: after a compaction it lists thousands of free pages, and
+// bbolt writes all of it in every append's transaction (two fdatasyncs of
+// more pages); bbolt rebuilds it on open by scanning the file instead (26-31
+// ms for a 160 MB log). Appends after a compaction of 8,192 entries: p50
+// 0.34 -> 0.30 ms, p90 0.60-0.68 -> 0.43-0.49 ms (BenchmarkRaftAppendAfterCompaction).
+// The hashmap freelist allocates in constant time from a large freelist.
+func raftBoltOptions() *bolt.Options {
+	return &bolt.Options{Timeout: openTimeout, NoFreelistSync: true, FreelistType: bolt.FreelistMapType}
+}
+
 // chunkedLog is the bbolt Raft log with a compaction (a DeleteRange from
 // the first entry) split into transactions of RaftCompactChunk entries,
 // lowest first: a crash part-way leaves a shorter, still contiguous log
@@ -123,7 +134,7 @@ func OpenRaftStores(dir string, logger hclog.Logger) (*RaftStores, error) {
 	}
 	bs, err := raftboltdb.New(raftboltdb.Options{
 		Path:        path,
-		BoltOptions: &bolt.Options{Timeout: openTimeout},
+		BoltOptions: raftBoltOptions(),
 	})
 	if err != nil {
 		if errors.Is(err, berrors.ErrTimeout) {
