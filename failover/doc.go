@@ -105,10 +105,12 @@
 // allows it) was measured against this and not chosen (BENCHMARKS.md,
 // "Installing the pairs at takeover"):
 //
-//   - What it would save is only the staging, and only where staging
-//     takes longer than the commit it now overlaps: the part after the
-//     commit (policies or routes) is the same for a pre-installed pair,
-//     which must not hold policies or routes on a standby (kernel: its
+//   - What it would save is only the staging where it takes longer than
+//     the commit it now overlaps, and the commit's slowdown from sharing
+//     the CPU with it (at 1,000 tunnels in the lab: about 40-55 ms, 7-9% of
+//     the outage): the part after the commit is the same for a
+//     pre-installed pair, which must not hold policies or routes on a
+//     standby (kernel: its
 //     outbound policies would encrypt the packets standby forwarding hands
 //     to the active, with stale sequence numbers; userspace: its routes
 //     would take those packets from table 4501's forwarding). With the
