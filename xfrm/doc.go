@@ -2,8 +2,11 @@
 // implementations, the Linux kernel through netlink XFRM (xfrm/kernel) and a
 // userspace ESP engine on a TUN device (xfrm/userspace). It imports nothing
 // of ikegw but the shared SA types (ike/sa), and it never touches an SA,
-// policy, device or route it did not create. Package xfrmtest holds the
-// contract test every implementation runs; packages esp and replay are the
+// policy, device or route it did not create. Both implementations are also
+// Stagers: a pair's SAs installed first without letting it send, and
+// activated later (how a takeover installs while it commits its jumped
+// counters). Package xfrmtest holds the contract tests every
+// implementation runs (Run, RunStager); packages esp and replay are the
 // userspace engine's ESP codec and anti-replay window.
 //
 // # Replay bitmap
