@@ -14,14 +14,16 @@ import (
 	"ikegw/xfrm/xfrmtest"
 )
 
-// TestStagerContract runs xfrm.Stager's contract test, each data plane in
-// a namespace of its own.
-func TestStagerContract(t *testing.T) {
+// TestDataPlaneContract runs xfrm.DataPlane's and xfrm.Stager's contract
+// tests, each data plane in a namespace of its own.
+func TestDataPlaneContract(t *testing.T) {
 	needESP(t)
-	xfrmtest.RunStager(t, func(t *testing.T) xfrm.DataPlane {
+	newNSDP := func(t *testing.T) xfrm.DataPlane {
 		_, path := newNamedNS(t)
 		return newDP(t, path)
-	})
+	}
+	xfrmtest.Run(t, newNSDP)
+	t.Run("Stager", func(t *testing.T) { xfrmtest.RunStager(t, newNSDP) })
 }
 
 // TestStagedTakeover: a new active stages its pair with the counters last
