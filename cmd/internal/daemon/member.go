@@ -203,14 +203,15 @@ func (m *member) commitAndStage(ctx context.Context, jumped map[uint32]sa.Counte
 
 // stageDuringCommit runs commit (of the pairs' jumped counters) and, at the
 // same time, stages the pairs in dp when it is an xfrm.Stager (their SAs
-// with the jumped counters, without policies or routes). It returns when
+// with the jumped counters, not yet allowed to send). It returns when
 // both are done: when the commit ended, how long staging took, and the
 // commit's error.
 //
 // Why the overlap keeps the invariants (DESIGN.md 1 and 3; failover
 // package documentation, "Installing the pairs"): a staged pair sends
-// nothing (no policy selects it, no route leads to it, and the IKE runtime
-// that carries userspace ESP does not exist yet), so no packet with a
+// nothing (kernel: no policy selects it; userspace: the engine never
+// matches it to a packet, and the IKE runtime that carries its ESP does
+// not exist yet), so no packet with a
 // jumped sequence number leaves this node before the jump is on a quorum;
 // the pairs start sending only in install, after the commit returned. If
 // the commit fails, the staged pairs are flushed by OnStandby, which
@@ -238,7 +239,7 @@ func stageDuringCommit(ctx context.Context, dp xfrm.DataPlane, log *slog.Logger,
 }
 
 // install lets the pairs carry traffic: a Stager activates them (staged
-// ones: their policies or routes; the others are installed), any other data
+// ones may send from now on; the others are installed), any other data
 // plane installs them one by one. A failure is logged: the others still
 // work.
 func (m *member) install(ctx context.Context, live []*sa.ChildSA) {
