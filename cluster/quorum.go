@@ -111,8 +111,9 @@ func (q *QuorumConfirmer) Confirm(ctx context.Context) error {
 			ID:              []byte(self),
 			Addr:            n.trans.EncodePeer(self, addr),
 		},
-		Term:   term,
-		Leader: n.trans.EncodePeer(self, addr),
+		// Term and the header's Addr make it a heartbeat (the
+		// deprecated Leader field is only read when Addr is empty).
+		Term: term,
 	}
 
 	type answer struct {
