@@ -24,7 +24,9 @@
 //	fencing    -> standby     leadership lost
 //
 // OnStandby is called once after every OnActivate call, whatever its
-// outcome, before the next OnActivate. OnActivate must be idempotent (it may
+// outcome, before the next OnActivate, except that a fence whose OnFence
+// kept the state is followed by OnActivate again (same term) and OnStandby
+// comes once, when the machine stands down. OnActivate must be idempotent (it may
 // run again after a fence without a change of leader) and must return soon
 // after its context is cancelled. OnActive and OnStandby run on the
 // machine's goroutine: they must return quickly (start work, do not wait
@@ -189,6 +191,15 @@ type Callbacks struct {
 	OnActive func()
 	// OnStandby runs after the VIPs are released, once per OnActivate.
 	OnStandby func()
+	// OnFence, if set, runs instead of OnStandby when the active fences
+	// itself (its lease ended, no change of leader seen). It returns
+	// whether it kept the takeover's state (the data plane's pairs, the
+	// IKE engine) for a re-activation in the same term; a quorum that
+	// confirms this leader again in the same term proves that no other
+	// node led meanwhile, so nobody else used those pairs. When it kept
+	// them the machine still owes OnStandby: it calls it when it stands
+	// down. When it did not (false), OnFence did what OnStandby does.
+	OnFence func() (kept bool)
 	// OnLease reports the lease this node holds while not standby: the
 	// start of the newest successful quorum check plus Lease, each time a
 	// newer check succeeds, and the zero time when the lease ends (fence,
@@ -614,7 +625,15 @@ func (m *Machine) onFenceTimer() {
 func (m *Machine) fenceNow(reason string) {
 	m.release("fencing")
 	m.endLease(m.gen)
-	m.callStandby()
+	if m.cb.OnFence != nil && m.needStandby {
+		var kept bool
+		m.timed("OnFence", func() { kept = m.cb.OnFence() })
+		if !kept {
+			m.needStandby = false
+		}
+	} else {
+		m.callStandby()
+	}
 	m.setState(Fencing, reason)
 }
 

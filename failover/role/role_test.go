@@ -185,7 +185,7 @@ func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)
 
 const testLease = 100 * time.Millisecond
 
-func start(t *testing.T, cfg Config, onActivate func(ctx context.Context) error) *harness {
+func start(t *testing.T, cfg Config, onActivate func(ctx context.Context) error, opts ...func(*Callbacks)) *harness {
 	t.Helper()
 	rec := &recorder{}
 	h := &harness{t: t, rec: rec, lead: newFakeLead(rec), vips: &fakeVIPs{rec: rec}, done: make(chan error, 1)}
@@ -206,6 +206,9 @@ func start(t *testing.T, cfg Config, onActivate func(ctx context.Context) error)
 		},
 		OnActive:  func() { rec.add("active") },
 		OnStandby: func() { rec.add("standby") },
+	}
+	for _, o := range opts {
+		o(&cb)
 	}
 	m, err := New(cfg, h.lead, h.vips, cb)
 	if err != nil {
@@ -392,6 +395,56 @@ func TestFencedThenLeadershipLost(t *testing.T) {
 		if c != "release" {
 			t.Fatalf("after fence, loss made calls %v", h.rec.since(n))
 		}
+	}
+}
+
+// A fence whose OnFence keeps the state is followed, when the quorum
+// confirms the same leader again, by OnActivate without OnStandby; the
+// OnStandby owed comes once, when the machine stands down. A fence that
+// keeps nothing owes nothing.
+func TestFenceKeepsStateForTheSameTerm(t *testing.T) {
+	for _, kept := range []bool{true, false} {
+		t.Run(fmt.Sprintf("kept=%v", kept), func(t *testing.T) {
+			var h *harness
+			h = start(t, Config{}, nil, func(cb *Callbacks) {
+				cb.OnFence = func() bool { h.rec.add("fence"); return kept }
+			})
+			h.lead.elect(1, true)
+			h.waitState(Active)
+			for range 2 {
+				n := len(h.rec.all())
+				h.lead.setVerify(verifyBlock)
+				h.waitState(Fencing)
+				h.waitSeq(n, "release", "fence")
+				if h.vips.isHeld() {
+					t.Fatal("fenced node holds VIPs")
+				}
+				n = len(h.rec.all())
+				h.lead.setVerify(verifyOK)
+				h.waitState(Active)
+				h.waitSeq(n, "activate", "claim", "active")
+			}
+			n := len(h.rec.all())
+			h.lead.setVerify(verifyBlock)
+			h.waitState(Fencing)
+			h.waitSeq(n, "release", "fence")
+			n += 2
+			h.lead.lose(true)
+			h.waitState(Standby)
+			var standbys int
+			for _, c := range h.rec.since(n) {
+				switch c {
+				case "standby":
+					standbys++
+				case "release":
+				default:
+					t.Fatalf("after the fence, the loss made calls %v", h.rec.since(n))
+				}
+			}
+			if want := map[bool]int{true: 1, false: 0}[kept]; standbys != want {
+				t.Fatalf("OnStandby ran %d times after the loss, want %d (calls %v)", standbys, want, h.rec.since(n))
+			}
+		})
 	}
 }
 

@@ -66,6 +66,7 @@ func startRoles(n *Node) (*roles, error) {
 				n.log.Info("now ACTIVE", "term", cs.Term)
 			},
 			OnStandby: n.mem.deactivate,
+			OnFence:   n.mem.fence,
 			OnLease:   n.fence.onLease,
 		})
 	if err != nil {
