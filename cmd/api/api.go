@@ -139,14 +139,20 @@ type Status struct {
 
 // ClusterStatus is the node's Raft view.
 type ClusterStatus struct {
-	State        string    `json:"state"`
-	Term         uint64    `json:"term"`
-	CommitIndex  uint64    `json:"commit_index"`
-	AppliedIndex uint64    `json:"applied_index"`
-	LastIndex    uint64    `json:"last_index"`
-	Leader       string    `json:"leader"`
-	LeaderReady  bool      `json:"leader_ready"`
-	LastTakeover *Takeover `json:"last_takeover,omitempty"`
+	State        string `json:"state"`
+	Term         uint64 `json:"term"`
+	CommitIndex  uint64 `json:"commit_index"`
+	AppliedIndex uint64 `json:"applied_index"`
+	// StoreAppliedIndex is the last entry the node's SA database holds
+	// (AppliedIndex, raft's, counts entries merely queued for it);
+	// RestartSkipped the entries skipped since start because the database
+	// already held them. Both 0 from releases before they were reported.
+	StoreAppliedIndex uint64    `json:"store_applied_index,omitempty"`
+	RestartSkipped    uint64    `json:"restart_skipped,omitempty"`
+	LastIndex         uint64    `json:"last_index"`
+	Leader            string    `json:"leader"`
+	LeaderReady       bool      `json:"leader_ready"`
+	LastTakeover      *Takeover `json:"last_takeover,omitempty"`
 	// Removed is true once the leader removed this node from the cluster.
 	Removed bool `json:"removed,omitempty"`
 	// ConfigVersion is the cluster-wide configuration version this node

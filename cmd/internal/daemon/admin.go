@@ -211,6 +211,7 @@ func (h *adminHandler) status(w http.ResponseWriter, r *http.Request) {
 	if h.n.cnode != nil {
 		cs := h.n.cnode.Stats()
 		st.Cluster = &api.ClusterStatus{State: cs.State, Term: cs.Term, CommitIndex: cs.CommitIndex, AppliedIndex: cs.AppliedIndex,
+			StoreAppliedIndex: h.n.cnode.FSMAppliedIndex(), RestartSkipped: h.n.cnode.RestartSkipped(),
 			LastIndex: cs.LastIndex, Leader: cs.LeaderID, LeaderReady: cs.LeaderReady,
 			Removed: h.n.cnode.Removed(), ConfigVersion: h.n.sync.applied().Version}
 		if h.n.mem != nil {
