@@ -1063,8 +1063,8 @@ func (l *Lab) waitRejoined(ctx context.Context, n *Node) error {
 			last = "role " + st.Role + ", no cluster status"
 		case st.Role == "" || (!n.Witness && isActive(st)):
 			last = "role " + st.Role
-		case st.Cluster.Leader == "" || storeApplied(st.Cluster) < target:
-			last = fmt.Sprintf("role %s, leader %q, applied index %d < %d", st.Role, st.Cluster.Leader, storeApplied(st.Cluster), target)
+		case st.Cluster.Leader == "" || st.Cluster.AppliedIndex < target:
+			last = fmt.Sprintf("role %s, leader %q, applied index %d < %d", st.Role, st.Cluster.Leader, st.Cluster.AppliedIndex, target)
 		default:
 			return nil
 		}
@@ -1117,13 +1117,3 @@ func (l *Lab) Close() error {
 	return l.closeErr
 }
 
-// storeApplied is the last entry c's SA database holds: what a node that
-// rejoined must have applied before it may take over. Raft's AppliedIndex
-// counts entries merely queued for the store; a release that does not
-// report the store's index has only that.
-func storeApplied(c *api.ClusterStatus) uint64 {
-	if c.StoreAppliedIndex != 0 {
-		return c.StoreAppliedIndex
-	}
-	return c.AppliedIndex
-}
