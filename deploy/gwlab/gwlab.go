@@ -1116,4 +1116,3 @@ func (l *Lab) Close() error {
 	})
 	return l.closeErr
 }
-
