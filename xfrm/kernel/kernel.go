@@ -224,22 +224,7 @@ func (d *DataPlane) InstallChild(ctx context.Context, c *sa.ChildSA) error {
 // failed (each names the pair's inbound SPI), and the pairs that succeeded
 // stay installed.
 func (d *DataPlane) InstallChildren(ctx context.Context, cs []*sa.ChildSA) error {
-	var errs []error
-	var todo []*pair
-	seen := make(map[saID]bool)
-	for _, c := range cs {
-		p, err := d.prepare(c)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if seen[p.in] || seen[p.out] {
-			errs = append(errs, fmt.Errorf("%w: pair spi=0x%08x: SPI given twice in one InstallChildren call", xfrm.ErrConflict, p.in.spi))
-			continue
-		}
-		seen[p.in], seen[p.out] = true, true
-		todo = append(todo, p)
-	}
+	todo, errs := d.prepareAll(cs, "InstallChildren")
 	if err := d.lock(); err != nil {
 		return err
 	}
@@ -260,12 +245,8 @@ func (d *DataPlane) InstallChildren(ctx context.Context, cs []*sa.ChildSA) error
 			raises = append(raises, raise{old, p.child.Counters.OutSeq})
 			continue
 		}
-		if other := d.byState[p.in]; other != nil {
-			errs = append(errs, fmt.Errorf("%w: pair spi=0x%08x: inbound SA %s belongs to pair spi=0x%08x", xfrm.ErrConflict, p.in.spi, p.in, other.in.spi))
-			continue
-		}
-		if other := d.byState[p.out]; other != nil {
-			errs = append(errs, fmt.Errorf("%w: pair spi=0x%08x: outbound SA %s belongs to pair spi=0x%08x", xfrm.ErrConflict, p.in.spi, p.out, other.in.spi))
+		if err := d.stateTaken(p); err != nil {
+			errs = append(errs, err)
 			continue
 		}
 		fresh = append(fresh, p)
@@ -274,6 +255,40 @@ func (d *DataPlane) InstallChildren(ctx context.Context, cs []*sa.ChildSA) error
 	errs = append(errs, d.activateStaged(ctx, activate)...)
 	errs = append(errs, d.installFresh(ctx, fresh, true)...)
 	return errors.Join(errs...)
+}
+
+// prepareAll prepares the pairs of one call (named in errors), refusing a
+// pair whose SPI an earlier pair of the same call uses.
+func (d *DataPlane) prepareAll(cs []*sa.ChildSA, call string) ([]*pair, []error) {
+	var errs []error
+	var todo []*pair
+	seen := make(map[saID]bool)
+	for _, c := range cs {
+		p, err := d.prepare(c)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if seen[p.in] || seen[p.out] {
+			errs = append(errs, fmt.Errorf("%w: pair spi=0x%08x: SPI given twice in one %s call", xfrm.ErrConflict, p.in.spi, call))
+			continue
+		}
+		seen[p.in], seen[p.out] = true, true
+		todo = append(todo, p)
+	}
+	return todo, errs
+}
+
+// stateTaken refuses a new pair one of whose SAs belongs to another pair
+// (d.mu held).
+func (d *DataPlane) stateTaken(p *pair) error {
+	if other := d.byState[p.in]; other != nil {
+		return fmt.Errorf("%w: pair spi=0x%08x: inbound SA %s belongs to pair spi=0x%08x", xfrm.ErrConflict, p.in.spi, p.in, other.in.spi)
+	}
+	if other := d.byState[p.out]; other != nil {
+		return fmt.Errorf("%w: pair spi=0x%08x: outbound SA %s belongs to pair spi=0x%08x", xfrm.ErrConflict, p.in.spi, p.out, other.in.spi)
+	}
+	return nil
 }
 
 var _ xfrm.Stager = (*DataPlane)(nil)
@@ -290,22 +305,7 @@ func (d *DataPlane) ActivateChildren(ctx context.Context, cs []*sa.ChildSA) erro
 // policy's template, so a staged pair encrypts nothing; its inbound SA
 // decrypts ESP that reaches it).
 func (d *DataPlane) StageChildren(ctx context.Context, cs []*sa.ChildSA) error {
-	var errs []error
-	var todo []*pair
-	seen := make(map[saID]bool)
-	for _, c := range cs {
-		p, err := d.prepare(c)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if seen[p.in] || seen[p.out] {
-			errs = append(errs, fmt.Errorf("%w: pair spi=0x%08x: SPI given twice in one StageChildren call", xfrm.ErrConflict, p.in.spi))
-			continue
-		}
-		seen[p.in], seen[p.out] = true, true
-		todo = append(todo, p)
-	}
+	todo, errs := d.prepareAll(cs, "StageChildren")
 	if err := d.lock(); err != nil {
 		return err
 	}
@@ -318,12 +318,8 @@ func (d *DataPlane) StageChildren(ctx context.Context, cs []*sa.ChildSA) error {
 			}
 			continue
 		}
-		if other := d.byState[p.in]; other != nil {
-			errs = append(errs, fmt.Errorf("%w: pair spi=0x%08x: inbound SA %s belongs to pair spi=0x%08x", xfrm.ErrConflict, p.in.spi, p.in, other.in.spi))
-			continue
-		}
-		if other := d.byState[p.out]; other != nil {
-			errs = append(errs, fmt.Errorf("%w: pair spi=0x%08x: outbound SA %s belongs to pair spi=0x%08x", xfrm.ErrConflict, p.in.spi, p.out, other.in.spi))
+		if err := d.stateTaken(p); err != nil {
+			errs = append(errs, err)
 			continue
 		}
 		fresh = append(fresh, p)
