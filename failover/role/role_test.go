@@ -355,25 +355,33 @@ func TestClaimFailureReleasesAndStepsDown(t *testing.T) {
 	}
 }
 
-func TestFencingWithoutQuorum(t *testing.T) {
-	h := start(t, Config{}, nil)
-	h.lead.elect(1, true)
-	h.waitState(Active)
+// fenceAndRecover cuts the active off from its quorum (Raft still says
+// leader): it fences (the VIPs released, then the callback named onFence),
+// and when the quorum answers again it is active again.
+func (h *harness) fenceAndRecover(onFence string) {
+	h.t.Helper()
 	n := len(h.rec.all())
-	// Quorum unreachable; Raft has not stepped down (still says leader).
 	h.lead.setVerify(verifyBlock)
 	h.waitState(Fencing)
-	h.waitSeq(n, "release", "standby")
+	h.waitSeq(n, "release", onFence)
 	if h.vips.isHeld() {
-		t.Fatal("fenced node holds VIPs")
+		h.t.Fatal("fenced node holds VIPs")
 	}
-	// Contact comes back while still leader: active again.
 	n = len(h.rec.all())
 	h.lead.setVerify(verifyOK)
 	h.waitState(Active)
 	h.waitSeq(n, "activate", "claim", "active")
+}
+
+func TestFencingWithoutQuorum(t *testing.T) {
+	h := start(t, Config{}, nil)
+	h.lead.elect(1, true)
+	h.waitState(Active)
+	// Quorum unreachable; Raft has not stepped down (still says leader).
+	// Contact comes back while still leader: active again.
+	h.fenceAndRecover("standby")
 	// Then Raft steps down after all.
-	n = len(h.rec.all())
+	n := len(h.rec.all())
 	h.lead.lose(true)
 	h.waitState(Standby)
 	h.waitSeq(n, "release", "standby")
@@ -412,17 +420,7 @@ func TestFenceKeepsStateForTheSameTerm(t *testing.T) {
 			h.lead.elect(1, true)
 			h.waitState(Active)
 			for range 2 {
-				n := len(h.rec.all())
-				h.lead.setVerify(verifyBlock)
-				h.waitState(Fencing)
-				h.waitSeq(n, "release", "fence")
-				if h.vips.isHeld() {
-					t.Fatal("fenced node holds VIPs")
-				}
-				n = len(h.rec.all())
-				h.lead.setVerify(verifyOK)
-				h.waitState(Active)
-				h.waitSeq(n, "activate", "claim", "active")
+				h.fenceAndRecover("fence")
 			}
 			n := len(h.rec.all())
 			h.lead.setVerify(verifyBlock)
