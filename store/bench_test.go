@@ -151,6 +151,19 @@ func BenchmarkForEachChild10k(b *testing.B) {
 	}
 }
 
+// Counting the SAs of a 10,000-tunnel gateway, as the admin status on a
+// standby does (it used to read every record, as ForEachChild10k above
+// plus the IKE SAs).
+func BenchmarkCounts10k(b *testing.B) {
+	db := benchDB(b, testSealer(b, testKey(b)), 10000)
+	b.ReportAllocs()
+	for b.Loop() {
+		if ike, child, err := db.Counts(); err != nil || ike != 10000 || child != 10000 {
+			b.Fatal(ike, child, err)
+		}
+	}
+}
+
 // WriteSnapshot and Restore of 10,000 IKE + 10,000 child records (Raft FSM
 // snapshot and install on a lagging node).
 func BenchmarkSnapshotRestore10k(b *testing.B) {
