@@ -98,39 +98,31 @@ type TakeoverTimes struct {
 func (m *member) activate(ctx context.Context) (err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.rt != nil && m.keptTerm != 0 && m.node.Raft().CurrentTerm() != m.keptTerm {
+		// Not the term the state was kept in (the role machine
+		// re-activates only in the same term; defence in depth).
+		m.log.Warn("takeover: the state kept at a fence is of another term; full takeover", "kept_term", m.keptTerm)
+		m.deactivateLocked()
+	}
 	if m.rt != nil {
-		if m.keptTerm != 0 && m.node.Raft().CurrentTerm() != m.keptTerm {
-			// Not the term the state was kept in (the role machine
-			// re-activates only in the same term; defence in depth).
-			m.log.Warn("takeover: the state kept at a fence is of another term; full takeover", "kept_term", m.keptTerm)
-			m.deactivateLocked()
-		} else {
-			if m.keptTerm != 0 {
-				m.log.Info("re-activated in the term of the fence: the runtime and the pairs were kept", "term", m.keptTerm)
-			}
-			m.keptTerm = 0
-			m.keptGen++
-			return nil // idempotent: already active, or kept at a fence
+		// Kept at a fence (or already active): the runtime runs on, but
+		// a handover announced before the fence must still be cancelled
+		// and the commit gate it closed opened, as for a full takeover.
+		if err := m.endAnnouncementLocked(ctx); err != nil {
+			return err
 		}
+		if m.keptTerm != 0 {
+			m.log.Info("re-activated in the term of the fence: the runtime and the pairs were kept", "term", m.keptTerm)
+		}
+		m.keptTerm = 0
+		m.keptGen++
+		return nil
 	}
 	t := TakeoverTimes{Started: time.Now()}
 	defer func() { m.stats.record(t, err) }()
-	if m.announced != 0 && m.node.Raft().CurrentTerm() == m.announcedTerm {
-		// This node announced a handover that did not happen (it still
-		// leads the term it announced in): cancel it before any SA
-		// change, so that its target never trusts what it staged from
-		// before these changes. In a later term there is nothing to
-		// cancel: a target trusts its staged state only as the leader of
-		// the term right after the announcement (stagedValid), and that
-		// term is over. Cancelling then would only spoil a handover
-		// announced to this node since (it is the last one applied).
-		if err := m.node.Commit(ctx, cluster.Handover(cluster.HandoverBody{ID: newHandoverID(), From: m.cfg.Node.Name,
-			Term: m.node.Raft().CurrentTerm()})); err != nil {
-			return fmt.Errorf("takeover: cancelling the handover this node announced: %w", err)
-		}
+	if err := m.endAnnouncementLocked(ctx); err != nil {
+		return err
 	}
-	m.announced, m.announcedTerm = 0, 0
-	m.gate.open()
 	if m.staged == nil {
 		// The last handover applied may name this node while its
 		// watcher has not staged it yet (it polls; the leadership can
@@ -278,6 +270,27 @@ func (m *member) install(ctx context.Context, live []*sa.ChildSA) {
 			m.log.Error("takeover: installing an IPsec SA pair failed", "spi_in", fmt.Sprintf("%08x", c.In.SPI), "err", err)
 		}
 	}
+}
+
+// endAnnouncementLocked cancels a handover this node announced and that
+// did not happen (it still leads the term it announced in), before any SA
+// change, so that its target never trusts what it staged from before these
+// changes; then it opens the commit gate the announcement closed. In a
+// later term there is nothing to cancel: a target trusts its staged state
+// only as the leader of the term right after the announcement
+// (stagedValid), and that term is over. Cancelling then would only spoil a
+// handover announced to this node since (it is the last one applied).
+// m.mu is held.
+func (m *member) endAnnouncementLocked(ctx context.Context) error {
+	if m.announced != 0 && m.node.Raft().CurrentTerm() == m.announcedTerm {
+		if err := m.node.Commit(ctx, cluster.Handover(cluster.HandoverBody{ID: newHandoverID(), From: m.cfg.Node.Name,
+			Term: m.node.Raft().CurrentTerm()})); err != nil {
+			return fmt.Errorf("takeover: cancelling the handover this node announced: %w", err)
+		}
+	}
+	m.announced, m.announcedTerm = 0, 0
+	m.gate.open()
+	return nil
 }
 
 // newRuntime builds the engine and the IKE runtime (sockets bound to the
