@@ -272,6 +272,28 @@ func (tn *tunnel) pingWait(t *testing.T, n, wait int) int {
 
 // drops returns the replay, replay-window and integrity failure counters of
 // an SA.
+// wantNoDrops fails the test when the SA id of d dropped a packet as a
+// replay, outside the window or for its integrity check (what names them).
+func wantNoDrops(t *testing.T, d *DataPlane, id saID, what string) {
+	t.Helper()
+	if r, w, i := drops(t, d, id); r != 0 || w != 0 || i != 0 {
+		t.Errorf("%s: replay %d, replay-window %d, integrity %d", what, r, w, i)
+	}
+}
+
+// wantOutSeq fails the test unless the pair inSPI of d has used outbound
+// sequence numbers up to want (when names the moment).
+func wantOutSeq(t *testing.T, d *DataPlane, inSPI uint32, want uint64, when string) {
+	t.Helper()
+	c, err := d.Counters(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c[inSPI].OutSeq; got != want {
+		t.Errorf("outbound sequence %s = %d, want %d", when, got, want)
+	}
+}
+
 func drops(t *testing.T, d *DataPlane, id saID) (replay, window, integrity uint32) {
 	t.Helper()
 	st, err := d.getSA(ctxT(t), id)
@@ -376,21 +398,9 @@ func TestTakeoverRestoresSequence(t *testing.T) {
 			if got := tn.ping(t, 5); got != 5 {
 				t.Fatalf("%d of 5 pings after the takeover", got)
 			}
-			r, w, i := drops(t, tn.dB, saID{addrB, tn.cB.In.SPI})
-			if r != 0 || w != 0 || i != 0 {
-				t.Errorf("peer B dropped packets of the new active: replay %d, replay-window %d, integrity %d", r, w, i)
-			}
-			r, w, i = drops(t, dA2, saID{addrA, tn.cA.In.SPI})
-			if r != 0 || w != 0 || i != 0 {
-				t.Errorf("new active dropped packets of B: replay %d, replay-window %d, integrity %d", r, w, i)
-			}
-			cnt2, err := dA2.Counters(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := cnt2[tn.cA.In.SPI].OutSeq; got != saved.Counters.OutSeq+5 {
-				t.Errorf("outbound sequence after takeover = %d, want %d", got, saved.Counters.OutSeq+5)
-			}
+			wantNoDrops(t, tn.dB, saID{addrB, tn.cB.In.SPI}, "peer B dropped packets of the new active")
+			wantNoDrops(t, dA2, saID{addrA, tn.cA.In.SPI}, "new active dropped packets of B")
+			wantOutSeq(t, dA2, tn.cA.In.SPI, saved.Counters.OutSeq+5, "after takeover")
 
 			// Control: without the saved counters the peer drops it all.
 			if err := dA2.DeleteChild(ctx, saved); err != nil {
@@ -403,7 +413,7 @@ func TestTakeoverRestoresSequence(t *testing.T) {
 			if got := tn.pingExpectNone(t, 3); got != 0 {
 				t.Errorf("%d pings answered with the sequence numbers restarted at 1; the peer should drop them", got)
 			}
-			r, w, _ = drops(t, tn.dB, saID{addrB, tn.cB.In.SPI})
+			r, w, _ := drops(t, tn.dB, saID{addrB, tn.cB.In.SPI})
 			if r+w == 0 {
 				t.Errorf("peer B counted no replay drops for restarted sequence numbers")
 			}

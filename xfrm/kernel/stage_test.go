@@ -74,17 +74,8 @@ func TestStagedTakeover(t *testing.T) {
 	if got := tn.ping(t, 5); got != 5 {
 		t.Fatalf("%d of 5 pings after the activation", got)
 	}
-	r, w, i := drops(t, tn.dB, saID{addrB, tn.cB.In.SPI})
-	if r != 0 || w != 0 || i != 0 {
-		t.Errorf("peer B dropped packets of the new active: replay %d, replay-window %d, integrity %d", r, w, i)
-	}
-	c, err := dA2.Counters(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := c[tn.cA.In.SPI].OutSeq; got != jumped.Counters.OutSeq+5 {
-		t.Errorf("outbound sequence after activation %d, want %d", got, jumped.Counters.OutSeq+5)
-	}
+	wantNoDrops(t, tn.dB, saID{addrB, tn.cB.In.SPI}, "peer B dropped packets of the new active")
+	wantOutSeq(t, dA2, tn.cA.In.SPI, jumped.Counters.OutSeq+5, "after activation")
 	if err := dA2.DeleteChild(ctx, jumped); err != nil {
 		t.Fatal(err)
 	}
