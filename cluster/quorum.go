@@ -117,7 +117,7 @@ func (q *QuorumConfirmer) Confirm(ctx context.Context) error {
 	}
 
 	type answer struct {
-		id   raft.ServerID
+		s    raft.Server
 		resp raft.AppendEntriesResponse
 		err  error
 	}
@@ -127,8 +127,7 @@ func (q *QuorumConfirmer) Confirm(ctx context.Context) error {
 			return false
 		}
 		go func() {
-			var a answer
-			a.id = s.ID
+			a := answer{s: s}
 			r := req // each RPC encodes its own copy
 			a.err = n.trans.AppendEntries(s.ID, s.Address, &r, &a.resp)
 			q.release(s.ID)
@@ -150,7 +149,7 @@ func (q *QuorumConfirmer) Confirm(ctx context.Context) error {
 		case a := <-results:
 			switch {
 			case a.err == nil && a.resp.Term > term:
-				return fmt.Errorf("%w (%s is in term %d, this leader in %d)", ErrDeposed, a.id, a.resp.Term, term)
+				return fmt.Errorf("%w (%s is in term %d, this leader in %d)", ErrDeposed, a.s.ID, a.resp.Term, term)
 			case a.err == nil && a.resp.Success && a.resp.Term == term:
 				acked++
 				if acked >= need {
@@ -163,7 +162,7 @@ func (q *QuorumConfirmer) Confirm(ctx context.Context) error {
 					return nil
 				}
 			default:
-				waiting[a.id] = othersByID(others, a.id)
+				waiting[a.s.ID] = a.s
 			}
 		case <-retry.C:
 			retry.Reset(confirmRetry)
@@ -181,13 +180,4 @@ func (q *QuorumConfirmer) Confirm(ctx context.Context) error {
 			return fmt.Errorf("cluster: confirm quorum: %w", raft.ErrRaftShutdown)
 		}
 	}
-}
-
-func othersByID(servers []raft.Server, id raft.ServerID) raft.Server {
-	for _, s := range servers {
-		if s.ID == id {
-			return s
-		}
-	}
-	return raft.Server{ID: id}
 }
