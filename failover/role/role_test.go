@@ -373,6 +373,21 @@ func (h *harness) fenceAndRecover(onFence string) {
 	h.waitSeq(n, "activate", "claim", "active")
 }
 
+// fenceThenLose cuts the active off from its quorum: it fences (the VIPs
+// released, then the callback named onFence); then Raft steps down. It
+// returns the calls the loss made.
+func (h *harness) fenceThenLose(onFence string) []string {
+	h.t.Helper()
+	n := len(h.rec.all())
+	h.lead.setVerify(verifyBlock)
+	h.waitState(Fencing)
+	h.waitSeq(n, "release", onFence)
+	n += 2
+	h.lead.lose(true)
+	h.waitState(Standby)
+	return h.rec.since(n)
+}
+
 func TestFencingWithoutQuorum(t *testing.T) {
 	h := start(t, Config{}, nil)
 	h.lead.elect(1, true)
@@ -391,17 +406,11 @@ func TestFencedThenLeadershipLost(t *testing.T) {
 	h := start(t, Config{}, nil)
 	h.lead.elect(1, true)
 	h.waitState(Active)
-	n := len(h.rec.all())
-	h.lead.setVerify(verifyBlock)
-	h.waitState(Fencing)
-	h.waitSeq(n, "release", "standby")
-	n += 2
-	h.lead.lose(true)
-	h.waitState(Standby)
 	// OnStandby ran at the fence already: not twice.
-	for _, c := range h.rec.since(n) {
+	after := h.fenceThenLose("standby")
+	for _, c := range after {
 		if c != "release" {
-			t.Fatalf("after fence, loss made calls %v", h.rec.since(n))
+			t.Fatalf("after fence, loss made calls %v", after)
 		}
 	}
 }
@@ -422,25 +431,19 @@ func TestFenceKeepsStateForTheSameTerm(t *testing.T) {
 			for range 2 {
 				h.fenceAndRecover("fence")
 			}
-			n := len(h.rec.all())
-			h.lead.setVerify(verifyBlock)
-			h.waitState(Fencing)
-			h.waitSeq(n, "release", "fence")
-			n += 2
-			h.lead.lose(true)
-			h.waitState(Standby)
+			after := h.fenceThenLose("fence")
 			var standbys int
-			for _, c := range h.rec.since(n) {
+			for _, c := range after {
 				switch c {
 				case "standby":
 					standbys++
 				case "release":
 				default:
-					t.Fatalf("after the fence, the loss made calls %v", h.rec.since(n))
+					t.Fatalf("after the fence, the loss made calls %v", after)
 				}
 			}
 			if want := map[bool]int{true: 1, false: 0}[kept]; standbys != want {
-				t.Fatalf("OnStandby ran %d times after the loss, want %d (calls %v)", standbys, want, h.rec.since(n))
+				t.Fatalf("OnStandby ran %d times after the loss, want %d (calls %v)", standbys, want, after)
 			}
 		})
 	}
