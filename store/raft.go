@@ -176,7 +176,15 @@ func (r *RaftStores) Close() error {
 // a valid database. A file without holes past the mark and at least size
 // long is left alone.
 func prewriteLog(path string, size int64) error {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: openTimeout})
+	// An existing log is opened read-only (a shared lock still keeps
+	// another ikegwd out): opened for writing without NoFreelistSync,
+	// bbolt would rebuild the freelist of a log written without one and
+	// write it back, a scan, a write and two fsyncs at every start.
+	opts := &bolt.Options{Timeout: openTimeout}
+	if _, err := os.Stat(path); err == nil {
+		opts.ReadOnly = true
+	}
+	db, err := bolt.Open(path, 0o600, opts)
 	if err != nil {
 		if errors.Is(err, berrors.ErrTimeout) {
 			return fmt.Errorf("store: raft log %s: locked by another process (waited %s)", path, openTimeout)
