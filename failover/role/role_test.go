@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -532,6 +533,45 @@ func TestHandover(t *testing.T) {
 	h.lead.mu.Unlock()
 	if err := h.m.Handover(context.Background()); err == nil || !strings.Contains(err.Error(), "no gateway") {
 		t.Fatalf("handover error %v", err)
+	}
+}
+
+// TestHandoverFlushesAfterTheTransfer: with OnHandover, a planned
+// handover ends the lease (the send gates close), releases the VIPs, stops
+// the sends (OnHandover), and only then asks for the transfer; OnStandby,
+// the flush whose time grows with the pairs, follows the transfer instead
+// of lying between the release and the target's claim.
+func TestHandoverFlushesAfterTheTransfer(t *testing.T) {
+	var rec atomic.Pointer[recorder] // h.rec, once start made it
+	h := start(t, Config{HandoverHold: time.Hour}, nil, func(cb *Callbacks) {
+		cb.OnHandover = func() { rec.Load().add("handover") }
+		cb.OnLease = func(d time.Time) {
+			if d.IsZero() {
+				rec.Load().add("lease-end")
+			}
+		}
+	})
+	rec.Store(h.rec)
+	h.lead.elect(1, true)
+	h.waitState(Active)
+	n := len(h.rec.all())
+	if err := h.m.Handover(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	h.waitSeq(n, "lease-end", "release", "handover", "stepdown", "standby")
+	// A failed transfer still flushes (OnStandby is owed once).
+	h.lead.elect(2, true)
+	h.waitState(Active)
+	h.lead.mu.Lock()
+	h.lead.stepErr = errors.New("no gateway to take over")
+	h.lead.mu.Unlock()
+	n = len(h.rec.all())
+	if err := h.m.Handover(context.Background()); err == nil {
+		t.Fatal("handover: want the transfer's error")
+	}
+	h.waitSeq(n, "lease-end", "release", "handover", "stepdown", "standby")
+	if got := h.rec.count("standby"); got != h.rec.count("activate") {
+		t.Fatalf("%d OnStandby for %d OnActivate: %v", got, h.rec.count("activate"), h.rec.all())
 	}
 }
 

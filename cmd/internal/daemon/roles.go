@@ -54,21 +54,7 @@ func startRoles(n *Node) (*roles, error) {
 		return nil, err
 	}
 	m, err := role.New(role.Config{Lease: lease, Log: n.log.With("component", "role")},
-		lead, lockedVIPs{roleVIPs: vm, lk: lk}, role.Callbacks{ // lk: open until exit
-			OnActivate: n.mem.activate,
-			OnActive: func() {
-				cs := n.cnode.Stats()
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				defer cancel()
-				if err := n.cnode.Commit(ctx, cluster.SetActive(n.cfg.Node.Name, cs.Term)); err != nil {
-					n.log.Warn("recording the active node failed", "err", err)
-				}
-				n.log.Info("now ACTIVE", "term", cs.Term)
-			},
-			OnStandby: n.mem.deactivate,
-			OnFence:   n.mem.fence,
-			OnLease:   n.fence.onLease,
-		})
+		lead, lockedVIPs{roleVIPs: vm, lk: lk}, n.roleCallbacks()) // lk: open until exit
 	if err != nil {
 		lk.close()
 		return nil, err
@@ -88,6 +74,33 @@ func startRoles(n *Node) (*roles, error) {
 		<-watched
 	}()
 	return r, nil
+}
+
+// roleCallbacks are the role machine's hooks: the member's, the lease for
+// the fence, and the record of the active node.
+func (n *Node) roleCallbacks() role.Callbacks {
+	cb := memberCallbacks(n.mem, n.fence)
+	cb.OnActive = func() {
+		cs := n.cnode.Stats()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := n.cnode.Commit(ctx, cluster.SetActive(n.cfg.Node.Name, cs.Term)); err != nil {
+			n.log.Warn("recording the active node failed", "err", err)
+		}
+		n.log.Info("now ACTIVE", "term", cs.Term)
+	}
+	return cb
+}
+
+// memberCallbacks are the hooks of mem and f (everything but OnActive).
+func memberCallbacks(mem *member, f *fence) role.Callbacks {
+	return role.Callbacks{
+		OnActivate: mem.activate,
+		OnStandby:  mem.deactivate,
+		OnHandover: mem.handingOver,
+		OnFence:    mem.fence,
+		OnLease:    f.onLease,
+	}
 }
 
 func (r *roles) active() bool { return r.m.State() == role.Active }
