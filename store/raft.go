@@ -104,8 +104,8 @@ func (l chunkedLog) DeleteRange(from, to uint64) error {
 }
 
 // RaftStores is the Raft persistence of one node on bbolt: the log and
-// stable store in dir/raft.db, snapshots in dir/snapshots (the two newest
-// are kept). Log entries are stored as given: the cluster seals command
+// stable store in dir/raft.db (the log behind a LogCache of the newest
+// entries), snapshots in dir/snapshots (the two newest are kept). Log entries are stored as given: the cluster seals command
 // payloads with a Sealer before raft.Apply, so key material is sealed in the
 // log too.
 type RaftStores struct {
@@ -152,7 +152,12 @@ func OpenRaftStores(dir string, logger hclog.Logger) (*RaftStores, error) {
 		bs.Close()
 		return nil, err
 	}
-	return &RaftStores{Log: chunkedLog{bs}, Stable: bs, Snapshots: privateSnapshots{SnapshotStore: snaps, dir: snapDir}, bolt: bs}, nil
+	cache, err := NewLogCache(chunkedLog{bs}, RaftCacheEntries, RaftCacheBytes, RaftCacheEntryBytes)
+	if err != nil {
+		bs.Close()
+		return nil, err
+	}
+	return &RaftStores{Log: cache, Stable: bs, Snapshots: privateSnapshots{SnapshotStore: snaps, dir: snapDir}, bolt: bs}, nil
 }
 
 // Close closes the log and stable store. Snapshots need no closing.
