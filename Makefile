@@ -26,8 +26,14 @@ lint: deps
 	$(GO) vet $(PKGS)
 	$(GOBIN)/staticcheck $(PKGS)
 
+# deploy/gwlab holds planned handovers to at most one lost 10 ms ping
+# (issues 5 and 6): a gap of 10-20 ms, Raft round trips that stretch when
+# the other packages' labs compete for the CPU. It runs alone, after them.
+SOLO_PKGS := ikegw/deploy/gwlab
+
 test-unit: deps build
-	$(GO) test -count=1 -timeout 20m $(PKGS)
+	$(GO) test -count=1 -timeout 20m $$($(GO) list $(PKGS) | grep -vxF '$(SOLO_PKGS)')
+	$(GO) test -count=1 -timeout 20m $(SOLO_PKGS)
 
 test-race: deps
 	@pkgs=$$($(GO) list $(RACE_PKGS) 2>/dev/null); \

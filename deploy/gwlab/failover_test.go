@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -271,23 +270,15 @@ func TestFailover(t *testing.T) {
 		// Issue 5 wants at most one lost ping per planned failover. What
 		// is left between the old active's release and the target's claim
 		// is Raft round trips (transfer, the vote with its fsyncs, the new
-		// leader's quorum check): 6-8 ms on a quiet machine, that is at most
-		// one ping at 10 ms, but 15-50 ms when the shared 2-core machine
-		// runs at a load of 10+. Like the benchmarks, the test then compares
-		// within the run: the lower median of the planned runs must stay
-		// within plannedCIMaxLost or a quarter of the fewest pings an
-		// unplanned failover lost above (a handover that fell back to an
-		// unstaged takeover, or a regression, fails), and every run above
-		// one ping is reported as an acceptance gap (BENCHMARKS.md).
-		sorted := slices.Clone(lost)
-		slices.Sort(sorted)
-		bound := max(plannedCIMaxLost, minUnplanned/4)
-		if med := sorted[(len(sorted)-1)/2]; med > bound {
-			t.Errorf("planned failovers lost %v pings: lower median %d > %d (unplanned ones lost at least %d; issue 5 wants at most %d each)",
-				lost, med, bound, minUnplanned, plannedMaxLost)
-		}
-		if sorted[len(sorted)-1] > plannedMaxLost {
-			t.Logf("ACCEPTANCE GAP: planned failovers lost %v pings; issue 5 wants at most %d each (unplanned ones lost at least %d)", lost, plannedMaxLost, minUnplanned)
+		// leader's quorum check): 5-15 ms on a quiet machine, that is at
+		// most one ping at 10 ms. It grows with the load (15-50 ms when the
+		// shared 2-core machine runs at 10+), so `make test` runs this
+		// package alone, after the others (Makefile, test-unit).
+		for i, n := range lost {
+			if n > plannedMaxLost {
+				t.Errorf("planned %d (%s) lost %d pings; issue 5 wants at most %d (all: %v; unplanned ones lost at least %d)",
+					i+1, kinds[i], n, plannedMaxLost, lost, minUnplanned)
+			}
 		}
 	})
 	if strings.Contains(l.Swan().Log(), SeqFailure) {
@@ -295,12 +286,9 @@ func TestFailover(t *testing.T) {
 	}
 }
 
-// plannedMaxLost is issue 5's bound on pings lost in a planned failover;
-// plannedCIMaxLost the bound the test enforces on a loaded machine.
-const (
-	plannedMaxLost   = 1
-	plannedCIMaxLost = 3
-)
+// plannedMaxLost is issue 5's (and issue 6's) bound on pings lost in a
+// planned failover.
+const plannedMaxLost = 1
 
 var (
 	ctlOnce sync.Once

@@ -191,7 +191,7 @@ func rollingUpgrade(t *testing.T, base upgradeBase) {
 	// checkMaxCommand: asked of an upgraded member, the effective
 	// MaxCommand is the lowest any alive member advertises; the old
 	// members' while one is left.
-	oldMax := uint8(0)
+	oldMax, effMax := uint8(0), uint8(0) // the old build's max_command; the cluster's effective one
 	checkMaxCommand := func(upgraded string) {
 		t.Helper()
 		var m api.Members
@@ -214,6 +214,7 @@ func rollingUpgrade(t *testing.T, base upgradeBase) {
 		if m.EffectiveMaxCommand != low {
 			t.Fatalf("effective max_command %d, want the lowest advertised %d (%+v)", m.EffectiveMaxCommand, low, m)
 		}
+		effMax = m.EffectiveMaxCommand
 		if olds > 0 && m.EffectiveMaxCommand != oldMax {
 			t.Fatalf("with %d old member(s) the effective max_command is %d, want the old build's %d", olds, m.EffectiveMaxCommand, oldMax)
 		}
@@ -231,21 +232,26 @@ func rollingUpgrade(t *testing.T, base upgradeBase) {
 			node, sp.LoadMS, sp.CommitMS, sp.InstallMS, sp.EngineMS, sp.Staged, sp.StagedLate, sp.Unstaged)
 	}
 
-	// gapCheck: issue 6 asks for at most one lost ping per handover; the
-	// planned handover loses more on this machine today. Reported, not
-	// failed, unless IKEGW_STRICT_HANDOVER=1.
+	// gapCheck: issue 6 asks for at most one lost ping per handover. A
+	// handover is staged (announced, the target ready before the old
+	// active lets go) when every member applies the Handover command; in
+	// a cluster with a member that predates it (upgradeFromPreHandover
+	// until the last old node is upgraded) the target must first commit
+	// its jumped counters (a Raft round with four fdatasyncs, 2-9 ms
+	// here): 15-29 ms, 0-2 lost pings. Those are reported; every staged
+	// handover is held to the bound.
 	gapCheck := func(label string, o Outage) {
 		t.Helper()
 		if o.Lost <= plannedMaxLost {
 			return
 		}
-		msg := fmt.Sprintf("ACCEPTANCE GAP: %s lost %d pings (largest gap %d ms), issue 6 wants at most %d",
-			label, o.Lost, o.Gap.Milliseconds(), plannedMaxLost)
-		if os.Getenv("IKEGW_STRICT_HANDOVER") == "1" {
-			t.Error(msg)
-		} else {
-			t.Log(msg)
+		msg := fmt.Sprintf("%s lost %d pings (largest gap %d ms, largest gap between the pinger's own requests %d ms); issue 6 wants at most %d",
+			label, o.Lost, o.Gap.Milliseconds(), o.SendGap.Milliseconds(), plannedMaxLost)
+		if effMax != 0 && effMax < uint8(cluster.TypeHandover) {
+			t.Logf("%s (not held to it: a member applies command types up to %d only, so the handover is not staged)", msg, effMax)
+			return
 		}
+		t.Error(msg)
 	}
 
 	// probeHandover is a planned failover (`ikegwctl failover --to`) from
