@@ -113,6 +113,7 @@ func benchCmd() *cobra.Command {
 	f.StringVar(&o.Ctl, "ctl", "bin/ikegwctl", "ikegwctl binary (planned-cli)")
 	f.StringVar(&o.Dir, "dir", "", "work directory (default: a temporary one, removed at the end)")
 	f.BoolVar(&verbose, "verbose", false, "log every lab event")
+	f.StringVar(&o.LogLevel, "log-level", "", "ikegwd's log.level: debug, info, warn or error (default info; the daemons' logs stay in --dir's logs/)")
 	// The lab's defaults (lease 100 ms, heartbeat and election 200 ms,
 	// counter sync 200 ms) suit 1 to 1,000 tunnels; larger sizes on a
 	// loaded machine need a longer lease and ikegwd's 1 s sync

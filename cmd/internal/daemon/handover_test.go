@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"ikegw/cluster"
 	"ikegw/failover/role"
 	"ikegw/ike/sa"
 	"ikegw/xfrm/userspace"
@@ -51,8 +52,11 @@ func (noVIPs) Release(context.Context) error { return nil }
 // place while leadership is transferred (their flush, 34-42 ms at 1,000
 // tunnels, used to lie between the VIP release and the target's claim) and
 // yet send nothing from the release on: the lease ended, so the send gate
-// drops what the engine reads. After the transfer the pairs are flushed.
+// drops what the engine reads. The pairs are flushed once the store
+// records another node as active in a later term (the target claimed),
+// and at once when this node installs pairs again before that.
 func TestHandoverFlushesAfterTheTransfer(t *testing.T) {
+	n := oneNodeCluster(t)
 	dev := &chanTUN{in: make(chan []byte, 8), done: make(chan struct{})}
 	out := &sentESP{}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -63,7 +67,12 @@ func TestHandoverFlushesAfterTheTransfer(t *testing.T) {
 	}
 	t.Cleanup(func() { e.Close() })
 	ctx := context.Background()
-	mem := &member{cfg: &Config{}, dp: e, log: log, sender: &lateSender{}, sendGate: &f.gate}
+	mem := &member{cfg: &Config{}, node: n, dp: e, log: log, sender: &lateSender{}, sendGate: &f.gate}
+	mem.cfg.Node.Name = "n1"
+	mem.flushWait = time.Hour // only the target's claim flushes
+	life, endLife := context.WithCancel(ctx)
+	t.Cleanup(endLife)
+	mem.life = life
 	live := []*sa.ChildSA{stageTestChild(100)}
 
 	var atTransfer struct {
@@ -106,7 +115,53 @@ func TestHandoverFlushesAfterTheTransfer(t *testing.T) {
 	if atTransfer.sent != 1 || atTransfer.gateDrops != 1 {
 		t.Errorf("during the transfer: %d packets sent in all (want the 1 before), %d dropped by the gate (want 1)", atTransfer.sent, atTransfer.gateDrops)
 	}
+	// Not before the target claimed.
+	time.Sleep(50 * time.Millisecond)
+	if ids, _ := e.Installed(ctx); len(ids) != len(live) {
+		t.Errorf("%d pairs installed before the target claimed, want %d", len(ids), len(live))
+	}
+	term := n.Raft().CurrentTerm()
+	if err := n.Commit(ctx, cluster.SetActive("n1", term)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	if ids, _ := e.Installed(ctx); len(ids) != len(live) {
+		t.Errorf("%d pairs installed after this node was recorded active again, want %d", len(ids), len(live))
+	}
+	if err := n.Commit(ctx, cluster.SetActive("n2", term+1)); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the flush after the target's claim", func() bool { ids, _ := e.Installed(ctx); return len(ids) == 0 })
+
+	// A flush still pending when this node installs pairs again (an
+	// activation, a staging) runs first.
+	mem.mu.Lock()
+	mem.install(ctx, live)
+	mem.deferFlush(term + 1)
+	mem.settleFlushLocked()
+	mem.mu.Unlock()
 	if ids, _ := e.Installed(ctx); len(ids) != 0 {
-		t.Errorf("%d pairs left after the handover, want them flushed", len(ids))
+		t.Errorf("%d pairs left after settling the pending flush, want them flushed", len(ids))
+	}
+}
+
+// TestStageGraceFor: the fixed grace, unless this node's own last staging
+// (times one and a half) is longer, never beyond stageGraceMax.
+func TestStageGraceFor(t *testing.T) {
+	for _, c := range []struct {
+		pairs  int
+		staged time.Duration
+		want   time.Duration
+	}{
+		{1000, 0, 110 * time.Millisecond},                      // no staging measured yet
+		{1000, 50 * time.Millisecond, 110 * time.Millisecond},  // faster than the estimate
+		{1000, 166 * time.Millisecond, 249 * time.Millisecond}, // the lab's slow staging at load 4-5
+		{1000, 2 * time.Second, stageGraceMax},                 // bounded
+		{10000, 2 * time.Second, 560 * time.Millisecond},       // the fixed estimate may exceed the bound
+		{0, 0, stageGrace},
+	} {
+		if got := stageGraceFor(c.pairs, c.staged); got != c.want {
+			t.Errorf("stageGraceFor(%d, %v) = %v, want %v", c.pairs, c.staged, got, c.want)
+		}
 	}
 }
