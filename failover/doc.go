@@ -113,7 +113,8 @@
 //     standby (kernel: its
 //     outbound policies would encrypt the packets standby forwarding hands
 //     to the active, with stale sequence numbers; userspace: its routes
-//     would take those packets from table 4501's forwarding). With the
+//     took those packets from table 4501's forwarding until that rule
+//     moved ahead of the data plane's, see failover/vip). With the
 //     kernel, a pre-installed pair's activation is slower, not faster: its
 //     counters must be read and moved (GETAE and NEWAE of both SAs) before
 //     its policies.

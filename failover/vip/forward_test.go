@@ -3,9 +3,12 @@ package vip
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
+
+	"ikegw/xfrm/userspace"
 )
 
 // TestForwardRoutes checks standby forwarding in a namespace: Release
@@ -24,6 +27,16 @@ func TestForwardRoutes(t *testing.T) {
 	// An administrator's route to a forwarded prefix in the main table: it
 	// must survive everything, and lose to forwarding while not holding.
 	sh(t, "ip", "-n", ns, "route", "add", "10.51.0.0/16", "via", "10.9.0.254", "dev", "in0")
+	// The userspace data plane's table (a route through its TUN device,
+	// here a veth) and rule, as a node that still has its pairs after the
+	// release has them: forwarding must win over it too.
+	dp := fmt.Sprint(userspace.DefaultRouteTable)
+	sh(t, "ip", "-n", ns, "link", "add", "tun9", "type", "veth", "peer", "name", "tun9p")
+	sh(t, "ip", "-n", ns, "link", "set", "tun9", "up")
+	sh(t, "ip", "-n", ns, "route", "add", "10.50.0.0/16", "dev", "tun9", "table", dp)
+	sh(t, "ip", "-n", ns, "rule", "add", "priority", fmt.Sprint(userspace.DefaultRulePriority), "lookup", dp)
+	// A rule an older release left at the old priority is removed.
+	sh(t, "ip", "-n", ns, "rule", "add", "priority", "4501", "lookup", "4501")
 	v4 := VIP{Interface: "in0", Prefix: netip.MustParsePrefix("10.9.0.1/16")}
 	v6 := VIP{Interface: "in0", Prefix: netip.MustParsePrefix("fd00:9::1/64")}
 	fwd := map[netip.Addr][]netip.Prefix{
@@ -52,13 +65,20 @@ func TestForwardRoutes(t *testing.T) {
 		t.Errorf("stale neighbour entry for the VIP kept after release: %s", out)
 	}
 	for _, fam := range []string{"-4", "-6"} {
-		if out := sh(t, "ip", "-n", ns, fam, "rule", "show", "priority", "4501"); !strings.Contains(out, "lookup 4501") {
+		if out := sh(t, "ip", "-n", ns, fam, "rule", "show", "priority", "4499"); !strings.Contains(out, "lookup 4501") {
 			t.Errorf("no %s rule consulting table 4501 before main: %q", fam, out)
 		}
 	}
-	// The administrator's route in main does not win over forwarding.
+	if out := sh(t, "ip", "-n", ns, "rule", "show", "priority", "4501"); strings.TrimSpace(out) != "" {
+		t.Errorf("the older release's rule is left: %q", out)
+	}
+	// Neither the administrator's route in main nor the data plane's
+	// table wins over forwarding.
 	if out := sh(t, "ip", "-n", ns, "route", "get", "10.51.1.1"); !strings.Contains(out, "via 10.9.0.1") {
 		t.Errorf("a standby routes a forwarded prefix elsewhere: %q", out)
+	}
+	if out := sh(t, "ip", "-n", ns, "route", "get", "10.50.1.1"); !strings.Contains(out, "via 10.9.0.1") {
+		t.Errorf("a standby routes a forwarded prefix into its data plane's table: %q", out)
 	}
 	must(t, m.Release(ctx)) // idempotent
 	has("after a second release", routes(), want, true)
@@ -66,6 +86,9 @@ func TestForwardRoutes(t *testing.T) {
 	has("after claim", routes(), want, false)
 	if out := sh(t, "ip", "-n", ns, "route", "get", "10.51.1.1"); !strings.Contains(out, "via 10.9.0.254") {
 		t.Errorf("the holder does not use the main table's route: %q", out)
+	}
+	if out := sh(t, "ip", "-n", ns, "route", "get", "10.50.1.1"); !strings.Contains(out, "dev tun9") {
+		t.Errorf("the holder does not use its data plane's table: %q", out)
 	}
 	if out := sh(t, "ip", "-n", ns, "route", "show", "10.51.0.0/16"); !strings.Contains(out, "via 10.9.0.254") {
 		t.Errorf("the administrator's route is gone: %q", out)

@@ -84,15 +84,24 @@ type VIP struct {
 }
 
 // ForwardTable is the routing table of the standby forwarding routes,
-// looked up by a policy rule of priority ForwardRulePriority (after the
-// userspace data plane's table 4500, before the main table, so that an
-// administrator's route in main cannot send a standby's tunnel traffic out
-// in clear text); ForwardProtocol is their routing protocol number
-// (rtnetlink's rtm_protocol): `ip route show table 4501` lists them.
+// looked up by a policy rule of priority ForwardRulePriority, before the
+// main table (an administrator's route there cannot send a standby's
+// tunnel traffic out in clear text) and before the userspace data plane's
+// table (priority 4500): a node that released the VIPs but still has
+// routes through its TUN device (a planned handover removes its pairs only
+// after the leadership transfer; a fence may keep them) must hand the
+// packets to the new holder, not to its own data plane, whose sends are
+// gated. The table is empty while the VIPs are claimed, so the active's
+// lookups fall through to the data plane's table. ForwardProtocol is the
+// routes' routing protocol number (rtnetlink's rtm_protocol): `ip route
+// show table 4501` lists them.
 const (
 	ForwardTable        = 4501
-	ForwardRulePriority = 4501
+	ForwardRulePriority = 4499
 	ForwardProtocol     = 245
+	// legacyForwardRulePriority is the rule's priority before it moved
+	// ahead of the data plane's: a rule left by an older ikegwd is removed.
+	legacyForwardRulePriority = 4499
 )
 
 // Addr is the VIP's address.
@@ -471,6 +480,11 @@ func (m *Manager) forwardRuleLocked(v4 bool) {
 		return
 	}
 	m.ruleDone[family] = true
+	old := netlink.NewRule()
+	old.Family, old.Table, old.Priority = family, ForwardTable, legacyForwardRulePriority
+	if err := m.h.RuleDel(old); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ESRCH) {
+		m.log.Warn("vip: standby forwarding: an older release's policy rule not removed", "table", ForwardTable, "priority", legacyForwardRulePriority, "err", err)
+	}
 }
 
 // forwardLocked adds (on, after a release: with the VIP's stale neighbour
