@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"slices"
 	"sync"
@@ -256,5 +257,101 @@ func BenchmarkFSMApplyBatch(b *testing.B) {
 		if br, ok := f.Apply(&raft.Log{Type: raft.LogCommand, Data: e}).(*BatchResult); !ok || br.Errs[0] != nil {
 			b.Fatal("apply failed")
 		}
+	}
+}
+
+// abVariant is one configuration BenchmarkCommitTLSAB compares.
+type abVariant struct {
+	name string
+	tune func(*Config)
+}
+
+// abVariants are the configurations BenchmarkCommitTLSAB compares: the
+// node as it is against the node as it was before a change.
+var abVariants = []abVariant{
+	{"nogather", func(c *Config) { c.CommitGather = -1 }},
+	{"gather", func(*Config) {}},
+}
+
+// BenchmarkCommitTLSAB compares abVariants at 16 committers on one 3-node
+// cluster each, in alternating blocks of 100 commits, so that all see the
+// same machine load; b.N commits each. The clusters idle while another runs.
+func BenchmarkCommitTLSAB(b *testing.B) {
+	loads := make([]*commitLoad, len(abVariants))
+	for i, v := range abVariants {
+		loads[i] = newCommitLoad(startTLSCluster(b, v.tune))
+	}
+	lats := make([][]time.Duration, len(abVariants))
+	elapsed := make([]time.Duration, len(abVariants))
+	const block = 100
+	b.ResetTimer()
+	for done := 0; done < b.N; done += block {
+		n := min(block, b.N-done)
+		for i, cl := range loads {
+			t0 := time.Now()
+			lat, _, err := cl.run(16, n)
+			elapsed[i] += time.Since(t0)
+			if err != nil {
+				b.Fatal(err)
+			}
+			lats[i] = append(lats[i], lat...)
+		}
+	}
+	b.StopTimer()
+	for i, v := range abVariants {
+		p50, p99 := percentiles(lats[i])
+		b.ReportMetric(p50, v.name+"-p50-ms")
+		b.ReportMetric(p99, v.name+"-p99-ms")
+		b.ReportMetric(float64(len(lats[i]))/elapsed[i].Seconds(), v.name+"-commits/s")
+	}
+}
+
+// BenchmarkCommitTLSOpenAB is BenchmarkCommitTLSAB with commits that do
+// not wait for each other: they arrive at random (exponential gaps) at
+// 2,000 per second, each from its own goroutine, as handshakes from many
+// peers would; b.N commits each, in alternating blocks of 200.
+func BenchmarkCommitTLSOpenAB(b *testing.B) {
+	const rate, block = 2000, 200
+	loads := make([]*commitLoad, len(abVariants))
+	for i, v := range abVariants {
+		loads[i] = newCommitLoad(startTLSCluster(b, v.tune))
+	}
+	lats := make([][]time.Duration, len(abVariants))
+	rng := rand.New(rand.NewPCG(1, 2))
+	b.ResetTimer()
+	for done := 0; done < b.N; done += block {
+		n := min(block, b.N-done)
+		for i, cl := range loads {
+			lat := make([]time.Duration, n)
+			var wg sync.WaitGroup
+			var failed atomic.Value
+			next := time.Now()
+			for j := range n {
+				next = next.Add(time.Duration(rng.ExpFloat64() / rate * float64(time.Second)))
+				time.Sleep(time.Until(next))
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					rec := ikeN(int(cl.seq.Add(1)))
+					t0 := time.Now()
+					if err := cl.commit(UpsertIKE(rec)); err != nil {
+						failed.Store(err)
+						return
+					}
+					lat[j] = time.Since(t0)
+				}()
+			}
+			wg.Wait()
+			if err, _ := failed.Load().(error); err != nil {
+				b.Fatal(err)
+			}
+			lats[i] = append(lats[i], lat...)
+		}
+	}
+	b.StopTimer()
+	for i, v := range abVariants {
+		p50, p99 := percentiles(lats[i])
+		b.ReportMetric(p50, v.name+"-p50-ms")
+		b.ReportMetric(p99, v.name+"-p99-ms")
 	}
 }

@@ -80,6 +80,15 @@ type Config struct {
 	// MaxInflight is how many Batch entries may be in flight at once
 	// (default 1: gather while one Apply is in flight).
 	MaxInflight int
+	// CommitGather bounds how long the committer, once its last entry in
+	// flight has landed, holds the next entry back for the Commit calls
+	// that entry answered to come back (callers that commit in a loop call
+	// again as soon as their previous Commit returns; gather.go). It
+	// waits only while most answered callers have come back within
+	// CommitGather of recent landings, and stops as soon as they are back,
+	// when none arrives for a third of CommitGather, or after
+	// CommitGather. Default 300µs; negative never waits.
+	CommitGather time.Duration
 	// BarrierTimeout bounds the Barrier a new leader runs before it
 	// declares itself ready (default 30s).
 	BarrierTimeout time.Duration
@@ -155,6 +164,7 @@ type Node struct {
 type pending struct {
 	group [][]byte
 	done  chan error
+	start time.Time // when Commit was called
 }
 
 func (c *Config) setDefaults() {
@@ -187,6 +197,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxInflight == 0 {
 		c.MaxInflight = 1
+	}
+	if c.CommitGather == 0 {
+		c.CommitGather = 300 * time.Microsecond
 	}
 	if c.BarrierTimeout == 0 {
 		c.BarrierTimeout = 30 * time.Second
@@ -588,8 +601,8 @@ func (n *Node) Commit(ctx context.Context, cmds ...Command) error {
 	if n.raft.State() != raft.Leader {
 		return ErrNotLeader
 	}
-	p := &pending{group: group, done: make(chan error, 1)}
 	start := time.Now()
+	p := &pending{group: group, done: make(chan error, 1), start: start}
 	select {
 	case n.commitCh <- p:
 	case <-ctx.Done():
@@ -619,15 +632,49 @@ func (n *Node) Commit(ctx context.Context, cmds ...Command) error {
 // committer coalesces pending commits: while an Apply is in flight it
 // gathers the next ones, then proposes them as one Batch entry. At most
 // Config.MaxInflight entries are in flight; entries are proposed in arrival
-// order.
+// order. When the last entry in flight lands and the callers of recent
+// entries have been committing again at once (gather.go), the next entry
+// is held back, for at most Config.CommitGather, until the callers this
+// one answered are queued too: proposed without them, it would leave them
+// to wait for its whole round before their own.
 func (n *Node) committer() {
 	defer n.wg.Done()
 	defer close(n.committerDone)
 	var queue []*pending
 	inflight := 0
-	done := make(chan struct{}, n.cfg.MaxInflight)
+	done := make(chan int, n.cfg.MaxInflight) // the commits an entry answered
+	// Gathering: want > 0 holds proposals until len(queue) >= want or
+	// the timer fires (at the latest capAt; a third of CommitGather after
+	// the last arrival).
+	g := gatherer{window: n.cfg.CommitGather}
+	want := 0
+	var capAt time.Time
+	gap := n.cfg.CommitGather / 3
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	var timerC <-chan time.Time
+	stopGather := func() {
+		want = 0
+		if timerC != nil {
+			timer.Stop()
+			timerC = nil
+		}
+	}
+	armGather := func(now time.Time) {
+		d := min(capAt.Sub(now), gap)
+		if d <= 0 {
+			stopGather()
+			return
+		}
+		timer.Reset(d)
+		timerC = timer.C
+	}
 	for {
-		for inflight < n.cfg.MaxInflight && len(queue) > 0 {
+		if want > 0 && len(queue) >= want {
+			stopGather()
+		}
+		for want == 0 && inflight < n.cfg.MaxInflight && len(queue) > 0 {
 			k := min(len(queue), n.cfg.MaxBatch)
 			batch := queue[:k:k]
 			queue = append([]*pending(nil), queue[k:]...)
@@ -635,19 +682,34 @@ func (n *Node) committer() {
 			n.proposeBatch(batch, done)
 		}
 		select {
+		case <-timerC:
+			timerC = nil
+			want = 0
 		case p := <-n.commitCh:
 			queue = append(queue, p)
+			g.arrived(p.start)
 		drain:
 			for {
 				select {
 				case p := <-n.commitCh:
 					queue = append(queue, p)
+					g.arrived(p.start)
 				default:
 					break drain
 				}
 			}
-		case <-done:
+			if want > 0 {
+				armGather(time.Now())
+			}
+		case answered := <-done:
 			inflight--
+			if inflight == 0 && n.cfg.CommitGather > 0 {
+				now := time.Now()
+				if w := min(g.landed(now, answered, len(queue)), n.cfg.MaxBatch); w > len(queue) {
+					want, capAt = w, now.Add(n.cfg.CommitGather)
+					armGather(now)
+				}
+			}
 		case <-n.shutdown:
 			for ; inflight > 0; inflight-- {
 				<-done
@@ -668,9 +730,9 @@ func (n *Node) committer() {
 }
 
 // proposeBatch appends one Batch entry and, in a goroutine, hands each
-// Commit its group's result once the entry is applied here; then it signals
-// done.
-func (n *Node) proposeBatch(batch []*pending, done chan<- struct{}) {
+// Commit its group's result once the entry is applied here; then it sends
+// done the number of commits it answered.
+func (n *Node) proposeBatch(batch []*pending, done chan<- int) {
 	fail := func(err error) {
 		for _, p := range batch {
 			p.done <- err
@@ -683,14 +745,14 @@ func (n *Node) proposeBatch(batch []*pending, done chan<- struct{}) {
 	entry, err := encodeBatch(n.deps.Sealer, groups)
 	if err != nil {
 		fail(err)
-		done <- struct{}{}
+		done <- len(batch)
 		return
 	}
 	n.proposedEntries.Add(1)
 	n.proposedBytes.Add(uint64(len(entry)))
 	f := n.raft.Apply(entry, 10*time.Second)
 	go func() {
-		defer func() { done <- struct{}{} }()
+		defer func() { done <- len(batch) }()
 		// hashicorp/raft may never answer a future that was in flight when
 		// it shut down: stop waiting once Raft is down (outcome unknown).
 		if err := n.wait(f); err != nil {
