@@ -35,14 +35,27 @@
 //     and the handover goes on the old way). It commits the announcement a
 //     second time: Raft tells a follower that an entry is committed only
 //     with the next one, and applying it again changes nothing.
-//  2. It waits a grace time (60 ms plus 50 us per pair) for the target to
-//     stage. The target,
+//  2. It waits a grace time (60 ms plus 50 us per pair, or one and a half
+//     times its own last staging when that is longer, at most 400 ms) for
+//     the target to stage. The target,
 //     applying the Handover, stages its takeover: reads the records,
 //     installs the pairs with the committed jumped counters, builds the
 //     engine and the IKE runtime (nothing runs yet) and opens its Raft
 //     connections.
-//  3. The active releases its VIPs, stops IKE and its data plane, and
-//     transfers leadership to the target.
+//  3. The active ends its lease (its send gates close: neither its IKE
+//     runtime nor its userspace data plane sends from here on), releases
+//     its VIPs, closes its IKE runtime (role.Callbacks.OnHandover), and
+//     transfers leadership to the target. Only then does it remove its
+//     pairs from the data plane, once the target recorded itself as the
+//     active node (cluster.SetActive, right after its claim) or after a
+//     second, and only then does the handover return (ikegwd exits after
+//     it). The flush and the exit grow with the pairs: at 1,000 tunnels
+//     the flush took 34-42 ms, most of a 47-62 ms gap between the release
+//     and the claim, when it ran before the transfer, and run next to the
+//     target's election and quorum check on the lab's 2 shared cores they
+//     delayed it by up to 40 ms (BENCHMARKS.md). With the kernel data
+//     plane, whose SAs encrypt without a send gate, the pairs are still
+//     flushed before the transfer.
 //  4. The target wins the election; it is ready at once when it has
 //     applied every entry of an earlier term in its log
 //     (Leadership.LeaderReady, cluster.Node.PriorTermsApplied; the repeated
@@ -55,6 +68,14 @@
 //   - One active (2): unchanged. The old active releases before it asks for
 //     the transfer; the target claims only as leader, activated, and with a
 //     fresh quorum confirmation (failover/role).
+//   - Nothing leaves the old active after the release: its lease ended
+//     before it (the send gates of the IKE runtime and the userspace data
+//     plane drop every packet from then on: cmd/internal/daemon's fence.go),
+//     its runtime is closed before the transfer, and the pairs it keeps
+//     until the target claimed are never chosen for a packet that leaves.
+//     What it sent before the gate closed is covered by the handover's jump
+//     (below). Before this node installs pairs again (an activation, a
+//     staging), a flush still pending runs first.
 //   - Store complete before activation (takeover step 2): a leader's log
 //     holds every committed entry, entries of its own term are its own, and
 //     a follower applies only entries it knows are committed; so a leader
