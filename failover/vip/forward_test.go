@@ -128,3 +128,25 @@ func TestForwardRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestForwardRuleAlone: on a node that never ran an older release (no rule
+// at the old priority) the release adds the forwarding rule and keeps it
+// (removing the older release's rule must not remove it).
+func TestForwardRuleAlone(t *testing.T) {
+	requireRoot(t)
+	ns := "ikfr-" + suffix(t)
+	newNS(t, ns)
+	sh(t, "ip", "-n", ns, "link", "add", "in0", "type", "veth", "peer", "name", "in0p")
+	sh(t, "ip", "-n", ns, "link", "set", "in0", "up")
+	sh(t, "ip", "-n", ns, "addr", "add", "10.9.0.2/16", "dev", "in0")
+	v4 := VIP{Interface: "in0", Prefix: netip.MustParsePrefix("10.9.0.1/16")}
+	m := newManager(t, Config{VIPs: []VIP{v4}, NetNS: nsPath(ns), Announce: Announce{Count: -1},
+		Forward: map[netip.Addr][]netip.Prefix{v4.Addr(): {netip.MustParsePrefix("10.50.0.0/16")}}})
+	must(t, m.Release(context.Background()))
+	if out := sh(t, "ip", "-n", ns, "rule", "show", "priority", fmt.Sprint(ForwardRulePriority)); !strings.Contains(out, "lookup 4501") {
+		t.Errorf("no rule consulting table 4501 after the release: %q (all: %s)", out, sh(t, "ip", "-n", ns, "rule"))
+	}
+	if out := sh(t, "ip", "-n", ns, "route", "get", "10.50.1.1"); !strings.Contains(out, "via 10.9.0.1") {
+		t.Errorf("a standby does not forward: %q", out)
+	}
+}

@@ -101,7 +101,7 @@ const (
 	ForwardProtocol     = 245
 	// legacyForwardRulePriority is the rule's priority before it moved
 	// ahead of the data plane's: a rule left by an older ikegwd is removed.
-	legacyForwardRulePriority = 4499
+	legacyForwardRulePriority = 4501
 )
 
 // Addr is the VIP's address.
