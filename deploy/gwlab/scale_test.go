@@ -2,6 +2,7 @@ package gwlab
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -47,10 +48,14 @@ func TestFailoverAtScale(t *testing.T) {
 		t.Fatalf("setting up %d tunnels: %v", scaleTunnels-1, err)
 	}
 	t.Logf("ikeload: %d tunnels up (%.0f/s)", res.OK, res.Rate)
+	var planned []string
 	for round, kind := range []Kind{DaemonDeath, Planned, NodeDeath, Planned, Planned} {
 		r, err := l.Failover(ctx, kind)
 		t.Logf("round %d: %s of %s -> %s: outage %d ms, lost %d, ESP seq failures %d", round+1, kind, r.Killed, r.NewActive,
 			r.Gap.Milliseconds(), r.Lost, r.SeqFailures)
+		if kind == Planned {
+			planned = append(planned, fmt.Sprintf("%d lost (%d ms)", r.Lost, r.Gap.Milliseconds()))
+		}
 		if err != nil {
 			t.Fatalf("round %d: %v\n%s", round+1, err, r)
 		}
@@ -67,6 +72,16 @@ func TestFailoverAtScale(t *testing.T) {
 	if n := strings.Count(l.Swan().Log(), SeqFailure); n != 0 {
 		t.Fatalf("the peer logged %d replayed ESP sequence numbers (%q) over the whole test", n, SeqFailure)
 	}
+	// Issue 5 asks a planned failover to lose at most one ping. Logged,
+	// not asserted: with the old active's flush after the transfer
+	// (failover's "Planned handover") the release-to-claim gap at 1,000
+	// tunnels is 4-15 ms, as with one tunnel, but at load 4-6 one planned
+	// handover in four still lost 2-4 pings in `ikegw-lab bench`, and
+	// here, where the target restarted moments before and is still
+	// catching up (its staging can outlast the grace), 7 of 12 planned
+	// rounds did (BENCHMARKS.md, "Planned handover at 1,000 tunnels"):
+	// such a bound would fail most runs.
+	t.Logf("planned rounds (issue 5: at most 1 lost each): %s; load %.1f", strings.Join(planned, ", "), Load1())
 }
 
 func TestElectionTimes(t *testing.T) {

@@ -69,7 +69,8 @@ type member struct {
 	// flushWait bounds deferFlush's wait (0: flushWaitMax).
 	flushWait time.Duration
 	// lastStaging is how long this node's last staging of a handover
-	// took (0: none yet); stageGraceFor uses it when this node hands over.
+	// took, or the same work in its last full takeover (0: none yet);
+	// stageGraceFor uses it when this node hands over.
 	lastStaging time.Duration
 }
 
@@ -222,7 +223,13 @@ func (m *member) activate(ctx context.Context) (err error) {
 	if len(live) > 0 {
 		m.log.Info("takeover: pairs staged while the jumped counters were committed", "pairs", len(live), "stage", stage, "commit", t.Commit)
 	}
-	return m.start(ctx, rt, ikes, live, &t)
+	if err := m.start(ctx, rt, ikes, live, &t); err != nil {
+		return err
+	}
+	// What a handover's target would spend staging these records (read,
+	// install, engine restore): the grace of this node's next handover.
+	m.lastStaging = t.Load + stage + t.Engine
+	return nil
 }
 
 // commitAndStage commits the jumped counters and, at the same time, stages

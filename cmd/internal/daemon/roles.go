@@ -169,8 +169,8 @@ const (
 
 // stageGraceFor is the grace for a handover of pairs pairs: the fixed
 // estimate, or one and a half times this node's own last staging (the
-// same records on a similar node) when that is longer, up to
-// stageGraceMax. At 1,000 tunnels and load 4-5 the lab's staging took
+// same records on a similar node; or the same work in its last full
+// takeover) when that is longer, up to stageGraceMax. At 1,000 tunnels and load 4-5 the lab's staging took
 // 64-196 ms (median 90) against a fixed grace of 110 ms: a target that
 // had not staged when the leadership came staged in the outage (71 and
 // 88 ms gaps).
