@@ -1,12 +1,16 @@
 package vip
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"net/netip"
+	"os/exec"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"ikegw/xfrm/userspace"
 )
@@ -82,7 +86,20 @@ func TestForwardRoutes(t *testing.T) {
 	}
 	must(t, m.Release(ctx)) // idempotent
 	has("after a second release", routes(), want, true)
+	// The forwarding routes go before the VIP is added: in between,
+	// packets that waited for the VIP's owner would follow them back to
+	// this node's own address instead of into its data plane.
+	mon := startMonitor(t, ns)
 	must(t, m.Claim(ctx))
+	// A marker route after the claim: once the monitor shows it, it has
+	// shown everything the claim did.
+	sh(t, "ip", "-n", ns, "route", "add", "10.77.0.0/16", "dev", "in0", "table", "77")
+	events := mon.until(t, "10.77.0.0/16")
+	fwdGone := strings.Index(events, "Deleted 10.50.0.0/16 via 10.9.0.1")
+	vipAdded := strings.Index(events, "inet 10.9.0.1/16")
+	if fwdGone < 0 || vipAdded < 0 || fwdGone > vipAdded {
+		t.Errorf("claim: the forwarding route must go (at %d) before the VIP comes (at %d):\n%s", fwdGone, vipAdded, events)
+	}
 	has("after claim", routes(), want, false)
 	if out := sh(t, "ip", "-n", ns, "route", "get", "10.51.1.1"); !strings.Contains(out, "via 10.9.0.254") {
 		t.Errorf("the holder does not use the main table's route: %q", out)
@@ -148,5 +165,69 @@ func TestForwardRuleAlone(t *testing.T) {
 	}
 	if out := sh(t, "ip", "-n", ns, "route", "get", "10.50.1.1"); !strings.Contains(out, "via 10.9.0.1") {
 		t.Errorf("a standby does not forward: %q", out)
+	}
+}
+
+// monitor is `ip monitor route address` in a namespace, read as it goes.
+type monitor struct {
+	mu  sync.Mutex
+	out strings.Builder
+}
+
+// startMonitor starts the monitor and returns once it reports events (a
+// marker route in table 76 seen).
+func startMonitor(t *testing.T, ns string) *monitor {
+	t.Helper()
+	cmd := exec.Command("ip", "-n", ns, "-4", "monitor", "route", "address")
+	pipe, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	m := &monitor{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(pipe)
+		for sc.Scan() {
+			m.mu.Lock()
+			m.out.WriteString(sc.Text() + "\n")
+			m.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); <-done; _ = cmd.Wait() })
+	deadline := time.Now().Add(10 * time.Second)
+	for i := 0; ; i++ {
+		sh(t, "ip", "-n", ns, "route", "replace", fmt.Sprintf("10.76.%d.0/24", i%250), "dev", "lo", "table", "76")
+		if strings.Contains(m.text(), "table 76") {
+			return m
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("ip monitor reports nothing")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (m *monitor) text() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.out.String()
+}
+
+// until waits for marker in the events and returns them all.
+func (m *monitor) until(t *testing.T, marker string) string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if s := m.text(); strings.Contains(s, marker) {
+			return s
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ip monitor did not report %q:\n%s", marker, m.text())
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

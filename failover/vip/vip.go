@@ -349,6 +349,12 @@ func (m *Manager) Claim(ctx context.Context) error {
 		return ErrClosed
 	}
 	m.stopAnnouncing()
+	// The forwarding routes go before the VIPs come: they are consulted
+	// ahead of the data plane's table, and once a VIP is local (packets
+	// that waited for its owner arrive at once) they would route the
+	// tunnel traffic via this node's own address instead of into its
+	// data plane. A failed claim is released, which restores them.
+	m.forwardLocked(false)
 	var errs []error
 	for _, v := range m.vips {
 		if err := ctx.Err(); err != nil {
@@ -363,14 +369,12 @@ func (m *Manager) Claim(ctx context.Context) error {
 	}
 	m.claimed = true
 	if m.announce.Count < 0 || len(m.vips) == 0 {
-		m.forwardLocked(false)
 		return nil
 	}
 	targets := m.targetsLocked()
 	m.mu.Lock()
 	m.announceRoundLocked(targets)
 	m.mu.Unlock()
-	m.forwardLocked(false)
 	if m.announce.Count > 1 && len(targets) > 0 {
 		actx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
