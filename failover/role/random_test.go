@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -15,11 +16,14 @@ import (
 //   - after a claim, the VIPs are released before the next standby;
 //   - OnActivate and OnStandby alternate (one standby per activate);
 //   - OnActive only right after a successful claim;
-//   - when the machine has stopped, nothing is held.
+//   - when the machine has stopped, nothing is held;
+//   - with OnHandover (seeds 5-8): it comes with the VIPs released, while
+//     a standby is owed, and that standby follows the step down.
 func TestRandomSchedules(t *testing.T) {
-	seeds := []uint64{1, 2, 3, 4}
+	seeds := []uint64{1, 2, 3, 4, 5, 6, 7, 8}
 	for _, seed := range seeds {
 		rng := rand.New(rand.NewPCG(seed, 99))
+		var handoverRec atomic.Pointer[recorder] // h.rec, once start made it
 		var mu sync.Mutex
 		failNext := false
 		h := start(t, Config{RetryBackoff: 20 * time.Millisecond, HandoverHold: 30 * time.Millisecond}, func(ctx context.Context) error {
@@ -35,7 +39,12 @@ func TestRandomSchedules(t *testing.T) {
 				return ctx.Err()
 			}
 			return nil
+		}, func(cb *Callbacks) {
+			if seed > 4 {
+				cb.OnHandover = func() { handoverRec.Load().add("handover") }
+			}
 		})
+		handoverRec.Store(h.rec)
 		term := uint64(0)
 		for range 60 {
 			switch rng.IntN(7) {
@@ -70,6 +79,7 @@ func TestRandomSchedules(t *testing.T) {
 func checkLog(t *testing.T, seed uint64, calls []string) {
 	t.Helper()
 	activated, held, claimedOK := false, false, false
+	handingOver, steppedDown := false, false
 	for i, c := range calls {
 		fail := func(why string) {
 			t.Fatalf("seed %d: call %d %q: %s\n%v", seed, i, c, why, calls)
@@ -99,11 +109,20 @@ func checkLog(t *testing.T, seed uint64, calls []string) {
 			if held {
 				fail("standby while the VIPs are still held")
 			}
-			activated = false
+			if handingOver && !steppedDown {
+				fail("a handover's standby before its step down")
+			}
+			activated, handingOver = false, false
 		case "stepdown":
 			if held {
 				fail("step down while holding the VIPs")
 			}
+			steppedDown = true
+		case "handover":
+			if !activated || held || handingOver {
+				fail("OnHandover without an owed standby, or with the VIPs held")
+			}
+			handingOver, steppedDown = true, false
 		}
 	}
 	if activated || held {
