@@ -11,6 +11,7 @@ import (
 	"ikegw/cluster"
 	"ikegw/failover/role"
 	"ikegw/ike/sa"
+	"ikegw/xfrm"
 	"ikegw/xfrm/userspace"
 )
 
@@ -163,5 +164,51 @@ func TestStageGraceFor(t *testing.T) {
 		if got := stageGraceFor(c.pairs, c.staged); got != c.want {
 			t.Errorf("stageGraceFor(%d, %v) = %v, want %v", c.pairs, c.staged, got, c.want)
 		}
+	}
+}
+
+// kernelKind is a data plane that says it is the kernel's: its SAs would
+// encrypt without the send gate.
+type kernelKind struct{ *userspace.Engine }
+
+func (kernelKind) Kind() string { return xfrm.KindKernel }
+
+// TestHandoverKernelFlushesBeforeTheTransfer: the kernel data plane's SAs
+// encrypt whatever is routed to them, with no send gate, so its pairs are
+// still flushed before leadership is transferred.
+func TestHandoverKernelFlushesBeforeTheTransfer(t *testing.T) {
+	dev := &chanTUN{in: make(chan []byte, 8), done: make(chan struct{})}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	f := &fence{}
+	e, err := userspace.New(userspace.Config{Sender: &sentESP{}, Device: dev, Logger: log, Gate: &f.gate})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	ctx := context.Background()
+	mem := &member{cfg: &Config{}, dp: kernelKind{e}, log: log, sender: &lateSender{}, sendGate: &f.gate}
+	live := []*sa.ChildSA{stageTestChild(100)}
+	pairsAtTransfer := -1
+	lead := &transferLead{leader: true, events: make(chan role.Event, 4)}
+	lead.atTransfer = func() { ids, _ := e.Installed(ctx); pairsAtTransfer = len(ids) }
+	cb := memberCallbacks(mem, f)
+	cb.OnActivate = func(ctx context.Context) error { mem.install(ctx, live); return nil }
+	m, err := role.New(role.Config{Lease: 2 * time.Second, Log: log}, lead, noVIPs{}, cb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- m.Run(rctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	waitUntil(t, "active", func() bool { return m.State() == role.Active })
+	if ids, _ := e.Installed(ctx); len(ids) != len(live) {
+		t.Fatalf("%d pairs installed while active, want %d", len(ids), len(live))
+	}
+	if err := m.Handover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if pairsAtTransfer != 0 {
+		t.Errorf("%d pairs installed during the transfer, want the kernel's flushed before it", pairsAtTransfer)
 	}
 }
