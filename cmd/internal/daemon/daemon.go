@@ -80,7 +80,9 @@ func (n *Node) role() string {
 func (n *Node) Handover() error { return n.HandoverTo("") }
 
 // HandoverTo is Handover to a named gateway (planned failover --to): the
-// VIPs are released first, then leadership goes to that node only.
+// VIPs are released first, then leadership goes to that node only. After
+// a transfer it returns once the target recorded itself as the active
+// node, or a second after the transfer (roles.handover).
 func (n *Node) HandoverTo(to string) error {
 	if n.roles == nil {
 		return nil
