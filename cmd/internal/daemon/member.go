@@ -741,11 +741,11 @@ func (m *member) stageLocked(ctx context.Context, h cluster.HandoverBody) bool {
 	// The election and the first quorum check of the target are Raft
 	// round trips: open their connections now, without holding m.mu (an
 	// activation waits for it, and a peer that is shutting down may take
-	// seconds to answer). All three the transport pools per peer: with
-	// two, the new leader dialed a third to the witness (TLS handshakes
-	// on both ends) 7-14 ms after its claim at 1,000 tunnels, while the
-	// first packets went through it (raft's replication, heartbeats and
-	// the quorum confirmer each hold one).
+	// seconds to answer). All three connections the transport pools per
+	// peer: with two, the new leader dialed a third to the witness (TLS
+	// handshakes on both ends) 7-14 ms after its claim at 1,000 tunnels,
+	// while the first packets went through it (raft's replication,
+	// heartbeats and the quorum confirmer each hold one).
 	go m.node.WarmConnections(3)
 	m.log.Info("handover: takeover staged", "from", h.From, "term", h.Term, "ike_sas", len(ikes), "child_sas", len(st.live),
 		"load", st.load, "install", st.install, "total", time.Since(start))
