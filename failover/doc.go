@@ -39,7 +39,9 @@
 //     times its own last staging when that is longer, at most 400 ms) for
 //     the target to stage. The target,
 //     applying the Handover, stages its takeover: reads the records,
-//     installs the pairs with the committed jumped counters, builds the
+//     stages the pairs with the committed jumped counters (in the data
+//     plane but sending nothing: kernel SAs without policies, userspace
+//     pairs no packet is matched to; the takeover activates them), builds the
 //     engine and the IKE runtime (nothing runs yet) and opens its Raft
 //     connections.
 //  3. The active ends its lease (its send gates close: neither its IKE

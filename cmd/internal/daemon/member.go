@@ -171,7 +171,12 @@ func (m *member) activate(ctx context.Context) (err error) {
 		} else {
 			m.usedHandover = st.id
 			t.Staged = true
-			t.Load, t.Install = st.load, st.install
+			t.Load = st.load
+			// The staged pairs send from now on (this node leads the
+			// term right after the announcement's: stagedValid).
+			mark := time.Now()
+			m.install(ctx, st.live)
+			t.Install = time.Since(mark)
 			m.startStaged(st, &t)
 			return nil
 		}
@@ -279,6 +284,32 @@ func stageDuringCommit(ctx context.Context, dp xfrm.DataPlane, log *slog.Logger,
 	}
 	r := <-done
 	return r.at, stage, r.err
+}
+
+// stagePairs installs the pairs of a handover's target ahead of its
+// takeover, sending nothing: a Stager stages them (kernel: SAs without
+// policies, so the packets standby forwarding hands to the active are
+// never encrypted here with the jumped counters; userspace: pairs no
+// packet is matched to), and install activates them at the takeover. Any
+// other data plane installs them at once. Failures are logged: the
+// activation installs what could not be staged.
+func (m *member) stagePairs(ctx context.Context, live []*sa.ChildSA) {
+	if err := stagePairs(ctx, m.dp, live); err != nil {
+		m.log.Warn("handover: staging IPsec SA pairs failed; the takeover installs them", "err", err)
+	}
+}
+
+func stagePairs(ctx context.Context, dp xfrm.DataPlane, live []*sa.ChildSA) error {
+	if st, ok := dp.(xfrm.Stager); ok {
+		return st.StageChildren(ctx, live)
+	}
+	var errs []error
+	for _, c := range live {
+		if err := dp.InstallChild(ctx, c); err != nil {
+			errs = append(errs, fmt.Errorf("pair %08x: %w", c.In.SPI, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // install lets the pairs carry traffic: a Stager activates them (staged
@@ -596,7 +627,7 @@ var errNotActive = errors.New("this node is not the active gateway")
 
 // stagedTakeover is a takeover prepared on the target of a planned handover
 // while the old active still holds the VIPs: the records read, the pairs
-// installed with the jumped counters the handover committed, the runtime
+// staged (sending nothing) with the jumped counters the handover committed, the runtime
 // built (sockets bound, nothing running) and its engine restored.
 type stagedTakeover struct {
 	id, term uint64
@@ -718,7 +749,7 @@ func (m *member) stageLocked(ctx context.Context, h cluster.HandoverBody) bool {
 		return false
 	}
 	mark := time.Now()
-	m.install(ctx, st.live)
+	m.stagePairs(ctx, st.live)
 	st.install = time.Since(mark)
 	eng, rt, err := m.newRuntime()
 	if err == nil {

@@ -155,3 +155,58 @@ func TestStageDuringCommitSendsNothingBeforeTheCommit(t *testing.T) {
 		})
 	}
 }
+
+// TestHandoverStagingSendsNothing: the target of a planned handover stages
+// its pairs ahead of the takeover (member.stageLocked): with a Stager they
+// encrypt nothing (a packet that reaches this node, e.g. handed over by
+// standby forwarding, is not sent with the jumped counters) until the
+// takeover activates them (member.install), and then with the first
+// sequence number above the jump. A data plane without staging installs
+// them at once, as before.
+func TestHandoverStagingSendsNothing(t *testing.T) {
+	dev := &chanTUN{in: make(chan []byte, 8), done: make(chan struct{})}
+	out := &sentESP{}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	e, err := userspace.New(userspace.Config{Sender: out, Device: dev, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	const jump = 1 << 20
+	live := []*sa.ChildSA{stageTestChild(jump)}
+	ctx := context.Background()
+	m := &member{dp: e, log: log}
+	m.stagePairs(ctx, live)
+	if ids, _ := e.Installed(ctx); len(ids) != 1 {
+		t.Fatalf("%d pairs staged, want 1", len(ids))
+	}
+	for i := range 2 {
+		dev.in <- icmpPacket(uint16(i))
+	}
+	waitUntil(t, "two packets refused", func() bool { return e.EngineStats().NoPolicy == 2 })
+	if n := len(out.sent()); n != 0 {
+		t.Fatalf("%d ESP packets sent by a staged handover target", n)
+	}
+	m.install(ctx, live)
+	dev.in <- icmpPacket(7)
+	waitUntil(t, "a packet sent after the takeover", func() bool { return len(out.sent()) == 1 })
+	if seq := binary.BigEndian.Uint32(out.sent()[0][4:8]); seq != jump+1 {
+		t.Fatalf("first packet after the takeover carries sequence number %d, want %d", seq, jump+1)
+	}
+
+	plain := &installOnly{DataPlane: e} // the engine without its Stager methods
+	if _, ok := xfrm.DataPlane(plain).(xfrm.Stager); ok {
+		t.Fatal("installOnly is a Stager")
+	}
+	if err := stagePairs(ctx, plain, live); err != nil || plain.installed != 1 {
+		t.Fatalf("a data plane without staging: %d installed (%v), want 1", plain.installed, err)
+	}
+}
+
+// installOnly is a data plane without staging that counts installs.
+type installOnly struct {
+	xfrm.DataPlane
+	installed int
+}
+
+func (d *installOnly) InstallChild(context.Context, *sa.ChildSA) error { d.installed++; return nil }
