@@ -298,12 +298,7 @@ func BenchmarkCommitTLSAB(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	for i, v := range abVariants {
-		p50, p99 := percentiles(lats[i])
-		b.ReportMetric(p50, v.name+"-p50-ms")
-		b.ReportMetric(p99, v.name+"-p99-ms")
-		b.ReportMetric(float64(len(lats[i]))/elapsed[i].Seconds(), v.name+"-commits/s")
-	}
+	reportAB(b, lats, elapsed)
 }
 
 // BenchmarkCommitTLSOpenAB is BenchmarkCommitTLSAB with commits that do
@@ -349,9 +344,18 @@ func BenchmarkCommitTLSOpenAB(b *testing.B) {
 		}
 	}
 	b.StopTimer()
+	reportAB(b, lats, nil)
+}
+
+// reportAB reports each variant's p50 and p99 latency and, when elapsed
+// is given, its commits per second.
+func reportAB(b *testing.B, lats [][]time.Duration, elapsed []time.Duration) {
 	for i, v := range abVariants {
 		p50, p99 := percentiles(lats[i])
 		b.ReportMetric(p50, v.name+"-p50-ms")
 		b.ReportMetric(p99, v.name+"-p99-ms")
+		if elapsed != nil {
+			b.ReportMetric(float64(len(lats[i]))/elapsed[i].Seconds(), v.name+"-commits/s")
+		}
 	}
 }

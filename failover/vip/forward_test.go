@@ -21,12 +21,7 @@ import (
 // and nothing else in the routing table is touched.
 func TestForwardRoutes(t *testing.T) {
 	requireRoot(t)
-	ns := "ikfw-" + suffix(t)
-	newNS(t, ns)
-	sh(t, "ip", "-n", ns, "link", "add", "in0", "type", "veth", "peer", "name", "in0p")
-	sh(t, "ip", "-n", ns, "link", "set", "in0p", "up")
-	sh(t, "ip", "-n", ns, "link", "set", "in0", "up")
-	sh(t, "ip", "-n", ns, "addr", "add", "10.9.0.2/16", "dev", "in0")
+	ns := fwdNS(t, "ikfw-")
 	sh(t, "ip", "-n", ns, "addr", "add", "fd00:9::2/64", "dev", "in0", "nodad")
 	// An administrator's route to a forwarded prefix in the main table: it
 	// must survive everything, and lose to forwarding while not holding.
@@ -151,11 +146,7 @@ func TestForwardRefused(t *testing.T) {
 // (removing the older release's rule must not remove it).
 func TestForwardRuleAlone(t *testing.T) {
 	requireRoot(t)
-	ns := "ikfr-" + suffix(t)
-	newNS(t, ns)
-	sh(t, "ip", "-n", ns, "link", "add", "in0", "type", "veth", "peer", "name", "in0p")
-	sh(t, "ip", "-n", ns, "link", "set", "in0", "up")
-	sh(t, "ip", "-n", ns, "addr", "add", "10.9.0.2/16", "dev", "in0")
+	ns := fwdNS(t, "ikfr-")
 	v4 := VIP{Interface: "in0", Prefix: netip.MustParsePrefix("10.9.0.1/16")}
 	m := newManager(t, Config{VIPs: []VIP{v4}, NetNS: nsPath(ns), Announce: Announce{Count: -1},
 		Forward: map[netip.Addr][]netip.Prefix{v4.Addr(): {netip.MustParsePrefix("10.50.0.0/16")}}})
@@ -230,4 +221,17 @@ func (m *monitor) until(t *testing.T, marker string) string {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// fwdNS is a new namespace (named prefix + a random suffix) with an
+// interface in0 (a veth, up) holding 10.9.0.2/16.
+func fwdNS(t *testing.T, prefix string) string {
+	t.Helper()
+	ns := prefix + suffix(t)
+	newNS(t, ns)
+	sh(t, "ip", "-n", ns, "link", "add", "in0", "type", "veth", "peer", "name", "in0p")
+	sh(t, "ip", "-n", ns, "link", "set", "in0p", "up")
+	sh(t, "ip", "-n", ns, "link", "set", "in0", "up")
+	sh(t, "ip", "-n", ns, "addr", "add", "10.9.0.2/16", "dev", "in0")
+	return ns
 }

@@ -93,18 +93,7 @@ func TestHandoverFlushesAfterTheTransfer(t *testing.T) {
 		}
 		atTransfer.sent, atTransfer.gateDrops = len(out.sent()), e.EngineStats().GateDrops-drops
 	}
-	cb := memberCallbacks(mem, f)
-	cb.OnActivate = func(ctx context.Context) error { mem.install(ctx, live); return nil }
-	m, err := role.New(role.Config{Lease: 2 * time.Second, Log: log}, lead, noVIPs{}, cb)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- m.Run(rctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-
-	waitUntil(t, "active", func() bool { return m.State() == role.Active })
+	m := runActiveRole(t, mem, f, lead, live, log)
 	dev.in <- icmpPacket(1)
 	waitUntil(t, "a packet sent while active", func() bool { return len(out.sent()) == 1 })
 	if err := m.Handover(ctx); err != nil {
@@ -191,17 +180,7 @@ func TestHandoverKernelFlushesBeforeTheTransfer(t *testing.T) {
 	pairsAtTransfer := -1
 	lead := &transferLead{leader: true, events: make(chan role.Event, 4)}
 	lead.atTransfer = func() { ids, _ := e.Installed(ctx); pairsAtTransfer = len(ids) }
-	cb := memberCallbacks(mem, f)
-	cb.OnActivate = func(ctx context.Context) error { mem.install(ctx, live); return nil }
-	m, err := role.New(role.Config{Lease: 2 * time.Second, Log: log}, lead, noVIPs{}, cb)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- m.Run(rctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	waitUntil(t, "active", func() bool { return m.State() == role.Active })
+	m := runActiveRole(t, mem, f, lead, live, log)
 	if ids, _ := e.Installed(ctx); len(ids) != len(live) {
 		t.Fatalf("%d pairs installed while active, want %d", len(ids), len(live))
 	}
@@ -211,4 +190,22 @@ func TestHandoverKernelFlushesBeforeTheTransfer(t *testing.T) {
 	if pairsAtTransfer != 0 {
 		t.Errorf("%d pairs installed during the transfer, want the kernel's flushed before it", pairsAtTransfer)
 	}
+}
+
+// runActiveRole runs a role machine with mem's callbacks (its activation
+// installs live) under lead until the test ends, and returns it active.
+func runActiveRole(t *testing.T, mem *member, f *fence, lead *transferLead, live []*sa.ChildSA, log *slog.Logger) *role.Machine {
+	t.Helper()
+	cb := memberCallbacks(mem, f)
+	cb.OnActivate = func(ctx context.Context) error { mem.install(ctx, live); return nil }
+	m, err := role.New(role.Config{Lease: 2 * time.Second, Log: log}, lead, noVIPs{}, cb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(rctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	waitUntil(t, "active", func() bool { return m.State() == role.Active })
+	return m
 }

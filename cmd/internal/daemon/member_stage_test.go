@@ -99,14 +99,7 @@ func TestStageDuringCommitSendsNothingBeforeTheCommit(t *testing.T) {
 			name = "commit-failed"
 		}
 		t.Run(name, func(t *testing.T) {
-			dev := &chanTUN{in: make(chan []byte, 8), done: make(chan struct{})}
-			out := &sentESP{}
-			log := slog.New(slog.NewTextHandler(io.Discard, nil))
-			e, err := userspace.New(userspace.Config{Sender: out, Device: dev, Logger: log})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { e.Close() })
+			e, dev, out, log := stageEngine(t)
 			const jump = 1 << 24
 			live := []*sa.ChildSA{stageTestChild(jump)}
 			started, release := make(chan struct{}), make(chan struct{})
@@ -164,14 +157,7 @@ func TestStageDuringCommitSendsNothingBeforeTheCommit(t *testing.T) {
 // sequence number above the jump. A data plane without staging installs
 // them at once, as before.
 func TestHandoverStagingSendsNothing(t *testing.T) {
-	dev := &chanTUN{in: make(chan []byte, 8), done: make(chan struct{})}
-	out := &sentESP{}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	e, err := userspace.New(userspace.Config{Sender: out, Device: dev, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.Close() })
+	e, dev, out, log := stageEngine(t)
 	const jump = 1 << 20
 	live := []*sa.ChildSA{stageTestChild(jump)}
 	ctx := context.Background()
@@ -210,3 +196,18 @@ type installOnly struct {
 }
 
 func (d *installOnly) InstallChild(context.Context, *sa.ChildSA) error { d.installed++; return nil }
+
+// stageEngine is a userspace engine on an in-memory TUN device that
+// records what it sends, closed when the test ends.
+func stageEngine(t *testing.T) (*userspace.Engine, *chanTUN, *sentESP, *slog.Logger) {
+	t.Helper()
+	dev := &chanTUN{in: make(chan []byte, 8), done: make(chan struct{})}
+	out := &sentESP{}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	e, err := userspace.New(userspace.Config{Sender: out, Device: dev, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	return e, dev, out, log
+}
