@@ -432,7 +432,7 @@ func (m *member) initiateMissing(ctx context.Context, rt *runtime.Runtime, ikes 
 func (m *member) fence() bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.rt == nil || m.dp.Kind() != xfrm.KindUserspace {
+	if m.rt == nil || !m.sendsGated() {
 		m.deactivateLocked()
 		return false
 	}
@@ -449,6 +449,15 @@ func (m *member) fence() bool {
 	})
 	m.log.Info("fenced: runtime and pairs kept for a re-activation in this term", "term", m.keptTerm, "for", keptFenceFor)
 	return true
+}
+
+// sendsGated reports whether everything this node sends as the active
+// stops when its lease ends, so that its runtime and pairs may outlive
+// the lease (fence, handingOver): the userspace data plane, whose engine
+// the daemon builds with the fence's send gate, with the runtime's send
+// gate set too. The kernel's XFRM states encrypt without a gate.
+func (m *member) sendsGated() bool {
+	return m.dp.Kind() == xfrm.KindUserspace && m.sendGate != nil
 }
 
 // handingOver is the role machine's OnHandover: a planned handover released
@@ -469,7 +478,7 @@ func (m *member) fence() bool {
 func (m *member) handingOver() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.dp.Kind() != xfrm.KindUserspace || m.sendGate == nil {
+	if !m.sendsGated() {
 		m.deactivateLocked()
 		return
 	}

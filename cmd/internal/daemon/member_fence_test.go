@@ -18,6 +18,7 @@ import (
 	"ikegw/ike/runtime"
 	"ikegw/ike/sa"
 	"ikegw/store"
+	"ikegw/xfrm"
 )
 
 // oneNodeCluster is a single-voter cluster on in-memory Raft, leader once
@@ -115,4 +116,51 @@ func freeUDPPort(t *testing.T) uint16 {
 	}
 	defer c.Close()
 	return uint16(c.LocalAddr().(*net.UDPAddr).Port)
+}
+
+// TestFenceKeepsOnlyGatedSends: a fence keeps the runtime and the pairs
+// only where both stop sending with the lease (the userspace data plane
+// and the runtime's send gate); the kernel data plane's states, or a
+// runtime without the gate, would send on, so they are flushed.
+func TestFenceKeepsOnlyGatedSends(t *testing.T) {
+	n := oneNodeCluster(t)
+	for _, tc := range []struct {
+		name   string
+		kernel bool
+		gate   bool
+		kept   bool
+	}{
+		{"userspace with the gate", false, true, true},
+		{"kernel", true, true, false},
+		{"userspace without the gate", false, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, _, _, log := stageEngine(t)
+			var dp xfrm.DataPlane = e
+			if tc.kernel {
+				dp = kernelKind{e}
+			}
+			eng, err := ikev1.New(ikev1.Config{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			rt, err := runtime.New(runtime.Config{Engine: eng, Listen: []netip.Addr{netip.MustParseAddr("127.0.0.1")},
+				Port: freeUDPPort(t), NATTPort: freeUDPPort(t), Persister: clusterPersister{node: n}, DataPlane: nopDataPlane{}, CounterSync: -1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { rt.Close() })
+			m := &member{cfg: &Config{}, log: log, node: n, dp: dp, rt: rt, sender: &lateSender{}}
+			if tc.gate {
+				m.sendGate = &(&fence{}).gate
+			}
+			m.install(context.Background(), []*sa.ChildSA{stageTestChild(1)})
+			kept := m.fence()
+			t.Cleanup(m.deactivate)
+			ids, _ := e.Installed(context.Background())
+			if kept != tc.kept || (m.rt != nil) != tc.kept || (len(ids) == 1) != tc.kept {
+				t.Fatalf("fence kept %v (runtime kept %v, %d pairs left), want %v", kept, m.rt != nil, len(ids), tc.kept)
+			}
+		})
+	}
 }
